@@ -1,0 +1,270 @@
+"""The one config object: `params.yaml` read into typed sections, validated once.
+
+Every error names the offending key by its full dotted path (e.g.
+`fit_loe.batch_size`), so a typo in `dvc exp run -S ...` is caught before any
+work starts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad value or key in params.yaml; the message names the key."""
+
+
+@dataclass
+class SyntheticData:
+    train: int = 2000            # instances in the train split
+    test: int = 200              # instances in the test split
+
+
+@dataclass
+class FolderData:
+    train_count: int | None = None     # CelebA-HQ style: first N files train, rest test
+    train_fraction: float = 0.9        # used when train_count is null
+    skip_corrupt: bool = False         # skip (and count) unreadable files instead of failing
+    limit: int | None = None           # read at most this many files (sorted order)
+
+
+@dataclass
+class Dataset:
+    source: str = "synthetic"          # synthetic | folder
+    path: str | None = None            # folder of PNG/JPEG files when source == folder
+    resolution: int = 32               # images are resolution x resolution
+    synthetic: SyntheticData = field(default_factory=SyntheticData)
+    folder: FolderData = field(default_factory=FolderData)
+
+
+@dataclass
+class LoE:
+    layers: int = 5                    # L: layers, one latent per layer
+    experts: int = 64                  # K: shared experts per layer
+    width: int = 64                    # C: channels of each expert
+    latent_dim: int = 32               # H: size of each layer's latent
+    w0: float = 30.0                   # SIREN frequency factor
+
+
+@dataclass
+class FitLoE:
+    steps: int = 1500                  # outer steps
+    batch_size: int = 32
+    lr: float = 3e-4                   # outer AdamW learning rate
+    weight_decay: float = 0.0
+    warmup_steps: int = 50
+    grad_clip: float = 1.0             # max global grad norm; 0 disables
+    inner_steps: int = 3
+    inner_lr: float = 1.0              # multiplies the Meta-SGD per-dimension rates
+    meta_sgd_init: tuple[float, float] = (0.005, 0.1)
+    first_order: bool = False          # True: no gradient through the inner loop
+    init_std: float = 1e-4             # latent init N(0, init_std^2) during training
+    points_per_step: int | None = None # random subset of coordinates per step (None: all)
+    checkpoint_every: int = 100
+    log_every: int = 10
+
+
+@dataclass
+class ExportLatents:
+    inner_steps: int = 3               # steps from zero for every instance
+    batch_size: int = 256
+
+
+@dataclass
+class HCDM:
+    conditional: bool = True           # False: the condition ablation, p(h^l) independent
+    hidden: int = 512                  # denoiser width
+    blocks: int = 4                    # residual blocks of the denoiser
+    timesteps: int = 1000
+    schedule: str = "cosine"           # cosine | linear
+    steps: int = 4000
+    batch_size: int = 128
+    lr: float = 5e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    dropout: float = 0.0
+    checkpoint_every: int = 500
+    log_every: int = 25
+
+
+@dataclass
+class Sample:
+    num_samples: int = 64
+    sampler: str = "ddim"              # ddpm | ddim
+    ddim_steps: int = 100
+    batch_size: int = 256
+    control_anchors: int = 3           # anchors in the hierarchical control figure
+    control_completions: int = 6       # completions per (anchor, k)
+    grid_columns: int = 8
+
+
+@dataclass
+class StdTable:
+    samples: int = 500                 # latents drawn for std_1 and per anchor for std_{l,l+1}
+    anchors: int = 10                  # fixed prefixes per part
+
+
+@dataclass
+class Evaluate:
+    memorisation_samples: int = 1000
+    batch_size: int = 256
+    std_table: StdTable = field(default_factory=StdTable)
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    binary_len: int = 12               # length of the binary condition code c^l
+    dataset: Dataset = field(default_factory=Dataset)
+    loe: LoE = field(default_factory=LoE)
+    fit_loe: FitLoE = field(default_factory=FitLoE)
+    export_latents: ExportLatents = field(default_factory=ExportLatents)
+    hcdm: HCDM = field(default_factory=HCDM)
+    sample: Sample = field(default_factory=Sample)
+    evaluate: Evaluate = field(default_factory=Evaluate)
+
+
+# (key, predicate, explanation) checked after parsing; keys are dotted paths.
+def _rules(c: Config) -> list[tuple[str, bool, str]]:
+    compressor_in = c.loe.layers * c.loe.latent_dim
+    return [
+        ("seed", c.seed >= 0, "must be >= 0"),
+        ("binary_len", 1 <= c.binary_len <= compressor_in,
+         f"must be >= 1 and <= the compressor's input size loe.layers*loe.latent_dim = {compressor_in}"),
+        ("dataset.source", c.dataset.source in ("synthetic", "folder"), "must be 'synthetic' or 'folder'"),
+        ("dataset.path", c.dataset.source != "folder" or bool(c.dataset.path),
+         "must name a folder of images when dataset.source is 'folder'"),
+        ("dataset.resolution", 8 <= c.dataset.resolution <= 1024, "must be in [8, 1024]"),
+        ("dataset.synthetic.train", c.dataset.synthetic.train >= 2, "must be >= 2"),
+        ("dataset.synthetic.test", c.dataset.synthetic.test >= 1, "must be >= 1"),
+        ("dataset.folder.train_count", c.dataset.folder.train_count is None or c.dataset.folder.train_count >= 1,
+         "must be null or >= 1"),
+        ("dataset.folder.train_fraction", 0.0 < c.dataset.folder.train_fraction < 1.0, "must be in (0, 1)"),
+        ("dataset.folder.limit", c.dataset.folder.limit is None or c.dataset.folder.limit >= 2, "must be null or >= 2"),
+        ("loe.layers", c.loe.layers >= 2, "must be >= 2"),
+        ("loe.experts", c.loe.experts >= 1, "must be >= 1"),
+        ("loe.width", c.loe.width >= 1, "must be >= 1"),
+        ("loe.latent_dim", c.loe.latent_dim >= 1, "must be >= 1"),
+        ("loe.w0", c.loe.w0 > 0, "must be > 0"),
+        ("fit_loe.steps", c.fit_loe.steps >= 1, "must be >= 1"),
+        ("fit_loe.batch_size", c.fit_loe.batch_size >= 1, "must be >= 1"),
+        ("fit_loe.lr", c.fit_loe.lr > 0, "must be > 0"),
+        ("fit_loe.weight_decay", c.fit_loe.weight_decay >= 0, "must be >= 0"),
+        ("fit_loe.warmup_steps", c.fit_loe.warmup_steps >= 0, "must be >= 0"),
+        ("fit_loe.grad_clip", c.fit_loe.grad_clip >= 0, "must be >= 0 (0 disables clipping)"),
+        ("fit_loe.inner_steps", c.fit_loe.inner_steps >= 1, "must be >= 1"),
+        ("fit_loe.inner_lr", c.fit_loe.inner_lr > 0, "must be > 0"),
+        ("fit_loe.meta_sgd_init", 0 <= c.fit_loe.meta_sgd_init[0] <= c.fit_loe.meta_sgd_init[1] <= 1,
+         "must be [low, high] with 0 <= low <= high <= 1"),
+        ("fit_loe.init_std", c.fit_loe.init_std >= 0, "must be >= 0"),
+        ("fit_loe.points_per_step", c.fit_loe.points_per_step is None or c.fit_loe.points_per_step >= 1,
+         "must be null or >= 1"),
+        ("fit_loe.checkpoint_every", c.fit_loe.checkpoint_every >= 1, "must be >= 1"),
+        ("fit_loe.log_every", c.fit_loe.log_every >= 1, "must be >= 1"),
+        ("export_latents.inner_steps", c.export_latents.inner_steps >= 1, "must be >= 1"),
+        ("export_latents.batch_size", c.export_latents.batch_size >= 1, "must be >= 1"),
+        ("hcdm.hidden", c.hcdm.hidden >= 1, "must be >= 1"),
+        ("hcdm.blocks", c.hcdm.blocks >= 1, "must be >= 1"),
+        ("hcdm.timesteps", c.hcdm.timesteps >= 2, "must be >= 2"),
+        ("hcdm.schedule", c.hcdm.schedule in ("cosine", "linear"), "must be 'cosine' or 'linear'"),
+        ("hcdm.steps", c.hcdm.steps >= 1, "must be >= 1"),
+        ("hcdm.batch_size", c.hcdm.batch_size >= 1, "must be >= 1"),
+        ("hcdm.lr", c.hcdm.lr > 0, "must be > 0"),
+        ("hcdm.weight_decay", c.hcdm.weight_decay >= 0, "must be >= 0"),
+        ("hcdm.warmup_steps", c.hcdm.warmup_steps >= 0, "must be >= 0"),
+        ("hcdm.grad_clip", c.hcdm.grad_clip >= 0, "must be >= 0"),
+        ("hcdm.ema_decay", 0 <= c.hcdm.ema_decay < 1, "must be in [0, 1)"),
+        ("hcdm.dropout", 0 <= c.hcdm.dropout < 1, "must be in [0, 1)"),
+        ("hcdm.checkpoint_every", c.hcdm.checkpoint_every >= 1, "must be >= 1"),
+        ("hcdm.log_every", c.hcdm.log_every >= 1, "must be >= 1"),
+        ("sample.num_samples", c.sample.num_samples >= 1, "must be >= 1"),
+        ("sample.sampler", c.sample.sampler in ("ddpm", "ddim"), "must be 'ddpm' or 'ddim'"),
+        ("sample.ddim_steps", 1 <= c.sample.ddim_steps <= c.hcdm.timesteps, "must be in [1, hcdm.timesteps]"),
+        ("sample.batch_size", c.sample.batch_size >= 1, "must be >= 1"),
+        ("sample.control_anchors", c.sample.control_anchors >= 1, "must be >= 1"),
+        ("sample.control_completions", c.sample.control_completions >= 1, "must be >= 1"),
+        ("sample.grid_columns", c.sample.grid_columns >= 1, "must be >= 1"),
+        ("evaluate.memorisation_samples", c.evaluate.memorisation_samples >= 1, "must be >= 1"),
+        ("evaluate.batch_size", c.evaluate.batch_size >= 1, "must be >= 1"),
+        ("evaluate.std_table.samples", c.evaluate.std_table.samples >= 2, "must be >= 2"),
+        ("evaluate.std_table.anchors", c.evaluate.std_table.anchors >= 1, "must be >= 1"),
+    ]
+
+
+def _coerce(value, annotation, key: str):
+    """Check `value` against a dataclass field annotation; ints are accepted as floats."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: must be a mapping, got {value!r}")
+        return _build(annotation, value, key + ".")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{key}: must be a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: must be true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: must be an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: must be a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported annotation {annotation} for {key}")
+
+
+def _build(cls, raw: dict, prefix: str = ""):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ConfigError(f"{prefix}{unknown[0]}: unknown key (known: {', '.join(sorted(names))})")
+    kwargs = {name: _coerce(raw[name], hints[name], prefix + name) for name in names if name in raw}
+    return cls(**kwargs)
+
+
+def from_dict(raw: dict | None) -> Config:
+    """Build and validate a Config; raises ConfigError naming the first bad key."""
+    cfg = _build(Config, raw or {})
+    for key, ok, why in _rules(cfg):
+        if not ok:
+            raise ConfigError(f"{key}: {why}")
+    return cfg
+
+
+def load(path: str | Path = "params.yaml") -> Config:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: parameters file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"{path}: must hold a mapping of parameters")
+    return from_dict(raw)
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,268 @@
+"""Stage-2: the Hierarchical Controllable Diffusion Model (paper sec. 3.3).
+
+p(h) = p(h^1) prod_l p(h^l | h^<l). One denoiser serves every layer; it sees
+the noisy layer latent h^l_t, the step t, the layer index l and the binary
+condition code c^l of the earlier layers (fig. 3):
+
+    v^l = W . zero_pad(concat(h^1..h^{l-1}))   W: (binary_len, L*H)
+    c^l = Q(sigmoid(v^l)),   c^1 = 0
+
+Q thresholds at 1/2. W is learned jointly with the denoiser through a
+straight-through estimator: the forward pass uses the hard bits, the
+backward pass the sigmoid's gradient. Learning W lets the few bits keep the
+information about h^<l that most helps to denoise h^l, instead of a random
+projection; keeping the bits hard at training time means the model trains
+on exactly the codes it will see when sampling.
+
+Latents are standardised per dimension with train-set statistics; DDPM
+training with the epsilon objective; EMA weights for sampling; DDPM
+ancestral or DDIM (eta = 0) sampling.
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import HCDM as HCDMConfig
+from .training import Checkpointer, StepLog, train_loop, warmup_cosine
+
+X0_CLIP = 6.0
+
+
+def beta_schedule(kind: str, timesteps: int) -> torch.Tensor:
+    if kind == "linear":
+        scale = 1000 / timesteps
+        return torch.linspace(scale * 1e-4, scale * 0.02, timesteps, dtype=torch.float64)
+    # Cosine schedule (Nichol & Dhariwal 2021).
+    s = 0.008
+    x = torch.linspace(0, timesteps, timesteps + 1, dtype=torch.float64)
+    ab = torch.cos(((x / timesteps) + s) / (1 + s) * math.pi / 2) ** 2
+    ab = ab / ab[0]
+    return (1 - ab[1:] / ab[:-1]).clamp(0, 0.999)
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class ConditionCompressor(nn.Module):
+    """h^<l -> c^l for every layer at once: (B, L, H) -> (B, L, binary_len) in {0, 1}."""
+
+    def __init__(self, layers: int, latent_dim: int, binary_len: int):
+        super().__init__()
+        self.layers, self.latent_dim = layers, latent_dim
+        self.weight = nn.Parameter(torch.randn(binary_len, layers * latent_dim) / math.sqrt(latent_dim))
+        # masks[l] keeps the entries of layers < l: the zero padding of fig. 3.
+        owner = torch.arange(layers * latent_dim) // latent_dim
+        self.register_buffer("masks", (owner[None, :] < torch.arange(layers)[:, None]).float(), persistent=False)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        flat = h.flatten(1)                                                # (B, L*H)
+        v = torch.einsum("blf,cf->blc", flat[:, None, :] * self.masks[None], self.weight)   # (B, L, bits)
+        soft = torch.sigmoid(v)
+        hard = (soft > 0.5).to(soft.dtype)
+        code = hard + soft - soft.detach()                                 # straight-through
+        return code * (torch.arange(self.layers, device=h.device) > 0).to(code.dtype)[None, :, None]
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, hidden: int, dropout: float):
+        super().__init__()
+        self.norm = nn.LayerNorm(hidden)
+        self.film = nn.Linear(hidden, 2 * hidden)
+        self.fc1 = nn.Linear(hidden, 2 * hidden)
+        self.fc2 = nn.Linear(2 * hidden, hidden)
+        self.dropout = nn.Dropout(dropout)
+        nn.init.zeros_(self.fc2.weight)
+        nn.init.zeros_(self.fc2.bias)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.film(emb).chunk(2, dim=-1)
+        y = self.norm(x) * (1 + scale) + shift
+        return x + self.fc2(self.dropout(F.silu(self.fc1(y))))
+
+
+class Denoiser(nn.Module):
+    """eps_theta(h^l_t, t, l, c^l): a residual MLP with FiLM conditioning.
+
+    The paper uses a UNet; a latent vector has no spatial order for a
+    convolution's locality prior to exploit, so we use the residual MLP that
+    mNIF uses for the same kind of latents, conditioned on (t, l, c^l).
+    """
+
+    def __init__(self, latent_dim: int, layers: int, binary_len: int, hidden: int, blocks: int, dropout: float):
+        super().__init__()
+        self.hidden = hidden
+        self.inp = nn.Linear(latent_dim, hidden)
+        self.time = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        self.layer = nn.Embedding(layers, hidden)
+        self.code = nn.Linear(binary_len, hidden)
+        self.blocks = nn.ModuleList(ResidualBlock(hidden, dropout) for _ in range(blocks))
+        self.out = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, latent_dim))
+        nn.init.zeros_(self.out[1].weight)
+        nn.init.zeros_(self.out[1].bias)
+
+    def forward(self, x, t, layer, code):
+        emb = F.silu(self.time(timestep_embedding(t, self.hidden)) + self.layer(layer) + self.code(code))
+        y = self.inp(x)
+        for block in self.blocks:
+            y = block(y, emb)
+        return self.out(y)
+
+
+class HCDM(nn.Module):
+    def __init__(self, layers: int, latent_dim: int, binary_len: int, conditional: bool = True,
+                 hidden: int = 512, blocks: int = 4, timesteps: int = 1000, schedule: str = "cosine",
+                 dropout: float = 0.0):
+        super().__init__()
+        self.layers, self.latent_dim, self.binary_len = layers, latent_dim, binary_len
+        self.conditional, self.timesteps = conditional, timesteps
+        self.arch = dict(layers=layers, latent_dim=latent_dim, binary_len=binary_len, conditional=conditional,
+                         hidden=hidden, blocks=blocks, timesteps=timesteps, schedule=schedule, dropout=dropout)
+        self.compressor = ConditionCompressor(layers, latent_dim, binary_len)
+        self.denoiser = Denoiser(latent_dim, layers, binary_len, hidden, blocks, dropout)
+        betas = beta_schedule(schedule, timesteps)
+        ab = torch.cumprod(1 - betas, 0)
+        ab_prev = torch.cat([torch.ones(1, dtype=ab.dtype), ab[:-1]])
+        for name, value in dict(
+            betas=betas, alphas_cumprod=ab, alphas_cumprod_prev=ab_prev,
+            posterior_var=betas * (1 - ab_prev) / (1 - ab),
+            posterior_c0=betas * ab_prev.sqrt() / (1 - ab),                 # coefficient of x0
+            posterior_ct=(1 - ab_prev) * (1 - betas).sqrt() / (1 - ab),     # coefficient of x_t
+        ).items():
+            self.register_buffer(name, value.float())
+        self.register_buffer("mean", torch.zeros(layers, latent_dim))
+        self.register_buffer("std", torch.ones(layers, latent_dim))
+
+    # -- units ---------------------------------------------------------------
+    def set_statistics(self, latents: torch.Tensor) -> None:
+        """Per-dimension standardisation from the train-set latents (N, L, H)."""
+        self.mean.copy_(latents.mean(0))
+        self.std.copy_(latents.std(0).clamp_min(1e-6))
+
+    def standardise(self, h: torch.Tensor) -> torch.Tensor:
+        return (h - self.mean) / self.std
+
+    def unstandardise(self, z: torch.Tensor) -> torch.Tensor:
+        return z * self.std + self.mean
+
+    # -- conditions ----------------------------------------------------------
+    def condition_codes(self, z: torch.Tensor) -> torch.Tensor:
+        """Standardised latents (B, L, H) -> codes c^1..c^L (B, L, binary_len); all zero if unconditional."""
+        codes = self.compressor(z)
+        return codes if self.conditional else torch.zeros_like(codes)
+
+    # -- training ------------------------------------------------------------
+    def loss(self, h: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Epsilon-prediction loss over every layer of a batch of raw latents (B, L, H)."""
+        z = self.standardise(h)
+        b, L, H = z.shape
+        codes = self.condition_codes(z).reshape(b * L, -1)
+        x0 = z.reshape(b * L, H)
+        layer = torch.arange(L).repeat(b)
+        t = torch.randint(self.timesteps, (b * L,), generator=generator)
+        noise = torch.randn(x0.shape, generator=generator)
+        ab = self.alphas_cumprod[t][:, None]
+        xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+        return F.mse_loss(self.denoiser(xt, t, layer, codes), noise)
+
+    # -- sampling ------------------------------------------------------------
+    def _predict(self, x, t, layers, codes):
+        """(x0, eps) predicted at step t, with x0 clipped to +-X0_CLIP standardised units.
+
+        Near t = T the cosine schedule has alpha_bar ~ 1e-6, where x0 = (x -
+        sqrt(1 - ab) eps) / sqrt(ab) amplifies any error in eps a thousandfold;
+        clipping x0 to the range real standardised latents occupy (what image
+        diffusion does with [-1, 1]) and re-deriving eps keeps samples finite.
+        """
+        eps = self.denoiser(x, t, layers, codes)
+        ab = self.alphas_cumprod[t][:, None]
+        x0 = ((x - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-X0_CLIP, X0_CLIP)
+        return x0, (x - ab.sqrt() * x0) / (1 - ab).sqrt()
+
+    @torch.no_grad()
+    def sample_layer(self, layer: int, codes: torch.Tensor, generator: torch.Generator,
+                     sampler: str = "ddim", steps: int = 100) -> torch.Tensor:
+        """One reverse process: a draw from p(h^l | c^l) in standardised units, (N, H)."""
+        n = codes.shape[0]
+        x = torch.randn(n, self.latent_dim, generator=generator)
+        layers = torch.full((n,), layer, dtype=torch.long)
+        if sampler == "ddpm":
+            for t in range(self.timesteps - 1, -1, -1):
+                tt = torch.full((n,), t, dtype=torch.long)
+                x0, _ = self._predict(x, tt, layers, codes)
+                mean = self.posterior_c0[t] * x0 + self.posterior_ct[t] * x
+                x = mean + (self.posterior_var[t].sqrt() * torch.randn(x.shape, generator=generator) if t > 0 else 0)
+            return x
+        if sampler != "ddim":
+            raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")
+        ts = torch.linspace(self.timesteps - 1, 0, steps).round().long().unique_consecutive()
+        for i, t in enumerate(ts.tolist()):
+            tt = torch.full((n,), t, dtype=torch.long)
+            x0, eps = self._predict(x, tt, layers, codes)
+            ab_prev = self.alphas_cumprod[ts[i + 1]] if i + 1 < len(ts) else torch.tensor(1.0)
+            x = ab_prev.sqrt() * x0 + (1 - ab_prev).sqrt() * eps
+        return x
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator, prefix: torch.Tensor | None = None, stop: int | None = None,
+               sampler: str = "ddim", steps: int = 100) -> torch.Tensor:
+        """The chain h^1 -> h^L in raw latent units, (n, L, H).
+
+        `prefix` (n, k, H) fixes h^1..h^k; layers k..stop-1 are drawn in turn,
+        each conditioned on the code of everything before it; layers from
+        `stop` on are left at the mean (zero in standardised units).
+        """
+        stop = self.layers if stop is None else stop
+        z = torch.zeros(n, self.layers, self.latent_dim)
+        k = 0
+        if prefix is not None:
+            k = prefix.shape[1]
+            if prefix.shape[0] != n or not 0 <= k <= self.layers:
+                raise ValueError(f"prefix must be ({n}, k<={self.layers}, {self.latent_dim}), got {tuple(prefix.shape)}")
+            z[:, :k] = (prefix.float() - self.mean[:k]) / self.std[:k]
+        for l in range(k, stop):
+            codes = self.condition_codes(z)[:, l]
+            z[:, l] = self.sample_layer(l, codes, generator, sampler, steps)
+        return self.unstandardise(z)
+
+
+class HCDMTrainer:
+    """Adam W training of the HCDM with an EMA copy used for sampling."""
+
+    def __init__(self, model: HCDM, cfg: HCDMConfig):
+        self.model, self.cfg = model, cfg
+        self.ema = copy.deepcopy(model).requires_grad_(False)
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        d = self.cfg.ema_decay
+        for e, p in zip(self.ema.parameters(), self.model.parameters()):
+            e.lerp_(p, 1 - d)
+
+    def fit(self, latents: torch.Tensor, checkpointer: Checkpointer, log: StepLog, generator: torch.Generator,
+            progress: bool = True) -> None:
+        c = self.cfg
+        self.model.set_statistics(latents)
+        self.ema.load_state_dict(self.model.state_dict())
+        params = list(self.model.parameters())
+        optimizer = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
+        scheduler = warmup_cosine(optimizer, c.warmup_steps, c.steps)
+        self.model.train()
+
+        def step(_: int):
+            idx = torch.randint(len(latents), (min(c.batch_size, len(latents)),), generator=generator)
+            return self.model.loss(latents[idx], generator), {}
+
+        train_loop(step, {"model": self.model, "ema": self.ema}, params, optimizer, scheduler, c.steps,
+                   c.grad_clip, c.log_every, checkpointer, log, generator, "train_hcdm",
+                   after_step=self.update_ema, progress=progress)
+        self.model.eval()
+        self.ema.eval()

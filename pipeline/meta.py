@@ -1,0 +1,118 @@
+"""Stage-1: CAVIA-style meta-learning of the LoE (paper sec. 3.2).
+
+Inner loop: a few gradient steps on the latents only, from (near) zero, with
+Meta-SGD per-dimension learning rates. Outer loop: AdamW on the shared
+weights, the gates and the Meta-SGD rates, through the inner loop (second
+order) unless `first_order`.
+
+The inner loss is the SUM over instances of each instance's mean squared
+error. Each latent's gradient then depends on its own instance alone, so the
+inner step does not shrink with the batch size (mNIF's batch-mean loss does;
+Functa's per-example inner loop does not).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .config import FitLoE
+from .loe import LayersOfExperts
+from .modality import Modality
+from .training import Checkpointer, StepLog, train_loop, warmup_cosine
+
+
+class MetaSGD(nn.Module):
+    """Per-dimension inner learning rates, one per latent entry (L, H), clamped to [0, 1]."""
+
+    def __init__(self, layers: int, latent_dim: int, low: float, high: float):
+        super().__init__()
+        self.rates = nn.Parameter(torch.empty(layers, latent_dim).uniform_(low, high))
+
+    def forward(self) -> torch.Tensor:
+        return self.rates.clamp(0, 1)
+
+
+def per_instance_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(B, P, D) pair -> (B,) mean squared error of each instance."""
+    return ((pred - target) ** 2).flatten(1).mean(1)
+
+
+def mse_to_psnr(mse: torch.Tensor) -> torch.Tensor:
+    """PSNR of values in [-1, 1] measured as images in [0, 1] (MSE / 4)."""
+    return -10 * torch.log10((mse / 4).clamp_min(1e-12))
+
+
+def inner_loop(model: LayersOfExperts, rates: torch.Tensor, coords: torch.Tensor, targets: torch.Tensor,
+               latents: torch.Tensor, steps: int, lr: float, create_graph: bool) -> torch.Tensor:
+    """Adapt latents (B, L, H) to targets (B, P, D); the shared weights stay fixed."""
+    h = latents if latents.requires_grad else latents.requires_grad_(True)
+    for _ in range(steps):
+        loss = per_instance_mse(model(coords, h), targets).sum()
+        (grad,) = torch.autograd.grad(loss, h, create_graph=create_graph)
+        h = h - lr * rates * grad
+    return h
+
+
+def fit_latents(model: LayersOfExperts, meta_sgd: MetaSGD, modality: Modality, signals: np.ndarray,
+                steps: int, lr: float, batch_size: int, progress: bool = True) -> tuple[torch.Tensor, dict]:
+    """Latents of every instance from zero with the meta-learned inner loop.
+
+    Returns latents (N, L, H) and per-instance reconstruction metrics.
+    """
+    coords = modality.coordinates()
+    rates = meta_sgd().detach()
+    latents, metrics = [], {}
+    starts = range(0, len(signals), batch_size)
+    for start in tqdm(starts, desc="fit latents", disable=not progress, leave=False):
+        targets = modality.targets(signals[start:start + batch_size])
+        zero = torch.zeros(len(targets), model.layers, model.latent_dim)
+        h = inner_loop(model, rates, coords, targets, zero, steps, lr, create_graph=False).detach()
+        with torch.no_grad():
+            recon = model(coords, h)
+        for name, values in modality.reconstruction_metrics(recon, targets).items():
+            metrics.setdefault(name, []).append(values)
+        latents.append(h)
+    return torch.cat(latents), {k: np.concatenate(v) for k, v in metrics.items()}
+
+
+@dataclass
+class MetaLearner:
+    model: LayersOfExperts
+    meta_sgd: MetaSGD
+    modality: Modality
+    cfg: FitLoE
+
+    def step_loss(self, coords: torch.Tensor, targets: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Outer loss: per-instance MSE after the inner loop, (B,)."""
+        c = self.cfg
+        init = torch.randn(len(targets), self.model.layers, self.model.latent_dim, generator=generator) * c.init_std
+        h = inner_loop(self.model, self.meta_sgd(), coords, targets, init, c.inner_steps, c.inner_lr,
+                       create_graph=not c.first_order)
+        if c.first_order:
+            h = h.detach()
+        return per_instance_mse(self.model(coords, h), targets)
+
+    def fit(self, train: np.ndarray, checkpointer: Checkpointer, log: StepLog, generator: torch.Generator,
+            progress: bool = True) -> None:
+        c = self.cfg
+        params = list(self.model.parameters()) + list(self.meta_sgd.parameters())
+        optimizer = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
+        scheduler = warmup_cosine(optimizer, c.warmup_steps, c.steps)
+        all_coords = self.modality.coordinates()
+
+        def step(_: int):
+            idx = torch.randint(len(train), (min(c.batch_size, len(train)),), generator=generator).numpy()
+            targets = self.modality.targets(train[idx])
+            coords = all_coords
+            if c.points_per_step is not None and c.points_per_step < len(all_coords):
+                keep = torch.randperm(len(all_coords), generator=generator)[: c.points_per_step]
+                coords, targets = all_coords[keep], targets[:, keep]
+            mse = self.step_loss(coords, targets, generator)
+            return mse.mean(), {"psnr": mse_to_psnr(mse.detach()).mean()}
+
+        train_loop(step, {"model": self.model, "meta_sgd": self.meta_sgd}, params, optimizer, scheduler,
+                   c.steps, c.grad_clip, c.log_every, checkpointer, log, generator, "fit_loe", progress=progress)

@@ -1,0 +1,30 @@
+"""Stage `fit_loe` (Stage-1): meta-learn the Layers-of-Experts on the train split."""
+from .. import artifacts, config, datasets, io
+from ..artifacts import CURVES, DATASET, LOE, LOE_CHECKPOINT, METRICS
+from ..loe import LayersOfExperts
+from ..meta import MetaLearner, MetaSGD
+from ..training import Checkpointer, StepLog, code_digest, file_digest, fingerprint
+from . import elapsed, run
+
+
+def main(cfg, generator, start):
+    data = datasets.load(artifacts.require(DATASET, "prepare"))
+    m = data.modality
+    model = LayersOfExperts(m.d_in, m.d_out, cfg.loe.layers, cfg.loe.experts, cfg.loe.width,
+                            cfg.loe.latent_dim, cfg.loe.w0)
+    meta_sgd = MetaSGD(cfg.loe.layers, cfg.loe.latent_dim, *cfg.fit_loe.meta_sgd_init)
+    run_id = fingerprint(cfg.seed, config.to_dict(cfg.loe), config.to_dict(cfg.fit_loe), file_digest(DATASET), code_digest())
+    log = StepLog(CURVES / "fit_loe.csv")
+    checkpointer = Checkpointer(LOE_CHECKPOINT, run_id, cfg.fit_loe.checkpoint_every)
+    MetaLearner(model, meta_sgd, m, cfg.fit_loe).fit(data.train, checkpointer, log, generator)
+    artifacts.save_loe(LOE, model, meta_sgd, cfg.fit_loe.inner_steps, cfg.fit_loe.inner_lr)
+    log.write()
+    last = log.rows[-1]
+    io.save_json(METRICS / "fit_loe.json", {
+        "steps": cfg.fit_loe.steps, "final_loss": last["loss"], "final_train_batch_psnr": last["psnr"],
+        "meta_sgd_rate_mean": round(meta_sgd().mean().item(), 5),
+        "parameters": sum(p.numel() for p in model.parameters()), "seconds": elapsed(start)})
+
+
+if __name__ == "__main__":
+    run(main)

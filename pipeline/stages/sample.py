@@ -1,0 +1,42 @@
+"""Stage `sample`: draw latents through the chain h^1 -> h^L, render them, and
+draw the hierarchical control figure (paper fig. 5)."""
+import numpy as np
+
+from .. import artifacts, io, pictures
+from ..artifacts import CONTROL_GRID, DATASET, METRICS, SAMPLES, SAMPLES_GRID
+from ..datasets import load
+from ..generation import control_latents, sample_latents
+from . import elapsed, run
+
+
+def main(cfg, generator, start):
+    s = cfg.sample
+    data = load(artifacts.require(DATASET, "prepare"))
+    loe, _, _ = artifacts.load_loe()
+    hcdm = artifacts.load_hcdm()
+    m = data.modality
+    coords = m.coordinates()
+    up = pictures.upscale_for(cfg.dataset.resolution)
+
+    latents = sample_latents(hcdm, s.num_samples, generator, s.sampler, s.ddim_steps, s.batch_size)
+    values = loe.render(coords, latents)
+    pics = m.to_pictures(values)
+    io.save_npz(SAMPLES, latents=latents.numpy(), pictures=pics)
+    io.save_png(SAMPLES_GRID, pictures.grid(pics, s.grid_columns, upscale=up))
+
+    # One block per anchor: row k fixes h^1..h^k (k = 0..L-1) of the anchor in
+    # the first column and resamples the rest in the other columns.
+    anchors = latents[: s.control_anchors]
+    tree = control_latents(hcdm, anchors, s.control_completions, generator, s.sampler, s.ddim_steps)
+    blocks = []
+    for a in range(len(anchors)):
+        rows = [np.concatenate([pics[a:a + 1], m.to_pictures(loe.render(coords, tree[a, k]))])
+                for k in range(hcdm.layers)]
+        blocks.append(pictures.grid(np.concatenate(rows), s.control_completions + 1, upscale=up))
+    io.save_png(CONTROL_GRID, pictures.stack_vertically(blocks))
+    io.save_json(METRICS / "sample.json", {"num_samples": s.num_samples, "sampler": s.sampler,
+                                           "ddim_steps": s.ddim_steps, "seconds": elapsed(start)})
+
+
+if __name__ == "__main__":
+    run(main)

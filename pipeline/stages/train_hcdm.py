@@ -1,0 +1,30 @@
+"""Stage `train_hcdm` (Stage-2): learn p(h^1) prod p(h^l | h^<l) on the train latents."""
+import torch
+
+from .. import artifacts, config, io
+from ..artifacts import CURVES, HCDM_CHECKPOINT, HCDM_MODEL, LATENTS, METRICS
+from ..hcdm import HCDM, HCDMTrainer
+from ..training import Checkpointer, StepLog, code_digest, file_digest, fingerprint
+from . import elapsed, run
+
+
+def main(cfg, generator, start):
+    latents = torch.from_numpy(artifacts.load_latents()["train"])
+    h = cfg.hcdm
+    model = HCDM(cfg.loe.layers, cfg.loe.latent_dim, cfg.binary_len, h.conditional, h.hidden, h.blocks,
+                 h.timesteps, h.schedule, h.dropout)
+    run_id = fingerprint(cfg.seed, cfg.binary_len, config.to_dict(h), file_digest(LATENTS), code_digest())
+    log = StepLog(CURVES / "train_hcdm.csv")
+    trainer = HCDMTrainer(model, h)
+    trainer.fit(latents, Checkpointer(HCDM_CHECKPOINT, run_id, h.checkpoint_every), log, generator)
+    artifacts.save_hcdm(HCDM_MODEL, trainer.ema)
+    log.write()
+    tail = log.rows[-5:]
+    io.save_json(METRICS / "train_hcdm.json", {
+        "binary_len": cfg.binary_len, "conditional": h.conditional, "steps": h.steps,
+        "final_loss_mean_last_logs": round(sum(r["loss"] for r in tail) / len(tail), 5),
+        "parameters": sum(p.numel() for p in model.parameters()), "seconds": elapsed(start)})
+
+
+if __name__ == "__main__":
+    run(main)
