@@ -113,7 +113,9 @@ def folder(cfg: Config) -> PreparedData:
             skipped.append(p.name)
     if len(images) < 2:
         raise DataError(f"{root}: found {len(images)} readable images with suffixes {IMAGE_SUFFIXES}; need at least 2")
-    n_train = d.folder.train_count if d.folder.train_count is not None else round(len(images) * d.folder.train_fraction)
+    n_train = d.folder.train_count
+    if n_train is None:   # by ratio, keeping at least one image on each side
+        n_train = min(max(1, round(len(images) * d.folder.train_fraction)), len(images) - 1)
     if not 1 <= n_train < len(images):
         raise DataError(f"{root}: dataset.folder.train_count={n_train} leaves no test images out of {len(images)}")
     stack = np.stack(images)

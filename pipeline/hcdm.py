@@ -68,7 +68,7 @@ class ConditionCompressor(nn.Module):
         v = torch.einsum("blf,cf->blc", flat[:, None, :] * self.masks[None], self.weight)   # (B, L, bits)
         soft = torch.sigmoid(v)
         hard = (soft > 0.5).to(soft.dtype)
-        code = hard + soft - soft.detach()                                 # straight-through
+        code = hard + (soft - soft.detach())     # straight-through; exactly the hard bits in value
         return code * (torch.arange(self.layers, device=h.device) > 0).to(code.dtype)[None, :, None]
 
 

@@ -31,6 +31,8 @@ def ssim(pred: torch.Tensor, true: torch.Tensor, window: int = 11, sigma: float 
     window use a window the size of the image.
     """
     c1, c2 = 0.01 ** 2, 0.03 ** 2
+    out_dtype = pred.dtype
+    pred, true = pred.double(), true.double()   # E[x^2] - mu^2 cancels badly in float32
     size = min(window, pred.shape[-1], pred.shape[-2])
     w = _gaussian_window(size, sigma).to(pred)
     channels = pred.shape[1]
@@ -45,7 +47,7 @@ def ssim(pred: torch.Tensor, true: torch.Tensor, window: int = 11, sigma: float 
     sxy = filt(pred * true) - mu_x * mu_y
     num = (2 * mu_x * mu_y + c1) * (2 * sxy + c2)
     den = (mu_x ** 2 + mu_y ** 2 + c1) * (sxx + syy + c2)
-    return (num / den).flatten(1).mean(1)
+    return (num / den).flatten(1).mean(1).to(out_dtype)
 
 
 def nearest_distances(queries: torch.Tensor, references: torch.Tensor, chunk: int = 512) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,30 @@
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+REALDATA = ROOT.parent / "shared" / "realdata"
+sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def micro_params() -> dict:
+    """A configuration small enough for the whole pipeline to run in seconds."""
+    import yaml
+
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["binary_len"] = 4
+    p["dataset"].update(resolution=16, synthetic={"train": 48, "test": 8})
+    p["loe"].update(layers=3, experts=8, width=16, latent_dim=8)
+    p["fit_loe"].update(steps=20, batch_size=8, checkpoint_every=10, log_every=5, points_per_step=None, warmup_steps=5)
+    p["hcdm"].update(hidden=32, blocks=1, timesteps=50, steps=30, batch_size=16, checkpoint_every=10,
+                     log_every=5, warmup_steps=5)
+    p["sample"].update(num_samples=8, ddim_steps=10, control_anchors=2, control_completions=2, grid_columns=4)
+    p["evaluate"].update(memorisation_samples=8, std_table={"samples": 6, "anchors": 2})
+    return p

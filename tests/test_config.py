@@ -1,0 +1,70 @@
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import ROOT
+from pipeline import config
+from pipeline.config import ConfigError
+
+
+def test_shipped_params_are_valid():
+    cfg = config.load(ROOT / "params.yaml")
+    assert cfg.binary_len == 12 and cfg.dataset.source == "synthetic"
+
+
+@pytest.mark.parametrize("raw, key", [
+    ({"binary_len": 0}, "binary_len"),
+    ({"binary_len": 10_000}, "binary_len"),
+    ({"binary_len": 3.5}, "binary_len"),
+    ({"loe": {"layers": 1}}, "loe.layers"),
+    ({"loe": {"expertz": 4}}, "loe.expertz"),
+    ({"fit_loe": {"batch_size": "32"}}, "fit_loe.batch_size"),
+    ({"fit_loe": {"meta_sgd_init": [0.5, 0.1]}}, "fit_loe.meta_sgd_init"),
+    ({"dataset": {"source": "folder"}}, "dataset.path"),
+    ({"dataset": {"source": "lmdb"}}, "dataset.source"),
+    ({"sample": {"ddim_steps": 5000}}, "sample.ddim_steps"),
+    ({"sample": {"sampler": "euler"}}, "sample.sampler"),
+    ({"typo_section": {}}, "typo_section"),
+])
+def test_bad_values_name_the_key(raw, key):
+    with pytest.raises(ConfigError) as e:
+        config.from_dict(raw)
+    assert str(e.value).startswith(key + ":"), str(e.value)
+
+
+def test_binary_len_bound_is_the_compressor_input():
+    cfg = config.from_dict({"loe": {"layers": 3, "latent_dim": 4}, "binary_len": 12})
+    assert cfg.binary_len == 12
+    with pytest.raises(ConfigError, match=r"binary_len: .*= 12"):
+        config.from_dict({"loe": {"layers": 3, "latent_dim": 4}, "binary_len": 13})
+
+
+def test_stage_reports_bad_params_in_one_line(tmp_path):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["fit_loe"]["lr"] = -1
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    r = subprocess.run([sys.executable, "-m", "pipeline.stages.prepare"], cwd=tmp_path, capture_output=True,
+                       text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 2
+    assert r.stderr.strip() == "error: fit_loe.lr: must be > 0"
+    assert not (tmp_path / "data").exists()
+
+
+def test_presets_are_complete_and_valid():
+    presets = sorted((ROOT / "pipeline" / "presets").glob("*.yaml"))
+    assert presets
+    defaults = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for path in presets:
+        raw = yaml.safe_load(path.read_text())
+        cfg = config.from_dict(raw)
+        assert set(raw) == set(defaults), path     # every -S key of params.yaml exists in the preset
+        assert cfg.fit_loe.batch_size >= 1
+
+
+def test_paper_preset_is_the_paper_configuration():
+    cfg = config.load(ROOT / "pipeline" / "presets" / "celebahq64.yaml")
+    assert (cfg.loe.layers, cfg.loe.experts, cfg.loe.width, cfg.loe.latent_dim) == (7, 384, 128, 128)
+    assert cfg.dataset.resolution == 64 and cfg.fit_loe.lr == 1e-4 and cfg.fit_loe.inner_steps == 3
+    assert cfg.fit_loe.steps * cfg.fit_loe.batch_size == 800 * 27000       # 800 epochs

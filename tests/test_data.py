@@ -1,0 +1,96 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REALDATA
+from pipeline import config, datasets, synthetic_faces
+from pipeline.datasets import DataError
+
+FACES = REALDATA / "faces_alae128"
+
+
+def test_synthetic_faces_are_deterministic_and_labelled():
+    a, fa = synthetic_faces.generate(10, 24, seed=5)
+    b, fb = synthetic_faces.generate(10, 24, seed=5)
+    c, _ = synthetic_faces.generate(10, 24, seed=6)
+    assert a.shape == (10, 24, 24, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, b) and np.array_equal(fa, fb) and not np.array_equal(a, c)
+    assert fa.shape == (10, len(synthetic_faces.FACTORS)) and len(synthetic_faces.FACTORS) >= 6
+    for i, (kind, lo, hi) in enumerate(synthetic_faces.FACTORS.values()):
+        assert (fa[:, i] >= lo).all() and (fa[:, i] <= hi).all()
+        if kind == "categorical":
+            assert np.array_equal(fa[:, i], np.round(fa[:, i]))
+
+
+def test_each_factor_changes_the_picture():
+    base = synthetic_faces.sample_factors(1, np.random.default_rng(0))
+    base[0, synthetic_faces.FACTOR_NAMES.index("hair_style")] = 3
+    ref = synthetic_faces.render(base, 32)
+    for i, (kind, lo, hi) in enumerate(synthetic_faces.FACTORS.values()):
+        moved = base.copy()
+        moved[0, i] = lo if moved[0, i] != lo else hi
+        diff = np.abs(synthetic_faces.render(moved, 32).astype(int) - ref).sum()
+        assert diff > 0, synthetic_faces.FACTOR_NAMES[i]
+
+
+def test_anti_aliased_edges():
+    img, _ = synthetic_faces.generate(4, 32, seed=0)
+    # Box-filtered supersampling leaves intermediate values along edges, not just a few flat colours.
+    assert all(len(np.unique(im.reshape(-1, 3), axis=0)) > 30 for im in img)
+
+
+def folder_cfg(path, **folder):
+    return config.from_dict({"dataset": {"source": "folder", "path": str(path), "resolution": 16,
+                                         "folder": folder}})
+
+
+def write_images(folder, n, size=(40, 30)):
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(folder / f"{i:03d}.png")
+
+
+def test_folder_split_first_n_train(tmp_path):
+    write_images(tmp_path, 6)
+    data = datasets.prepare(folder_cfg(tmp_path, train_count=4))
+    assert data.train.shape == (4, 16, 16, 3) and data.test.shape == (2, 16, 16, 3)
+    data = datasets.prepare(folder_cfg(tmp_path, train_fraction=0.5))
+    assert len(data.train) == 3
+
+
+def test_centre_crop_then_bicubic_resize(tmp_path):
+    img = np.zeros((20, 40, 3), dtype=np.uint8)
+    img[:, 10:30] = 200                               # the centre square is uniformly 200
+    Image.fromarray(img).save(tmp_path / "wide.png")
+    out = datasets.load_image(tmp_path / "wide.png", 8)
+    assert out.shape == (8, 8, 3) and (out == 200).all()
+
+
+def test_corrupt_image_is_named_or_skipped_and_counted(tmp_path):
+    write_images(tmp_path, 4)
+    (tmp_path / "002_bad.jpg").write_bytes(b"not a jpeg at all")
+    with pytest.raises(DataError, match="002_bad.jpg"):
+        datasets.prepare(folder_cfg(tmp_path))
+    data = datasets.prepare(folder_cfg(tmp_path, skip_corrupt=True))
+    assert data.info["skipped_files"] == 1 and len(data.train) + len(data.test) == 4
+
+
+def test_missing_folder_is_named(tmp_path):
+    with pytest.raises(DataError, match="nowhere"):
+        datasets.prepare(folder_cfg(tmp_path / "nowhere"))
+
+
+@pytest.mark.skipif(not FACES.is_dir(), reason="../shared/realdata/faces_alae128 is not present")
+def test_real_faces_folder():
+    data = datasets.prepare(folder_cfg(FACES, train_count=128))
+    assert data.train.shape == (128, 16, 16, 3) and len(data.test) == len(list(FACES.glob("*.png"))) - 128
+    assert 40 < data.train.mean() < 220
+
+
+def test_prepared_file_round_trip(tmp_path):
+    cfg = config.from_dict({"dataset": {"resolution": 16, "synthetic": {"train": 5, "test": 2}}})
+    data = datasets.prepare(cfg)
+    datasets.save(tmp_path / "d.npz", data, {"resolution": 16})
+    back = datasets.load(tmp_path / "d.npz")
+    assert np.array_equal(back.train, data.train) and np.array_equal(back.test_factors, data.test_factors)
+    assert back.modality.d_in == 2 and back.modality.d_out == 3 and back.factor_names == data.factor_names

@@ -1,0 +1,110 @@
+import pytest
+import torch
+
+from pipeline import config
+from pipeline.generation import binary_std_table, control_latents
+from pipeline.hcdm import HCDM, HCDMTrainer
+from pipeline.training import Checkpointer, StepLog
+
+
+def test_condition_codes_shape_binary_and_causal():
+    model = HCDM(layers=4, latent_dim=5, binary_len=6, hidden=16, blocks=1, timesteps=10)
+    z = torch.randn(3, 4, 5)
+    codes = model.condition_codes(z)
+    assert codes.shape == (3, 4, 6)
+    assert set(codes.unique().tolist()) <= {0.0, 1.0}
+    assert (codes[:, 0] == 0).all()                                   # c^1 = 0
+    # c^l sees h^<l only: changing h^l and later layers leaves c^1..c^l as they were.
+    z2 = z.clone()
+    z2[:, 2:] = torch.randn(3, 2, 5)
+    assert torch.equal(model.condition_codes(z2)[:, :3], codes[:, :3])
+    # ... and c^l does change with h^<l.
+    z3 = z.clone()
+    z3[:, 0] = -z3[:, 0]
+    assert not torch.equal(model.condition_codes(z3)[:, 1], codes[:, 1])
+
+
+def test_compressor_learns_through_straight_through_estimator():
+    model = HCDM(layers=3, latent_dim=4, binary_len=5, hidden=16, blocks=1, timesteps=10)
+    g = torch.Generator().manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(3):   # the zero-initialised output layers pass no gradient back at step 0
+        opt.zero_grad()
+        model.loss(torch.randn(8, 3, 4, generator=g), g).backward()
+        opt.step()
+    assert model.compressor.weight.grad.abs().sum() > 0
+
+
+def test_unconditional_model_has_zero_codes():
+    model = HCDM(layers=3, latent_dim=4, binary_len=5, conditional=False, hidden=16, blocks=1, timesteps=10)
+    assert (model.condition_codes(torch.randn(8, 3, 4)) == 0).all()
+
+
+def two_layer_data(n, generator):
+    """h^1 = s * (2, 0) + noise, h^2 = s * (1.5, -1.5) + noise, s = +-1 with equal odds."""
+    s = torch.randint(0, 2, (n, 1), generator=generator).float() * 2 - 1
+    h1 = s * torch.tensor([2.0, 0.0]) + 0.1 * torch.randn(n, 2, generator=generator)
+    h2 = s * torch.tensor([1.5, -1.5]) + 0.1 * torch.randn(n, 2, generator=generator)
+    return torch.stack([h1, h2], dim=1)
+
+
+def train(conditional, tmp_path):
+    g = torch.Generator().manual_seed(0)
+    data = two_layer_data(2000, g)
+    cfg = config.HCDM(hidden=64, blocks=2, timesteps=100, steps=800, batch_size=128, lr=2e-3,
+                      warmup_steps=20, ema_decay=0.99, log_every=100, checkpoint_every=10_000)
+    model = HCDM(layers=2, latent_dim=2, binary_len=2, conditional=conditional, hidden=64, blocks=2, timesteps=100)
+    trainer = HCDMTrainer(model, cfg)
+    trainer.fit(data, Checkpointer(tmp_path / f"{conditional}.pt", "x", 10_000), StepLog(tmp_path / "l.csv"), g,
+                progress=False)
+    return trainer.ema
+
+
+@pytest.fixture(scope="module")
+def conditional_model(tmp_path_factory):
+    return train(True, tmp_path_factory.mktemp("hcdm"))
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+def test_hcdm_reproduces_a_known_conditional_distribution(conditional_model, sampler):
+    model = conditional_model
+    g = torch.Generator().manual_seed(1)
+    h = model.sample(400, g, sampler=sampler, steps=50)
+    s = torch.sign(h[:, 0, 0])
+    # Marginal of h^1: both modes, in equal measure.
+    assert 0.35 < (s > 0).float().mean() < 0.65
+    # Conditional p(h^2 | h^1): h^2 sits on the mode that h^1 dictates.
+    agree = (torch.sign(h[:, 1, 0]) == s) & (torch.sign(h[:, 1, 1]) == -s)
+    assert agree.float().mean() > 0.95
+    err = (h[:, 1] - s[:, None] * torch.tensor([1.5, -1.5])).abs()
+    assert err[agree].median() < 0.3
+    # Fixing h^1 and resampling h^2 keeps the mode (the control of fig. 5).
+    fixed = torch.tensor([[[2.0, 0.0], [0.0, 0.0]]]).repeat(200, 1, 1)
+    h2 = model.sample(200, g, prefix=fixed[:, :1], sampler=sampler, steps=50)[:, 1]
+    assert (h2[:, 0] > 0).float().mean() > 0.95
+
+
+def test_unconditional_ablation_loses_the_dependency(tmp_path):
+    model = train(False, tmp_path)
+    h = model.sample(400, torch.Generator().manual_seed(1), steps=50)
+    agree = (torch.sign(h[:, 1, 0]) == torch.sign(h[:, 0, 0])).float().mean()
+    assert 0.3 < agree < 0.7            # independent layers: chance agreement
+
+
+def test_control_latents_share_prefixes_exactly():
+    model = HCDM(layers=3, latent_dim=4, binary_len=3, hidden=16, blocks=1, timesteps=20).eval()
+    anchors = torch.randn(2, 3, 4)
+    tree = control_latents(model, anchors, completions=3, generator=torch.Generator().manual_seed(0),
+                           sampler="ddim", steps=5)
+    assert tree.shape == (2, 3, 3, 3, 4)
+    for k in range(3):
+        assert torch.equal(tree[:, k, :, :k], anchors[:, None, :k].expand(2, 3, k, 4))
+        assert not torch.equal(tree[:, k, 0, k:], tree[:, k, 1, k:])
+
+
+def test_std_table_has_one_entry_per_part():
+    model = HCDM(layers=4, latent_dim=3, binary_len=3, hidden=16, blocks=1, timesteps=20).eval()
+    table = binary_std_table(model, samples=5, anchors=2, generator=torch.Generator().manual_seed(0),
+                             sampler="ddim", steps=5)
+    assert list(table) == ["std_1", "std_12", "std_23", "std_34"]
+    assert all(v >= 0 for v in table.values())

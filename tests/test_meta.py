@@ -1,0 +1,100 @@
+import numpy as np
+import torch
+
+from pipeline import config, synthetic_faces
+from pipeline.loe import LayersOfExperts
+from pipeline.meta import MetaLearner, MetaSGD, fit_latents, inner_loop, per_instance_mse
+from pipeline.modality import ImageModality
+from pipeline.training import Checkpointer, StepLog
+
+IMAGES, _ = synthetic_faces.generate(24, 16, seed=1)
+MOD = ImageModality(16)
+
+
+def small_model():
+    torch.manual_seed(0)
+    return LayersOfExperts(2, 3, layers=3, experts=4, width=16, latent_dim=6, w0=30.0), MetaSGD(3, 6, 0.005, 0.1)
+
+
+def test_inner_loop_lowers_every_instance_loss():
+    model, meta_sgd = small_model()
+    targets, coords = MOD.targets(IMAGES[:8]), MOD.coordinates()
+    h0 = torch.zeros(8, 3, 6)
+    before = per_instance_mse(model(coords, h0), targets)
+    h = inner_loop(model, torch.ones(3, 6), coords, targets, h0.clone(), steps=3, lr=0.05, create_graph=False)
+    after = per_instance_mse(model(coords, h), targets)
+    assert (after < before).all(), (before, after)
+
+
+def test_inner_step_does_not_depend_on_batch_size():
+    # Per-instance inner loss: an instance fitted alone or in a batch of 8 gets the same latent.
+    model, meta_sgd = small_model()
+    targets, coords = MOD.targets(IMAGES[:8]), MOD.coordinates()
+    rates = meta_sgd().detach()
+    together = inner_loop(model, rates, coords, targets, torch.zeros(8, 3, 6), 3, 1.0, False)
+    alone = inner_loop(model, rates, coords, targets[2:3], torch.zeros(1, 3, 6), 3, 1.0, False)
+    assert torch.allclose(together[2], alone[0], atol=1e-6)
+
+
+def test_second_order_gradient_reaches_meta_sgd_rates_first_order_does_not():
+    for first_order, expect in ((False, True), (True, False)):
+        model, meta_sgd = small_model()
+        cfg = config.FitLoE(first_order=first_order)
+        learner = MetaLearner(model, meta_sgd, MOD, cfg)
+        learner.step_loss(MOD.coordinates(), MOD.targets(IMAGES[:4]), torch.Generator().manual_seed(0)).mean().backward()
+        has = meta_sgd.rates.grad is not None and meta_sgd.rates.grad.abs().sum() > 0
+        assert has == expect
+
+
+def _fit(tmp_path, steps, name, ckpt_every=100):
+    model, meta_sgd = small_model()
+    cfg = config.FitLoE(steps=steps, batch_size=4, checkpoint_every=ckpt_every, log_every=2, warmup_steps=2)
+    log = StepLog(tmp_path / f"{name}.csv")
+    ck = Checkpointer(tmp_path / f"{name}.pt", "run", cfg.checkpoint_every)
+    MetaLearner(model, meta_sgd, MOD, cfg).fit(IMAGES, ck, log, torch.Generator().manual_seed(0), progress=False)
+    return model, log
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_meta_learning_improves_and_an_interrupted_run_resumes_exactly(tmp_path):
+    full, log = _fit(tmp_path, 12, "full")
+    assert log.rows[-1]["loss"] < log.rows[0]["loss"]
+
+    # Interrupt after the checkpoint at step 6, then rerun: the result must be identical.
+    model, meta_sgd = small_model()
+    cfg = config.FitLoE(steps=12, batch_size=4, checkpoint_every=6, log_every=2, warmup_steps=2)
+    ck = Checkpointer(tmp_path / "cut.pt", "run", 6)
+    saved = ck.save
+
+    def save_then_die(state):
+        saved(state)
+        raise Interrupt
+
+    ck.save = save_then_die
+    try:
+        MetaLearner(model, meta_sgd, MOD, cfg).fit(IMAGES, ck, StepLog(tmp_path / "cut.csv"),
+                                                   torch.Generator().manual_seed(0), progress=False)
+    except Interrupt:
+        pass
+    assert torch.load(tmp_path / "cut.pt", weights_only=False)["step"] == 6
+    resumed, log2 = _fit(tmp_path, 12, "cut", ckpt_every=6)
+    for a, b in zip(full.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)
+    assert [r["step"] for r in log2.rows] == [r["step"] for r in log.rows]
+
+
+def test_checkpoint_of_other_params_is_ignored(tmp_path):
+    _fit(tmp_path, 4, "a")
+    ck = Checkpointer(tmp_path / "a.pt", "another-run", 100)
+    assert ck.load() is None
+
+
+def test_fit_latents_reports_per_instance_metrics():
+    model, meta_sgd = small_model()
+    latents, m = fit_latents(model, meta_sgd, MOD, IMAGES[:10], steps=2, lr=1.0, batch_size=4, progress=False)
+    assert latents.shape == (10, 3, 6)
+    assert m["psnr"].shape == (10,) and m["ssim"].shape == (10,)
+    assert np.isfinite(m["psnr"]).all()

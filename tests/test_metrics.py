@@ -1,0 +1,36 @@
+import math
+
+import torch
+
+from pipeline import metrics
+
+
+def test_psnr_known_value():
+    a = torch.zeros(2, 3, 8, 8)
+    b = a + torch.tensor([0.1, 0.01])[:, None, None, None]     # MSE 1e-2 and 1e-4
+    assert torch.allclose(metrics.psnr(b, a), torch.tensor([20.0, 40.0]), atol=1e-4)
+
+
+def test_ssim_identical_is_one_and_constant_images_match_closed_form():
+    x = torch.rand(3, 3, 16, 16)
+    assert torch.allclose(metrics.ssim(x, x), torch.ones(3), atol=1e-5)
+    # Constant images: variances vanish, SSIM = (2ab + C1) / (a^2 + b^2 + C1).
+    a, b, c1 = 0.3, 0.7, 0.01 ** 2
+    pa, pb = torch.full((1, 1, 16, 16), a), torch.full((1, 1, 16, 16), b)
+    assert math.isclose(metrics.ssim(pa, pb).item(), (2 * a * b + c1) / (a * a + b * b + c1), rel_tol=1e-5)
+
+
+def test_ssim_drops_with_noise_and_is_symmetric():
+    x = torch.rand(1, 3, 32, 32)
+    noisy = (x + 0.2 * torch.randn_like(x)).clamp(0, 1)
+    s = metrics.ssim(x, noisy).item()
+    assert 0 < s < 0.9
+    assert math.isclose(s, metrics.ssim(noisy, x).item(), rel_tol=1e-5)
+
+
+def test_memorisation_distance_finds_the_nearest_training_signal():
+    train = torch.tensor([[0.0, 0.0], [3.0, 4.0], [10.0, 0.0]])
+    generated = torch.tensor([[3.0, 4.0], [0.0, 1.0], [9.0, 0.0]])
+    assert torch.allclose(metrics.memorisation_distance(generated, train), torch.tensor([0.0, 1.0, 1.0]))
+    _, idx = metrics.nearest_distances(generated, train)
+    assert idx.tolist() == [1, 0, 2]

@@ -1,0 +1,48 @@
+"""The whole pipeline, driven by DVC, in a temporary copy with a micro config."""
+import json
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from conftest import ROOT, micro_params
+
+pytestmark = pytest.mark.skipif(shutil.which("dvc") is None, reason="dvc is not installed")
+
+
+def sh(cmd, cwd):
+    r = subprocess.run(cmd, cwd=cwd, shell=True, capture_output=True, text=True)
+    assert r.returncode == 0, f"{cmd}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r.stdout + r.stderr
+
+
+def test_dvc_repro_then_binary_len_experiment(tmp_path):
+    work = tmp_path / "repo"
+    work.mkdir()
+    shutil.copytree(ROOT / "pipeline", work / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "dvc.yaml", work)
+    (work / "params.yaml").write_text(yaml.safe_dump(micro_params(), sort_keys=False))
+    sh("git init -q && git config user.email t@t && git config user.name t && dvc init -q "
+       "&& dvc config core.analytics false", work)
+    sh("dvc repro", work)
+
+    rec = json.loads((work / "metrics/reconstruction.json").read_text())
+    gen = json.loads((work / "metrics/generation.json").read_text())
+    assert rec["test"]["instances"] == 8 and rec["test"]["psnr"] > 10
+    assert gen["binary_len"] == 4 and set(gen["std_table"]) == {"std_1", "std_12", "std_23"}
+    assert 0 < gen["memorisation_distance"] < gen["memorisation"]["max_possible"]
+    for png in ("data/prepared/preview.png", "data/samples/samples.png", "data/samples/control.png",
+                "data/latents/reconstructions.png"):
+        assert (work / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    curve = (work / "metrics/curves/fit_loe.csv").read_text().splitlines()
+    assert curve[0].startswith("step,loss,psnr") and len(curve) == 1 + 4
+
+    sh("git add -A && git commit -qm base", work)
+    out = sh("dvc exp run -S binary_len=3", work)
+    for stage in ("prepare", "fit_loe", "export_latents"):
+        assert f"Stage '{stage}' didn't change" in out, out
+    assert "Running stage 'train_hcdm'" in out
+    diff = sh("dvc metrics diff --json", work)
+    changed = json.loads(diff)["metrics/generation.json"]
+    assert changed["binary_len"]["old"] == 4 and changed["binary_len"]["new"] == 3
