@@ -26,7 +26,9 @@ HCDM_CHECKPOINT = Path("data/hcdm/checkpoint.pt")
 SAMPLES = Path("data/samples/samples.npz")
 SAMPLES_GRID = Path("data/samples/samples.png")
 CONTROL_GRID = Path("data/samples/control.png")
+ANALYSIS_LATENTS = Path("data/analysis")
 METRICS = Path("metrics")
+ANALYSIS_FIGURES = METRICS / "analysis"
 CURVES = METRICS / "curves"
 
 

@@ -68,7 +68,7 @@ class ImageModality(Modality):
         return torch.stack([xx, yy], dim=-1).reshape(-1, 2)             # (side*side, 2), row-major
 
     def targets(self, signals: np.ndarray) -> torch.Tensor:
-        x = torch.as_tensor(np.asarray(signals), dtype=torch.float32)   # (B, R, R, C) uint8 values
+        x = torch.from_numpy(np.array(signals, dtype=np.float32))       # (B, R, R, C) uint8 values
         return (x / 127.5 - 1).reshape(x.shape[0], -1, self.channels)
 
     def to_pictures(self, values: torch.Tensor, scale: float = 1.0) -> np.ndarray:

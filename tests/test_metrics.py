@@ -34,3 +34,19 @@ def test_memorisation_distance_finds_the_nearest_training_signal():
     assert torch.allclose(metrics.memorisation_distance(generated, train), torch.tensor([0.0, 1.0, 1.0]))
     _, idx = metrics.nearest_distances(generated, train)
     assert idx.tolist() == [1, 0, 2]
+
+
+def test_atomic_writes_leave_nothing_behind_on_failure(tmp_path):
+    import os
+
+    import pytest
+
+    from pipeline import io
+
+    io.save_json(tmp_path / "m.json", {"a": 1})
+    assert oct(os.stat(tmp_path / "m.json").st_mode & 0o777) != oct(0o600)
+    with pytest.raises(RuntimeError):
+        with io.atomic_path(tmp_path / "m.json") as tmp:
+            tmp.write_text("half")
+            raise RuntimeError
+    assert (tmp_path / "m.json").read_text().strip().startswith("{") and len(list(tmp_path.iterdir())) == 1

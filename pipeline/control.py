@@ -1,0 +1,254 @@
+"""Controllable generation and latent analysis from any trained run.
+
+    python -m pipeline.control resample --source image:me.png -k 2 -n 8
+    python -m pipeline.control tree --source gen:3
+    python -m pipeline.control compose --source gen:0 --donors gen:1 gen:2 gen:3
+    python -m pipeline.control interpolate --corners train:0 train:1 train:2 train:3
+    python -m pipeline.control retrieve --source test:5
+    python -m pipeline.control render --source gen:0 --scale 4
+
+A SOURCE names one latent:
+    gen:S      the chain h^1 -> h^L drawn with seed S
+    sample:I   sample I of the `sample` stage (data/samples/samples.npz)
+    train:I    test:I   instance I of the latent bank
+    image:PATH a picture of yours, fitted with the meta-learned inner loop
+
+Each command reads the trained LoE and HCDM from the DVC outputs of the
+current workspace and writes a PNG plus the latents it drew (`.npz`, same
+stem). Bad arguments end with one line naming the problem and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import analysis, artifacts, datasets, io, pictures
+from .artifacts import MissingArtifact
+from .datasets import DataError
+
+
+class UsageError(ValueError):
+    """A bad argument; the message says which."""
+
+
+@dataclass
+class Run:
+    """The trained models and data of the workspace, loaded on first use."""
+
+    _cache: dict = field(default_factory=dict)
+
+    def _get(self, key, load):
+        if key not in self._cache:
+            self._cache[key] = load()
+        return self._cache[key]
+
+    @property
+    def loe(self):
+        return self._get("loe", artifacts.load_loe)
+
+    @property
+    def hcdm(self):
+        return self._get("hcdm", artifacts.load_hcdm)
+
+    @property
+    def data(self):
+        return self._get("data", lambda: datasets.load(artifacts.require(artifacts.DATASET, "prepare")))
+
+    @property
+    def bank(self):
+        return self._get("bank", artifacts.load_latents)
+
+    def render(self, latents: torch.Tensor, scale: float = 1.0) -> np.ndarray:
+        """(N, L, H) -> (N, h, w, 3) pictures."""
+        m = self.data.modality
+        return m.to_pictures(self.loe[0].render(m.coordinates(scale), latents), scale)
+
+
+@dataclass
+class Source:
+    latent: torch.Tensor              # (L, H)
+    picture: np.ndarray | None = None  # the user's own signal, shown beside its reconstruction
+
+
+def resolve(run: Run, spec: str, inner_steps: int | None, sampler: str, steps: int) -> Source:
+    kind, _, value = spec.partition(":")
+    if kind == "image":
+        path = Path(value)
+        if not path.is_file():
+            raise UsageError(f"{path}: no such image file")
+        signal = datasets.load_image(path, run.data.modality.resolution)
+        model, meta_sgd, trained = run.loe
+        n = inner_steps if inner_steps is not None else trained["inner_steps"]
+        latent = analysis.fit_signal(model, meta_sgd, run.data.modality, signal, n, trained["inner_lr"])
+        return Source(latent, signal)
+    try:
+        index = int(value)
+    except ValueError:
+        raise UsageError(f"source {spec!r}: expected gen:S, sample:I, train:I, test:I or image:PATH") from None
+    if kind == "gen":
+        g = torch.Generator().manual_seed(index)
+        return Source(run.hcdm.sample(1, g, sampler=sampler, steps=steps)[0])
+    if kind in ("sample", "train", "test"):
+        if kind == "sample":
+            with np.load(artifacts.require(artifacts.SAMPLES, "sample")) as z:
+                pool = z["latents"]
+        else:
+            pool = run.bank[kind]
+        if not 0 <= index < len(pool):
+            raise UsageError(f"source {spec!r}: index out of range [0, {len(pool)})")
+        return Source(torch.from_numpy(pool[index]).float())
+    raise UsageError(f"source {spec!r}: expected gen:S, sample:I, train:I, test:I or image:PATH")
+
+
+def check_k(run: Run, k: int) -> None:
+    if not 0 <= k < run.hcdm.layers:
+        raise UsageError(f"-k {k}: must be in [0, {run.hcdm.layers - 1}] (the number of fixed layers)")
+
+
+def save(a, image: np.ndarray, **latents) -> None:
+    """The PNG at --out, the latents at --npz (default: beside the PNG)."""
+    npz = a.npz or a.out.with_suffix(".npz")
+    io.save_png(a.out, image)
+    io.save_npz(npz, **{k: v.numpy() if torch.is_tensor(v) else v for k, v in latents.items()})
+    print(f"wrote {a.out} and {npz}")
+
+
+def head(run: Run, src: Source, scale: float = 1.0) -> np.ndarray:
+    """The pictures that open a row: the user's signal (if any), then the source's rendering."""
+    first = [run.render(src.latent[None], scale)]
+    if src.picture is not None:
+        first.insert(0, run.data.modality.to_pictures(run.data.modality.targets(src.picture[None])))
+    return np.concatenate(first)
+
+
+# -- commands ------------------------------------------------------------------
+
+def cmd_resample(run: Run, a) -> None:
+    check_k(run, a.k)
+    src = resolve(run, a.source, a.inner_steps, a.sampler, a.steps)
+    drawn = analysis.resample(run.hcdm, src.latent, a.k, a.n, torch.Generator().manual_seed(a.seed), a.sampler, a.steps)
+    first = head(run, src)
+    pics = np.concatenate([first, run.render(drawn)])
+    save(a, pictures.grid(pics, len(first) + a.n, upscale=a.upscale), source=src.latent, completions=drawn, k=a.k)
+
+
+def cmd_tree(run: Run, a) -> None:
+    src = resolve(run, a.source, a.inner_steps, a.sampler, a.steps)
+    branches = analysis.tree(run.hcdm, src.latent, a.n, torch.Generator().manual_seed(a.seed), a.sampler, a.steps)
+    first = head(run, src)
+    rows = [np.concatenate([first, run.render(branches[k])]) for k in range(len(branches))]
+    save(a, pictures.grid(np.concatenate(rows), len(first) + a.n, upscale=a.upscale),
+         source=src.latent, branches=branches)
+
+
+def cmd_compose(run: Run, a) -> None:
+    base = resolve(run, a.source, a.inner_steps, a.sampler, a.steps)
+    donors = torch.stack([resolve(run, d, a.inner_steps, a.sampler, a.steps).latent for d in a.donors])
+    composed = analysis.compose(base.latent, donors)                              # (L, N, L, H)
+    top = np.concatenate([run.render(base.latent[None]), run.render(donors)])
+    rows = [top] + [np.concatenate([np.full_like(top[:1], 255), run.render(composed[l])]) for l in range(len(composed))]
+    save(a, pictures.grid(np.concatenate(rows), len(donors) + 1, upscale=a.upscale),
+         base=base.latent, donors=donors, composed=composed)
+
+
+def cmd_interpolate(run: Run, a) -> None:
+    corners = torch.stack([resolve(run, c, a.inner_steps, a.sampler, a.steps).latent for c in a.corners])
+    grid_latents = analysis.bilinear_interpolation(corners, a.size)              # (S, S, L, H)
+    layerwise = analysis.layerwise_interpolation(corners[0], corners[1], a.size)  # (L, S, L, H)
+    square = pictures.grid(run.render(grid_latents.flatten(0, 1)), a.size, upscale=a.upscale)
+    rows = pictures.grid(run.render(layerwise.flatten(0, 1)), a.size, upscale=a.upscale)
+    save(a, pictures.stack_vertically([square, rows], gap=16), corners=corners, bilinear=grid_latents,
+         layerwise=layerwise)
+
+
+def cmd_retrieve(run: Run, a) -> None:
+    query = resolve(run, a.source, a.inner_steps, a.sampler, a.steps)
+    bank = torch.from_numpy(run.bank["train"]).float()
+    found = analysis.retrieve(query.latent, bank, a.top)
+    first = head(run, query)
+    train = run.data.train
+    m = run.data.modality
+    rows = [np.concatenate([first, m.to_pictures(m.targets(train[idx.numpy()]))]) for idx in found.values()]
+    save(a, pictures.grid(np.concatenate(rows), len(first) + a.top, upscale=a.upscale),
+         query=query.latent, **{name: idx for name, idx in found.items()})
+    for name, idx in found.items():
+        print(f"{name}: train {idx.tolist()}")
+
+
+def cmd_render(run: Run, a) -> None:
+    if not 0 < a.scale <= 16:
+        raise UsageError(f"--scale {a.scale}: must be in (0, 16]")
+    src = resolve(run, a.source, a.inner_steps, a.sampler, a.steps)
+    pic = run.render(src.latent[None], a.scale)
+    save(a, pictures.grid(pic, 1, pad=0, upscale=a.upscale), latent=src.latent, picture=pic[0])
+
+
+COMMANDS = {
+    "resample": (cmd_resample, "fix h^1..h^k of a source and draw N completions"),
+    "tree": (cmd_tree, "branch at every layer: rows k = 0..L-1 share h^1..h^k"),
+    "compose": (cmd_compose, "swap each layer's latent between a base and donors (fig. 6)"),
+    "interpolate": (cmd_interpolate, "bilinear between four corners, and layer-wise between the first two"),
+    "retrieve": (cmd_retrieve, "nearest training instances by the whole latent and by each layer"),
+    "render": (cmd_render, "render a latent at any resolution (the INR is continuous)"),
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pipeline.control", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, (_, help_text) in COMMANDS.items():
+        c = sub.add_parser(name, help=help_text, description=help_text)
+        if name not in ("interpolate",):
+            c.add_argument("--source", default="test:0" if name == "retrieve" else "gen:0",
+                           help="the latent to start from (default: %(default)s)")
+        if name in ("resample", "tree"):
+            c.add_argument("-n", type=int, default=6, help="completions per row (default: %(default)s)")
+        if name == "resample":
+            c.add_argument("-k", type=int, default=1, help="layers h^1..h^k kept fixed (default: %(default)s)")
+        if name == "compose":
+            c.add_argument("--donors", nargs="+", default=[f"gen:{i}" for i in range(1, 7)], metavar="SOURCE")
+        if name == "interpolate":
+            c.add_argument("--corners", nargs=4, default=[f"train:{i}" for i in range(4)], metavar="SOURCE",
+                           help="top-left top-right bottom-left bottom-right (default: train:0..3)")
+            c.add_argument("--size", type=int, default=6, help="points per side (default: %(default)s)")
+        if name == "retrieve":
+            c.add_argument("--top", type=int, default=6, help="neighbours per row (default: %(default)s)")
+        if name == "render":
+            c.add_argument("--scale", type=float, default=2.0, help="times the training resolution")
+        c.add_argument("--out", type=Path, default=Path(f"control_{name}.png"), help="PNG to write")
+        c.add_argument("--npz", type=Path, default=None, help="latents to write (default: beside --out)")
+        c.add_argument("--seed", type=int, default=0, help="seed of the completions drawn")
+        c.add_argument("--inner-steps", type=int, default=None, help="inner steps to fit image: sources")
+        c.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim")
+        c.add_argument("--steps", type=int, default=50, help="DDIM steps (default: %(default)s)")
+        c.add_argument("--upscale", type=int, default=1, help="nearest-neighbour zoom of the PNG")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    for name in ("n", "top", "size", "inner_steps", "steps", "upscale"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            print(f"error: --{name.replace('_', '-')} {value}: must be >= 1", file=sys.stderr)
+            return 2
+    run = Run()
+    start = time.time()
+    try:
+        COMMANDS[args.command][0](run, args)
+    except (UsageError, MissingArtifact, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{args.command}: {time.time() - start:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

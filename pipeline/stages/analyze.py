@@ -1,0 +1,39 @@
+"""Stage `analyze`: the paper's analysis figures on the trained run, made with the
+same commands users run (`python -m pipeline.control ...`).
+
+PNGs go to metrics/analysis/ (small, committed, shown in the README and by
+`dvc plots show`); the latents behind them to data/analysis/ (DVC-tracked).
+"""
+import time
+
+from .. import control, io
+from ..artifacts import ANALYSIS_FIGURES, ANALYSIS_LATENTS, METRICS
+from . import elapsed, run
+
+# command -> arguments; each figure is named after its command.
+FIGURES = {
+    "tree": ["--source", "gen:3", "-n", "6"],
+    "resample": ["--source", "test:0", "-k", "2", "-n", "6"],
+    "compose": ["--source", "gen:0", "--donors", *[f"gen:{i}" for i in range(1, 7)]],
+    "interpolate": ["--corners", "test:0", "test:1", "test:2", "test:3", "--size", "6"],
+    "retrieve": ["--source", "test:5", "--top", "6"],
+    "render": ["--source", "gen:0", "--scale", "4"],
+}
+
+
+def main(cfg, generator, start):
+    s = cfg.sample
+    seconds = {}
+    for name, args in FIGURES.items():
+        t = time.time()
+        code = control.main([name, *args, "--out", str(ANALYSIS_FIGURES / f"{name}.png"),
+                             "--npz", str(ANALYSIS_LATENTS / f"{name}.npz"), "--seed", str(cfg.seed),
+                             "--sampler", s.sampler, "--steps", str(s.ddim_steps), "--upscale", "2"])
+        if code != 0:
+            raise SystemExit(code)
+        seconds[name] = round(time.time() - t, 1)
+    io.save_json(METRICS / "analyze.json", {"seconds_per_command": seconds, "seconds": elapsed(start)})
+
+
+if __name__ == "__main__":
+    run(main)
