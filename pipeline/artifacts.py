@@ -27,8 +27,11 @@ SAMPLES = Path("data/samples/samples.npz")
 SAMPLES_GRID = Path("data/samples/samples.png")
 CONTROL_GRID = Path("data/samples/control.png")
 ANALYSIS_LATENTS = Path("data/analysis")
+FID_REFERENCE = Path("data/fid/reference.npz")
+FACTOR_PREDICTOR = Path("data/factors/predictor.pt")
 METRICS = Path("metrics")
 ANALYSIS_FIGURES = METRICS / "analysis"
+FIGURES = METRICS / "figures"
 CURVES = METRICS / "curves"
 
 
@@ -74,3 +77,15 @@ def load_hcdm(path: Path = HCDM_MODEL) -> HCDM:
 def load_latents(path: Path = LATENTS) -> dict[str, np.ndarray]:
     with np.load(require(path, "export_latents")) as z:
         return {k: z[k] for k in z.files}
+
+
+def load_factor_predictor(path: Path = FACTOR_PREDICTOR):
+    """(predictor, factor names), or the saved {"skipped": reason} when the data has no factors."""
+    from .factors import FactorPredictor
+
+    state = torch.load(require(path, "factor_predictor"), map_location="cpu", weights_only=False)
+    if "skipped" in state:
+        return state
+    model = FactorPredictor(state["kinds"], state["classes"], np.zeros(len(state["kinds"])), np.ones(len(state["kinds"])))
+    model.load_state_dict(state["state"])
+    return model.eval(), state["names"]

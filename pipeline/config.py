@@ -77,7 +77,7 @@ class ExportLatents:
 
 @dataclass
 class HCDM:
-    conditional: bool = True           # False: the condition ablation, p(h^l) independent
+    variant: str = "hierarchical"      # hierarchical | unconditional (fig. 8 ablation) | flat (Functa/mNIF-style)
     hidden: int = 512                  # denoiser width
     blocks: int = 4                    # residual blocks of the denoiser
     timesteps: int = 1000
@@ -115,7 +115,25 @@ class StdTable:
 class Evaluate:
     memorisation_samples: int = 1000
     batch_size: int = 256
+    fid_samples: int = 500             # generated images for FID/KID/precision-recall (first of the memorisation set)
+    kid_subsets: int = 50
+    kid_subset_size: int = 500
+    pr_k: int = 3                      # k of the k-NN balls of precision/recall (mNIF: 3)
+    retrieval_queries: int = 8         # generated samples shown with their nearest training images
     std_table: StdTable = field(default_factory=StdTable)
+
+
+@dataclass
+class FactorPredictor:
+    steps: int = 1500
+    batch_size: int = 64
+    lr: float = 2e-3
+
+
+@dataclass
+class Hierarchy:
+    anchors: int = 8                   # fixed prefixes per k
+    completions: int = 16              # resamples per anchor
 
 
 @dataclass
@@ -129,6 +147,8 @@ class Config:
     hcdm: HCDM = field(default_factory=HCDM)
     sample: Sample = field(default_factory=Sample)
     evaluate: Evaluate = field(default_factory=Evaluate)
+    factor_predictor: FactorPredictor = field(default_factory=FactorPredictor)
+    hierarchy: Hierarchy = field(default_factory=Hierarchy)
 
 
 # (key, predicate, explanation) checked after parsing; keys are dotted paths.
@@ -170,6 +190,8 @@ def _rules(c: Config) -> list[tuple[str, bool, str]]:
         ("fit_loe.log_every", c.fit_loe.log_every >= 1, "must be >= 1"),
         ("export_latents.inner_steps", c.export_latents.inner_steps >= 1, "must be >= 1"),
         ("export_latents.batch_size", c.export_latents.batch_size >= 1, "must be >= 1"),
+        ("hcdm.variant", c.hcdm.variant in ("hierarchical", "unconditional", "flat"),
+         "must be 'hierarchical', 'unconditional' or 'flat'"),
         ("hcdm.hidden", c.hcdm.hidden >= 1, "must be >= 1"),
         ("hcdm.blocks", c.hcdm.blocks >= 1, "must be >= 1"),
         ("hcdm.timesteps", c.hcdm.timesteps >= 2, "must be >= 2"),
@@ -193,6 +215,17 @@ def _rules(c: Config) -> list[tuple[str, bool, str]]:
         ("sample.grid_columns", c.sample.grid_columns >= 1, "must be >= 1"),
         ("evaluate.memorisation_samples", c.evaluate.memorisation_samples >= 1, "must be >= 1"),
         ("evaluate.batch_size", c.evaluate.batch_size >= 1, "must be >= 1"),
+        ("evaluate.fid_samples", 2 <= c.evaluate.fid_samples <= c.evaluate.memorisation_samples,
+         "must be in [2, evaluate.memorisation_samples]"),
+        ("evaluate.kid_subsets", c.evaluate.kid_subsets >= 1, "must be >= 1"),
+        ("evaluate.kid_subset_size", c.evaluate.kid_subset_size >= 2, "must be >= 2"),
+        ("evaluate.pr_k", c.evaluate.pr_k >= 1, "must be >= 1"),
+        ("evaluate.retrieval_queries", c.evaluate.retrieval_queries >= 1, "must be >= 1"),
+        ("factor_predictor.steps", c.factor_predictor.steps >= 1, "must be >= 1"),
+        ("factor_predictor.batch_size", c.factor_predictor.batch_size >= 1, "must be >= 1"),
+        ("factor_predictor.lr", c.factor_predictor.lr > 0, "must be > 0"),
+        ("hierarchy.anchors", c.hierarchy.anchors >= 1, "must be >= 1"),
+        ("hierarchy.completions", c.hierarchy.completions >= 2, "must be >= 2"),
         ("evaluate.std_table.samples", c.evaluate.std_table.samples >= 2, "must be >= 2"),
         ("evaluate.std_table.anchors", c.evaluate.std_table.anchors >= 1, "must be >= 1"),
     ]

@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     try:
         COMMANDS[args.command][0](run, args)
-    except (UsageError, MissingArtifact, DataError) as e:
+    except (UsageError, MissingArtifact, DataError, ValueError) as e:   # ValueError: e.g. a flat prior asked for a prefix
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"{args.command}: {time.time() - start:.1f} s")

@@ -2,22 +2,27 @@
 binary-condition std table of the paper's Table 2."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from .hcdm import HCDM
 
 
+def control_depths(hcdm: HCDM) -> list[int]:
+    """The prefix lengths k a model can hold fixed: 0..L-1, or only 0 for the flat baseline."""
+    return [0] if hcdm.variant == "flat" else list(range(hcdm.layers))
+
+
 def control_latents(hcdm: HCDM, anchors: torch.Tensor, completions: int, generator: torch.Generator,
                     sampler: str, steps: int) -> torch.Tensor:
-    """Fix h^1..h^k of each anchor for k = 0..L-1 and resample the rest.
+    """Fix h^1..h^k of each anchor for each k of `control_depths` and resample the rest.
 
-    anchors (A, L, H) -> (A, L, completions, L, H); entry [a, k, j] shares its
-    first k layers with anchor a exactly (k = 0: fully fresh samples).
+    anchors (A, L, H) -> (A, depths, completions, L, H); entry [a, k, j] shares
+    its first k layers with anchor a exactly (k = 0: fully fresh samples).
     """
     a, L, H = anchors.shape
-    out = torch.empty(a, L, completions, L, H)
-    for k in range(L):
+    depths = control_depths(hcdm)
+    out = torch.empty(a, len(depths), completions, L, H)
+    for k in depths:
         prefix = anchors[:, :k].repeat_interleave(completions, dim=0)          # (A*completions, k, H)
         drawn = hcdm.sample(a * completions, generator, prefix=prefix, sampler=sampler, steps=steps)
         drawn[:, :k] = prefix                                                  # exact, not round-tripped
@@ -56,5 +61,3 @@ def sample_latents(hcdm: HCDM, n: int, generator: torch.Generator, sampler: str,
     return torch.cat(out)
 
 
-def to_unit_flat(values: torch.Tensor) -> np.ndarray:
-    return ((values + 1) / 2).clamp(0, 1).flatten(1).numpy()

@@ -117,17 +117,33 @@ class Denoiser(nn.Module):
         return self.out(y)
 
 
+VARIANTS = ("hierarchical", "unconditional", "flat")
+
+
 class HCDM(nn.Module):
-    def __init__(self, layers: int, latent_dim: int, binary_len: int, conditional: bool = True,
+    """The latent prior, in one of three variants over latents (N, L, H):
+
+    - hierarchical: p(h^1) prod p(h^l | c^l), the paper's HCDM;
+    - unconditional: prod p(h^l), each layer drawn independently (fig. 8a);
+    - flat: one diffusion model over the concatenated latent, no layer chain
+      (the Functa / mNIF kind of prior). Internally a chain of one part of
+      size L*H, so it cannot fix a prefix h^1..h^k.
+    """
+
+    def __init__(self, layers: int, latent_dim: int, binary_len: int, variant: str = "hierarchical",
                  hidden: int = 512, blocks: int = 4, timesteps: int = 1000, schedule: str = "cosine",
                  dropout: float = 0.0):
         super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
         self.layers, self.latent_dim, self.binary_len = layers, latent_dim, binary_len
-        self.conditional, self.timesteps = conditional, timesteps
-        self.arch = dict(layers=layers, latent_dim=latent_dim, binary_len=binary_len, conditional=conditional,
+        self.variant, self.timesteps = variant, timesteps
+        # The diffusion chain runs over `parts` parts of `part_dim` values each.
+        self.parts, self.part_dim = (1, layers * latent_dim) if variant == "flat" else (layers, latent_dim)
+        self.arch = dict(layers=layers, latent_dim=latent_dim, binary_len=binary_len, variant=variant,
                          hidden=hidden, blocks=blocks, timesteps=timesteps, schedule=schedule, dropout=dropout)
-        self.compressor = ConditionCompressor(layers, latent_dim, binary_len)
-        self.denoiser = Denoiser(latent_dim, layers, binary_len, hidden, blocks, dropout)
+        self.compressor = ConditionCompressor(self.parts, self.part_dim, binary_len)
+        self.denoiser = Denoiser(self.part_dim, self.parts, binary_len, hidden, blocks, dropout)
         betas = beta_schedule(schedule, timesteps)
         ab = torch.cumprod(1 - betas, 0)
         ab_prev = torch.cat([torch.ones(1, dtype=ab.dtype), ab[:-1]])
@@ -155,14 +171,17 @@ class HCDM(nn.Module):
 
     # -- conditions ----------------------------------------------------------
     def condition_codes(self, z: torch.Tensor) -> torch.Tensor:
-        """Standardised latents (B, L, H) -> codes c^1..c^L (B, L, binary_len); all zero if unconditional."""
+        """Standardised parts (B, parts, part_dim) -> codes (B, parts, binary_len); zero unless hierarchical."""
         codes = self.compressor(z)
-        return codes if self.conditional else torch.zeros_like(codes)
+        return codes if self.variant == "hierarchical" else torch.zeros_like(codes)
+
+    def _parts(self, z: torch.Tensor) -> torch.Tensor:
+        return z.reshape(z.shape[0], self.parts, self.part_dim)
 
     # -- training ------------------------------------------------------------
     def loss(self, h: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Epsilon-prediction loss over every layer of a batch of raw latents (B, L, H)."""
-        z = self.standardise(h)
+        z = self._parts(self.standardise(h))
         b, L, H = z.shape
         codes = self.condition_codes(z).reshape(b * L, -1)
         x0 = z.reshape(b * L, H)
@@ -190,9 +209,9 @@ class HCDM(nn.Module):
     @torch.no_grad()
     def sample_layer(self, layer: int, codes: torch.Tensor, generator: torch.Generator,
                      sampler: str = "ddim", steps: int = 100) -> torch.Tensor:
-        """One reverse process: a draw from p(h^l | c^l) in standardised units, (N, H)."""
+        """One reverse process: a draw from p(part l | c^l) in standardised units, (N, part_dim)."""
         n = codes.shape[0]
-        x = torch.randn(n, self.latent_dim, generator=generator)
+        x = torch.randn(n, self.part_dim, generator=generator)
         layers = torch.full((n,), layer, dtype=torch.long)
         if sampler == "ddpm":
             for t in range(self.timesteps - 1, -1, -1):
@@ -222,15 +241,17 @@ class HCDM(nn.Module):
         """
         stop = self.layers if stop is None else stop
         z = torch.zeros(n, self.layers, self.latent_dim)
-        k = 0
+        k = 0 if prefix is None else prefix.shape[1]
+        if self.variant == "flat" and (k > 0 or stop != self.layers):
+            raise ValueError("the flat baseline has no layer chain: it cannot fix or stop at a layer")
         if prefix is not None:
-            k = prefix.shape[1]
             if prefix.shape[0] != n or not 0 <= k <= self.layers:
                 raise ValueError(f"prefix must be ({n}, k<={self.layers}, {self.latent_dim}), got {tuple(prefix.shape)}")
             z[:, :k] = (prefix.float() - self.mean[:k]) / self.std[:k]
-        for l in range(k, stop):
-            codes = self.condition_codes(z)[:, l]
-            z[:, l] = self.sample_layer(l, codes, generator, sampler, steps)
+        parts = self._parts(z)                          # a view: writes land in z
+        for l in range(k, stop if self.variant != "flat" else 1):
+            codes = self.condition_codes(parts)[:, l]
+            parts[:, l] = self.sample_layer(l, codes, generator, sampler, steps)
         return self.unstandardise(z)
 
 

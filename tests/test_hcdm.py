@@ -36,7 +36,7 @@ def test_compressor_learns_through_straight_through_estimator():
 
 
 def test_unconditional_model_has_zero_codes():
-    model = HCDM(layers=3, latent_dim=4, binary_len=5, conditional=False, hidden=16, blocks=1, timesteps=10)
+    model = HCDM(layers=3, latent_dim=4, binary_len=5, variant="unconditional", hidden=16, blocks=1, timesteps=10)
     assert (model.condition_codes(torch.randn(8, 3, 4)) == 0).all()
 
 
@@ -48,21 +48,21 @@ def two_layer_data(n, generator):
     return torch.stack([h1, h2], dim=1)
 
 
-def train(conditional, tmp_path):
+def train(variant, tmp_path):
     g = torch.Generator().manual_seed(0)
     data = two_layer_data(2000, g)
     cfg = config.HCDM(hidden=64, blocks=2, timesteps=100, steps=800, batch_size=128, lr=2e-3,
                       warmup_steps=20, ema_decay=0.99, log_every=100, checkpoint_every=10_000)
-    model = HCDM(layers=2, latent_dim=2, binary_len=2, conditional=conditional, hidden=64, blocks=2, timesteps=100)
+    model = HCDM(layers=2, latent_dim=2, binary_len=2, variant=variant, hidden=64, blocks=2, timesteps=100)
     trainer = HCDMTrainer(model, cfg)
-    trainer.fit(data, Checkpointer(tmp_path / f"{conditional}.pt", "x", 10_000), StepLog(tmp_path / "l.csv"), g,
+    trainer.fit(data, Checkpointer(tmp_path / f"{variant}.pt", "x", 10_000), StepLog(tmp_path / "l.csv"), g,
                 progress=False)
     return trainer.ema
 
 
 @pytest.fixture(scope="module")
 def conditional_model(tmp_path_factory):
-    return train(True, tmp_path_factory.mktemp("hcdm"))
+    return train("hierarchical", tmp_path_factory.mktemp("hcdm"))
 
 
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
@@ -85,7 +85,7 @@ def test_hcdm_reproduces_a_known_conditional_distribution(conditional_model, sam
 
 
 def test_unconditional_ablation_loses_the_dependency(tmp_path):
-    model = train(False, tmp_path)
+    model = train("unconditional", tmp_path)
     h = model.sample(400, torch.Generator().manual_seed(1), steps=50)
     agree = (torch.sign(h[:, 1, 0]) == torch.sign(h[:, 0, 0])).float().mean()
     assert 0.3 < agree < 0.7            # independent layers: chance agreement

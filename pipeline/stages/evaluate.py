@@ -1,11 +1,13 @@
-"""Stage `evaluate`: generation metrics (memorisation distance, Table 2 std table)."""
+"""Stage `evaluate`: generation metrics. Memorisation distance (sec. 4.1), FID,
+KID and precision/recall against the train split, the binary-condition std
+table (Table 2), and the retrieval view of fig. 9."""
 import numpy as np
 
-from .. import artifacts, io
-from ..artifacts import DATASET, METRICS
+from .. import artifacts, fid, io, pictures
+from ..artifacts import DATASET, FID_REFERENCE, FIGURES, METRICS
 from ..datasets import load
 from ..generation import binary_std_table, sample_latents
-from ..metrics import memorisation_distance
+from ..metrics import memorisation_distance, nearest_distances
 from . import elapsed, run
 
 
@@ -18,22 +20,47 @@ def main(cfg, generator, start):
     coords = m.coordinates()
 
     latents = sample_latents(hcdm, e.memorisation_samples, generator, s.sampler, s.ddim_steps, e.batch_size)
-    generated = m.to_unit(loe.render(coords, latents, e.batch_size))
-    train = m.to_unit(m.targets(data.train))
-    test = m.to_unit(m.targets(data.test))
-    dims = train[0].numel()
+    values = loe.render(coords, latents, e.batch_size)
+    generated = m.to_unit(values).flatten(1)
+    train = m.to_unit(m.targets(data.train)).flatten(1)
+    test = m.to_unit(m.targets(data.test)).flatten(1)
     memo = memorisation_distance(generated, train)
-    # Reference: how far real unseen data sits from the train set on this scale.
-    test_memo = memorisation_distance(test, train)
-    table = binary_std_table(hcdm, e.std_table.samples, e.std_table.anchors, generator, s.sampler, s.ddim_steps)
+    test_memo = memorisation_distance(test, train)        # real unseen data on the same scale
+
+    # FID / KID / precision-recall of the first fid_samples generated images.
+    fake_pics = m.to_pictures(values[: e.fid_samples])
+    with np.load(artifacts.require(FID_REFERENCE, "fid_reference")) as z:
+        real = z["features"]
+    fake = fid.inception_features(fake_pics, progress=True)
+    fid_value = fid.frechet_distance(*fid.gaussian(real), *fid.gaussian(fake))
+    kid_mean, kid_std = fid.kid(real, fake, e.kid_subsets, e.kid_subset_size, seed=cfg.seed)
+    precision, recall = fid.precision_recall(real, fake, e.pr_k)
+
+    # Retrieval view: each row a generated sample, then its nearest training image.
+    q = min(e.retrieval_queries, e.fid_samples)
+    _, nearest = nearest_distances(generated[:q], train)
+    pairs = np.concatenate([fake_pics[:q, None], data.modality.to_pictures(m.targets(data.train[nearest.numpy()]))[:, None]], 1)
+    io.save_png(FIGURES / "retrieval.png",
+                pictures.grid(pairs.reshape(-1, *pairs.shape[2:]), 2, upscale=pictures.upscale_for(cfg.dataset.resolution)))
+
+    chain = hcdm.variant != "flat"
+    table = binary_std_table(hcdm, e.std_table.samples, e.std_table.anchors, generator, s.sampler,
+                             s.ddim_steps) if chain else None
+    dims = train.shape[1]
     io.save_json(METRICS / "generation.json", {
+        "variant": hcdm.variant, "binary_len": hcdm.binary_len,
+        "fid": round(fid_value, 3), "kid": round(kid_mean, 5), "kid_std": round(kid_std, 5),
+        "precision": round(precision, 4), "recall": round(recall, 4),
         "memorisation_distance": round(float(memo.mean()), 4),
         "memorisation_distance_test_split": round(float(test_memo.mean()), 4),
+        "fid_protocol": {"generated": e.fid_samples, "reference_split": "train", "reference_size": len(real),
+                         "features": "Inception-v3 pool3 (TF 2015-12-05 weights), 2048-d", "resize": fid.RESIZE,
+                         "kid": f"unbiased, cubic kernel, {e.kid_subsets} subsets of {min(e.kid_subset_size, len(real), e.fid_samples)}",
+                         "precision_recall_k": e.pr_k},
         "memorisation": {"samples": e.memorisation_samples, "value_range": "[0, 1] per value",
                          "values_per_instance": dims, "max_possible": round(float(np.sqrt(dims)), 2),
                          "reference_split": "train", "reference_size": len(data.train)},
-        "binary_len": hcdm.binary_len, "conditional": hcdm.conditional,
-        "std_table": {k: round(v, 4) for k, v in table.items()},
+        "std_table": {k: round(v, 4) for k, v in table.items()} if chain else None,
         "std_table_protocol": {"samples_per_anchor": e.std_table.samples, "anchors": e.std_table.anchors,
                                "units": "standardised latents (train-set std = 1)"},
         "sampler": s.sampler, "ddim_steps": s.ddim_steps, "seconds": elapsed(start)})

@@ -3,8 +3,10 @@ import numpy as np
 import torch
 
 from .. import artifacts, datasets, io, pictures
-from ..artifacts import DATASET, LATENTS, METRICS, RECONSTRUCTIONS
+from ..artifacts import DATASET, FIGURES, LATENTS, METRICS, RECONSTRUCTIONS
 from ..meta import fit_latents
+from ..plots import heatmap
+from ..svcca import layer_correlations
 from . import elapsed, run
 
 
@@ -30,6 +32,17 @@ def main(cfg, generator, start):
     original = m.to_pictures(m.targets(data.test[:n]))
     io.save_png(RECONSTRUCTIONS, pictures.grid(np.concatenate([original, recon]), n,
                                                upscale=pictures.upscale_for(cfg.dataset.resolution)))
+    # Cross-layer SVCCA of the train latents (paper fig. 7a).
+    corr = layer_correlations(bank["train"])
+    labels = [f"h{l + 1}" for l in range(len(corr))]
+    heatmap(FIGURES / "svcca.png", corr, labels, "SVCCA between layers' latents (train split)")
+    io.save_json(METRICS / "svcca.json", {
+        "matrix": np.round(corr, 4).tolist(), "layers": labels,
+        "mean_adjacent": round(float(np.mean([corr[i, i + 1] for i in range(len(corr) - 1)])), 4),
+        "mean_off_diagonal": round(float(corr[~np.eye(len(corr), dtype=bool)].mean()), 4),
+        "definition": "Raghu et al. 2017: centre, keep the top singular directions holding 99% of the variance "
+                      "(variance = squared singular values), CCA, mean canonical correlation; "
+                      "neurons = latent dimensions, datapoints = train instances"})
     io.save_json(METRICS / "reconstruction.json", {
         **report, "inner_steps": e.inner_steps,
         "psnr_definition": "mean over instances of per-instance PSNR, images in [0, 1]",

@@ -25,13 +25,14 @@ def main(cfg, generator, start):
     io.save_png(SAMPLES_GRID, pictures.grid(pics, s.grid_columns, upscale=up))
 
     # One block per anchor: row k fixes h^1..h^k (k = 0..L-1) of the anchor in
-    # the first column and resamples the rest in the other columns.
+    # the first column and resamples the rest in the other columns. The flat
+    # baseline has no layer chain, so its blocks hold the k = 0 row only.
     anchors = latents[: s.control_anchors]
     tree = control_latents(hcdm, anchors, s.control_completions, generator, s.sampler, s.ddim_steps)
     blocks = []
     for a in range(len(anchors)):
         rows = [np.concatenate([pics[a:a + 1], m.to_pictures(loe.render(coords, tree[a, k]))])
-                for k in range(hcdm.layers)]
+                for k in range(tree.shape[1])]
         blocks.append(pictures.grid(np.concatenate(rows), s.control_completions + 1, upscale=up))
     io.save_png(CONTROL_GRID, pictures.stack_vertically(blocks))
     io.save_json(METRICS / "sample.json", {"num_samples": s.num_samples, "sampler": s.sampler,

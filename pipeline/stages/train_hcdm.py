@@ -11,7 +11,7 @@ from . import elapsed, run
 def main(cfg, generator, start):
     latents = torch.from_numpy(artifacts.load_latents()["train"])
     h = cfg.hcdm
-    model = HCDM(cfg.loe.layers, cfg.loe.latent_dim, cfg.binary_len, h.conditional, h.hidden, h.blocks,
+    model = HCDM(cfg.loe.layers, cfg.loe.latent_dim, cfg.binary_len, h.variant, h.hidden, h.blocks,
                  h.timesteps, h.schedule, h.dropout)
     run_id = fingerprint(cfg.seed, cfg.binary_len, config.to_dict(h), file_digest(LATENTS), code_digest())
     log = StepLog(CURVES / "train_hcdm.csv")
@@ -21,7 +21,7 @@ def main(cfg, generator, start):
     log.write()
     tail = log.rows[-5:]
     io.save_json(METRICS / "train_hcdm.json", {
-        "binary_len": cfg.binary_len, "conditional": h.conditional, "steps": h.steps,
+        "binary_len": cfg.binary_len, "variant": h.variant, "steps": h.steps,
         "final_loss_mean_last_logs": round(sum(r["loss"] for r in tail) / len(tail), 5),
         "parameters": sum(p.numel() for p in model.parameters()), "seconds": elapsed(start)})
 

@@ -1,0 +1,116 @@
+"""Ground-truth factors: a predictor trained on real images, and the measured
+hierarchy of control (how much of each factor's variation is left once
+h^1..h^k are fixed) that the paper's fig. 5 shows only as pictures."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+
+class FactorPredictor(nn.Module):
+    """A small CNN: images (B, 3, R, R) in [0, 1] -> every factor at once.
+
+    Continuous factors are regressed in standardised units; a categorical
+    factor with values 0..C-1 gets C logits.
+    """
+
+    def __init__(self, kinds: list[str], classes: list[int], mean: np.ndarray, std: np.ndarray, width: int = 32):
+        super().__init__()
+        self.kinds, self.classes = list(kinds), list(classes)
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32))
+        w = width
+        self.features = nn.Sequential(
+            nn.Conv2d(3, w, 3, padding=1), nn.GELU(), nn.Conv2d(w, w, 3, padding=1), nn.GELU(), nn.MaxPool2d(2),
+            nn.Conv2d(w, 2 * w, 3, padding=1), nn.GELU(), nn.MaxPool2d(2),
+            nn.Conv2d(2 * w, 4 * w, 3, padding=1), nn.GELU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+            nn.Linear(64 * w, 256), nn.GELU())
+        self.head = nn.Linear(256, sum(c if k == "categorical" else 1 for k, c in zip(kinds, classes)))
+
+    def _split(self, out: torch.Tensor) -> list[torch.Tensor]:
+        sizes = [c if k == "categorical" else 1 for k, c in zip(self.kinds, self.classes)]
+        return list(out.split(sizes, dim=1))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self._split(self.head(self.features(x)))
+
+    def loss(self, x: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+        total = 0.0
+        for i, (kind, out) in enumerate(zip(self.kinds, self(x))):
+            if kind == "categorical":
+                total = total + F.cross_entropy(out, factors[:, i].long())
+            else:
+                total = total + F.mse_loss(out[:, 0], (factors[:, i] - self.mean[i]) / self.std[i])
+        return total
+
+    @torch.no_grad()
+    def predict(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """(N, R, R, 3) uint8 -> (N, F) predicted factor values."""
+        self.eval()
+        rows = []
+        for i in range(0, len(images), batch_size):
+            x = to_input(images[i:i + batch_size])
+            cols = [out.argmax(1).float() if kind == "categorical" else out[:, 0] * self.std[j] + self.mean[j]
+                    for j, (kind, out) in enumerate(zip(self.kinds, self(x)))]
+            rows.append(torch.stack(cols, 1))
+        return torch.cat(rows).numpy()
+
+
+def to_input(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(images, dtype=np.float32)).permute(0, 3, 1, 2) / 255.0
+
+
+def train_predictor(images: np.ndarray, factors: np.ndarray, kinds: list[str], steps: int, batch_size: int,
+                    lr: float, generator: torch.Generator, progress: bool = True) -> FactorPredictor:
+    classes = [int(factors[:, i].max()) + 1 if k == "categorical" else 1 for i, k in enumerate(kinds)]
+    model = FactorPredictor(kinds, classes, factors.mean(0), factors.std(0) + 1e-8)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    y = torch.from_numpy(factors).float()
+    model.train()
+    for _ in tqdm(range(steps), desc="factor predictor", disable=not progress):
+        idx = torch.randint(len(images), (batch_size,), generator=generator)
+        x = to_input(images[idx.numpy()])
+        # Light augmentation: random brightness keeps the predictor from keying on exact colours.
+        x = (x * (1 + 0.05 * torch.randn(len(x), 1, 1, 1, generator=generator))).clamp(0, 1)
+        loss = model.loss(x, y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    return model.eval()
+
+
+def factor_scores(predicted: np.ndarray, true: np.ndarray, names: list[str], kinds: list[str]) -> dict:
+    """Held-out quality per factor: accuracy (categorical) or R^2 (continuous)."""
+    out = {}
+    for i, (name, kind) in enumerate(zip(names, kinds)):
+        if kind == "categorical":
+            out[name] = {"accuracy": round(float((predicted[:, i] == true[:, i]).mean()), 4)}
+        else:
+            resid = ((predicted[:, i] - true[:, i]) ** 2).sum()
+            total = ((true[:, i] - true[:, i].mean()) ** 2).sum()
+            out[name] = {"r2": round(float(1 - resid / total), 4)}
+    return out
+
+
+def spread(values: np.ndarray, kind: str) -> float:
+    """Variance of a continuous factor; Gini impurity 1 - sum p_c^2 of a categorical one."""
+    if kind == "categorical":
+        _, counts = np.unique(values, return_counts=True)
+        p = counts / counts.sum()
+        return float(1 - (p ** 2).sum())
+    return float(values.var())
+
+
+def retained_variance(groups: np.ndarray, free: np.ndarray, kinds: list[str]) -> np.ndarray:
+    """groups (M, N, F): N completions for each of M fixed prefixes; free (n, F):
+    unconstrained samples. -> (F,) mean within-group spread / free spread."""
+    out = []
+    for i, kind in enumerate(kinds):
+        within = np.mean([spread(g[:, i], kind) for g in groups])
+        out.append(within / max(spread(free[:, i], kind), 1e-12))
+    return np.array(out)

@@ -1,0 +1,26 @@
+"""Stage `factor_predictor`: a CNN that reads the ground-truth factors off an
+image, trained on the prepared train images and scored on the test split."""
+from .. import artifacts, datasets, io
+from ..artifacts import DATASET, FACTOR_PREDICTOR, METRICS
+from ..factors import factor_scores, train_predictor
+from . import elapsed, run
+
+
+def main(cfg, generator, start):
+    data = datasets.load(artifacts.require(DATASET, "prepare"))
+    if data.train_factors is None:
+        reason = f"dataset source '{data.info['source']}' has no ground-truth factors"
+        io.save_torch(FACTOR_PREDICTOR, {"skipped": reason})
+        io.save_json(METRICS / "factor_predictor.json", {"skipped": reason})
+        return
+    f = cfg.factor_predictor
+    model = train_predictor(data.train, data.train_factors, data.factor_kinds, f.steps, f.batch_size, f.lr, generator)
+    io.save_torch(FACTOR_PREDICTOR, {"kinds": model.kinds, "classes": model.classes, "names": data.factor_names,
+                                     "state": model.state_dict()})
+    scores = factor_scores(model.predict(data.test), data.test_factors, data.factor_names, data.factor_kinds)
+    io.save_json(METRICS / "factor_predictor.json", {"test": scores, "test_size": len(data.test),
+                                                     "seconds": elapsed(start)})
+
+
+if __name__ == "__main__":
+    run(main)

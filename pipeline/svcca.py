@@ -1,0 +1,51 @@
+"""SVCCA (Raghu et al. 2017) and the cross-layer correlation of the latent bank (paper fig. 7a).
+
+Representations are arrays of shape (neurons, datapoints), as in google/svcca.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def cca(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Canonical correlations of two centred-or-not representations, largest first.
+
+    Via QR: with A^T = Qa Ra and B^T = Qb Rb (datapoints x neurons, centred),
+    the canonical correlations are the singular values of Qa^T Qb.
+    """
+    a = a - a.mean(1, keepdims=True)
+    b = b - b.mean(1, keepdims=True)
+    qa, _ = np.linalg.qr(a.T)
+    qb, _ = np.linalg.qr(b.T)
+    rho = np.linalg.svd(qa.T @ qb, compute_uv=False)
+    return np.clip(rho[: min(a.shape[0], b.shape[0])], 0.0, 1.0)
+
+
+def svd_reduce(x: np.ndarray, keep: float = 0.99) -> np.ndarray:
+    """Centre, then keep the top singular directions holding `keep` of the variance.
+
+    Variance is measured by the SQUARED singular values (the eigenvalues of the
+    covariance); with plain singular values the cut lands elsewhere and the
+    results change completely. Returns (kept directions, datapoints).
+    """
+    x = x - x.mean(1, keepdims=True)
+    u, s, vt = np.linalg.svd(x, full_matrices=False)
+    var = s ** 2
+    k = int(np.searchsorted(np.cumsum(var) / var.sum(), keep) + 1)
+    return s[:k, None] * vt[:k]
+
+
+def svcca(a: np.ndarray, b: np.ndarray, keep: float = 0.99) -> tuple[float, np.ndarray]:
+    """Mean canonical correlation after SVD reduction, and the correlations themselves."""
+    rho = cca(svd_reduce(a, keep), svd_reduce(b, keep))
+    return float(rho.mean()), rho
+
+
+def layer_correlations(latents: np.ndarray, keep: float = 0.99) -> np.ndarray:
+    """(N, L, H) latent bank -> (L, L) SVCCA between each pair of layers' latents."""
+    layers = latents.shape[1]
+    out = np.eye(layers)
+    for i in range(layers):
+        for j in range(i + 1, layers):
+            out[i, j] = out[j, i] = svcca(latents[:, i].T, latents[:, j].T, keep)[0]
+    return out

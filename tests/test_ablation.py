@@ -1,0 +1,23 @@
+from pipeline.ablation import markdown, rows_from_exp_show
+
+
+def record(rev, name, binary_len, variant, fid, std=None):
+    return {"rev": rev, "name": name, "data": {
+        "rev": rev, "params": {"params.yaml": {"data": {"binary_len": binary_len, "hcdm": {"variant": variant}}}},
+        "metrics": {"metrics/generation.json": {"data": {"fid": fid, "kid": 0.01, "precision": 0.5, "recall": 0.4,
+                                                         "memorisation_distance": 3.0, "std_table": std}}}}}
+
+
+def test_rows_and_tables_from_dvc_exp_show_json():
+    payload = [
+        record("workspace", None, 12, "hierarchical", 20.0, {"std_1": 1.0, "std_12": 0.9}),
+        {**record("abc1234def", "main", 12, "hierarchical", 20.0, {"std_1": 1.0, "std_12": 0.9}),
+         "experiments": [{"revs": [record("e1", "bl8", 8, "hierarchical", 21.0, {"std_1": 1.0, "std_12": 0.95})]},
+                         {"revs": [record("e2", "flat", 12, "flat", 30.0)]}]},
+    ]
+    rows = rows_from_exp_show(payload)
+    assert [r["experiment"] for r in rows] == ["workspace", "main", "bl8", "flat"]
+    assert rows[2]["binary_len"] == 8 and rows[2]["std_12"] == 0.95 and rows[3]["variant"] == "flat"
+    md = markdown(rows)
+    assert "| bl8 | 8 | 1 | 0.95 |" in md
+    assert "| flat | flat | 12 | 30 | 0.01 | 0.5 | 0.4 | 3 |" in md

