@@ -26,5 +26,8 @@ def micro_params() -> dict:
     p["hcdm"].update(hidden=32, blocks=1, timesteps=50, steps=30, batch_size=16, checkpoint_every=10,
                      log_every=5, warmup_steps=5)
     p["sample"].update(num_samples=8, ddim_steps=10, control_anchors=2, control_completions=2, grid_columns=4)
-    p["evaluate"].update(memorisation_samples=8, std_table={"samples": 6, "anchors": 2})
+    p["evaluate"].update(memorisation_samples=8, fid_samples=8, kid_subsets=3, kid_subset_size=8,
+                         retrieval_queries=2, std_table={"samples": 6, "anchors": 2})
+    p["factor_predictor"].update(steps=20, batch_size=16)
+    p["hierarchy"].update(anchors=2, completions=3)
     return p

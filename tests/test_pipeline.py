@@ -2,6 +2,7 @@
 import json
 import shutil
 import subprocess
+import sys
 
 import pytest
 import yaml
@@ -32,17 +33,30 @@ def test_dvc_repro_then_binary_len_experiment(tmp_path):
     assert rec["test"]["instances"] == 8 and rec["test"]["psnr"] > 10
     assert gen["binary_len"] == 4 and set(gen["std_table"]) == {"std_1", "std_12", "std_23"}
     assert 0 < gen["memorisation_distance"] < gen["memorisation"]["max_possible"]
+    assert gen["fid"] > 0 and gen["fid_protocol"]["generated"] == 8 and 0 <= gen["precision"] <= 1
+    hierarchy = json.loads((work / "metrics/hierarchy.json").read_text())["retained_variance"]
+    assert list(hierarchy) == ["k=0", "k=1", "k=2"] and len(hierarchy["k=1"]) == 9
+    svcca = json.loads((work / "metrics/svcca.json").read_text())
+    assert len(svcca["matrix"]) == 3
     for png in ("data/prepared/preview.png", "data/samples/samples.png", "data/samples/control.png",
-                "data/latents/reconstructions.png"):
+                "data/latents/reconstructions.png", "metrics/figures/svcca.png", "metrics/figures/hierarchy.png",
+                "metrics/figures/retrieval.png", "metrics/analysis/tree.png"):
         assert (work / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     curve = (work / "metrics/curves/fit_loe.csv").read_text().splitlines()
     assert curve[0].startswith("step,loss,psnr") and len(curve) == 1 + 4
 
     sh("git add -A && git commit -qm base", work)
     out = sh("dvc exp run -S binary_len=3", work)
-    for stage in ("prepare", "fit_loe", "export_latents"):
+    for stage in ("prepare", "fit_loe", "export_latents", "fid_reference", "factor_predictor"):
         assert f"Stage '{stage}' didn't change" in out, out
     assert "Running stage 'train_hcdm'" in out
     diff = sh("dvc metrics diff --json", work)
     changed = json.loads(diff)["metrics/generation.json"]
     assert changed["binary_len"]["old"] == 4 and changed["binary_len"]["new"] == 3
+
+    # The ablation collector turns the experiments into the tables.
+    sh("dvc exp run -S hcdm.variant=flat", work)
+    out = sh(f"{sys.executable} -m pipeline.ablation", work)
+    rows = json.loads((work / "metrics/ablation.json").read_text())["experiments"]
+    assert {r["binary_len"] for r in rows} >= {3, 4} and "flat" in {r["variant"] for r in rows}
+    assert "## Binary condition length" in out and (work / "metrics/ablation.md").exists()

@@ -6,7 +6,7 @@ PNGs go to metrics/analysis/ (small, committed, shown in the README and by
 """
 import time
 
-from .. import control, io
+from .. import artifacts, control, io
 from ..artifacts import ANALYSIS_FIGURES, ANALYSIS_LATENTS, METRICS
 from . import elapsed, run
 
@@ -24,7 +24,10 @@ FIGURES = {
 def main(cfg, generator, start):
     s = cfg.sample
     seconds = {}
+    flat = artifacts.load_hcdm().variant == "flat"
     for name, args in FIGURES.items():
+        if flat and name == "resample":     # no layer chain: only k = 0 (fresh samples) exists
+            args = [a if a != "2" else "0" for a in args]
         t = time.time()
         code = control.main([name, *args, "--out", str(ANALYSIS_FIGURES / f"{name}.png"),
                              "--npz", str(ANALYSIS_LATENTS / f"{name}.npz"), "--seed", str(cfg.seed),
