@@ -140,6 +140,7 @@ class Hierarchy:
 class Config:
     seed: int = 0
     binary_len: int = 12               # length of the binary condition code c^l
+    device: str = "auto"               # auto (a GPU if present) | cpu | cuda | cuda:N
     dataset: Dataset = field(default_factory=Dataset)
     loe: LoE = field(default_factory=LoE)
     fit_loe: FitLoE = field(default_factory=FitLoE)
@@ -156,6 +157,7 @@ def _rules(c: Config) -> list[tuple[str, bool, str]]:
     compressor_in = c.loe.layers * c.loe.latent_dim
     return [
         ("seed", c.seed >= 0, "must be >= 0"),
+        ("device", c.device in ("auto", "cpu") or c.device.split(":")[0] == "cuda", "must be auto, cpu, cuda or cuda:N"),
         ("binary_len", 1 <= c.binary_len <= compressor_in,
          f"must be >= 1 and <= the compressor's input size loe.layers*loe.latent_dim = {compressor_in}"),
         ("dataset.source", c.dataset.source in ("synthetic", "folder"), "must be 'synthetic' or 'folder'"),

@@ -45,15 +45,16 @@ def preprocess(images: np.ndarray) -> torch.Tensor:
     return x / 128.0 - 1.0
 
 
-def inception_features(images: np.ndarray, batch_size: int = 50, progress: bool = False) -> np.ndarray:
+def inception_features(images: np.ndarray, batch_size: int = 50, progress: bool = False,
+                       device: torch.device | str = "cpu") -> np.ndarray:
     """(N, H, W, 3) uint8 -> (N, 2048) float64 pool3 features."""
     from tqdm import tqdm
 
-    model = _extractor()
+    model = _extractor().to(device)
     out = []
     with torch.no_grad():
         for i in tqdm(range(0, len(images), batch_size), desc="inception", disable=not progress, leave=False):
-            out.append(model(preprocess(images[i:i + batch_size])).double().numpy())
+            out.append(model(preprocess(images[i:i + batch_size]).to(device)).double().cpu().numpy())
     return np.concatenate(out)
 
 

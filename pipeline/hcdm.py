@@ -164,10 +164,10 @@ class HCDM(nn.Module):
         self.std.copy_(latents.std(0).clamp_min(1e-6))
 
     def standardise(self, h: torch.Tensor) -> torch.Tensor:
-        return (h - self.mean) / self.std
+        return (h - self.mean.to(h.device)) / self.std.to(h.device)
 
     def unstandardise(self, z: torch.Tensor) -> torch.Tensor:
-        return z * self.std + self.mean
+        return z * self.std.to(z.device) + self.mean.to(z.device)
 
     # -- conditions ----------------------------------------------------------
     def condition_codes(self, z: torch.Tensor) -> torch.Tensor:
@@ -185,9 +185,10 @@ class HCDM(nn.Module):
         b, L, H = z.shape
         codes = self.condition_codes(z).reshape(b * L, -1)
         x0 = z.reshape(b * L, H)
-        layer = torch.arange(L).repeat(b)
-        t = torch.randint(self.timesteps, (b * L,), generator=generator)
-        noise = torch.randn(x0.shape, generator=generator)
+        device = z.device
+        layer = torch.arange(L, device=device).repeat(b)
+        t = torch.randint(self.timesteps, (b * L,), generator=generator).to(device)
+        noise = torch.randn(x0.shape, generator=generator).to(device)
         ab = self.alphas_cumprod[t][:, None]
         xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
         return F.mse_loss(self.denoiser(xt, t, layer, codes), noise)
@@ -210,49 +211,51 @@ class HCDM(nn.Module):
     def sample_layer(self, layer: int, codes: torch.Tensor, generator: torch.Generator,
                      sampler: str = "ddim", steps: int = 100) -> torch.Tensor:
         """One reverse process: a draw from p(part l | c^l) in standardised units, (N, part_dim)."""
-        n = codes.shape[0]
-        x = torch.randn(n, self.part_dim, generator=generator)
-        layers = torch.full((n,), layer, dtype=torch.long)
+        n, device = codes.shape[0], codes.device
+        x = torch.randn(n, self.part_dim, generator=generator).to(device)
+        layers = torch.full((n,), layer, dtype=torch.long, device=device)
         if sampler == "ddpm":
             for t in range(self.timesteps - 1, -1, -1):
-                tt = torch.full((n,), t, dtype=torch.long)
+                tt = torch.full((n,), t, dtype=torch.long, device=device)
                 x0, _ = self._predict(x, tt, layers, codes)
                 mean = self.posterior_c0[t] * x0 + self.posterior_ct[t] * x
-                x = mean + (self.posterior_var[t].sqrt() * torch.randn(x.shape, generator=generator) if t > 0 else 0)
+                noise = torch.randn(x.shape, generator=generator).to(device)
+                x = mean + (self.posterior_var[t].sqrt() * noise if t > 0 else 0)
             return x
         if sampler != "ddim":
             raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")
         ts = torch.linspace(self.timesteps - 1, 0, steps).round().long().unique_consecutive()
         for i, t in enumerate(ts.tolist()):
-            tt = torch.full((n,), t, dtype=torch.long)
+            tt = torch.full((n,), t, dtype=torch.long, device=device)
             x0, eps = self._predict(x, tt, layers, codes)
-            ab_prev = self.alphas_cumprod[ts[i + 1]] if i + 1 < len(ts) else torch.tensor(1.0)
+            ab_prev = self.alphas_cumprod[ts[i + 1]] if i + 1 < len(ts) else torch.ones((), device=device)
             x = ab_prev.sqrt() * x0 + (1 - ab_prev).sqrt() * eps
         return x
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator, prefix: torch.Tensor | None = None, stop: int | None = None,
                sampler: str = "ddim", steps: int = 100) -> torch.Tensor:
-        """The chain h^1 -> h^L in raw latent units, (n, L, H).
+        """The chain h^1 -> h^L in raw latent units, (n, L, H) on the CPU (computed on the model's device).
 
         `prefix` (n, k, H) fixes h^1..h^k; layers k..stop-1 are drawn in turn,
         each conditioned on the code of everything before it; layers from
         `stop` on are left at the mean (zero in standardised units).
         """
         stop = self.layers if stop is None else stop
-        z = torch.zeros(n, self.layers, self.latent_dim)
+        device = self.betas.device
+        z = torch.zeros(n, self.layers, self.latent_dim, device=device)
         k = 0 if prefix is None else prefix.shape[1]
         if self.variant == "flat" and (k > 0 or stop != self.layers):
             raise ValueError("the flat baseline has no layer chain: it cannot fix or stop at a layer")
         if prefix is not None:
             if prefix.shape[0] != n or not 0 <= k <= self.layers:
                 raise ValueError(f"prefix must be ({n}, k<={self.layers}, {self.latent_dim}), got {tuple(prefix.shape)}")
-            z[:, :k] = (prefix.float() - self.mean[:k]) / self.std[:k]
+            z[:, :k] = (prefix.float().to(device) - self.mean[:k]) / self.std[:k]
         parts = self._parts(z)                          # a view: writes land in z
         for l in range(k, stop if self.variant != "flat" else 1):
             codes = self.condition_codes(parts)[:, l]
             parts[:, l] = self.sample_layer(l, codes, generator, sampler, steps)
-        return self.unstandardise(z)
+        return self.unstandardise(z).cpu()
 
 
 class HCDMTrainer:
@@ -271,6 +274,7 @@ class HCDMTrainer:
     def fit(self, latents: torch.Tensor, checkpointer: Checkpointer, log: StepLog, generator: torch.Generator,
             progress: bool = True) -> None:
         c = self.cfg
+        latents = latents.to(self.model.betas.device)
         self.model.set_statistics(latents)
         self.ema.load_state_dict(self.model.state_dict())
         params = list(self.model.parameters())
@@ -280,7 +284,7 @@ class HCDMTrainer:
 
         def step(_: int):
             idx = torch.randint(len(latents), (min(c.batch_size, len(latents)),), generator=generator)
-            return self.model.loss(latents[idx], generator), {}
+            return self.model.loss(latents[idx.to(latents.device)], generator), {}
 
         train_loop(step, {"model": self.model, "ema": self.ema}, params, optimizer, scheduler, c.steps,
                    c.grad_clip, c.log_every, checkpointer, log, generator, "train_hcdm",

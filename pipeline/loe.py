@@ -64,9 +64,11 @@ class LayersOfExperts(nn.Module):
         return y
 
     def render(self, coords: torch.Tensor, latents: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        """Decode many latents without gradients, in batches: (N, L, H) -> (N, P, d_out)."""
+        """Decode many latents without gradients, in batches, on the model's device: (N, L, H) -> (N, P, d_out) on the CPU."""
+        device = self.weights[0].device
+        coords = coords.to(device)
         with torch.no_grad():
-            return torch.cat([self(coords, z) for z in latents.split(batch_size)])
+            return torch.cat([self(coords, z.to(device)).cpu() for z in latents.split(batch_size)])
 
     def hyperparameters(self) -> dict:
         return dict(d_in=self.d_in, d_out=self.d_out, layers=self.layers, experts=self.experts,

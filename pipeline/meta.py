@@ -61,21 +61,23 @@ def fit_latents(model: LayersOfExperts, meta_sgd: MetaSGD, modality: Modality, s
                 steps: int, lr: float, batch_size: int, progress: bool = True) -> tuple[torch.Tensor, dict]:
     """Latents of every instance from zero with the meta-learned inner loop.
 
-    Returns latents (N, L, H) and per-instance reconstruction metrics.
+    Returns latents (N, L, H) on the CPU and per-instance reconstruction metrics.
+    Runs on the model's device.
     """
-    coords = modality.coordinates()
+    device = model.weights[0].device
+    coords = modality.coordinates().to(device)
     rates = meta_sgd().detach()
     latents, metrics = [], {}
     starts = range(0, len(signals), batch_size)
     for start in tqdm(starts, desc="fit latents", disable=not progress, leave=False):
-        targets = modality.targets(signals[start:start + batch_size])
-        zero = torch.zeros(len(targets), model.layers, model.latent_dim)
+        targets = modality.targets(signals[start:start + batch_size]).to(device)
+        zero = torch.zeros(len(targets), model.layers, model.latent_dim, device=device)
         h = inner_loop(model, rates, coords, targets, zero, steps, lr, create_graph=False).detach()
         with torch.no_grad():
             recon = model(coords, h)
-        for name, values in modality.reconstruction_metrics(recon, targets).items():
+        for name, values in modality.reconstruction_metrics(recon.cpu(), targets.cpu()).items():
             metrics.setdefault(name, []).append(values)
-        latents.append(h)
+        latents.append(h.cpu())
     return torch.cat(latents), {k: np.concatenate(v) for k, v in metrics.items()}
 
 
@@ -85,11 +87,14 @@ class MetaLearner:
     meta_sgd: MetaSGD
     modality: Modality
     cfg: FitLoE
+    device: torch.device = torch.device("cpu")
 
     def step_loss(self, coords: torch.Tensor, targets: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Outer loss: per-instance MSE after the inner loop, (B,)."""
         c = self.cfg
-        init = torch.randn(len(targets), self.model.layers, self.model.latent_dim, generator=generator) * c.init_std
+        # Random numbers come from the CPU generator, so a run is the same on any device count.
+        init = (torch.randn(len(targets), self.model.layers, self.model.latent_dim, generator=generator)
+                * c.init_std).to(targets.device)
         h = inner_loop(self.model, self.meta_sgd(), coords, targets, init, c.inner_steps, c.inner_lr,
                        create_graph=not c.first_order)
         if c.first_order:
@@ -102,14 +107,14 @@ class MetaLearner:
         params = list(self.model.parameters()) + list(self.meta_sgd.parameters())
         optimizer = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
         scheduler = warmup_cosine(optimizer, c.warmup_steps, c.steps)
-        all_coords = self.modality.coordinates()
+        all_coords = self.modality.coordinates().to(self.device)
 
         def step(_: int):
             idx = torch.randint(len(train), (min(c.batch_size, len(train)),), generator=generator).numpy()
-            targets = self.modality.targets(train[idx])
+            targets = self.modality.targets(train[idx]).to(self.device)
             coords = all_coords
             if c.points_per_step is not None and c.points_per_step < len(all_coords):
-                keep = torch.randperm(len(all_coords), generator=generator)[: c.points_per_step]
+                keep = torch.randperm(len(all_coords), generator=generator)[: c.points_per_step].to(self.device)
                 coords, targets = all_coords[keep], targets[:, keep]
             mse = self.step_loss(coords, targets, generator)
             return mse.mean(), {"psnr": mse_to_psnr(mse.detach()).mean()}

@@ -128,6 +128,9 @@ def train_loop(step_fn, modules: dict[str, torch.nn.Module], params: list[torch.
     """
     from tqdm import tqdm
 
+    from .distributed import average_gradients, is_main, world_size
+
+    main = is_main()
     start = 0
     state = checkpointer.load()
     if state is not None:
@@ -138,12 +141,15 @@ def train_loop(step_fn, modules: dict[str, torch.nn.Module], params: list[torch.
         restore_rng(generator, state["rng"])
         log.rows = state["log"]
         start = state["step"]
+        if world_size() > 1:   # the checkpoint holds rank 0's streams: give every process its own again
+            generator.manual_seed(generator.initial_seed() * 1_000_003 + start)
 
-    bar = tqdm(range(start, total), initial=start, total=total, desc=desc, disable=not progress)
+    bar = tqdm(range(start, total), initial=start, total=total, desc=desc, disable=not (progress and main))
     for step in bar:
         loss, metrics = step_fn(step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        average_gradients(params)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float("inf"))
         optimizer.step()
         scheduler.step()
@@ -156,7 +162,7 @@ def train_loop(step_fn, modules: dict[str, torch.nn.Module], params: list[torch.
                    "grad_norm": round(grad_norm.item(), 4), "lr": scheduler.get_last_lr()[0]}
             log.append(**row)
             bar.set_postfix({k: row[k] for k in ("loss", *metrics)})
-        if checkpointer.due(done, total):
+        if main and checkpointer.due(done, total):
             checkpointer.save({"step": done, "modules": {k: m.state_dict() for k, m in modules.items()},
                                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                                "rng": rng_state(generator), "log": log.rows})

@@ -12,15 +12,19 @@ import time
 from ..artifacts import MissingArtifact
 from ..config import ConfigError, load
 from ..datasets import DataError
+from ..distributed import init_from_environment, rank, resolve_device
 from ..training import seed_everything
 
 
 def run(main, params: str = "params.yaml") -> None:
     try:
         cfg = load(params)
+        device = resolve_device(cfg.device)
+        init_from_environment(device)
         generator = seed_everything(cfg.seed)
+        generator.manual_seed(cfg.seed + rank())   # under torchrun each process draws its own batches
         start = time.time()
-        main(cfg, generator, start)
+        main(cfg, generator, start, device)
     except (ConfigError, DataError, MissingArtifact) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -21,7 +21,7 @@ FIGURES = {
 }
 
 
-def main(cfg, generator, start):
+def main(cfg, generator, start, device):
     s = cfg.sample
     seconds = {}
     flat = artifacts.load_hcdm().variant == "flat"

@@ -11,11 +11,12 @@ from ..metrics import memorisation_distance, nearest_distances
 from . import elapsed, run
 
 
-def main(cfg, generator, start):
+def main(cfg, generator, start, device):
     e, s = cfg.evaluate, cfg.sample
     data = load(artifacts.require(DATASET, "prepare"))
     loe, _, _ = artifacts.load_loe()
     hcdm = artifacts.load_hcdm()
+    loe, hcdm = loe.to(device), hcdm.to(device)
     m = data.modality
     coords = m.coordinates()
 
@@ -31,7 +32,7 @@ def main(cfg, generator, start):
     fake_pics = m.to_pictures(values[: e.fid_samples])
     with np.load(artifacts.require(FID_REFERENCE, "fid_reference")) as z:
         real = z["features"]
-    fake = fid.inception_features(fake_pics, progress=True)
+    fake = fid.inception_features(fake_pics, progress=True, device=device)
     fid_value = fid.frechet_distance(*fid.gaussian(real), *fid.gaussian(fake))
     kid_mean, kid_std = fid.kid(real, fake, e.kid_subsets, e.kid_subset_size, seed=cfg.seed)
     precision, recall = fid.precision_recall(real, fake, e.pr_k)

@@ -10,9 +10,10 @@ from ..svcca import layer_correlations
 from . import elapsed, run
 
 
-def main(cfg, generator, start):
+def main(cfg, generator, start, device):
     data = datasets.load(artifacts.require(DATASET, "prepare"))
     model, meta_sgd, trained = artifacts.load_loe()
+    model, meta_sgd = model.to(device), meta_sgd.to(device)
     e = cfg.export_latents
     bank, report = {}, {}
     for split in ("train", "test"):

@@ -6,7 +6,7 @@ from ..factors import factor_scores, train_predictor
 from . import elapsed, run
 
 
-def main(cfg, generator, start):
+def main(cfg, generator, start, device):
     data = datasets.load(artifacts.require(DATASET, "prepare"))
     if data.train_factors is None:
         reason = f"dataset source '{data.info['source']}' has no ground-truth factors"

@@ -5,10 +5,10 @@ from ..artifacts import DATASET, FID_REFERENCE
 from . import elapsed, run
 
 
-def main(cfg, generator, start):
+def main(cfg, generator, start, device):
     data = datasets.load(artifacts.require(DATASET, "prepare"))
     pics = data.modality.to_pictures(data.modality.targets(data.train))
-    features = fid.inception_features(pics, progress=True)
+    features = fid.inception_features(pics, progress=True, device=device)
     io.save_npz(FID_REFERENCE, features=features, split="train", resolution=cfg.dataset.resolution,
                 resize=fid.RESIZE, seconds=elapsed(start))
 

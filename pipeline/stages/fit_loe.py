@@ -3,20 +3,24 @@ from .. import artifacts, config, datasets, io
 from ..artifacts import CURVES, DATASET, LOE, LOE_CHECKPOINT, METRICS
 from ..loe import LayersOfExperts
 from ..meta import MetaLearner, MetaSGD
+from ..distributed import is_main
 from ..training import Checkpointer, StepLog, code_digest, file_digest, fingerprint
 from . import elapsed, run
 
 
-def main(cfg, generator, start):
+def main(cfg, generator, start, device):
     data = datasets.load(artifacts.require(DATASET, "prepare"))
     m = data.modality
     model = LayersOfExperts(m.d_in, m.d_out, cfg.loe.layers, cfg.loe.experts, cfg.loe.width,
                             cfg.loe.latent_dim, cfg.loe.w0)
     meta_sgd = MetaSGD(cfg.loe.layers, cfg.loe.latent_dim, *cfg.fit_loe.meta_sgd_init)
+    model, meta_sgd = model.to(device), meta_sgd.to(device)
     run_id = fingerprint(cfg.seed, config.to_dict(cfg.loe), config.to_dict(cfg.fit_loe), file_digest(DATASET), code_digest())
     log = StepLog(CURVES / "fit_loe.csv")
     checkpointer = Checkpointer(LOE_CHECKPOINT, run_id, cfg.fit_loe.checkpoint_every)
-    MetaLearner(model, meta_sgd, m, cfg.fit_loe).fit(data.train, checkpointer, log, generator)
+    MetaLearner(model, meta_sgd, m, cfg.fit_loe, device).fit(data.train, checkpointer, log, generator)
+    if not is_main():
+        return
     artifacts.save_loe(LOE, model, meta_sgd, cfg.fit_loe.inner_steps, cfg.fit_loe.inner_lr)
     log.write()
     last = log.rows[-1]

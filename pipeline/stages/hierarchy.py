@@ -15,7 +15,7 @@ from ..plots import line_plot
 from . import elapsed, run
 
 
-def main(cfg, generator, start):
+def main(cfg, generator, start, device):
     saved = artifacts.load_factor_predictor()
     hcdm = artifacts.load_hcdm()
     skipped = saved.get("skipped") if isinstance(saved, dict) else None
@@ -28,6 +28,7 @@ def main(cfg, generator, start):
     predictor, names = saved
     data = datasets.load(artifacts.require(DATASET, "prepare"))
     loe, _, _ = artifacts.load_loe()
+    loe, hcdm = loe.to(device), hcdm.to(device)
     m = data.modality
     h, s = cfg.hierarchy, cfg.sample
     anchors = sample_latents(hcdm, h.anchors, generator, s.sampler, s.ddim_steps, s.batch_size)

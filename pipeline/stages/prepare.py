@@ -4,7 +4,7 @@ from ..artifacts import DATASET, DATASET_PREVIEW, METRICS
 from . import elapsed, run
 
 
-def main(cfg, generator, start):
+def main(cfg, generator, start, device):
     data = datasets.prepare(cfg)
     datasets.save(DATASET, data, {"resolution": cfg.dataset.resolution})
     preview = data.train[:64]

@@ -9,11 +9,12 @@ from ..generation import control_latents, sample_latents
 from . import elapsed, run
 
 
-def main(cfg, generator, start):
+def main(cfg, generator, start, device):
     s = cfg.sample
     data = load(artifacts.require(DATASET, "prepare"))
     loe, _, _ = artifacts.load_loe()
     hcdm = artifacts.load_hcdm()
+    loe, hcdm = loe.to(device), hcdm.to(device)
     m = data.modality
     coords = m.coordinates()
     up = pictures.upscale_for(cfg.dataset.resolution)

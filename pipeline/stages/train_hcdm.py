@@ -4,19 +4,22 @@ import torch
 from .. import artifacts, config, io
 from ..artifacts import CURVES, HCDM_CHECKPOINT, HCDM_MODEL, LATENTS, METRICS
 from ..hcdm import HCDM, HCDMTrainer
+from ..distributed import is_main
 from ..training import Checkpointer, StepLog, code_digest, file_digest, fingerprint
 from . import elapsed, run
 
 
-def main(cfg, generator, start):
+def main(cfg, generator, start, device):
     latents = torch.from_numpy(artifacts.load_latents()["train"])
     h = cfg.hcdm
     model = HCDM(cfg.loe.layers, cfg.loe.latent_dim, cfg.binary_len, h.variant, h.hidden, h.blocks,
-                 h.timesteps, h.schedule, h.dropout)
+                 h.timesteps, h.schedule, h.dropout).to(device)
     run_id = fingerprint(cfg.seed, cfg.binary_len, config.to_dict(h), file_digest(LATENTS), code_digest())
     log = StepLog(CURVES / "train_hcdm.csv")
     trainer = HCDMTrainer(model, h)
     trainer.fit(latents, Checkpointer(HCDM_CHECKPOINT, run_id, h.checkpoint_every), log, generator)
+    if not is_main():
+        return
     artifacts.save_hcdm(HCDM_MODEL, trainer.ema)
     log.write()
     tail = log.rows[-5:]

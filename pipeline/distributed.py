@@ -1,0 +1,57 @@
+"""Devices and data-parallel training under `torchrun`, with the same code as one process.
+
+Launched as `torchrun --nproc_per_node N -m pipeline.stages.fit_loe` (or
+train_hcdm), every process builds the same model from the same seed, draws
+its own batches (its generator is seeded with seed + rank) and, after each
+backward pass, averages the gradients over the processes. The effective
+batch is N x batch_size. Only rank 0 writes checkpoints, logs and artifacts.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def init_from_environment(device: torch.device) -> None:
+    """Join the process group that torchrun describes in the environment (no-op otherwise)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto`: a GPU when there is one (this process's under torchrun), else the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device '{name}' asked for, but torch sees no CUDA device")
+        if device.index is None:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    return device
+
+
+def average_gradients(params: list[torch.nn.Parameter]) -> None:
+    """All-reduce each gradient to its mean over the processes."""
+    n = world_size()
+    if n == 1:
+        return
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad.div_(n)
