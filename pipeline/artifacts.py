@@ -74,6 +74,15 @@ def load_hcdm(path: Path = HCDM_MODEL) -> HCDM:
     return model.eval()
 
 
+def load_trained(device: torch.device | str = "cpu"):
+    """What the generation stages need: (prepared data, LoE, HCDM), models on `device`."""
+    from .datasets import load
+
+    data = load(require(DATASET, "prepare"))
+    loe, _, _ = load_loe()
+    return data, loe.to(device), load_hcdm().to(device)
+
+
 def load_latents(path: Path = LATENTS) -> dict[str, np.ndarray]:
     with np.load(require(path, "export_latents")) as z:
         return {k: z[k] for k in z.files}

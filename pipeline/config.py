@@ -152,84 +152,60 @@ class Config:
     hierarchy: Hierarchy = field(default_factory=Hierarchy)
 
 
-# (key, predicate, explanation) checked after parsing; keys are dotted paths.
+# Range rules, checked after parsing; keys are dotted paths into Config.
+AT_LEAST = {
+    "seed": 0, "dataset.synthetic.train": 2, "dataset.synthetic.test": 1,
+    "loe.layers": 2, "loe.experts": 1, "loe.width": 1, "loe.latent_dim": 1,
+    "fit_loe.steps": 1, "fit_loe.batch_size": 1, "fit_loe.weight_decay": 0, "fit_loe.warmup_steps": 0,
+    "fit_loe.grad_clip": 0, "fit_loe.inner_steps": 1, "fit_loe.init_std": 0, "fit_loe.checkpoint_every": 1,
+    "fit_loe.log_every": 1, "export_latents.inner_steps": 1, "export_latents.batch_size": 1,
+    "hcdm.hidden": 1, "hcdm.blocks": 1, "hcdm.timesteps": 2, "hcdm.steps": 1, "hcdm.batch_size": 1,
+    "hcdm.weight_decay": 0, "hcdm.warmup_steps": 0, "hcdm.grad_clip": 0, "hcdm.checkpoint_every": 1,
+    "hcdm.log_every": 1, "sample.num_samples": 1, "sample.batch_size": 1, "sample.control_anchors": 1,
+    "sample.control_completions": 1, "sample.grid_columns": 1, "evaluate.memorisation_samples": 1,
+    "evaluate.batch_size": 1, "evaluate.kid_subsets": 1, "evaluate.kid_subset_size": 2, "evaluate.pr_k": 1,
+    "evaluate.retrieval_queries": 1, "evaluate.std_table.samples": 2, "evaluate.std_table.anchors": 1,
+    "factor_predictor.steps": 1, "factor_predictor.batch_size": 1, "hierarchy.anchors": 1,
+    "hierarchy.completions": 2,
+}
+AT_LEAST_OR_NULL = {"dataset.folder.train_count": 1, "dataset.folder.limit": 2, "fit_loe.points_per_step": 1}
+POSITIVE = ("loe.w0", "fit_loe.lr", "fit_loe.inner_lr", "hcdm.lr", "factor_predictor.lr")
+CHOICES = {
+    "dataset.source": ("synthetic", "folder"),
+    "hcdm.variant": ("hierarchical", "unconditional", "flat"),
+    "hcdm.schedule": ("cosine", "linear"),
+    "sample.sampler": ("ddpm", "ddim"),
+}
+
+
+def _value(cfg, key: str):
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
 def _rules(c: Config) -> list[tuple[str, bool, str]]:
+    """(key, holds, what it must be) for every constraint on the parsed config."""
+    rules = [(k, _value(c, k) >= n, f"must be >= {n}") for k, n in AT_LEAST.items()]
+    rules += [(k, _value(c, k) is None or _value(c, k) >= n, f"must be null or >= {n}") for k, n in AT_LEAST_OR_NULL.items()]
+    rules += [(k, _value(c, k) > 0, "must be > 0") for k in POSITIVE]
+    rules += [(k, _value(c, k) in opts, "must be one of " + ", ".join(map(repr, opts))) for k, opts in CHOICES.items()]
     compressor_in = c.loe.layers * c.loe.latent_dim
-    return [
-        ("seed", c.seed >= 0, "must be >= 0"),
-        ("device", c.device in ("auto", "cpu") or c.device.split(":")[0] == "cuda", "must be auto, cpu, cuda or cuda:N"),
+    return rules + [
         ("binary_len", 1 <= c.binary_len <= compressor_in,
          f"must be >= 1 and <= the compressor's input size loe.layers*loe.latent_dim = {compressor_in}"),
-        ("dataset.source", c.dataset.source in ("synthetic", "folder"), "must be 'synthetic' or 'folder'"),
+        ("device", c.device in ("auto", "cpu") or c.device.split(":")[0] == "cuda", "must be auto, cpu, cuda or cuda:N"),
         ("dataset.path", c.dataset.source != "folder" or bool(c.dataset.path),
          "must name a folder of images when dataset.source is 'folder'"),
         ("dataset.resolution", 8 <= c.dataset.resolution <= 1024, "must be in [8, 1024]"),
-        ("dataset.synthetic.train", c.dataset.synthetic.train >= 2, "must be >= 2"),
-        ("dataset.synthetic.test", c.dataset.synthetic.test >= 1, "must be >= 1"),
-        ("dataset.folder.train_count", c.dataset.folder.train_count is None or c.dataset.folder.train_count >= 1,
-         "must be null or >= 1"),
         ("dataset.folder.train_fraction", 0.0 < c.dataset.folder.train_fraction < 1.0, "must be in (0, 1)"),
-        ("dataset.folder.limit", c.dataset.folder.limit is None or c.dataset.folder.limit >= 2, "must be null or >= 2"),
-        ("loe.layers", c.loe.layers >= 2, "must be >= 2"),
-        ("loe.experts", c.loe.experts >= 1, "must be >= 1"),
-        ("loe.width", c.loe.width >= 1, "must be >= 1"),
-        ("loe.latent_dim", c.loe.latent_dim >= 1, "must be >= 1"),
-        ("loe.w0", c.loe.w0 > 0, "must be > 0"),
-        ("fit_loe.steps", c.fit_loe.steps >= 1, "must be >= 1"),
-        ("fit_loe.batch_size", c.fit_loe.batch_size >= 1, "must be >= 1"),
-        ("fit_loe.lr", c.fit_loe.lr > 0, "must be > 0"),
-        ("fit_loe.weight_decay", c.fit_loe.weight_decay >= 0, "must be >= 0"),
-        ("fit_loe.warmup_steps", c.fit_loe.warmup_steps >= 0, "must be >= 0"),
-        ("fit_loe.grad_clip", c.fit_loe.grad_clip >= 0, "must be >= 0 (0 disables clipping)"),
-        ("fit_loe.inner_steps", c.fit_loe.inner_steps >= 1, "must be >= 1"),
-        ("fit_loe.inner_lr", c.fit_loe.inner_lr > 0, "must be > 0"),
         ("fit_loe.meta_sgd_init", 0 <= c.fit_loe.meta_sgd_init[0] <= c.fit_loe.meta_sgd_init[1] <= 1,
          "must be [low, high] with 0 <= low <= high <= 1"),
-        ("fit_loe.init_std", c.fit_loe.init_std >= 0, "must be >= 0"),
-        ("fit_loe.points_per_step", c.fit_loe.points_per_step is None or c.fit_loe.points_per_step >= 1,
-         "must be null or >= 1"),
-        ("fit_loe.checkpoint_every", c.fit_loe.checkpoint_every >= 1, "must be >= 1"),
-        ("fit_loe.log_every", c.fit_loe.log_every >= 1, "must be >= 1"),
-        ("export_latents.inner_steps", c.export_latents.inner_steps >= 1, "must be >= 1"),
-        ("export_latents.batch_size", c.export_latents.batch_size >= 1, "must be >= 1"),
-        ("hcdm.variant", c.hcdm.variant in ("hierarchical", "unconditional", "flat"),
-         "must be 'hierarchical', 'unconditional' or 'flat'"),
-        ("hcdm.hidden", c.hcdm.hidden >= 1, "must be >= 1"),
-        ("hcdm.blocks", c.hcdm.blocks >= 1, "must be >= 1"),
-        ("hcdm.timesteps", c.hcdm.timesteps >= 2, "must be >= 2"),
-        ("hcdm.schedule", c.hcdm.schedule in ("cosine", "linear"), "must be 'cosine' or 'linear'"),
-        ("hcdm.steps", c.hcdm.steps >= 1, "must be >= 1"),
-        ("hcdm.batch_size", c.hcdm.batch_size >= 1, "must be >= 1"),
-        ("hcdm.lr", c.hcdm.lr > 0, "must be > 0"),
-        ("hcdm.weight_decay", c.hcdm.weight_decay >= 0, "must be >= 0"),
-        ("hcdm.warmup_steps", c.hcdm.warmup_steps >= 0, "must be >= 0"),
-        ("hcdm.grad_clip", c.hcdm.grad_clip >= 0, "must be >= 0"),
         ("hcdm.ema_decay", 0 <= c.hcdm.ema_decay < 1, "must be in [0, 1)"),
         ("hcdm.dropout", 0 <= c.hcdm.dropout < 1, "must be in [0, 1)"),
-        ("hcdm.checkpoint_every", c.hcdm.checkpoint_every >= 1, "must be >= 1"),
-        ("hcdm.log_every", c.hcdm.log_every >= 1, "must be >= 1"),
-        ("sample.num_samples", c.sample.num_samples >= 1, "must be >= 1"),
-        ("sample.sampler", c.sample.sampler in ("ddpm", "ddim"), "must be 'ddpm' or 'ddim'"),
         ("sample.ddim_steps", 1 <= c.sample.ddim_steps <= c.hcdm.timesteps, "must be in [1, hcdm.timesteps]"),
-        ("sample.batch_size", c.sample.batch_size >= 1, "must be >= 1"),
-        ("sample.control_anchors", c.sample.control_anchors >= 1, "must be >= 1"),
-        ("sample.control_completions", c.sample.control_completions >= 1, "must be >= 1"),
-        ("sample.grid_columns", c.sample.grid_columns >= 1, "must be >= 1"),
-        ("evaluate.memorisation_samples", c.evaluate.memorisation_samples >= 1, "must be >= 1"),
-        ("evaluate.batch_size", c.evaluate.batch_size >= 1, "must be >= 1"),
         ("evaluate.fid_samples", 2 <= c.evaluate.fid_samples <= c.evaluate.memorisation_samples,
          "must be in [2, evaluate.memorisation_samples]"),
-        ("evaluate.kid_subsets", c.evaluate.kid_subsets >= 1, "must be >= 1"),
-        ("evaluate.kid_subset_size", c.evaluate.kid_subset_size >= 2, "must be >= 2"),
-        ("evaluate.pr_k", c.evaluate.pr_k >= 1, "must be >= 1"),
-        ("evaluate.retrieval_queries", c.evaluate.retrieval_queries >= 1, "must be >= 1"),
-        ("factor_predictor.steps", c.factor_predictor.steps >= 1, "must be >= 1"),
-        ("factor_predictor.batch_size", c.factor_predictor.batch_size >= 1, "must be >= 1"),
-        ("factor_predictor.lr", c.factor_predictor.lr > 0, "must be > 0"),
-        ("hierarchy.anchors", c.hierarchy.anchors >= 1, "must be >= 1"),
-        ("hierarchy.completions", c.hierarchy.completions >= 2, "must be >= 2"),
-        ("evaluate.std_table.samples", c.evaluate.std_table.samples >= 2, "must be >= 2"),
-        ("evaluate.std_table.anchors", c.evaluate.std_table.anchors >= 1, "must be >= 1"),
     ]
 
 

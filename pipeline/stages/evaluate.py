@@ -2,10 +2,10 @@
 KID and precision/recall against the train split, the binary-condition std
 table (Table 2), and the retrieval view of fig. 9."""
 import numpy as np
+import torch
 
 from .. import artifacts, fid, io, pictures
-from ..artifacts import DATASET, FID_REFERENCE, FIGURES, METRICS
-from ..datasets import load
+from ..artifacts import FID_REFERENCE, FIGURES, METRICS
 from ..generation import binary_std_table, sample_latents
 from ..metrics import memorisation_distance, nearest_distances
 from . import elapsed, run
@@ -13,10 +13,7 @@ from . import elapsed, run
 
 def main(cfg, generator, start, device):
     e, s = cfg.evaluate, cfg.sample
-    data = load(artifacts.require(DATASET, "prepare"))
-    loe, _, _ = artifacts.load_loe()
-    hcdm = artifacts.load_hcdm()
-    loe, hcdm = loe.to(device), hcdm.to(device)
+    data, loe, hcdm = artifacts.load_trained(device)
     m = data.modality
     coords = m.coordinates()
 
@@ -32,10 +29,22 @@ def main(cfg, generator, start, device):
     fake_pics = m.to_pictures(values[: e.fid_samples])
     with np.load(artifacts.require(FID_REFERENCE, "fid_reference")) as z:
         real = z["features"]
-    fake = fid.inception_features(fake_pics, progress=True, device=device)
-    fid_value = fid.frechet_distance(*fid.gaussian(real), *fid.gaussian(fake))
-    kid_mean, kid_std = fid.kid(real, fake, e.kid_subsets, e.kid_subset_size, seed=cfg.seed)
-    precision, recall = fid.precision_recall(real, fake, e.pr_k)
+    real_stats = fid.gaussian(real)
+
+    def scores(pics):
+        feats = fid.inception_features(pics, progress=True, device=device)
+        kid_mean, kid_std = fid.kid(real, feats, e.kid_subsets, e.kid_subset_size, seed=cfg.seed)
+        precision, recall = fid.precision_recall(real, feats, e.pr_k)
+        return {"fid": round(fid.frechet_distance(*real_stats, *fid.gaussian(feats)), 3), "kid": round(kid_mean, 5),
+                "kid_std": round(kid_std, 5), "precision": round(precision, 4), "recall": round(recall, 4),
+                "images": len(pics)}
+
+    generated_scores = scores(fake_pics)
+    # References on the same scale: real unseen images (the floor), and the same
+    # images after Stage-1 (what the LoE's fidelity alone costs).
+    test_latents = torch.from_numpy(artifacts.load_latents()["test"])
+    references = {"test_split_real": scores(m.to_pictures(m.targets(data.test))),
+                  "test_split_reconstructed": scores(m.to_pictures(loe.render(coords, test_latents)))}
 
     # Retrieval view: each row a generated sample, then its nearest training image.
     q = min(e.retrieval_queries, e.fid_samples)
@@ -50,8 +59,8 @@ def main(cfg, generator, start, device):
     dims = train.shape[1]
     io.save_json(METRICS / "generation.json", {
         "variant": hcdm.variant, "binary_len": hcdm.binary_len,
-        "fid": round(fid_value, 3), "kid": round(kid_mean, 5), "kid_std": round(kid_std, 5),
-        "precision": round(precision, 4), "recall": round(recall, 4),
+        **{k: v for k, v in generated_scores.items() if k != "images"},
+        "fid_references": references,
         "memorisation_distance": round(float(memo.mean()), 4),
         "memorisation_distance_test_split": round(float(test_memo.mean()), 4),
         "fid_protocol": {"generated": e.fid_samples, "reference_split": "train", "reference_size": len(real),

@@ -7,8 +7,8 @@ that fix coarse semantics drive the coarse factors' share towards 0.
 """
 import numpy as np
 
-from .. import artifacts, datasets, io
-from ..artifacts import DATASET, FACTOR_PREDICTOR, FIGURES, METRICS
+from .. import artifacts, io
+from ..artifacts import FIGURES, METRICS
 from ..factors import retained_variance
 from ..generation import control_depths, control_latents, sample_latents
 from ..plots import line_plot
@@ -17,7 +17,7 @@ from . import elapsed, run
 
 def main(cfg, generator, start, device):
     saved = artifacts.load_factor_predictor()
-    hcdm = artifacts.load_hcdm()
+    data, loe, hcdm = artifacts.load_trained(device)
     skipped = saved.get("skipped") if isinstance(saved, dict) else None
     if skipped is None and len(control_depths(hcdm)) == 1:
         skipped = f"the {hcdm.variant} prior cannot fix a prefix h^1..h^k"
@@ -26,9 +26,6 @@ def main(cfg, generator, start, device):
         io.save_png(FIGURES / "hierarchy.png", np.full((8, 8, 3), 255, np.uint8))
         return
     predictor, names = saved
-    data = datasets.load(artifacts.require(DATASET, "prepare"))
-    loe, _, _ = artifacts.load_loe()
-    loe, hcdm = loe.to(device), hcdm.to(device)
     m = data.modality
     h, s = cfg.hierarchy, cfg.sample
     anchors = sample_latents(hcdm, h.anchors, generator, s.sampler, s.ddim_steps, s.batch_size)

@@ -3,18 +3,14 @@ draw the hierarchical control figure (paper fig. 5)."""
 import numpy as np
 
 from .. import artifacts, io, pictures
-from ..artifacts import CONTROL_GRID, DATASET, METRICS, SAMPLES, SAMPLES_GRID
-from ..datasets import load
+from ..artifacts import CONTROL_GRID, METRICS, SAMPLES, SAMPLES_GRID
 from ..generation import control_latents, sample_latents
 from . import elapsed, run
 
 
 def main(cfg, generator, start, device):
     s = cfg.sample
-    data = load(artifacts.require(DATASET, "prepare"))
-    loe, _, _ = artifacts.load_loe()
-    hcdm = artifacts.load_hcdm()
-    loe, hcdm = loe.to(device), hcdm.to(device)
+    data, loe, hcdm = artifacts.load_trained(device)
     m = data.modality
     coords = m.coordinates()
     up = pictures.upscale_for(cfg.dataset.resolution)
