@@ -6,7 +6,8 @@ DVC experiments into `metrics/ablation.json` and a markdown table.
     dvc queue start --jobs 1          # wait for `dvc queue status` to show them done
     python -m pipeline.ablation       # -> metrics/ablation.json, metrics/ablation.md
 
-Every experiment of the current commit (and the workspace) becomes a row.
+Every experiment of the current commit (and the workspace) becomes a row;
+`-n 2` also takes the commit before, and so on.
 """
 from __future__ import annotations
 
@@ -92,8 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pipeline.ablation", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("metrics/ablation"), help="writes OUT.json and OUT.md")
+    p.add_argument("-n", "--num", type=int, default=1,
+                   help="commits to include, newest first (as `dvc exp show -n`): experiments hang off the "
+                        "commit they were queued from")
     a = p.parse_args(argv)
-    r = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True)
+    r = subprocess.run(["dvc", "exp", "show", "--json", "-n", str(a.num)], capture_output=True, text=True)
     if r.returncode != 0:
         print(f"error: dvc exp show failed: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}",
               file=sys.stderr)
