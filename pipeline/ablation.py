@@ -56,12 +56,13 @@ def rows_from_exp_show(payload) -> list[dict]:
             continue
         rev = str(rec["rev"])
         name = rec.get("name") or (rev if rev == "workspace" else rev[:7])
-        if name in seen:
-            continue
-        seen.add(name)
         row = {"experiment": name, **{k: _get(params, p) for k, p in PARAMS.items()}}
         row.update({k: gen.get(k) for k in METRICS})
         row.update(gen.get("std_table") or {})
+        content = json.dumps({k: v for k, v in row.items() if k != "experiment"}, sort_keys=True)
+        if content in seen:          # the same run listed again (workspace, branch, older commit)
+            continue
+        seen.add(content)
         rows.append(row)
     return rows
 

@@ -16,8 +16,9 @@ def test_rows_and_tables_from_dvc_exp_show_json():
                          {"revs": [record("e2", "flat", 12, "flat", 30.0)]}]},
     ]
     rows = rows_from_exp_show(payload)
-    assert [r["experiment"] for r in rows] == ["workspace", "main", "bl8", "flat"]
-    assert rows[2]["binary_len"] == 8 and rows[2]["std_12"] == 0.95 and rows[3]["variant"] == "flat"
+    # "main" repeats the workspace's params and metrics: listed once.
+    assert [r["experiment"] for r in rows] == ["workspace", "bl8", "flat"]
+    assert rows[1]["binary_len"] == 8 and rows[1]["std_12"] == 0.95 and rows[2]["variant"] == "flat"
     md = markdown(rows)
     assert "| bl8 | 8 | 1 | 0.95 |" in md
     assert "| flat | flat | 12 | 30 | 0.01 | 0.5 | 0.4 | 3 |" in md
