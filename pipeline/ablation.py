@@ -59,6 +59,7 @@ def rows_from_exp_show(payload) -> list[dict]:
         row = {"experiment": name, **{k: _get(params, p) for k, p in PARAMS.items()}}
         row.update({k: gen.get(k) for k in METRICS})
         row.update(gen.get("std_table") or {})
+        row.update({f"rel_{k}": v for k, v in (gen.get("std_table_relative") or {}).items()})
         content = json.dumps({k: v for k, v in row.items() if k != "experiment"}, sort_keys=True)
         if content in seen:          # the same run listed again (workspace, branch, older commit)
             continue
@@ -75,7 +76,8 @@ def _cell(v) -> str:
 
 def markdown(rows: list[dict]) -> str:
     """Two tables: the binary-length std table (Table 2) and the prior variants side by side."""
-    std_cols = sorted({k for r in rows for k in r if k.startswith("std_")}, key=lambda k: (len(k), k))
+    std_cols = sorted({k for r in rows for k in r if k.startswith(("std_", "rel_std_"))},
+                      key=lambda k: (k.startswith("rel_"), len(k), k))
     hier = sorted((r for r in rows if r.get("variant") == "hierarchical"), key=lambda r: r.get("binary_len") or 0)
     lines = ["## Binary condition length (paper Table 2)", "",
              "| experiment | binary_len | " + " | ".join(std_cols) + " |",

@@ -54,6 +54,17 @@ def binary_std_table(hcdm: HCDM, samples: int, anchors: int, generator: torch.Ge
     return table
 
 
+def part_std(hcdm: HCDM, samples: int, generator: torch.Generator, sampler: str, steps: int) -> list[float]:
+    """Mean per-dimension std of each part over free chains, standardised units: (L,).
+
+    The yardstick for the std table: std_{l,l+1} / part_std[l] is the share of
+    the model's own spread of h^{l+1} that remains once h^1..h^l are fixed,
+    which does not mix conditioning up with over- or under-dispersion.
+    """
+    z = hcdm.standardise(hcdm.sample(samples, generator, sampler=sampler, steps=steps))
+    return z.std(0).mean(-1).tolist()
+
+
 def sample_latents(hcdm: HCDM, n: int, generator: torch.Generator, sampler: str, steps: int,
                    batch_size: int) -> torch.Tensor:
     """n full chains in batches: (n, L, H) raw latents."""

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from pipeline import config
-from pipeline.generation import binary_std_table, control_latents
+from pipeline.generation import binary_std_table, control_latents, part_std
 from pipeline.hcdm import HCDM, HCDMTrainer
 from pipeline.training import Checkpointer, StepLog
 
@@ -108,3 +108,9 @@ def test_std_table_has_one_entry_per_part():
                              sampler="ddim", steps=5)
     assert list(table) == ["std_1", "std_12", "std_23", "std_34"]
     assert all(v >= 0 for v in table.values())
+
+
+def test_part_std_of_a_trained_model_matches_the_data(conditional_model):
+    # Trained on the two-mode data: each part's standardised spread should be near 1.
+    stds = part_std(conditional_model, 400, torch.Generator().manual_seed(2), "ddim", 50)
+    assert len(stds) == 2 and all(0.8 < s < 1.2 for s in stds), stds

@@ -32,6 +32,7 @@ def test_dvc_repro_then_binary_len_experiment(tmp_path):
     gen = json.loads((work / "metrics/generation.json").read_text())
     assert rec["test"]["instances"] == 8 and rec["test"]["psnr"] > 10
     assert gen["binary_len"] == 4 and set(gen["std_table"]) == {"std_1", "std_12", "std_23"}
+    assert set(gen["std_table_relative"]) == set(gen["std_table"]) and len(gen["free_part_std"]) == 3
     assert 0 < gen["memorisation_distance"] < gen["memorisation"]["max_possible"]
     assert gen["fid"] > 0 and gen["fid_protocol"]["generated"] == 8 and 0 <= gen["precision"] <= 1
     hierarchy = json.loads((work / "metrics/hierarchy.json").read_text())["retained_variance"]

@@ -6,7 +6,7 @@ import torch
 
 from .. import artifacts, fid, io, pictures
 from ..artifacts import FID_REFERENCE, FIGURES, METRICS
-from ..generation import binary_std_table, sample_latents
+from ..generation import binary_std_table, part_std, sample_latents
 from ..metrics import memorisation_distance, nearest_distances
 from . import elapsed, run
 
@@ -56,6 +56,11 @@ def main(cfg, generator, start, device):
     chain = hcdm.variant != "flat"
     table = binary_std_table(hcdm, e.std_table.samples, e.std_table.anchors, generator, s.sampler,
                              s.ddim_steps) if chain else None
+    relative = None
+    if chain:
+        free = part_std(hcdm, e.std_table.samples, generator, s.sampler, s.ddim_steps)
+        # The i-th entry (std_1, std_12, std_23, ...) measures part i (h^1, h^2, h^3, ...).
+        relative = {k: round(v / free[i], 4) for i, (k, v) in enumerate(table.items())}
     dims = train.shape[1]
     io.save_json(METRICS / "generation.json", {
         "variant": hcdm.variant, "binary_len": hcdm.binary_len,
@@ -71,6 +76,8 @@ def main(cfg, generator, start, device):
                          "values_per_instance": dims, "max_possible": round(float(np.sqrt(dims)), 2),
                          "reference_split": "train", "reference_size": len(data.train)},
         "std_table": {k: round(v, 4) for k, v in table.items()} if chain else None,
+        "std_table_relative": relative,
+        "free_part_std": [round(v, 4) for v in free] if chain else None,
         "std_table_protocol": {"samples_per_anchor": e.std_table.samples, "anchors": e.std_table.anchors,
                                "units": "standardised latents (train-set std = 1)"},
         "sampler": s.sampler, "ddim_steps": s.ddim_steps, "seconds": elapsed(start)})
