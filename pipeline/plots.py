@@ -50,3 +50,13 @@ def line_plot(path, x: list, series: dict[str, list[float]], xlabel: str, ylabel
     ax.set_title(title, fontsize=10)
     _save(fig, path)
     plt.close(fig)
+
+
+def message(path, text: str) -> None:
+    """A figure that says why there is no figure (e.g. a stage skipped for this data)."""
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(6, 1.2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=10, wrap=True)
+    _save(fig, path)
+    plt.close(fig)

@@ -11,7 +11,7 @@ from .. import artifacts, io
 from ..artifacts import FIGURES, METRICS
 from ..factors import retained_variance
 from ..generation import control_depths, control_latents, sample_latents
-from ..plots import line_plot
+from ..plots import line_plot, message
 from . import elapsed, run
 
 
@@ -23,7 +23,7 @@ def main(cfg, generator, start, device):
         skipped = f"the {hcdm.variant} prior cannot fix a prefix h^1..h^k"
     if skipped is not None:
         io.save_json(METRICS / "hierarchy.json", {"skipped": skipped})
-        io.save_png(FIGURES / "hierarchy.png", np.full((8, 8, 3), 255, np.uint8))
+        message(FIGURES / "hierarchy.png", f"hierarchy not measured: {skipped}")
         return
     predictor, names = saved
     m = data.modality
