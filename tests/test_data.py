@@ -26,7 +26,7 @@ def test_each_factor_changes_the_picture():
     base = synthetic_faces.sample_factors(1, np.random.default_rng(0))
     base[0, synthetic_faces.FACTOR_NAMES.index("hair_style")] = 3
     ref = synthetic_faces.render(base, 32)
-    for i, (kind, lo, hi) in enumerate(synthetic_faces.FACTORS.values()):
+    for i, (_, lo, hi) in enumerate(synthetic_faces.FACTORS.values()):
         moved = base.copy()
         moved[0, i] = lo if moved[0, i] != lo else hi
         diff = np.abs(synthetic_faces.render(moved, 32).astype(int) - ref).sum()
