@@ -47,7 +47,7 @@ def _records(node, out: list) -> list:
 
 
 def rows_from_exp_show(payload) -> list[dict]:
-    rows, seen = [], set()
+    rows, seen = [], {}
     for rec in _records(payload, []):
         data = rec["data"]
         params = _get(data, ("params", "params.yaml", "data")) or {}
@@ -60,10 +60,16 @@ def rows_from_exp_show(payload) -> list[dict]:
         row.update({k: gen.get(k) for k in METRICS})
         row.update(gen.get("std_table") or {})
         row.update({f"rel_{k}": v for k, v in (gen.get("std_table_relative") or {}).items()})
-        content = json.dumps({k: v for k, v in row.items() if k != "experiment"}, sort_keys=True)
-        if content in seen:          # the same run listed again (workspace, branch, older commit)
+        # The same run listed again (workspace, branch, an older commit, a re-evaluation
+        # with more metrics) has the same params and core metrics: keep the fullest row.
+        key = json.dumps({k: v for k, v in row.items() if k != "experiment" and not k.startswith("rel_")},
+                         sort_keys=True)
+        if key in seen:
+            i = seen[key]
+            if sum(v is not None for v in row.values()) > sum(v is not None for v in rows[i].values()):
+                rows[i] = row
             continue
-        seen.add(content)
+        seen[key] = len(rows)
         rows.append(row)
     return rows
 
