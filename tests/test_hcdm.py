@@ -84,8 +84,13 @@ def test_hcdm_reproduces_a_known_conditional_distribution(conditional_model, sam
     assert (h2[:, 0] > 0).float().mean() > 0.95
 
 
-def test_unconditional_ablation_loses_the_dependency(tmp_path):
-    model = train("unconditional", tmp_path)
+@pytest.fixture(scope="module")
+def unconditional_model(tmp_path_factory):
+    return train("unconditional", tmp_path_factory.mktemp("hcdm_u"))
+
+
+def test_unconditional_ablation_loses_the_dependency(unconditional_model):
+    model = unconditional_model
     h = model.sample(400, torch.Generator().manual_seed(1), steps=50)
     agree = (torch.sign(h[:, 1, 0]) == torch.sign(h[:, 0, 0])).float().mean()
     assert 0.3 < agree < 0.7            # independent layers: chance agreement
@@ -114,3 +119,16 @@ def test_part_std_of_a_trained_model_matches_the_data(conditional_model):
     # Trained on the two-mode data: each part's standardised spread should be near 1.
     stds = part_std(conditional_model, 400, torch.Generator().manual_seed(2), "ddim", 50)
     assert len(stds) == 2 and all(0.8 < s < 1.2 for s in stds), stds
+
+
+def test_std_table_on_a_known_conditional(conditional_model, unconditional_model):
+    # h^2 = mode(h^1) * (1.5, -1.5) + 0.1 noise. Once h^1 is fixed, the conditional model
+    # keeps h^2 on one mode; the unconditional one still spreads it over both (std ~1).
+    def table(model):
+        return binary_std_table(model, samples=200, anchors=4, generator=torch.Generator().manual_seed(3),
+                                sampler="ddim", steps=50)
+
+    cond, uncond = table(conditional_model), table(unconditional_model)
+    assert 0.8 < cond["std_1"] < 1.2 and 0.8 < uncond["std_1"] < 1.2
+    assert uncond["std_12"] > 0.85
+    assert cond["std_12"] < 0.6 * uncond["std_12"]
