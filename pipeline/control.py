@@ -76,7 +76,8 @@ class Source:
     picture: np.ndarray | None = None  # the user's own signal, shown beside its reconstruction
 
 
-def resolve(run: Run, spec: str, inner_steps: int | None, sampler: str, steps: int) -> Source:
+def resolve(run: Run, spec: str, a: argparse.Namespace) -> Source:
+    """The latent a SOURCE spec names; `a` supplies --inner-steps, --sampler and --steps."""
     kind, _, value = spec.partition(":")
     if kind == "image":
         path = Path(value)
@@ -84,7 +85,7 @@ def resolve(run: Run, spec: str, inner_steps: int | None, sampler: str, steps: i
             raise UsageError(f"{path}: no such image file")
         signal = datasets.load_image(path, run.data.modality.resolution)
         model, meta_sgd, trained = run.loe
-        n = inner_steps if inner_steps is not None else trained["inner_steps"]
+        n = a.inner_steps if a.inner_steps is not None else trained["inner_steps"]
         latent = analysis.fit_signal(model, meta_sgd, run.data.modality, signal, n, trained["inner_lr"])
         return Source(latent, signal)
     try:
@@ -93,7 +94,7 @@ def resolve(run: Run, spec: str, inner_steps: int | None, sampler: str, steps: i
         raise UsageError(f"source {spec!r}: expected gen:S, sample:I, train:I, test:I or image:PATH") from None
     if kind == "gen":
         g = torch.Generator().manual_seed(index)
-        return Source(run.hcdm.sample(1, g, sampler=sampler, steps=steps)[0])
+        return Source(run.hcdm.sample(1, g, sampler=a.sampler, steps=a.steps)[0])
     if kind in ("sample", "train", "test"):
         if kind == "sample":
             with np.load(artifacts.require(artifacts.SAMPLES, "sample")) as z:
@@ -131,7 +132,7 @@ def head(run: Run, src: Source, scale: float = 1.0) -> np.ndarray:
 
 def cmd_resample(run: Run, a) -> None:
     check_k(run, a.k)
-    src = resolve(run, a.source, a.inner_steps, a.sampler, a.steps)
+    src = resolve(run, a.source, a)
     drawn = analysis.resample(run.hcdm, src.latent, a.k, a.n, torch.Generator().manual_seed(a.seed), a.sampler, a.steps)
     first = head(run, src)
     pics = np.concatenate([first, run.render(drawn)])
@@ -139,7 +140,7 @@ def cmd_resample(run: Run, a) -> None:
 
 
 def cmd_tree(run: Run, a) -> None:
-    src = resolve(run, a.source, a.inner_steps, a.sampler, a.steps)
+    src = resolve(run, a.source, a)
     branches = analysis.tree(run.hcdm, src.latent, a.n, torch.Generator().manual_seed(a.seed), a.sampler, a.steps)
     first = head(run, src)
     rows = [np.concatenate([first, run.render(branches[k])]) for k in range(len(branches))]
@@ -148,8 +149,8 @@ def cmd_tree(run: Run, a) -> None:
 
 
 def cmd_compose(run: Run, a) -> None:
-    base = resolve(run, a.source, a.inner_steps, a.sampler, a.steps)
-    donors = torch.stack([resolve(run, d, a.inner_steps, a.sampler, a.steps).latent for d in a.donors])
+    base = resolve(run, a.source, a)
+    donors = torch.stack([resolve(run, d, a).latent for d in a.donors])
     composed = analysis.compose(base.latent, donors)                              # (L, N, L, H)
     top = np.concatenate([run.render(base.latent[None]), run.render(donors)])
     rows = [top] + [np.concatenate([np.full_like(top[:1], 255), run.render(composed[l])]) for l in range(len(composed))]
@@ -158,7 +159,7 @@ def cmd_compose(run: Run, a) -> None:
 
 
 def cmd_interpolate(run: Run, a) -> None:
-    corners = torch.stack([resolve(run, c, a.inner_steps, a.sampler, a.steps).latent for c in a.corners])
+    corners = torch.stack([resolve(run, c, a).latent for c in a.corners])
     grid_latents = analysis.bilinear_interpolation(corners, a.size)              # (S, S, L, H)
     layerwise = analysis.layerwise_interpolation(corners[0], corners[1], a.size)  # (L, S, L, H)
     square = pictures.grid(run.render(grid_latents.flatten(0, 1)), a.size, upscale=a.upscale)
@@ -168,7 +169,7 @@ def cmd_interpolate(run: Run, a) -> None:
 
 
 def cmd_retrieve(run: Run, a) -> None:
-    query = resolve(run, a.source, a.inner_steps, a.sampler, a.steps)
+    query = resolve(run, a.source, a)
     bank = torch.from_numpy(run.bank["train"]).float()
     found = analysis.retrieve(query.latent, bank, a.top)
     first = head(run, query)
@@ -184,7 +185,7 @@ def cmd_retrieve(run: Run, a) -> None:
 def cmd_render(run: Run, a) -> None:
     if not 0 < a.scale <= 16:
         raise UsageError(f"--scale {a.scale}: must be in (0, 16]")
-    src = resolve(run, a.source, a.inner_steps, a.sampler, a.steps)
+    src = resolve(run, a.source, a)
     pic = run.render(src.latent[None], a.scale)
     save(a, pictures.grid(pic, 1, pad=0, upscale=a.upscale), latent=src.latent, picture=pic[0])
 
