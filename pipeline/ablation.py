@@ -20,7 +20,7 @@ from pathlib import Path
 from . import io
 
 PARAMS = {"binary_len": ("binary_len",), "variant": ("hcdm", "variant")}
-METRICS = ("fid", "kid", "precision", "recall", "memorisation_distance")
+METRICS = ("fid", "kid", "precision", "recall", "coverage", "mmd", "one_nna", "memorisation_distance")   # images | shapes
 
 
 def _get(d: dict, path: tuple[str, ...]):
@@ -90,10 +90,11 @@ def markdown(rows: list[dict]) -> str:
              "|---|---|" + "---|" * len(std_cols)]
     lines += [f"| {r['experiment']} | {_cell(r['binary_len'])} | " + " | ".join(_cell(r.get(c)) for c in std_cols) + " |"
               for r in hier]
-    lines += ["", "## Prior variants", "", "| experiment | variant | binary_len | " + " | ".join(METRICS) + " |",
-              "|---|---|---|" + "---|" * len(METRICS)]
+    metrics = [m for m in METRICS if any(r.get(m) is not None for r in rows)]   # the modality's own
+    lines += ["", "## Prior variants", "", "| experiment | variant | binary_len | " + " | ".join(metrics) + " |",
+              "|---|---|---|" + "---|" * len(metrics)]
     lines += [f"| {r['experiment']} | {_cell(r['variant'])} | {_cell(r['binary_len'])} | "
-              + " | ".join(_cell(r.get(m)) for m in METRICS) + " |"
+              + " | ".join(_cell(r.get(m)) for m in metrics) + " |"
               for r in sorted(rows, key=lambda r: (str(r.get("variant")), r.get("binary_len") or 0))]
     return "\n".join(lines) + "\n"
 

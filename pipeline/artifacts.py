@@ -27,7 +27,8 @@ SAMPLES = Path("data/samples/samples.npz")
 SAMPLES_GRID = Path("data/samples/samples.png")
 CONTROL_GRID = Path("data/samples/control.png")
 ANALYSIS_LATENTS = Path("data/analysis")
-FID_REFERENCE = Path("data/fid/reference.npz")
+REFERENCE = Path("data/reference/reference.npz")
+SAMPLE_FILES = Path("data/samples/files")
 FACTOR_PREDICTOR = Path("data/factors/predictor.pt")
 METRICS = Path("metrics")
 ANALYSIS_FIGURES = METRICS / "analysis"
@@ -95,6 +96,8 @@ def load_factor_predictor(path: Path = FACTOR_PREDICTOR):
     state = torch.load(require(path, "factor_predictor"), map_location="cpu", weights_only=False)
     if "skipped" in state:
         return state
-    model = FactorPredictor(state["kinds"], state["classes"], np.zeros(len(state["kinds"])), np.ones(len(state["kinds"])))
+    n = len(state["kinds"])
+    model = FactorPredictor(state["kinds"], state["classes"], np.zeros(n), np.ones(n),
+                            channels=state.get("channels", 3), dims=state.get("dims", 2))
     model.load_state_dict(state["state"])
     return model.eval(), state["names"]

@@ -29,15 +29,16 @@ class SyntheticData:
 class FolderData:
     train_count: int | None = None     # CelebA-HQ style: first N files train, rest test
     train_fraction: float = 0.9        # used when train_count is null
-    skip_corrupt: bool = False         # skip (and count) unreadable files instead of failing
+    skip_corrupt: bool = False         # skip (and count) unreadable files (and empty / non-watertight meshes)
     limit: int | None = None           # read at most this many files (sorted order)
 
 
 @dataclass
 class Dataset:
-    source: str = "synthetic"          # synthetic | folder
-    path: str | None = None            # folder of PNG/JPEG files when source == folder
-    resolution: int = 32               # images are resolution x resolution
+    modality: str = "image"            # image (2-D -> RGB) | shape (3-D -> occupancy)
+    source: str = "synthetic"          # synthetic | folder | imnet (shapes: IM-NET HDF5 release)
+    path: str | None = None            # the folder, when source is folder or imnet
+    resolution: int = 32               # images R x R; shapes R^3 voxels
     synthetic: SyntheticData = field(default_factory=SyntheticData)
     folder: FolderData = field(default_factory=FolderData)
 
@@ -65,6 +66,7 @@ class FitLoE:
     first_order: bool = False          # True: no gradient through the inner loop
     init_std: float = 1e-4             # latent init N(0, init_std^2) during training
     points_per_step: int | None = None # random subset of coordinates per step (None: all)
+    near_surface_fraction: float = 0.5 # shapes: share of each step's points within a voxel of the surface
     checkpoint_every: int = 100
     log_every: int = 10
 
@@ -73,6 +75,8 @@ class FitLoE:
 class ExportLatents:
     inner_steps: int = 3               # steps from zero for every instance
     batch_size: int = 256
+    points: int | None = None          # coordinates the inner loop sees per instance (None: all; shapes: drawn
+                                       # like training points, with fit_loe.near_surface_fraction)
 
 
 @dataclass
@@ -120,6 +124,7 @@ class Evaluate:
     kid_subset_size: int = 500
     pr_k: int = 3                      # k of the k-NN balls of precision/recall (mNIF: 3)
     retrieval_queries: int = 8         # generated samples shown with their nearest training images
+    surface_points: int = 2048         # shapes: points per surface for Chamfer / COV / MMD / 1-NNA
     std_table: StdTable = field(default_factory=StdTable)
 
 
@@ -164,14 +169,16 @@ AT_LEAST = {
     "hcdm.log_every": 1, "sample.num_samples": 1, "sample.batch_size": 1, "sample.control_anchors": 1,
     "sample.control_completions": 1, "sample.grid_columns": 1, "evaluate.memorisation_samples": 1,
     "evaluate.batch_size": 1, "evaluate.kid_subsets": 1, "evaluate.kid_subset_size": 2, "evaluate.pr_k": 1,
-    "evaluate.retrieval_queries": 1, "evaluate.std_table.samples": 2, "evaluate.std_table.anchors": 1,
+    "evaluate.retrieval_queries": 1, "evaluate.surface_points": 1, "evaluate.std_table.samples": 2, "evaluate.std_table.anchors": 1,
     "factor_predictor.steps": 1, "factor_predictor.batch_size": 1, "hierarchy.anchors": 1,
     "hierarchy.completions": 2,
 }
-AT_LEAST_OR_NULL = {"dataset.folder.train_count": 1, "dataset.folder.limit": 2, "fit_loe.points_per_step": 1}
+AT_LEAST_OR_NULL = {"dataset.folder.train_count": 1, "dataset.folder.limit": 2, "fit_loe.points_per_step": 1,
+                    "export_latents.points": 1}
 POSITIVE = ("loe.w0", "fit_loe.lr", "fit_loe.inner_lr", "hcdm.lr", "factor_predictor.lr")
 CHOICES = {
-    "dataset.source": ("synthetic", "folder"),
+    "dataset.modality": ("image", "shape"),
+    "dataset.source": ("synthetic", "folder", "imnet"),
     "hcdm.variant": ("hierarchical", "unconditional", "flat"),
     "hcdm.schedule": ("cosine", "linear"),
     "sample.sampler": ("ddpm", "ddim"),
@@ -195,8 +202,13 @@ def _rules(c: Config) -> list[tuple[str, bool, str]]:
         ("binary_len", 1 <= c.binary_len <= compressor_in,
          f"must be >= 1 and <= the compressor's input size loe.layers*loe.latent_dim = {compressor_in}"),
         ("device", c.device in ("auto", "cpu") or c.device.split(":")[0] == "cuda", "must be auto, cpu, cuda or cuda:N"),
-        ("dataset.path", c.dataset.source != "folder" or bool(c.dataset.path),
-         "must name a folder of images when dataset.source is 'folder'"),
+        ("dataset.path", c.dataset.source == "synthetic" or bool(c.dataset.path),
+         f"must name a folder when dataset.source is '{c.dataset.source}'"),
+        ("dataset.source", c.dataset.source != "imnet" or c.dataset.modality == "shape",
+         "imnet (IM-NET HDF5 voxels) needs dataset.modality: shape"),
+        ("dataset.resolution", c.dataset.modality != "shape" or c.dataset.resolution % 2 == 0,
+         "must be even for shapes (voxels are packed 8 to a byte)"),
+        ("fit_loe.near_surface_fraction", 0 <= c.fit_loe.near_surface_fraction <= 1, "must be in [0, 1]"),
         ("dataset.resolution", 8 <= c.dataset.resolution <= 1024, "must be in [8, 1024]"),
         ("dataset.folder.train_fraction", 0.0 < c.dataset.folder.train_fraction < 1.0, "must be in (0, 1)"),
         ("fit_loe.meta_sgd_init", 0 <= c.fit_loe.meta_sgd_init[0] <= c.fit_loe.meta_sgd_init[1] <= 1,

@@ -12,6 +12,7 @@ A SOURCE names one latent:
     sample:I   sample I of the `sample` stage (data/samples/samples.npz)
     train:I    test:I   instance I of the latent bank
     image:PATH a picture of yours, fitted with the meta-learned inner loop
+    shape:PATH a shape of yours (.binvox, index .txt, or a watertight mesh), likewise
 
 Each command reads the trained LoE and HCDM from the DVC outputs of the
 current workspace and writes a PNG plus the latents it drew (`.npz`, same
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import analysis, artifacts, datasets, io, pictures
+from . import analysis, artifacts, datasets, io, pictures, voxels
 from .artifacts import MissingArtifact
 from .datasets import DataError
 
@@ -79,11 +80,19 @@ class Source:
 def resolve(run: Run, spec: str, a: argparse.Namespace) -> Source:
     """The latent a SOURCE spec names; `a` supplies --inner-steps, --sampler and --steps."""
     kind, _, value = spec.partition(":")
-    if kind == "image":
-        path = Path(value)
+    if kind in ("image", "shape"):
+        path, m = Path(value), run.data.modality
+        if kind != m.name:
+            raise UsageError(f"source {spec!r}: this run models {m.name}s; use {m.name}:PATH")
         if not path.is_file():
-            raise UsageError(f"{path}: no such image file")
-        signal = datasets.load_image(path, run.data.modality.resolution)
+            raise UsageError(f"{path}: no such {kind} file")
+        if kind == "image":
+            signal = datasets.load_image(path, m.resolution)
+        else:
+            try:
+                signal = voxels.pack(voxels.read_file(path, m.resolution)[None])[0]
+            except voxels.VoxelError as e:
+                raise UsageError(str(e)) from None
         model, meta_sgd, trained = run.loe
         n = a.inner_steps if a.inner_steps is not None else trained["inner_steps"]
         latent = analysis.fit_signal(model, meta_sgd, run.data.modality, signal, n, trained["inner_lr"])
@@ -91,7 +100,7 @@ def resolve(run: Run, spec: str, a: argparse.Namespace) -> Source:
     try:
         index = int(value)
     except ValueError:
-        raise UsageError(f"source {spec!r}: expected gen:S, sample:I, train:I, test:I or image:PATH") from None
+        raise UsageError(f"source {spec!r}: expected gen:S, sample:I, train:I, test:I, image:PATH or shape:PATH") from None
     if kind == "gen":
         g = torch.Generator().manual_seed(index)
         return Source(run.hcdm.sample(1, g, sampler=a.sampler, steps=a.steps)[0])
@@ -104,7 +113,7 @@ def resolve(run: Run, spec: str, a: argparse.Namespace) -> Source:
         if not 0 <= index < len(pool):
             raise UsageError(f"source {spec!r}: index out of range [0, {len(pool)})")
         return Source(torch.from_numpy(pool[index]).float())
-    raise UsageError(f"source {spec!r}: expected gen:S, sample:I, train:I, test:I or image:PATH")
+    raise UsageError(f"source {spec!r}: expected gen:S, sample:I, train:I, test:I, image:PATH or shape:PATH")
 
 
 def check_k(run: Run, k: int) -> None:
@@ -226,7 +235,7 @@ def parser() -> argparse.ArgumentParser:
         c.add_argument("--out", type=Path, default=Path(f"control_{name}.png"), help="PNG to write")
         c.add_argument("--npz", type=Path, default=None, help="latents to write (default: beside --out)")
         c.add_argument("--seed", type=int, default=0, help="seed of the completions drawn")
-        c.add_argument("--inner-steps", type=int, default=None, help="inner steps to fit image: sources")
+        c.add_argument("--inner-steps", type=int, default=None, help="inner steps to fit image: and shape: sources")
         c.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim")
         c.add_argument("--steps", type=int, default=50, help="DDIM steps (default: %(default)s)")
         c.add_argument("--upscale", type=int, default=1, help="nearest-neighbour zoom of the PNG")

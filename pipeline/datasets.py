@@ -1,8 +1,9 @@
 """Dataset preparation and the prepared-dataset file every later stage reads.
 
 A prepared dataset is one `.npz`: `train`/`test` signals as stored (images:
-(N, R, R, 3) uint8), optional ground-truth factors per split, and a JSON
-header naming the modality and its construction arguments.
+(N, R, R, 3) uint8; shapes: (N, R^3 / 8) uint8, packed occupancy bits),
+optional ground-truth factors per split, and a JSON header naming the
+modality and its construction arguments.
 """
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import io, synthetic_faces
+from . import io, synthetic_faces, synthetic_shapes, voxels
 from .config import Config
 from .modality import Modality, build
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+SHAPE_SUFFIXES = voxels.VOXEL_SUFFIXES + voxels.MESH_SUFFIXES
 
 
 class DataError(ValueError):
@@ -66,13 +68,14 @@ def load(path: str | Path) -> PreparedData:
 def synthetic(cfg: Config) -> PreparedData:
     d = cfg.dataset
     n_train, n_test = d.synthetic.train, d.synthetic.test
-    images, factors = synthetic_faces.generate(n_train + n_test, d.resolution, cfg.seed)
-    kinds = [kind for kind, _, _ in synthetic_faces.FACTORS.values()]
+    generator = synthetic_faces if d.modality == "image" else synthetic_shapes
+    signals, factors = generator.generate(n_train + n_test, d.resolution, cfg.seed)
+    kinds = [kind for kind, _, _ in generator.FACTORS.values()]
     return PreparedData(
-        modality=build("image", resolution=d.resolution),
-        train=images[:n_train], test=images[n_train:],
+        modality=build(d.modality, resolution=d.resolution),
+        train=signals[:n_train], test=signals[n_train:],
         train_factors=factors[:n_train], test_factors=factors[n_train:],
-        factor_names=list(synthetic_faces.FACTOR_NAMES), factor_kinds=kinds,
+        factor_names=list(generator.FACTOR_NAMES), factor_kinds=kinds,
         info={"source": "synthetic", "skipped_files": 0},
     )
 
@@ -95,37 +98,70 @@ def load_image(path: Path, resolution: int) -> np.ndarray:
         raise DataError(f"{path}: cannot read image ({e.__class__.__name__}: {e})") from None
 
 
-def folder(cfg: Config) -> PreparedData:
+def split_count(cfg: Config, total: int, where: Path) -> int:
+    """How many of `total` sorted instances go to train: dataset.folder.train_count, else the fraction."""
+    f = cfg.dataset.folder
+    n_train = f.train_count
+    if n_train is None:   # by ratio, keeping at least one instance on each side
+        n_train = min(max(1, round(total * f.train_fraction)), total - 1)
+    if not 1 <= n_train < total:
+        raise DataError(f"{where}: dataset.folder.train_count={n_train} leaves no test instances out of {total}")
+    return n_train
+
+
+def read_folder(cfg: Config, suffixes: tuple[str, ...], read) -> tuple[np.ndarray, list[str], Path]:
+    """Every file of the folder with one of `suffixes`, sorted, through `read(path)`."""
     d = cfg.dataset
     root = Path(d.path)
     if not root.is_dir():
         raise DataError(f"{root}: dataset.path is not a folder")
-    files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in root.iterdir() if p.suffix.lower() in suffixes)
     if d.folder.limit is not None:
         files = files[: d.folder.limit]
-    images, skipped = [], []
+    signals, skipped = [], []
     for p in files:
         try:
-            images.append(load_image(p, d.resolution))
-        except DataError:
+            signals.append(read(p))
+        except (DataError, voxels.VoxelError) as e:
             if not d.folder.skip_corrupt:
-                raise
+                raise DataError(str(e)) from None
             skipped.append(p.name)
-    if len(images) < 2:
-        raise DataError(f"{root}: found {len(images)} readable images with suffixes {IMAGE_SUFFIXES}; need at least 2")
-    n_train = d.folder.train_count
-    if n_train is None:   # by ratio, keeping at least one image on each side
-        n_train = min(max(1, round(len(images) * d.folder.train_fraction)), len(images) - 1)
-    if not 1 <= n_train < len(images):
-        raise DataError(f"{root}: dataset.folder.train_count={n_train} leaves no test images out of {len(images)}")
-    stack = np.stack(images)
+    if len(signals) < 2:
+        raise DataError(f"{root}: found {len(signals)} readable files with suffixes {suffixes}; need at least 2")
+    return np.stack(signals), skipped, root
+
+
+def folder(cfg: Config) -> PreparedData:
+    d = cfg.dataset
+    if d.modality == "image":
+        stack, skipped, root = read_folder(cfg, IMAGE_SUFFIXES, lambda p: load_image(p, d.resolution))
+    else:
+        stack, skipped, root = read_folder(cfg, SHAPE_SUFFIXES,
+                                           lambda p: voxels.pack(voxels.read_file(p, d.resolution)[None])[0])
+    n_train = split_count(cfg, len(stack), root)
     return PreparedData(
-        modality=build("image", resolution=d.resolution),
+        modality=build(d.modality, resolution=d.resolution),
         train=stack[:n_train], test=stack[n_train:], train_factors=None, test_factors=None,
         factor_names=[], factor_kinds=[],
         info={"source": "folder", "path": str(root), "skipped_files": len(skipped), "skipped": skipped[:100]},
     )
 
 
+def imnet(cfg: Config) -> PreparedData:
+    """IM-NET's HDF5 release: its own train/test files; dataset.folder.limit caps each split."""
+    d = cfg.dataset
+    try:
+        files = voxels.imnet_files(Path(d.path))
+        splits = {split: voxels.read_imnet(path, d.resolution, d.folder.limit) for split, path in files.items()}
+    except voxels.VoxelError as e:
+        raise DataError(str(e)) from None
+    return PreparedData(
+        modality=build("shape", resolution=d.resolution), train=splits["train"], test=splits["test"],
+        train_factors=None, test_factors=None, factor_names=[], factor_kinds=[],
+        info={"source": "imnet", "path": str(d.path), "files": {k: v.name for k, v in files.items()},
+              "skipped_files": 0},
+    )
+
+
 def prepare(cfg: Config) -> PreparedData:
-    return synthetic(cfg) if cfg.dataset.source == "synthetic" else folder(cfg)
+    return {"synthetic": synthetic, "folder": folder, "imnet": imnet}[cfg.dataset.source](cfg)

@@ -1,6 +1,7 @@
-"""Ground-truth factors: a predictor trained on real images, and the measured
-hierarchy of control (how much of each factor's variation is left once
-h^1..h^k are fixed) that the paper's fig. 5 shows only as pictures."""
+"""Ground-truth factors: a predictor trained on the real signals (images or
+occupancy grids), and the measured hierarchy of control (how much of each
+factor's variation is left once h^1..h^k are fixed) that the paper's fig. 5
+shows only as pictures."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,24 +12,39 @@ from tqdm import tqdm
 
 
 class FactorPredictor(nn.Module):
-    """A small CNN: images (B, 3, R, R) in [0, 1] -> every factor at once.
+    """A small CNN: images (B, C, R, R) or grids (B, C, R, R, R) in [0, 1] -> every factor at once.
 
     Continuous factors are regressed in standardised units; a categorical
-    factor with values 0..C-1 gets C logits.
+    factor with values 0..C-1 gets C logits. Grids are average-pooled to at
+    most 32^3 first and read by strided 3-D convolutions (CPU budget).
     """
 
-    def __init__(self, kinds: list[str], classes: list[int], mean: np.ndarray, std: np.ndarray, width: int = 32):
+    def __init__(self, kinds: list[str], classes: list[int], mean: np.ndarray, std: np.ndarray,
+                 channels: int = 3, dims: int = 2, width: int = 32):
         super().__init__()
-        self.kinds, self.classes = list(kinds), list(classes)
+        self.kinds, self.classes, self.channels, self.dims = list(kinds), list(classes), channels, dims
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
         self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32))
         w = width
-        self.features = nn.Sequential(
-            nn.Conv2d(3, w, 3, padding=1), nn.GELU(), nn.Conv2d(w, w, 3, padding=1), nn.GELU(), nn.MaxPool2d(2),
-            nn.Conv2d(w, 2 * w, 3, padding=1), nn.GELU(), nn.MaxPool2d(2),
-            nn.Conv2d(2 * w, 4 * w, 3, padding=1), nn.GELU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
-            nn.Linear(64 * w, 256), nn.GELU())
+        if dims == 2:
+            self.features = nn.Sequential(
+                nn.Conv2d(channels, w, 3, padding=1), nn.GELU(), nn.Conv2d(w, w, 3, padding=1), nn.GELU(),
+                nn.MaxPool2d(2), nn.Conv2d(w, 2 * w, 3, padding=1), nn.GELU(), nn.MaxPool2d(2),
+                nn.Conv2d(2 * w, 4 * w, 3, padding=1), nn.GELU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+                nn.Linear(64 * w, 256), nn.GELU())
+        elif dims == 3:
+            w = width // 2
+            self.features = nn.Sequential(
+                nn.AdaptiveAvgPool3d(32), nn.Conv3d(channels, w, 4, stride=2, padding=1), nn.GELU(),
+                nn.Conv3d(w, 2 * w, 4, stride=2, padding=1), nn.GELU(),
+                nn.Conv3d(2 * w, 4 * w, 4, stride=2, padding=1), nn.GELU(), nn.AdaptiveAvgPool3d(2), nn.Flatten(),
+                nn.Linear(32 * w, 256), nn.GELU())
+        else:
+            raise ValueError(f"dims must be 2 or 3, got {dims}")
         self.head = nn.Linear(256, sum(c if k == "categorical" else 1 for k, c in zip(kinds, classes)))
+
+    def hyperparameters(self) -> dict:
+        return {"kinds": self.kinds, "classes": self.classes, "channels": self.channels, "dims": self.dims}
 
     def _split(self, out: torch.Tensor) -> list[torch.Tensor]:
         sizes = [c if k == "categorical" else 1 for k, c in zip(self.kinds, self.classes)]
@@ -47,36 +63,34 @@ class FactorPredictor(nn.Module):
         return total
 
     @torch.no_grad()
-    def predict(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """(N, R, R, 3) uint8 -> (N, F) predicted factor values."""
+    def predict(self, inputs: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+        """(N, C, *spatial) in [0, 1] -> (N, F) predicted factor values."""
         self.eval()
         rows = []
-        for i in range(0, len(images), batch_size):
-            x = to_input(images[i:i + batch_size])
+        for x in inputs.split(batch_size):
             cols = [out.argmax(1).float() if kind == "categorical" else out[:, 0] * self.std[j] + self.mean[j]
                     for j, (kind, out) in enumerate(zip(self.kinds, self(x)))]
             rows.append(torch.stack(cols, 1))
         return torch.cat(rows).numpy()
 
 
-def to_input(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.array(images, dtype=np.float32)).permute(0, 3, 1, 2) / 255.0
-
-
-def train_predictor(images: np.ndarray, factors: np.ndarray, kinds: list[str], steps: int, batch_size: int,
+def train_predictor(inputs, n: int, factors: np.ndarray, kinds: list[str], steps: int, batch_size: int,
                     lr: float, generator: torch.Generator, progress: bool = True) -> FactorPredictor:
+    """`inputs(indices)` -> (B, C, *spatial) in [0, 1] for those of the n training instances."""
     classes = [int(factors[:, i].max()) + 1 if k == "categorical" else 1 for i, k in enumerate(kinds)]
-    model = FactorPredictor(kinds, classes, factors.mean(0), factors.std(0) + 1e-8)
+    probe = inputs(np.arange(1))
+    model = FactorPredictor(kinds, classes, factors.mean(0), factors.std(0) + 1e-8,
+                            channels=probe.shape[1], dims=probe.dim() - 2)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     y = torch.from_numpy(factors).float()
     model.train()
     for _ in tqdm(range(steps), desc="factor predictor", disable=not progress):
-        idx = torch.randint(len(images), (batch_size,), generator=generator)
-        x = to_input(images[idx.numpy()])
+        idx = torch.randint(n, (batch_size,), generator=generator)
+        x = inputs(idx.numpy())
         # Light augmentation: random brightness keeps the predictor from keying on exact colours.
-        x = (x * (1 + 0.05 * torch.randn(len(x), 1, 1, 1, generator=generator))).clamp(0, 1)
-        loss = model.loss(x, y[idx])
+        gain = 1 + 0.05 * torch.randn(len(x), *([1] * (x.dim() - 1)), generator=generator)
+        loss = model.loss((x * gain).clamp(0, 1), y[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()

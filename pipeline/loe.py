@@ -63,10 +63,16 @@ class LayersOfExperts(nn.Module):
             y = torch.sin(self.w0 * z) if l < self.layers - 1 else z
         return y
 
-    def render(self, coords: torch.Tensor, latents: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        """Decode many latents without gradients, in batches, on the model's device: (N, L, H) -> (N, P, d_out) on the CPU."""
+    def render(self, coords: torch.Tensor, latents: torch.Tensor, batch_size: int = 256,
+               points_per_batch: int = 2 ** 20) -> torch.Tensor:
+        """Decode many latents without gradients, in batches, on the model's device: (N, L, H) -> (N, P, d_out) on the CPU.
+
+        A batch holds at most `batch_size` instances and `points_per_batch` points in
+        all (a 32^3 grid is 32768 points per instance: 256 of them would need GBs).
+        """
         device = self.weights[0].device
         coords = coords.to(device)
+        batch_size = max(1, min(batch_size, points_per_batch // coords.shape[-2]))
         with torch.no_grad():
             return torch.cat([self(coords, z.to(device)).cpu() for z in latents.split(batch_size)])
 

@@ -58,26 +58,31 @@ def inner_loop(model: LayersOfExperts, rates: torch.Tensor, coords: torch.Tensor
 
 
 def fit_latents(model: LayersOfExperts, meta_sgd: MetaSGD, modality: Modality, signals: np.ndarray,
-                steps: int, lr: float, batch_size: int, progress: bool = True) -> tuple[torch.Tensor, dict]:
+                steps: int, lr: float, batch_size: int, points: int | None = None, surface_fraction: float = 0.0,
+                seed: int = 0, progress: bool = True) -> tuple[torch.Tensor, dict]:
     """Latents of every instance from zero with the meta-learned inner loop.
 
-    Returns latents (N, L, H) on the CPU and per-instance reconstruction metrics.
-    Runs on the model's device.
+    The inner loop sees `points` coordinates per instance (all when None),
+    drawn by the modality with a generator seeded from `seed` and the batch
+    start, so a latent does not depend on what else is being fitted. The
+    reconstruction metrics decode the full grid. Returns latents (N, L, H) on
+    the CPU and per-instance metrics. Runs on the model's device.
     """
     device = model.weights[0].device
-    coords = modality.coordinates().to(device)
+    full = modality.coordinates()
     rates = meta_sgd().detach()
     latents, metrics = [], {}
     starts = range(0, len(signals), batch_size)
     for start in tqdm(starts, desc="fit latents", disable=not progress, leave=False):
-        targets = modality.targets(signals[start:start + batch_size]).to(device)
-        zero = torch.zeros(len(targets), model.layers, model.latent_dim, device=device)
-        h = inner_loop(model, rates, coords, targets, zero, steps, lr, create_graph=False).detach()
-        with torch.no_grad():
-            recon = model(coords, h)
-        for name, values in modality.reconstruction_metrics(recon.cpu(), targets.cpu()).items():
+        batch = signals[start:start + batch_size]
+        draw = torch.Generator().manual_seed(seed * 1_000_003 + start)
+        coords, targets = modality.sample_points(batch, points, draw, surface_fraction, device)
+        zero = torch.zeros(len(batch), model.layers, model.latent_dim, device=device)
+        h = inner_loop(model, rates, coords, targets, zero, steps, lr, create_graph=False).detach().cpu()
+        recon = model.render(full, h)       # the full grid; `render` bounds the points per batch
+        for name, values in modality.reconstruction_metrics(recon, modality.targets(batch)).items():
             metrics.setdefault(name, []).append(values)
-        latents.append(h.cpu())
+        latents.append(h)
     return torch.cat(latents), {k: np.concatenate(v) for k, v in metrics.items()}
 
 
@@ -107,15 +112,11 @@ class MetaLearner:
         params = list(self.model.parameters()) + list(self.meta_sgd.parameters())
         optimizer = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
         scheduler = warmup_cosine(optimizer, c.warmup_steps, c.steps)
-        all_coords = self.modality.coordinates().to(self.device)
 
         def step(_: int):
             idx = torch.randint(len(train), (min(c.batch_size, len(train)),), generator=generator).numpy()
-            targets = self.modality.targets(train[idx]).to(self.device)
-            coords = all_coords
-            if c.points_per_step is not None and c.points_per_step < len(all_coords):
-                keep = torch.randperm(len(all_coords), generator=generator)[: c.points_per_step].to(self.device)
-                coords, targets = all_coords[keep], targets[:, keep]
+            coords, targets = self.modality.sample_points(train[idx], c.points_per_step, generator,
+                                                          c.near_surface_fraction, self.device)
             mse = self.step_loss(coords, targets, generator)
             return mse.mean(), {"psnr": mse_to_psnr(mse.detach()).mean()}
 

@@ -52,15 +52,29 @@ def test_stage_reports_bad_params_in_one_line(tmp_path):
     assert not (tmp_path / "data").exists()
 
 
+def dotted_keys(d: dict, prefix: str = "") -> set[str]:
+    return {k for key, v in d.items()
+            for k in (dotted_keys(v, f"{prefix}{key}.") if isinstance(v, dict) else {prefix + key})}
+
+
 def test_presets_are_complete_and_valid():
     presets = sorted((ROOT / "pipeline" / "presets").glob("*.yaml"))
-    assert presets
-    defaults = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert len(presets) >= 3
+    defaults = dotted_keys(yaml.safe_load((ROOT / "params.yaml").read_text()))
     for path in presets:
         raw = yaml.safe_load(path.read_text())
         cfg = config.from_dict(raw)
-        assert set(raw) == set(defaults), path     # every -S key of params.yaml exists in the preset
+        assert dotted_keys(raw) == defaults, path     # every -S key of params.yaml exists in the preset
         assert cfg.fit_loe.batch_size >= 1
+
+
+def test_shape_presets():
+    small = config.load(ROOT / "pipeline" / "presets" / "shapes32.yaml")
+    assert (small.dataset.modality, small.dataset.source, small.dataset.resolution) == ("shape", "synthetic", 32)
+    paper = config.load(ROOT / "pipeline" / "presets" / "shapenet64.yaml")
+    assert (paper.loe.layers, paper.loe.experts, paper.loe.width, paper.loe.latent_dim) == (5, 256, 64, 256)
+    assert paper.dataset.source == "imnet" and paper.dataset.resolution == 64
+    assert paper.fit_loe.steps * paper.fit_loe.batch_size >= 800 * 35019
 
 
 def test_paper_preset_is_the_paper_configuration():

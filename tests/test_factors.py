@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import synthetic_faces
+from pipeline import synthetic_faces, synthetic_shapes
 from pipeline.factors import factor_scores, retained_variance, spread, train_predictor
+from pipeline.modality import ImageModality, ShapeModality
 
 
 def test_spread_and_retained_variance_known_values():
@@ -27,9 +28,26 @@ def test_factor_scores_known_values():
 
 def test_predictor_learns_the_coarse_factors():
     images, factors = synthetic_faces.generate(700, 16, seed=0)
+    m = ImageModality(16)
     kinds = [k for k, _, _ in synthetic_faces.FACTORS.values()]
-    model = train_predictor(images[:600], factors[:600], kinds, steps=300, batch_size=64, lr=3e-3,
-                            generator=torch.Generator().manual_seed(0), progress=False)
-    s = factor_scores(model.predict(images[600:]), factors[600:], synthetic_faces.FACTOR_NAMES, kinds)
+    model = train_predictor(lambda idx: m.predictor_input(m.targets(images[idx])), 600, factors[:600], kinds,
+                            steps=300, batch_size=64, lr=3e-3, generator=torch.Generator().manual_seed(0),
+                            progress=False)
+    assert model.dims == 2
+    predicted = model.predict(m.predictor_input(m.targets(images[600:])))
+    s = factor_scores(predicted, factors[600:], synthetic_faces.FACTOR_NAMES, kinds)
     assert s["background_hue"]["r2"] > 0.5 and s["skin_tone"]["r2"] > 0.5
     assert s["hair_style"]["accuracy"] > 0.4          # chance is 0.25
+
+
+def test_3d_predictor_reads_shape_factors_off_grids():
+    packed, factors = synthetic_shapes.generate(500, 16, seed=0, progress=False)
+    m = ShapeModality(16)
+    kinds = [k for k, _, _ in synthetic_shapes.FACTORS.values()]
+    model = train_predictor(lambda idx: m.predictor_input(m.targets(packed[idx])), 400, factors[:400], kinds,
+                            steps=200, batch_size=32, lr=3e-3, generator=torch.Generator().manual_seed(0),
+                            progress=False)
+    assert model.dims == 3
+    s = factor_scores(model.predict(m.predictor_input(m.targets(packed[400:]))), factors[400:],
+                      synthetic_shapes.FACTOR_NAMES, kinds)
+    assert s["category"]["accuracy"] > 0.8 and s["height"]["r2"] > 0.3     # chance: 0.2 and 0

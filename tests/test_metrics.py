@@ -50,3 +50,17 @@ def test_atomic_writes_leave_nothing_behind_on_failure(tmp_path):
             tmp.write_text("half")
             raise RuntimeError
     assert (tmp_path / "m.json").read_text().strip().startswith("{") and len(list(tmp_path.iterdir())) == 1
+
+
+def test_directory_outputs_are_replaced_whole(tmp_path):
+    import pytest
+
+    from pipeline import io
+
+    out = tmp_path / "files"
+    io.save_directory(out, {"a.ply": b"ply 1", "b.ply": b"ply 2"})
+    io.save_directory(out, {"c.ply": b"ply 3"})          # a rerun: the old files go
+    assert sorted(p.name for p in out.iterdir()) == ["c.ply"] and (out / "c.ply").read_bytes() == b"ply 3"
+    with pytest.raises(TypeError):
+        io.save_directory(out, {"d.ply": "not bytes"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["files"] and (out / "c.ply").exists()

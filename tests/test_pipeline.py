@@ -18,15 +18,21 @@ def sh(cmd, cwd):
     return r.stdout + r.stderr
 
 
-def test_dvc_repro_then_binary_len_experiment(tmp_path):
+def repro_in_new_repo(tmp_path, params: dict):
+    """A fresh git + DVC repository with the package, dvc.yaml and `params`, after `dvc repro`."""
     work = tmp_path / "repo"
     work.mkdir()
     shutil.copytree(ROOT / "pipeline", work / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "dvc.yaml", work)
-    (work / "params.yaml").write_text(yaml.safe_dump(micro_params(), sort_keys=False))
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("git init -q && git config user.email t@t && git config user.name t && dvc init -q "
        "&& dvc config core.analytics false", work)
     sh("dvc repro", work)
+    return work
+
+
+def test_dvc_repro_then_binary_len_experiment(tmp_path):
+    work = repro_in_new_repo(tmp_path, micro_params())
 
     rec = json.loads((work / "metrics/reconstruction.json").read_text())
     gen = json.loads((work / "metrics/generation.json").read_text())
@@ -48,7 +54,7 @@ def test_dvc_repro_then_binary_len_experiment(tmp_path):
 
     sh("git add -A && git commit -qm base", work)
     out = sh("dvc exp run -S binary_len=3", work)
-    for stage in ("prepare", "fit_loe", "export_latents", "fid_reference", "factor_predictor"):
+    for stage in ("prepare", "fit_loe", "export_latents", "reference", "factor_predictor"):
         assert f"Stage '{stage}' didn't change" in out, out
     assert "Running stage 'train_hcdm'" in out
     diff = sh("dvc metrics diff --json", work)
@@ -61,3 +67,43 @@ def test_dvc_repro_then_binary_len_experiment(tmp_path):
     rows = json.loads((work / "metrics/ablation.json").read_text())["experiments"]
     assert {r["binary_len"] for r in rows} >= {3, 4} and "flat" in {r["variant"] for r in rows}
     assert "## Binary condition length" in out and (work / "metrics/ablation.md").exists()
+
+
+def shape_micro_params() -> dict:
+    p = micro_params()
+    p["dataset"].update(modality="shape", resolution=16, synthetic={"train": 40, "test": 6})
+    p["fit_loe"].update(points_per_step=256)
+    p["export_latents"].update(points=512, batch_size=16)
+    p["evaluate"].update(surface_points=256)
+    return p
+
+
+def test_dvc_repro_on_shapes(tmp_path):
+    """The same dvc.yaml runs the 3-D modality end to end."""
+    work = repro_in_new_repo(tmp_path, shape_micro_params())
+
+    prep = json.loads((work / "metrics/prepare.json").read_text())
+    assert prep["modality"] == "shape" and prep["stored_bytes_per_instance"] == 16 ** 3 // 8
+    rec = json.loads((work / "metrics/reconstruction.json").read_text())
+    assert rec["test"]["instances"] == 6 and 0.5 < rec["test"]["accuracy"] <= 1
+    assert {"iou", "accuracy_near_surface"} <= set(rec["test"])
+    gen = json.loads((work / "metrics/generation.json").read_text())
+    assert 0 < gen["coverage"] <= 1 and gen["mmd"] > 0 and 0 <= gen["one_nna"] <= 1
+    assert gen["shape_protocol"]["points_per_shape"] == 256 and gen["shape_protocol"]["generated"] == 6
+    assert set(gen["shape_references"]) == {"train_split_real", "test_split_reconstructed"}
+    hierarchy = json.loads((work / "metrics/hierarchy.json").read_text())["retained_variance"]
+    assert list(hierarchy) == ["k=0", "k=1", "k=2"] and "category" in hierarchy["k=1"]
+    meshes = sorted((work / "data/samples/files").glob("*.ply"))
+    assert len(meshes) == 8 and all(m.read_bytes().startswith(b"ply") for m in meshes)
+    for png in ("data/prepared/preview.png", "data/samples/samples.png", "data/samples/control.png",
+                "metrics/figures/retrieval.png", "metrics/analysis/tree.png"):
+        assert (work / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+
+    # The ablations run on shapes too; the collector shows the shape metrics.
+    sh("git add -A && git commit -qm base", work)
+    sh("dvc exp run -S hcdm.variant=unconditional", work)
+    out = sh(f"{sys.executable} -m pipeline.ablation", work)
+    rows = json.loads((work / "metrics/ablation.json").read_text())["experiments"]
+    assert {r["variant"] for r in rows} == {"hierarchical", "unconditional"}
+    assert all(r["coverage"] is not None and r["fid"] is None for r in rows)
+    assert "| coverage | mmd | one_nna |" in out and "fid" not in out.split("## Prior variants")[1]

@@ -25,7 +25,10 @@ def main(cfg, generator, start, device):
     s = cfg.sample
     seconds = {}
     flat = artifacts.load_hcdm().variant == "flat"
+    shapes = cfg.dataset.modality == "shape"
     for name, args in FIGURES.items():
+        if shapes and name == "render":     # 4x of a 32^3 grid is 2M points per decode: 2x suffices
+            args = [a if a != "4" else "2" for a in args]
         if flat and name == "resample":     # no layer chain: only k = 0 (fresh samples) exists
             args = [a if a != "2" else "0" for a in args]
         t = time.time()

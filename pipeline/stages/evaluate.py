@@ -1,33 +1,24 @@
-"""Stage `evaluate`: generation metrics. Memorisation distance (sec. 4.1), FID,
-KID and precision/recall against the train split, the binary-condition std
-table (Table 2), and the retrieval view of fig. 9."""
+"""Stage `evaluate`: generation metrics. Memorisation distance (sec. 4.1);
+images: FID, KID and precision/recall against the train split; shapes:
+coverage, MMD and 1-NNA by Chamfer distance against the test split; the
+binary-condition std table (Table 2), and the retrieval view of fig. 9."""
+import json
+
 import numpy as np
 import torch
 
 from .. import artifacts, fid, io, pictures
-from ..artifacts import FID_REFERENCE, FIGURES, METRICS
+from ..artifacts import FIGURES, METRICS, REFERENCE
 from ..generation import binary_std_table, part_std, sample_latents
 from ..metrics import memorisation_distance, nearest_distances
+from ..shape_metrics import generation_scores, point_clouds
 from . import elapsed, run
 
 
-def main(cfg, generator, start, device):
-    e, s = cfg.evaluate, cfg.sample
-    data, loe, hcdm = artifacts.load_trained(device)
-    m = data.modality
-    coords = m.coordinates()
-
-    latents = sample_latents(hcdm, e.memorisation_samples, generator, s.sampler, s.ddim_steps, e.batch_size)
-    values = loe.render(coords, latents, e.batch_size)
-    generated = m.to_unit(values).flatten(1)
-    train = m.to_unit(m.targets(data.train)).flatten(1)
-    test = m.to_unit(m.targets(data.test)).flatten(1)
-    memo = memorisation_distance(generated, train)
-    test_memo = memorisation_distance(test, train)        # real unseen data on the same scale
-
-    # FID / KID / precision-recall of the first fid_samples generated images.
-    fake_pics = m.to_pictures(values[: e.fid_samples])
-    with np.load(artifacts.require(FID_REFERENCE, "fid_reference")) as z:
+def image_scores(cfg, device, m, loe, values, test_targets, test_latents) -> dict:
+    """FID / KID / precision-recall of the first fid_samples generated images, with references."""
+    e = cfg.evaluate
+    with np.load(artifacts.require(REFERENCE, "reference")) as z:
         real = z["features"]
     real_stats = fid.gaussian(real)
 
@@ -39,19 +30,73 @@ def main(cfg, generator, start, device):
                 "kid_std": round(kid_std, 5), "precision": round(precision, 4), "recall": round(recall, 4),
                 "images": len(pics)}
 
-    generated_scores = scores(fake_pics)
+    generated = scores(m.to_pictures(values[: e.fid_samples]))
     # References on the same scale: real unseen images (the floor), and the same
     # images after Stage-1 (what the LoE's fidelity alone costs).
-    test_latents = torch.from_numpy(artifacts.load_latents()["test"])
-    references = {"test_split_real": scores(m.to_pictures(m.targets(data.test))),
-                  "test_split_reconstructed": scores(m.to_pictures(loe.render(coords, test_latents)))}
+    references = {"test_split_real": scores(m.to_pictures(test_targets)),
+                  "test_split_reconstructed": scores(m.to_pictures(loe.render(m.coordinates(), test_latents)))}
+    protocol = {"generated": e.fid_samples, "reference_split": "train", "reference_size": len(real),
+                "features": "Inception-v3 pool3 (TF 2015-12-05 weights), 2048-d", "resize": fid.RESIZE,
+                "kid": f"unbiased, cubic kernel, {e.kid_subsets} subsets of {min(e.kid_subset_size, len(real), e.fid_samples)}",
+                "precision_recall_k": e.pr_k}
+    return {**{k: v for k, v in generated.items() if k != "images"}, "fid_references": references,
+            "fid_protocol": protocol}
 
-    # Retrieval view: each row a generated sample, then its nearest training image.
-    q = min(e.retrieval_queries, e.fid_samples)
+
+def shape_scores(cfg, m, loe, values, test_latents) -> dict:
+    """COV / MMD / 1-NNA of as many generated shapes as the reference (test) set, with references."""
+    e = cfg.evaluate
+    with np.load(artifacts.require(REFERENCE, "reference")) as z:
+        reference, train_real = z["points"], json.loads(str(z["train_split_real"]))
+    n, points = len(reference), reference.shape[1]
+
+    def scores(vals):
+        clouds, empty = point_clouds(m.occupancy(vals).numpy(), points, cfg.seed + 1)
+        return {**generation_scores(clouds, reference), "shapes": len(clouds), "without_surface": empty}
+
+    generated = scores(values[:n])
+    # The same metrics for real train shapes (what a perfect generator scores on this
+    # reference size; computed once by `reference`) and for the test shapes after
+    # Stage-1 (the LoE's fidelity alone).
+    references = {"train_split_real": train_real,
+                  "test_split_reconstructed": scores(loe.render(m.coordinates(), test_latents))}
+    protocol = {"generated": n, "reference_split": "test", "reference_size": n, "points_per_shape": points,
+                "surface": "marching cubes (scikit-image) at level 0.5 of the occupancy, points uniform by area",
+                "normalisation": "none: world units of the [-1, 1]^3 voxel cube, shapes in canonical pose",
+                "chamfer": "mean squared nearest-neighbour distance, both directions, summed"}
+    return {**{k: v for k, v in generated.items() if k != "shapes"}, "shape_references": references,
+            "shape_protocol": protocol}
+
+
+def main(cfg, generator, start, device):
+    e, s = cfg.evaluate, cfg.sample
+    data, loe, hcdm = artifacts.load_trained(device)
+    m = data.modality
+    coords = m.coordinates()
+
+    count = e.memorisation_samples if m.name == "image" else max(e.memorisation_samples, len(data.test))
+    latents = sample_latents(hcdm, count, generator, s.sampler, s.ddim_steps, e.batch_size)
+    values = loe.render(coords, latents, e.batch_size)
+    generated = m.to_unit(values[: e.memorisation_samples]).flatten(1)
+    train_targets = m.targets(data.train)
+    train = m.to_unit(train_targets).flatten(1)
+    test_targets = m.targets(data.test)
+    test = m.to_unit(test_targets).flatten(1)
+    memo = memorisation_distance(generated, train)
+    test_memo = memorisation_distance(test, train)        # real unseen data on the same scale
+    test_latents = torch.from_numpy(artifacts.load_latents()["test"])
+    if m.name == "image":
+        quality = image_scores(cfg, device, m, loe, values, test_targets, test_latents)
+    else:
+        quality = shape_scores(cfg, m, loe, values, test_latents)
+
+    # Retrieval view: each row a generated sample, then its nearest training instance.
+    q = min(e.retrieval_queries, len(generated))
     _, nearest = nearest_distances(generated[:q], train)
-    pairs = np.concatenate([fake_pics[:q, None], data.modality.to_pictures(m.targets(data.train[nearest.numpy()]))[:, None]], 1)
+    pairs = np.concatenate([m.to_pictures(values[:q])[:, None],
+                            m.to_pictures(train_targets[nearest])[:, None]], 1)
     io.save_png(FIGURES / "retrieval.png",
-                pictures.grid(pairs.reshape(-1, *pairs.shape[2:]), 2, upscale=pictures.upscale_for(cfg.dataset.resolution)))
+                pictures.grid(pairs.reshape(-1, *pairs.shape[2:]), 2, upscale=pictures.upscale_for(pairs.shape[2])))
 
     chain = hcdm.variant != "flat"
     table = binary_std_table(hcdm, e.std_table.samples, e.std_table.anchors, generator, s.sampler,
@@ -64,14 +109,9 @@ def main(cfg, generator, start, device):
     dims = train.shape[1]
     io.save_json(METRICS / "generation.json", {
         "variant": hcdm.variant, "binary_len": hcdm.binary_len,
-        **{k: v for k, v in generated_scores.items() if k != "images"},
-        "fid_references": references,
+        **quality,
         "memorisation_distance": round(float(memo.mean()), 4),
         "memorisation_distance_test_split": round(float(test_memo.mean()), 4),
-        "fid_protocol": {"generated": e.fid_samples, "reference_split": "train", "reference_size": len(real),
-                         "features": "Inception-v3 pool3 (TF 2015-12-05 weights), 2048-d", "resize": fid.RESIZE,
-                         "kid": f"unbiased, cubic kernel, {e.kid_subsets} subsets of {min(e.kid_subset_size, len(real), e.fid_samples)}",
-                         "precision_recall_k": e.pr_k},
         "memorisation": {"samples": e.memorisation_samples, "value_range": "[0, 1] per value",
                          "values_per_instance": dims, "max_possible": round(float(np.sqrt(dims)), 2),
                          "reference_split": "train", "reference_size": len(data.train)},

@@ -9,6 +9,16 @@ from ..plots import heatmap
 from ..svcca import layer_correlations
 from . import elapsed, run
 
+DEFINITIONS = {
+    "image": {"psnr_definition": "mean over instances of per-instance PSNR, images in [0, 1]",
+              "ssim_definition": "Wang et al. 2004, 11x11 Gaussian window sigma 1.5, valid windows, [0, 1]"},
+    "shape": {"accuracy_definition": "share of correctly classified voxels on the full grid (occupied: value >= 0)",
+              "iou_definition": "intersection over union of occupied voxels on the full grid",
+              "accuracy_near_surface_definition": "accuracy on the voxels within one voxel of the true surface "
+                                                  "(3x3x3 neighbourhood holds both classes); mNIF reports accuracy "
+                                                  "on IM-NET's near-surface sample points instead"},
+}
+
 
 def main(cfg, generator, start, device):
     data = datasets.load(artifacts.require(DATASET, "prepare"))
@@ -18,7 +28,8 @@ def main(cfg, generator, start, device):
     bank, report = {}, {}
     for split in ("train", "test"):
         latents, per_instance = fit_latents(model, meta_sgd, data.modality, data.split(split),
-                                            e.inner_steps, trained["inner_lr"], e.batch_size)
+                                            e.inner_steps, trained["inner_lr"], e.batch_size, e.points,
+                                            cfg.fit_loe.near_surface_fraction, cfg.seed)
         bank[split] = latents.numpy()
         for name, values in per_instance.items():
             bank[f"{split}_{name}"] = values
@@ -32,7 +43,7 @@ def main(cfg, generator, start, device):
     recon = m.to_pictures(model.render(m.coordinates(), torch.from_numpy(bank["test"][:n])))
     original = m.to_pictures(m.targets(data.test[:n]))
     io.save_png(RECONSTRUCTIONS, pictures.grid(np.concatenate([original, recon]), n,
-                                               upscale=pictures.upscale_for(cfg.dataset.resolution)))
+                                               upscale=pictures.upscale_for(original.shape[1])))
     # Cross-layer SVCCA of the train latents (paper fig. 7a).
     corr = layer_correlations(bank["train"])
     labels = [f"h{l + 1}" for l in range(len(corr))]
@@ -45,10 +56,8 @@ def main(cfg, generator, start, device):
                       "(variance = squared singular values), CCA, mean canonical correlation; "
                       "neurons = latent dimensions, datapoints = train instances"})
     io.save_json(METRICS / "reconstruction.json", {
-        **report, "inner_steps": e.inner_steps,
-        "psnr_definition": "mean over instances of per-instance PSNR, images in [0, 1]",
-        "ssim_definition": "Wang et al. 2004, 11x11 Gaussian window sigma 1.5, valid windows, [0, 1]",
-        "seconds": elapsed(start)})
+        **report, "inner_steps": e.inner_steps, "inner_loop_points": e.points or len(m.coordinates()),
+        **DEFINITIONS[m.name], "seconds": elapsed(start)})
 
 
 if __name__ == "__main__":

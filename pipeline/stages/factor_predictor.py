@@ -1,5 +1,8 @@
 """Stage `factor_predictor`: a CNN that reads the ground-truth factors off an
-image, trained on the prepared train images and scored on the test split."""
+image or an occupancy grid, trained on the prepared train split and scored on
+the test split."""
+import numpy as np
+
 from .. import artifacts, datasets, io
 from ..artifacts import DATASET, FACTOR_PREDICTOR, METRICS
 from ..factors import factor_scores, train_predictor
@@ -14,10 +17,17 @@ def main(cfg, generator, start, device):
         io.save_json(METRICS / "factor_predictor.json", {"skipped": reason})
         return
     f = cfg.factor_predictor
-    model = train_predictor(data.train, data.train_factors, data.factor_kinds, f.steps, f.batch_size, f.lr, generator)
-    io.save_torch(FACTOR_PREDICTOR, {"kinds": model.kinds, "classes": model.classes, "names": data.factor_names,
+    m = data.modality
+
+    def inputs(signals):
+        return m.predictor_input(m.targets(signals))
+
+    model = train_predictor(lambda idx: inputs(data.train[idx]), len(data.train), data.train_factors,
+                            data.factor_kinds, f.steps, f.batch_size, f.lr, generator)
+    io.save_torch(FACTOR_PREDICTOR, {**model.hyperparameters(), "names": data.factor_names,
                                      "state": model.state_dict()})
-    scores = factor_scores(model.predict(data.test), data.test_factors, data.factor_names, data.factor_kinds)
+    predicted = np.concatenate([model.predict(inputs(data.test[i:i + 256])) for i in range(0, len(data.test), 256)])
+    scores = factor_scores(predicted, data.test_factors, data.factor_names, data.factor_kinds)
     io.save_json(METRICS / "factor_predictor.json", {"test": scores, "test_size": len(data.test),
                                                      "seconds": elapsed(start)})
 

@@ -1,7 +1,7 @@
 """Stage `hierarchy`: hierarchical controllability against ground truth.
 
 For k = 0..L-1: draw M anchors, fix h^1..h^k, resample the rest N times,
-render, predict the factors, and report per factor the share of its spread
+decode, predict the factors, and report per factor the share of its spread
 that remains (within-anchor spread / spread of free samples): early layers
 that fix coarse semantics drive the coarse factors' share towards 0.
 """
@@ -31,8 +31,8 @@ def main(cfg, generator, start, device):
     anchors = sample_latents(hcdm, h.anchors, generator, s.sampler, s.ddim_steps, s.batch_size)
     tree = control_latents(hcdm, anchors, h.completions, generator, s.sampler, s.ddim_steps)   # (M, L, N, L, H)
     M, depths, N = tree.shape[:3]
-    pics = m.to_pictures(loe.render(m.coordinates(), tree.flatten(0, 2)))
-    predicted = predictor.predict(pics).reshape(M, depths, N, -1)
+    values = loe.render(m.coordinates(), tree.flatten(0, 2))
+    predicted = predictor.predict(m.predictor_input(values)).reshape(M, depths, N, -1)
     free = predicted[:, 0].reshape(M * N, -1)
     table = {f"k={k}": dict(zip(names, np.round(retained_variance(predicted[:, k], free, predictor.kinds), 4).tolist()))
              for k in range(depths)}

@@ -1,4 +1,7 @@
-"""Stage `prepare`: build the dataset (synthetic faces or a folder of images)."""
+"""Stage `prepare`: build the dataset (synthetic faces or shapes, a folder of
+images, voxel or mesh files, or IM-NET's HDF5 release)."""
+import resource
+
 from .. import datasets, io, pictures
 from ..artifacts import DATASET, DATASET_PREVIEW, METRICS
 from . import elapsed, run
@@ -7,12 +10,15 @@ from . import elapsed, run
 def main(cfg, generator, start, device):
     data = datasets.prepare(cfg)
     datasets.save(DATASET, data, {"resolution": cfg.dataset.resolution})
-    preview = data.train[:64]
-    io.save_png(DATASET_PREVIEW, pictures.grid(preview, 8, upscale=pictures.upscale_for(cfg.dataset.resolution)))
+    m = data.modality
+    preview = m.to_pictures(m.targets(data.train[:64]))
+    io.save_png(DATASET_PREVIEW, pictures.grid(preview, 8, upscale=pictures.upscale_for(preview.shape[1])))
     io.save_json(METRICS / "prepare.json", {
-        "source": data.info["source"], "resolution": cfg.dataset.resolution,
+        "modality": m.name, "source": data.info["source"], "resolution": cfg.dataset.resolution,
         "train": len(data.train), "test": len(data.test), "skipped_files": data.info["skipped_files"],
-        "factors": data.factor_names, "seconds": elapsed(start)})
+        "stored_bytes_per_instance": int(data.train[0].nbytes), "factors": data.factor_names,
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "seconds": elapsed(start)})
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
-"""Stage `sample`: draw latents through the chain h^1 -> h^L, render them, and
-draw the hierarchical control figure (paper fig. 5)."""
+"""Stage `sample`: draw latents through the chain h^1 -> h^L, render them, write
+each sample as a file (PNG image or PLY mesh), and draw the hierarchical
+control figure (paper fig. 5)."""
 import numpy as np
 
 from .. import artifacts, io, pictures
-from ..artifacts import CONTROL_GRID, METRICS, SAMPLES, SAMPLES_GRID
+from ..artifacts import CONTROL_GRID, METRICS, SAMPLE_FILES, SAMPLES, SAMPLES_GRID
 from ..generation import control_latents, sample_latents
 from . import elapsed, run
 
@@ -13,12 +14,13 @@ def main(cfg, generator, start, device):
     data, loe, hcdm = artifacts.load_trained(device)
     m = data.modality
     coords = m.coordinates()
-    up = pictures.upscale_for(cfg.dataset.resolution)
 
     latents = sample_latents(hcdm, s.num_samples, generator, s.sampler, s.ddim_steps, s.batch_size)
     values = loe.render(coords, latents)
     pics = m.to_pictures(values)
+    up = pictures.upscale_for(pics.shape[1])
     io.save_npz(SAMPLES, latents=latents.numpy(), pictures=pics)
+    io.save_directory(SAMPLE_FILES, {f"sample_{i:04d}{m.file_suffix}": m.instance_file(v) for i, v in enumerate(values)})
     io.save_png(SAMPLES_GRID, pictures.grid(pics, s.grid_columns, upscale=up))
 
     # One block per anchor: row k fixes h^1..h^k (k = 0..L-1) of the anchor in

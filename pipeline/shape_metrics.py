@@ -1,0 +1,98 @@
+"""Generation metrics for shapes on surface point clouds.
+
+Chamfer distance (the reference protocol's form): the mean squared distance
+from each point of A to its nearest point of B, plus the same from B to A.
+Coverage and MMD (Achlioptas et al. 2018) and 1-NNA (Yang et al. 2019,
+PointFlow) are computed from the matrix of pairwise Chamfer distances.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+from tqdm import tqdm
+
+
+def _directed(points: np.ndarray, tree: cKDTree) -> float:
+    """Mean squared distance from each point to its nearest point in the tree's cloud."""
+    d, _ = tree.query(points, k=1, workers=-1)
+    return float(np.mean(d.astype(np.float64) ** 2))
+
+
+def chamfer(a: np.ndarray, b: np.ndarray) -> float:
+    """Chamfer distance of two point clouds (P, 3) and (Q, 3)."""
+    return _directed(a, cKDTree(b)) + _directed(b, cKDTree(a))
+
+
+def chamfer_matrix(x: np.ndarray, y: np.ndarray | None = None, progress: bool = False) -> np.ndarray:
+    """x (N, P, 3), y (M, Q, 3) -> (N, M) Chamfer distances of every pair; y None: x against itself.
+
+    Nearest neighbours come from one k-d tree per cloud (about 1 ms per
+    2048-point query here, against 40 ms for a dense 2048 x 2048 distance matrix).
+    """
+    same = y is None
+    y = x if same else y
+    trees_x = [cKDTree(p) for p in x]
+    trees_y = trees_x if same else [cKDTree(p) for p in y]
+    out = np.zeros((len(x), len(y)))
+    for i in tqdm(range(len(x)), desc="chamfer", disable=not progress, leave=False):
+        for j in range(i + 1 if same else 0, len(y)):
+            out[i, j] = _directed(x[i], trees_y[j]) + _directed(y[j], trees_x[i])
+            if same:
+                out[j, i] = out[i, j]
+    return out
+
+
+def coverage_mmd(gen_to_ref: torch.Tensor) -> tuple[float, float]:
+    """(G, R) distances -> (COV, MMD).
+
+    COV: the share of reference shapes that are the nearest reference of at
+    least one generated shape. MMD: the mean over reference shapes of the
+    distance to their closest generated shape.
+    """
+    matched = torch.unique(gen_to_ref.argmin(1))
+    return len(matched) / gen_to_ref.shape[1], gen_to_ref.min(0).values.mean().item()
+
+
+def one_nna(gen_gen: torch.Tensor, gen_ref: torch.Tensor, ref_ref: torch.Tensor) -> float:
+    """Leave-one-out 1-nearest-neighbour accuracy of telling generated from reference shapes.
+
+    Each shape of the union is labelled by its nearest other shape; 0.5 means
+    the two sets are indistinguishable, 1.0 that they are disjoint (or the
+    generated set collapsed), values below 0.5 that generated shapes copy
+    reference ones.
+    """
+    top = torch.cat([gen_gen, gen_ref], 1)
+    bottom = torch.cat([gen_ref.T, ref_ref], 1)
+    d = torch.cat([top, bottom]).clone()
+    d.fill_diagonal_(float("inf"))
+    labels = torch.cat([torch.zeros(len(gen_gen)), torch.ones(len(ref_ref))])
+    return (labels[d.argmin(1)] == labels).float().mean().item()
+
+
+def generation_scores(generated: np.ndarray, reference: np.ndarray, progress: bool = True) -> dict:
+    """Point clouds (G, P, 3) and (R, P, 3) -> COV, MMD and 1-NNA by Chamfer distance."""
+    d = torch.from_numpy(chamfer_matrix(np.concatenate([generated, reference]), progress=progress))
+    g = len(generated)
+    cov, mmd = coverage_mmd(d[:g, g:])
+    return {"coverage": round(cov, 4), "mmd": round(mmd, 6),
+            "one_nna": round(one_nna(d[:g, :g], d[:g, g:], d[g:, g:]), 4)}
+
+
+def point_clouds(occupancy: np.ndarray, count: int, seed: int) -> tuple[np.ndarray, int]:
+    """(N, R, R, R) occupancy -> ((N, count, 3) surface points, number of shapes without a surface).
+
+    A shape without a surface (empty or full grid) gets `count` copies of the
+    origin: it stays in the sets, and the metrics count it as a bad shape.
+    """
+    from .rendering import surface_points
+
+    rng = np.random.default_rng(seed)
+    clouds, empty = [], 0
+    for occ in occupancy:
+        pts = surface_points(occ, count, rng)
+        if pts is None:
+            empty += 1
+            pts = np.zeros((count, 3), np.float32)
+        clouds.append(pts)
+    return np.stack(clouds), empty

@@ -1,0 +1,235 @@
+"""3-D shapes: storage, the embedded generator, real-format loaders, rendering and meshes."""
+import h5py
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from conftest import REALDATA
+from pipeline import config, datasets, rendering, synthetic_shapes, voxels
+from pipeline.datasets import DataError
+from pipeline.modality import ShapeModality
+
+BINVOX = REALDATA / "binvox"
+RECGAN = REALDATA / "voxels_3drecgan"
+needs_realdata = pytest.mark.skipif(not REALDATA.exists(), reason=f"{REALDATA} (real sample files) not present")
+
+
+def sphere_grid(side: int, radius: float) -> np.ndarray:
+    return np.linalg.norm(rendering.voxel_centres(side), axis=-1) <= radius
+
+
+def test_pack_roundtrip_and_size():
+    grids = np.random.default_rng(0).random((3, 16, 16, 16)) > 0.7
+    packed = voxels.pack(grids)
+    assert packed.shape == (3, 16 ** 3 // 8) and packed.dtype == np.uint8
+    assert np.array_equal(voxels.unpack(packed, 16), grids)
+
+
+def test_resample_keeps_a_sphere():
+    grid = sphere_grid(64, 0.6)
+    down = voxels.resample(grid, 32)
+    assert down.shape == (32,) * 3
+    assert abs(down.mean() - sphere_grid(32, 0.6).mean()) < 0.01
+    assert np.array_equal(voxels.resample(down, 32), down)
+
+
+def test_near_surface_band_of_a_cube():
+    grid = np.zeros((1, 8, 8, 8), bool)
+    grid[0, 2:6, 2:6, 2:6] = True                      # a 4^3 cube
+    band = voxels.near_surface(torch.from_numpy(grid))[0].numpy()
+    # inside: the 4^3 cube minus its 2^3 core; outside: the 6^3 shell around it
+    assert band.sum() == (64 - 8) + (216 - 64)
+
+
+def test_synthetic_shapes_are_deterministic_labelled_and_varied():
+    a, fa = synthetic_shapes.generate(25, 32, seed=3, progress=False)
+    b, fb = synthetic_shapes.generate(25, 32, seed=3, progress=False)
+    assert np.array_equal(a, b) and np.array_equal(fa, fb)
+    assert a.shape == (25, 32 ** 3 // 8) and fa.shape == (25, len(synthetic_shapes.FACTORS))
+    grids = voxels.unpack(a, 32)
+    fill = grids.reshape(25, -1).mean(1)
+    assert (fill > 0.001).all() and (fill < 0.3).all()           # every shape has volume, none fills the box
+    for i, (kind, lo, hi) in enumerate(synthetic_shapes.FACTORS.values()):
+        assert (fa[:, i] >= lo).all() and (fa[:, i] <= hi).all()
+    assert len(np.unique(fa[:, 0])) == len(synthetic_shapes.CATEGORIES)
+
+
+@pytest.mark.parametrize("category", range(len(synthetic_shapes.CATEGORIES)))
+def test_each_part_factor_changes_the_shape(category):
+    base = {name: lo for name, (_, lo, _) in synthetic_shapes.FACTORS.items()}
+    base["category"] = category
+    ref = synthetic_shapes.voxelise(base, 32)
+    for name in ("support", "style", "width", "height", "thickness"):
+        kind, _, hi = synthetic_shapes.FACTORS[name]
+        moved = dict(base, **{name: hi - 1 if kind == "categorical" else hi})
+        assert (synthetic_shapes.voxelise(moved, 32) != ref).sum() > 0, (synthetic_shapes.CATEGORIES[category], name)
+
+
+def test_synthetic_shapes_at_the_paper_resolution():
+    packed, _ = synthetic_shapes.generate(3, 64, seed=0, progress=False)
+    grids = voxels.unpack(packed, 64)
+    assert packed.shape == (3, 64 ** 3 // 8) and grids.any(axis=(1, 2, 3)).all()
+
+
+@needs_realdata
+def test_binvox_files_read_with_their_occupancy():
+    assert voxels.read_binvox(BINVOX / "chair.binvox", 32).sum() == 1002
+    assert voxels.read_binvox(BINVOX / "8a85.binvox", 32).sum() == 14382
+    assert voxels.read_binvox(BINVOX / "chair.binvox", 64).sum() == pytest.approx(1002 * 8, rel=0.25)
+
+
+@needs_realdata
+def test_3drecgan_index_grids_read_with_their_occupancy():
+    path = sorted(RECGAN.glob("*.txt"))[0]                       # ..._045_062_047.txt: a 45x62x47 box
+    lines = len(path.read_text().split("\n")) - 1
+    grid = voxels.read_index_text(path, 62)                      # the box centred in a 62^3 cube
+    assert grid.sum() == lines
+    assert voxels.read_index_text(path, 32).sum() == pytest.approx(lines / 8, rel=0.3)
+
+
+@needs_realdata
+@pytest.mark.parametrize("folder, count", [(BINVOX, 2), (RECGAN, 32)])
+def test_folder_of_real_voxel_files(folder, count):
+    cfg = config.from_dict({"dataset": {"modality": "shape", "source": "folder", "path": str(folder),
+                                        "resolution": 32, "folder": {"train_fraction": 0.5}}})
+    data = datasets.prepare(cfg)
+    assert len(data.train) + len(data.test) == count and data.train.shape[1] == 32 ** 3 // 8
+    assert isinstance(data.modality, ShapeModality)
+    assert voxels.unpack(data.train, 32).any(axis=(1, 2, 3)).all()
+
+
+def write_meshes(folder):
+    trimesh.creation.icosphere(subdivisions=3, radius=2.0).export(folder / "a_sphere.ply")
+    trimesh.creation.box(extents=[2, 1, 1]).export(folder / "b_box.obj")
+    trimesh.creation.cylinder(radius=1, height=2, sections=32).export(folder / "c_cylinder.off")
+    trimesh.creation.capsule(height=1, radius=0.5).export(folder / "d_capsule.stl")
+
+
+def test_folder_of_meshes_is_voxelised_solid(tmp_path):
+    write_meshes(tmp_path)
+    cfg = config.from_dict({"dataset": {"modality": "shape", "source": "folder", "path": str(tmp_path),
+                                        "resolution": 24, "folder": {"train_count": 3}}})
+    data = datasets.prepare(cfg)
+    grids = voxels.unpack(np.concatenate([data.train, data.test]), 24)
+    fill = grids.reshape(4, -1).mean(1)
+    # Normalised so the longest side spans 2 - 2/R: a sphere fills pi/6 of its cube, scaled.
+    assert fill[0] == pytest.approx(np.pi / 6 * (1 - 1 / 24) ** 3, rel=0.06)
+    assert fill[1] == pytest.approx(0.25, rel=0.2)                # box 2x1x1 -> a quarter of the cube
+    assert grids[:, 12, 12, 12].all()                             # solid, not just a shell
+
+
+def test_bad_meshes_get_a_clear_error_or_are_skipped(tmp_path):
+    write_meshes(tmp_path)
+    open_box = trimesh.creation.box(extents=[1, 1, 1])
+    open_box.update_faces(np.arange(len(open_box.faces)) > 1)      # drop one side: not watertight
+    open_box.export(tmp_path / "e_open.obj")
+    (tmp_path / "f_empty.obj").write_text("# no faces\n")
+    raw = {"dataset": {"modality": "shape", "source": "folder", "path": str(tmp_path), "resolution": 16}}
+    with pytest.raises(DataError, match="e_open.obj: mesh is not watertight"):
+        datasets.prepare(config.from_dict(raw))
+    raw["dataset"]["folder"] = {"skip_corrupt": True}
+    data = datasets.prepare(config.from_dict(raw))
+    assert data.info["skipped_files"] == 2 and data.info["skipped"] == ["e_open.obj", "f_empty.obj"]
+    assert len(data.train) + len(data.test) == 4
+
+
+def write_imnet(folder, n_train=5, n_test=3):
+    grids, _ = synthetic_shapes.generate(n_train + n_test, 64, seed=1, progress=False)
+    grids = voxels.unpack(grids, 64)
+    for name, part in (("all_vox256_img_train.hdf5", grids[:n_train]), ("all_vox256_img_test.hdf5", grids[n_train:])):
+        with h5py.File(folder / name, "w") as f:
+            f.create_dataset("voxels", data=part[..., None].astype(np.uint8), chunks=(1, 64, 64, 64, 1))
+            f.create_dataset("points_64", data=np.zeros((len(part), 16, 3), np.uint8))
+            f.create_dataset("values_64", data=np.zeros((len(part), 16, 1), np.uint8))
+    return grids
+
+
+def test_imnet_hdf5_release(tmp_path):
+    grids = write_imnet(tmp_path)
+    raw = {"dataset": {"modality": "shape", "source": "imnet", "path": str(tmp_path), "resolution": 32}}
+    data = datasets.prepare(config.from_dict(raw))
+    assert data.train.shape == (5, 32 ** 3 // 8) and data.test.shape == (3, 32 ** 3 // 8)
+    expected = np.stack([voxels.resample(g, 32) for g in grids[5:]])
+    assert np.array_equal(voxels.unpack(data.test, 32), expected)
+    raw["dataset"]["resolution"] = 64
+    raw["dataset"]["folder"] = {"limit": 2}
+    data = datasets.prepare(config.from_dict(raw))
+    assert np.array_equal(voxels.unpack(data.train, 64), grids[:2])
+
+
+def test_imnet_errors_name_the_file(tmp_path):
+    raw = {"dataset": {"modality": "shape", "source": "imnet", "path": str(tmp_path), "resolution": 32}}
+    with pytest.raises(DataError, match=r"expected one \*train\*.hdf5"):
+        datasets.prepare(config.from_dict(raw))
+    for split in ("train", "test"):
+        with h5py.File(tmp_path / f"x_{split}.hdf5", "w") as f:
+            f.create_dataset("pixels", data=np.zeros((2, 4)))
+    with pytest.raises(DataError, match=r"x_t\w+\.hdf5: no 'voxels' dataset"):
+        datasets.prepare(config.from_dict(raw))
+
+
+def test_config_rejects_imnet_images_and_odd_shape_grids():
+    with pytest.raises(config.ConfigError, match="^dataset.source: imnet"):
+        config.from_dict({"dataset": {"source": "imnet", "path": "/x"}})
+    with pytest.raises(config.ConfigError, match="^dataset.resolution: must be even"):
+        config.from_dict({"dataset": {"modality": "shape", "resolution": 31}})
+
+
+def test_training_points_come_from_the_surface_band():
+    m = ShapeModality(16)
+    packed = voxels.pack(sphere_grid(16, 0.6)[None].repeat(2, 0))
+    band = voxels.near_surface(torch.from_numpy(voxels.unpack(packed, 16))).flatten(1)
+    coords, targets = m.sample_points(packed, 300, torch.Generator().manual_seed(0), surface_fraction=1.0)
+    assert coords.shape == (2, 300, 3) and targets.shape == (2, 300, 1)
+    idx = ((coords + 1) * 16 / 2 - 0.5).round().long()          # back to voxel indices
+    flat = (idx[..., 0] * 16 + idx[..., 1]) * 16 + idx[..., 2]
+    assert band.gather(1, flat).all()
+    inside = np.linalg.norm(coords.numpy(), axis=-1) <= 0.6
+    assert np.array_equal(targets[..., 0].numpy() > 0, inside)   # targets are the occupancy at the points
+    # fraction 0: uniform over the grid; about the sphere's share of points inside
+    _, uniform = m.sample_points(packed, 4000, torch.Generator().manual_seed(0), surface_fraction=0.0)
+    assert (uniform > 0).float().mean().item() == pytest.approx(sphere_grid(16, 0.6).mean(), abs=0.03)
+
+
+def test_reconstruction_metrics_on_known_cases():
+    m = ShapeModality(16)
+    truth = m.targets(voxels.pack(sphere_grid(16, 0.6)[None]))
+    empty = -torch.ones_like(truth)
+    perfect = m.reconstruction_metrics(truth, truth)
+    assert perfect["accuracy"][0] == 1 and perfect["iou"][0] == 1 and perfect["accuracy_near_surface"][0] == 1
+    none = m.reconstruction_metrics(empty, truth)
+    assert none["iou"][0] == 0
+    assert none["accuracy"][0] == pytest.approx(1 - sphere_grid(16, 0.6).mean())
+    band = voxels.near_surface(torch.from_numpy(sphere_grid(16, 0.6))[None])[0].numpy()
+    inside_band = (band & sphere_grid(16, 0.6)).sum() / band.sum()
+    assert none["accuracy_near_surface"][0] == pytest.approx(1 - inside_band)
+
+
+def test_marching_cubes_surface_of_a_sphere():
+    occ = sphere_grid(32, 0.7).astype(np.float32)
+    points = rendering.surface_points(occ, 2048, np.random.default_rng(0))
+    radius = np.linalg.norm(points, axis=1)
+    assert points.shape == (2048, 3) and abs(radius.mean() - 0.7) < 0.03 and radius.std() < 0.03
+    assert rendering.surface_points(np.zeros((8, 8, 8)), 10, np.random.default_rng(0)) is None
+    mesh = trimesh.load(trimesh.util.wrap_as_stream(rendering.mesh_file(occ)), file_type="ply")
+    assert mesh.is_watertight and mesh.volume == pytest.approx(4 / 3 * np.pi * 0.7 ** 3, rel=0.05)
+
+
+def test_shaded_render_of_a_sphere():
+    occ = torch.from_numpy(np.stack([sphere_grid(32, 0.5), np.zeros((32,) * 3, bool)])).float()
+    pics = rendering.shade(occ, 64)
+    assert pics.shape == (2, 64, 64, 3) and (pics[1] == 255).all()           # nothing: white
+    drawn = (pics[0] != 255).any(-1)
+    expected = np.pi * (0.5 / rendering.VIEW_EXTENT * 32) ** 2                # disc area in pixels
+    assert drawn.sum() == pytest.approx(expected, rel=0.08)
+    lit = pics[0][drawn].mean(-1)
+    assert lit.max() - lit.min() > 80                                          # shaded, not flat
+
+
+def test_modality_renders_and_writes_meshes():
+    m = ShapeModality(16)
+    values = m.targets(voxels.pack(sphere_grid(16, 0.6)[None]))
+    assert m.to_pictures(values).shape == (1, 32, 32, 3)
+    ply = m.instance_file(values[0])
+    assert ply.startswith(b"ply") and trimesh.load(trimesh.util.wrap_as_stream(ply), file_type="ply").is_watertight
