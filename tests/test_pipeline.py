@@ -99,6 +99,17 @@ def test_dvc_repro_on_shapes(tmp_path):
                 "metrics/figures/retrieval.png", "metrics/analysis/tree.png"):
         assert (work / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
 
+    # Control from a user's own shape file; an image source is refused with one line.
+    import trimesh
+
+    trimesh.creation.icosphere(radius=1.0).export(tmp_path / "ball.ply")
+    out = sh(f"{sys.executable} -m pipeline.control resample --source shape:{tmp_path / 'ball.ply'} -k 1 -n 2 "
+             "--out ball.png", work)
+    assert (work / "ball.png").read_bytes()[:4] == b"\x89PNG" and "wrote ball.png" in out
+    r = subprocess.run([sys.executable, "-m", "pipeline.control", "tree", "--source", "image:x.png"], cwd=work,
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip() == "error: source 'image:x.png': this run models shapes; use shape:PATH"
+
     # The ablations run on shapes too; the collector shows the shape metrics.
     sh("git add -A && git commit -qm base", work)
     sh("dvc exp run -S hcdm.variant=unconditional", work)
