@@ -26,28 +26,27 @@ def test_factor_scores_known_values():
     assert s == {"x": {"r2": 1.0}, "c": {"accuracy": 0.75}}
 
 
+def fit_and_score(m, signals, factors, names, kinds, n_train, steps, batch_size):
+    """Train the predictor on the first n_train instances through the modality; score the rest."""
+    model = train_predictor(lambda idx: m.predictor_input(m.targets(signals[idx])), n_train, factors[:n_train],
+                            kinds, steps=steps, batch_size=batch_size, lr=3e-3,
+                            generator=torch.Generator().manual_seed(0), progress=False)
+    predicted = model.predict(m.predictor_input(m.targets(signals[n_train:])))
+    return model, factor_scores(predicted, factors[n_train:], names, kinds)
+
+
 def test_predictor_learns_the_coarse_factors():
     images, factors = synthetic_faces.generate(700, 16, seed=0)
-    m = ImageModality(16)
     kinds = [k for k, _, _ in synthetic_faces.FACTORS.values()]
-    model = train_predictor(lambda idx: m.predictor_input(m.targets(images[idx])), 600, factors[:600], kinds,
-                            steps=300, batch_size=64, lr=3e-3, generator=torch.Generator().manual_seed(0),
-                            progress=False)
+    model, s = fit_and_score(ImageModality(16), images, factors, synthetic_faces.FACTOR_NAMES, kinds, 600, 300, 64)
     assert model.dims == 2
-    predicted = model.predict(m.predictor_input(m.targets(images[600:])))
-    s = factor_scores(predicted, factors[600:], synthetic_faces.FACTOR_NAMES, kinds)
     assert s["background_hue"]["r2"] > 0.5 and s["skin_tone"]["r2"] > 0.5
     assert s["hair_style"]["accuracy"] > 0.4          # chance is 0.25
 
 
 def test_3d_predictor_reads_shape_factors_off_grids():
     packed, factors = synthetic_shapes.generate(500, 16, seed=0, progress=False)
-    m = ShapeModality(16)
     kinds = [k for k, _, _ in synthetic_shapes.FACTORS.values()]
-    model = train_predictor(lambda idx: m.predictor_input(m.targets(packed[idx])), 400, factors[:400], kinds,
-                            steps=200, batch_size=32, lr=3e-3, generator=torch.Generator().manual_seed(0),
-                            progress=False)
+    model, s = fit_and_score(ShapeModality(16), packed, factors, synthetic_shapes.FACTOR_NAMES, kinds, 400, 200, 32)
     assert model.dims == 3
-    s = factor_scores(model.predict(m.predictor_input(m.targets(packed[400:]))), factors[400:],
-                      synthetic_shapes.FACTOR_NAMES, kinds)
     assert s["category"]["accuracy"] > 0.8 and s["height"]["r2"] > 0.3     # chance: 0.2 and 0
