@@ -89,10 +89,7 @@ def resolve(run: Run, spec: str, a: argparse.Namespace) -> Source:
         if kind == "image":
             signal = datasets.load_image(path, m.resolution)
         else:
-            try:
-                signal = voxels.pack(voxels.read_file(path, m.resolution)[None])[0]
-            except voxels.VoxelError as e:
-                raise UsageError(str(e)) from None
+            signal = voxels.pack(voxels.read_file(path, m.resolution)[None])[0]
         model, meta_sgd, trained = run.loe
         n = a.inner_steps if a.inner_steps is not None else trained["inner_steps"]
         latent = analysis.fit_signal(model, meta_sgd, run.data.modality, signal, n, trained["inner_lr"])

@@ -15,14 +15,11 @@ import numpy as np
 
 from . import io, synthetic_faces, synthetic_shapes, voxels
 from .config import Config
+from .errors import DataError
 from .modality import Modality, build
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SHAPE_SUFFIXES = voxels.VOXEL_SUFFIXES + voxels.MESH_SUFFIXES
-
-
-class DataError(ValueError):
-    """Bad input data; the message names the file."""
 
 
 @dataclass
@@ -122,9 +119,9 @@ def read_folder(cfg: Config, suffixes: tuple[str, ...], read) -> tuple[np.ndarra
     for p in files:
         try:
             signals.append(read(p))
-        except (DataError, voxels.VoxelError) as e:
+        except DataError:
             if not d.folder.skip_corrupt:
-                raise DataError(str(e)) from None
+                raise
             skipped.append(p.name)
     if len(signals) < 2:
         raise DataError(f"{root}: found {len(signals)} readable files with suffixes {suffixes}; need at least 2")
@@ -150,11 +147,8 @@ def folder(cfg: Config) -> PreparedData:
 def imnet(cfg: Config) -> PreparedData:
     """IM-NET's HDF5 release: its own train/test files; dataset.folder.limit caps each split."""
     d = cfg.dataset
-    try:
-        files = voxels.imnet_files(Path(d.path))
-        splits = {split: voxels.read_imnet(path, d.resolution, d.folder.limit) for split, path in files.items()}
-    except voxels.VoxelError as e:
-        raise DataError(str(e)) from None
+    files = voxels.imnet_files(Path(d.path))
+    splits = {split: voxels.read_imnet(path, d.resolution, d.folder.limit) for split, path in files.items()}
     return PreparedData(
         modality=build("shape", resolution=d.resolution), train=splits["train"], test=splits["test"],
         train_factors=None, test_factors=None, factor_names=[], factor_kinds=[],

@@ -19,11 +19,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import DataError
+from .rendering import voxel_centres
+
 MESH_SUFFIXES = (".obj", ".off", ".ply", ".stl")
 VOXEL_SUFFIXES = (".binvox", ".txt")
 
 
-class VoxelError(ValueError):
+class VoxelError(DataError):
     """A file that cannot become an occupancy grid; the message names it."""
 
 
@@ -124,8 +127,6 @@ def read_mesh(path: Path, side: int) -> np.ndarray:
     lo, hi = mesh.bounds
     mesh.apply_translation(-(lo + hi) / 2)
     mesh.apply_scale((2 - 2 / side) / (hi - lo).max())
-    from .rendering import voxel_centres
-
     centres = voxel_centres(side).reshape(-1, 3)
     inside = np.zeros(len(centres), dtype=bool)
     lo, hi = mesh.bounds

@@ -45,7 +45,6 @@ def image_scores(cfg, device, m, loe, values, test_targets, test_latents) -> dic
 
 def shape_scores(cfg, m, loe, values, test_latents) -> dict:
     """COV / MMD / 1-NNA of as many generated shapes as the reference (test) set, with references."""
-    e = cfg.evaluate
     with np.load(artifacts.require(REFERENCE, "reference")) as z:
         reference, train_real = z["points"], json.loads(str(z["train_split_real"]))
     n, points = len(reference), reference.shape[1]

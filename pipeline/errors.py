@@ -1,0 +1,9 @@
+"""Errors about the user's input data, shared by every reader.
+
+A stage or a command reports a `DataError` as one line naming the file and
+exits with code 2, whichever module raised it.
+"""
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file."""
