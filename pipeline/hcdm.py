@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import HCDM as HCDMConfig
-from .training import Checkpointer, StepLog, train_loop, warmup_cosine
+from .training import Checkpointer, DivergenceGuard, StepLog, train_loop, warmup_cosine
 
 X0_CLIP = 6.0
 
@@ -288,6 +288,7 @@ class HCDMTrainer:
 
         train_loop(step, {"model": self.model, "ema": self.ema}, params, optimizer, scheduler, c.steps,
                    c.grad_clip, c.log_every, checkpointer, log, generator, "train_hcdm",
-                   after_step=self.update_ema, progress=progress)
+                   after_step=self.update_ema, progress=progress,
+                   guard=DivergenceGuard("train_hcdm", "hcdm.lr or raise hcdm.warmup_steps"))
         self.model.eval()
         self.ema.eval()

@@ -82,3 +82,9 @@ def save_directory(path: str | Path, files: dict[str, bytes]) -> None:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def discard(*paths: str | Path) -> None:
+    """Remove outputs a stage is about to replace, so a run that fails leaves none of an older run behind."""
+    for path in paths:
+        Path(path).unlink(missing_ok=True)

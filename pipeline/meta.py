@@ -22,7 +22,36 @@ from tqdm import tqdm
 from .config import FitLoE
 from .loe import LayersOfExperts
 from .modality import Modality
-from .training import Checkpointer, StepLog, train_loop, warmup_cosine
+from .training import Checkpointer, DivergenceGuard, StepLog, train_loop, warmup_cosine
+
+KNOBS = "fit_loe.lr, fit_loe.inner_lr or fit_loe.meta_sgd_init"
+
+
+def precision_context(precision: str, device: torch.device):
+    """The arithmetic of Stage-1's training step: fp32 (the reference), tf32 or bf16 (CUDA only).
+
+    tf32 runs fp32 matmuls on tensor cores with 10-bit mantissas (a global
+    switch, so the context must cover the backward pass too); bf16 runs the
+    forward under autocast, and autograd runs the backward in the same types.
+    Neither changes anything on a CPU, which stays the bit-stable reference.
+    """
+    import contextlib
+
+    stack = contextlib.ExitStack()
+    if device.type == "cuda" and precision in ("tf32", "bf16"):
+        old = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = True
+        stack.callback(setattr, torch.backends.cuda.matmul, "allow_tf32", old)
+    return stack
+
+
+def autocast_context(precision: str, device: torch.device):
+    """bf16 autocast of the forward pass on a GPU; a no-op otherwise."""
+    import contextlib
+
+    if device.type == "cuda" and precision == "bf16":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 class MetaSGD(nn.Module):
@@ -110,15 +139,20 @@ class MetaLearner:
             progress: bool = True) -> None:
         c = self.cfg
         params = list(self.model.parameters()) + list(self.meta_sgd.parameters())
-        optimizer = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
+        groups = self.model.param_groups(c.lr)
+        groups[0]["params"] += list(self.meta_sgd.parameters())        # the Meta-SGD rates learn at the base lr
+        optimizer = torch.optim.AdamW(groups, lr=c.lr, weight_decay=c.weight_decay)
         scheduler = warmup_cosine(optimizer, c.warmup_steps, c.steps)
 
         def step(_: int):
             idx = torch.randint(len(train), (min(c.batch_size, len(train)),), generator=generator).numpy()
             coords, targets = self.modality.sample_points(train[idx], c.points_per_step, generator,
                                                           c.near_surface_fraction, self.device)
-            mse = self.step_loss(coords, targets, generator)
+            with autocast_context(c.precision, self.device):
+                mse = self.step_loss(coords, targets, generator).float()
             return mse.mean(), {"psnr": mse_to_psnr(mse.detach()).mean()}
 
-        train_loop(step, {"model": self.model, "meta_sgd": self.meta_sgd}, params, optimizer, scheduler,
-                   c.steps, c.grad_clip, c.log_every, checkpointer, log, generator, "fit_loe", progress=progress)
+        with precision_context(c.precision, self.device):
+            train_loop(step, {"model": self.model, "meta_sgd": self.meta_sgd}, params, optimizer, scheduler,
+                       c.steps, c.grad_clip, c.log_every, checkpointer, log, generator, "fit_loe", progress=progress,
+                       guard=DivergenceGuard("fit_loe", KNOBS, quality="psnr"))

@@ -13,7 +13,7 @@ from ..artifacts import MissingArtifact
 from ..config import ConfigError, load
 from ..datasets import DataError
 from ..distributed import init_from_environment, rank, resolve_device
-from ..training import seed_everything
+from ..training import TrainingDiverged, seed_everything
 
 
 def run(main, params: str = "params.yaml") -> None:
@@ -25,7 +25,7 @@ def run(main, params: str = "params.yaml") -> None:
         generator.manual_seed(cfg.seed + rank())   # under torchrun each process draws its own batches
         start = time.time()
         main(cfg, generator, start, device)
-    except (ConfigError, DataError, MissingArtifact) as e:
+    except (ConfigError, DataError, MissingArtifact, TrainingDiverged) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 

@@ -73,7 +73,9 @@ def main(cfg, generator, start, device):
     m = data.modality
     coords = m.coordinates()
 
-    count = e.memorisation_samples if m.name == "image" else max(e.memorisation_samples, len(data.test))
+    # One set of samples serves both: FID on the first fid_samples, memorisation on the first
+    # memorisation_samples (a nearest-neighbour search each, so 50k FID samples need not mean 50k searches).
+    count = max(e.memorisation_samples, e.fid_samples if m.name == "image" else len(data.test))
     latents = sample_latents(hcdm, count, generator, s.sampler, s.ddim_steps, e.batch_size)
     values = loe.render(coords, latents, e.batch_size)
     generated = m.to_unit(values[: e.memorisation_samples]).flatten(1)

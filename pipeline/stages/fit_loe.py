@@ -16,6 +16,7 @@ def main(cfg, generator, start, device):
     meta_sgd = MetaSGD(cfg.loe.layers, cfg.loe.latent_dim, *cfg.fit_loe.meta_sgd_init)
     model, meta_sgd = model.to(device), meta_sgd.to(device)
     run_id = fingerprint(cfg.seed, config.to_dict(cfg.loe), config.to_dict(cfg.fit_loe), file_digest(DATASET), code_digest())
+    io.discard(LOE, METRICS / "fit_loe.json")      # a diverged run must not leave an older model looking current
     log = StepLog(CURVES / "fit_loe.csv")
     checkpointer = Checkpointer(LOE_CHECKPOINT, run_id, cfg.fit_loe.checkpoint_every)
     MetaLearner(model, meta_sgd, m, cfg.fit_loe, device).fit(data.train, checkpointer, log, generator)

@@ -15,6 +15,7 @@ def main(cfg, generator, start, device):
     model = HCDM(cfg.loe.layers, cfg.loe.latent_dim, cfg.binary_len, h.variant, h.hidden, h.blocks,
                  h.timesteps, h.schedule, h.dropout).to(device)
     run_id = fingerprint(cfg.seed, cfg.binary_len, config.to_dict(h), file_digest(LATENTS), code_digest())
+    io.discard(HCDM_MODEL, METRICS / "train_hcdm.json")
     log = StepLog(CURVES / "train_hcdm.csv")
     trainer = HCDMTrainer(model, h)
     trainer.fit(latents, Checkpointer(HCDM_CHECKPOINT, run_id, h.checkpoint_every), log, generator)

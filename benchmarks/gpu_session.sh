@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Every GPU measurement of the paper-scale work in one or two runs (see benchmarks/README.md):
+#   bash benchmarks/gpu_session.sh speed     # device rates, every preset's step times, the old code's, a profile
+#   bash benchmarks/gpu_session.sh quality   # 3000-step Stage-1 runs of the CelebA and ShapeNet presets' LoEs
+#   bash benchmarks/gpu_session.sh precision # 1000 steps at fp32 / tf32 / bf16, and the 5000-sample protocol
+# Results land in $RESULTS (default benchmarks/results/gpu). TINY=1 runs the same path at toy sizes (CPU check).
+# OLD=dir times another checkout's pipeline/ beside this one; INCEPTION=file.pt uses that TorchScript Inception.
+set -u
+cd "$(dirname "$0")/.."
+RESULTS=${RESULTS:-benchmarks/results/gpu}
+mkdir -p "$RESULTS"
+export PYTHONUNBUFFERED=1
+B=benchmarks
+if [ "${TINY:-0}" = 1 ]; then
+  STEPS=20; PSTEPS=10; TIMED=1; PROTO=16; N="--train 32 --test 8"; NS="--train 16 --test 4"
+  SMALL="--set loe.experts=8 --set loe.width=16 --set loe.latent_dim=8 --set fit_loe.batch_size=4 --set export_latents.batch_size=8"
+  PRESETS="params.yaml"; MAIN=params.yaml
+else
+  STEPS=3000; PSTEPS=1000; TIMED=10; PROTO=5000; N="--train 1500 --test 100"; NS="--train 1000 --test 100"; SMALL=""
+  PRESETS="params.yaml pipeline/presets/shapes32.yaml pipeline/presets/celebahq64.yaml pipeline/presets/shapenet64.yaml"
+  MAIN=pipeline/presets/celebahq64.yaml
+fi
+INC=${INCEPTION:+--inception $INCEPTION}
+LR="--set fit_loe.lr=0.0003"      # the short-schedule outer lr (measured on CPU: faster than 1e-4, stable)
+
+case "${1:-all}" in
+speed|all)
+  python $B/speed.py --presets $PRESETS --steps $TIMED --profile "$(basename $MAIN .yaml):tf32" \
+    --out "$RESULTS/speed.json" 2>&1 | tee "$RESULTS/speed.log"
+  if [ -n "${OLD:-}" ]; then
+    python $B/speed.py --code "$OLD" --presets $MAIN --precisions fp32 tf32 --steps $TIMED \
+      --out "$RESULTS/speed_old.json" 2>&1 | tee "$RESULTS/speed_old.log"
+  fi ;;&
+quality|all)
+  python $B/preset_quality.py pipeline/presets/celebahq64.yaml --steps $STEPS $N $LR $SMALL \
+    --set fit_loe.precision=tf32 --limit ${LIMIT:-900} --out "$RESULTS/faces64" > "$RESULTS/faces64.log" 2>&1 &
+  python $B/preset_quality.py pipeline/presets/shapenet64.yaml --steps $STEPS $NS $LR $SMALL \
+    --set fit_loe.precision=tf32 --limit ${LIMIT:-900} --out "$RESULTS/shapes64" > "$RESULTS/shapes64.log" 2>&1 &
+  wait; tail -n 3 "$RESULTS"/faces64.log "$RESULTS"/shapes64.log ;;&
+precision|all)
+  for p in fp32 tf32 bf16; do
+    python $B/preset_quality.py pipeline/presets/celebahq64.yaml --steps $PSTEPS --warmup 50 $N $LR $SMALL \
+      --set fit_loe.precision=$p --limit ${LIMIT:-900} --out "$RESULTS/precision_$p" > "$RESULTS/precision_$p.log" 2>&1 &
+  done
+  python $B/speed.py --presets $MAIN --precisions fp32 --steps 1 --protocol $PROTO $INC \
+    --protocol-preset $MAIN --out "$RESULTS/protocol.json" > "$RESULTS/protocol.log" 2>&1
+  wait; tail -n 2 "$RESULTS"/precision_*.log; grep '^protocol' "$RESULTS/protocol.log" ;;
+esac

