@@ -45,6 +45,7 @@ def main() -> int:
     a.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="another override")
     a.add_argument("--limit", type=float, default=None, help="seconds for all stages; a stage still running is "
                    "stopped and what it wrote so far (curve, checkpoint) is reported")
+    a.add_argument("--code", type=Path, default=ROOT, help="checkout whose pipeline/ runs (to compare commits)")
     a.add_argument("--work", type=Path, default=None, help="work folder (default: a temporary one)")
     a.add_argument("--out", type=Path, required=True)
     args = a.parse_args()
@@ -59,9 +60,10 @@ def main() -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="preset_quality_"))
     work.mkdir(parents=True, exist_ok=True)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    summary = {"preset": args.preset.name, "steps": args.steps, "warmup": args.warmup, "train": args.train,
-               "test": args.test, "overrides": args.set, "stages": {}}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(args.code.resolve()),
+                                                                     os.environ.get("PYTHONPATH")]))}
+    summary = {"preset": args.preset.name, "code": str(args.code), "steps": args.steps, "warmup": args.warmup,
+               "train": args.train, "test": args.test, "overrides": args.set, "stages": {}}
     args.out.mkdir(parents=True, exist_ok=True)
     code, deadline = 0, time.time() + (args.limit or float("inf"))
     for stage in ("prepare", "fit_loe", "export_latents"):

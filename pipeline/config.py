@@ -7,6 +7,7 @@ work starts.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -56,7 +57,7 @@ class LoE:
 class FitLoE:
     steps: int = 1500                  # outer steps
     batch_size: int = 32
-    lr: float = 3e-4                   # outer AdamW learning rate
+    lr: float = 3e-4                   # outer AdamW learning rate (the experts': lr / sqrt(loe.experts))
     weight_decay: float = 0.0
     warmup_steps: int = 50
     grad_clip: float = 1.0             # max global grad norm; 0 disables
@@ -251,6 +252,8 @@ def _coerce(value, annotation, key: str):
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: must be a finite number, got {value!r}")
         return float(value)
     if annotation is str:
         if not isinstance(value, str):

@@ -82,3 +82,23 @@ def test_paper_preset_is_the_paper_configuration():
     assert (cfg.loe.layers, cfg.loe.experts, cfg.loe.width, cfg.loe.latent_dim) == (7, 384, 128, 128)
     assert cfg.dataset.resolution == 64 and cfg.fit_loe.lr == 1e-4 and cfg.fit_loe.inner_steps == 3
     assert cfg.fit_loe.steps * cfg.fit_loe.batch_size == 800 * 27000       # 800 epochs
+
+
+def test_fid_samples_may_exceed_memorisation_samples():
+    # The paper's 50k FID samples must not force 50k nearest-neighbour searches.
+    cfg = config.from_dict({"evaluate": {"fid_samples": 50000, "memorisation_samples": 1000}})
+    assert (cfg.evaluate.fid_samples, cfg.evaluate.memorisation_samples) == (50000, 1000)
+    with pytest.raises(ConfigError, match=r"^evaluate.fid_samples: must be >= 2$"):
+        config.from_dict({"evaluate": {"fid_samples": 1}})
+
+
+def test_precision_is_checked():
+    assert config.from_dict({"fit_loe": {"precision": "tf32"}}).fit_loe.precision == "tf32"
+    with pytest.raises(ConfigError, match=r"^fit_loe.precision: must be one of 'fp32', 'tf32', 'bf16'$"):
+        config.from_dict({"fit_loe": {"precision": "fp16"}})
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_non_finite_numbers_are_refused(value):
+    with pytest.raises(ConfigError, match=r"^loe.w0: must be a finite number"):
+        config.from_dict({"loe": {"w0": value}})
