@@ -205,7 +205,9 @@ def _rules(c: Config) -> list[tuple[str, bool, str]]:
     return rules + [
         ("binary_len", 1 <= c.binary_len <= compressor_in,
          f"must be >= 1 and <= the compressor's input size loe.layers*loe.latent_dim = {compressor_in}"),
-        ("device", c.device in ("auto", "cpu") or c.device.split(":")[0] == "cuda", "must be auto, cpu, cuda or cuda:N"),
+        ("device", c.device in ("auto", "cpu", "cuda") or (c.device.startswith("cuda:") and c.device[5:].isdigit()),
+         "must be auto, cpu, cuda or cuda:N"),
+        ("seed", c.seed < 2 ** 32, "must be < 2**32 (numpy's seed range)"),
         ("dataset.path", c.dataset.source == "synthetic" or bool(c.dataset.path),
          f"must name a folder when dataset.source is '{c.dataset.source}'"),
         ("dataset.source", c.dataset.source != "imnet" or c.dataset.modality == "shape",

@@ -13,6 +13,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from .config import ConfigError
+
 
 def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
@@ -39,7 +41,9 @@ def resolve_device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError(f"device '{name}' asked for, but torch sees no CUDA device")
+            raise ConfigError(f"device: '{name}' asked for, but torch sees no CUDA device (use auto or cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device: '{name}' asked for, but torch sees {torch.cuda.device_count()} CUDA device(s)")
         if device.index is None:
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)

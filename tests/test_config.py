@@ -102,3 +102,25 @@ def test_precision_is_checked():
 def test_non_finite_numbers_are_refused(value):
     with pytest.raises(ConfigError, match=r"^loe.w0: must be a finite number"):
         config.from_dict({"loe": {"w0": value}})
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"device": "cuda:abc"}, "device: must be auto, cpu, cuda or cuda:N"),
+    ({"device": "cuda:"}, "device: must be auto, cpu, cuda or cuda:N"),
+    ({"seed": 2 ** 32}, "seed: must be < 2**32 (numpy's seed range)"),
+])
+def test_device_and_seed_ranges(raw, message):
+    with pytest.raises(ConfigError, match=f"^{message}$".replace("(", r"\(").replace(")", r"\)").replace("*", r"\*")):
+        config.from_dict(raw)
+    assert config.from_dict({"device": "cuda:1", "seed": 2 ** 32 - 1}).device == "cuda:1"
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_asked_for_on_a_cpu_machine_is_one_line(tmp_path):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["device"] = "cuda"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    r = subprocess.run([sys.executable, "-m", "pipeline.stages.prepare"], cwd=tmp_path, capture_output=True,
+                       text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 2
+    assert r.stderr.strip() == "error: device: 'cuda' asked for, but torch sees no CUDA device (use auto or cpu)"
