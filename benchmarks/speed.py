@@ -121,9 +121,9 @@ def stage1(cfg, device: torch.device, precision: str):
     meta = MetaSGD(cfg.loe.layers, cfg.loe.latent_dim, *c.meta_sgd_init).to(device)
     fit = c.__class__(**{**config.to_dict(c), "precision": precision}) if hasattr(c, "precision") else c
     learner = MetaLearner(model, meta, m, fit, device)
-    groups = model.param_groups(c.lr) if hasattr(model, "param_groups") else [{"params": list(model.parameters())}]
-    groups[0]["params"] = list(groups[0]["params"]) + list(meta.parameters())
-    opt = torch.optim.AdamW(groups, lr=c.lr)
+    params = list(model.parameters()) + list(meta.parameters())
+    # The optimiser fit_loe builds (an older `--code` checkout: one AdamW over everything, as it had).
+    opt = learner.optimizer() if hasattr(learner, "optimizer") else torch.optim.AdamW(params, lr=c.lr)
     points = c.points_per_step or len(m.coordinates())
     g = torch.Generator().manual_seed(0)
     coords = (torch.rand(points, m.d_in) * 2 - 1).to(device)
@@ -136,7 +136,7 @@ def stage1(cfg, device: torch.device, precision: str):
             loss = learner.step_loss(coords, targets, g).float().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
+        torch.nn.utils.clip_grad_norm_(params, c.grad_clip)
         opt.step()
         torch.backends.cuda.matmul.allow_tf32 = False
 

@@ -12,6 +12,7 @@ Functa's per-example inner loop does not).
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,8 +36,6 @@ def precision_context(precision: str, device: torch.device):
     forward under autocast, and autograd runs the backward in the same types.
     Neither changes anything on a CPU, which stays the bit-stable reference.
     """
-    import contextlib
-
     stack = contextlib.ExitStack()
     if device.type == "cuda" and precision in ("tf32", "bf16"):
         old = torch.backends.cuda.matmul.allow_tf32
@@ -47,8 +46,6 @@ def precision_context(precision: str, device: torch.device):
 
 def autocast_context(precision: str, device: torch.device):
     """bf16 autocast of the forward pass on a GPU; a no-op otherwise."""
-    import contextlib
-
     if device.type == "cuda" and precision == "bf16":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -135,13 +132,17 @@ class MetaLearner:
             h = h.detach()
         return per_instance_mse(self.model(coords, h), targets)
 
+    def optimizer(self) -> torch.optim.AdamW:
+        """AdamW over the LoE's groups (experts at lr / sqrt(K)), the Meta-SGD rates at the base lr."""
+        groups = self.model.param_groups(self.cfg.lr)
+        groups[0]["params"] += list(self.meta_sgd.parameters())
+        return torch.optim.AdamW(groups, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+
     def fit(self, train: np.ndarray, checkpointer: Checkpointer, log: StepLog, generator: torch.Generator,
             progress: bool = True) -> None:
         c = self.cfg
         params = list(self.model.parameters()) + list(self.meta_sgd.parameters())
-        groups = self.model.param_groups(c.lr)
-        groups[0]["params"] += list(self.meta_sgd.parameters())        # the Meta-SGD rates learn at the base lr
-        optimizer = torch.optim.AdamW(groups, lr=c.lr, weight_decay=c.weight_decay)
+        optimizer = self.optimizer()
         scheduler = warmup_cosine(optimizer, c.warmup_steps, c.steps)
 
         def step(_: int):

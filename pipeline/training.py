@@ -240,9 +240,9 @@ def train_loop(step_fn, modules: dict[str, torch.nn.Module], params: list[torch.
         if not (logging or saving):
             continue
         values = torch.stack(pending).tolist()                      # the one device-to-host read
+        quality = names.index(guard.quality) if guard.quality in names else None
         for i, (l_, g_, *m_) in enumerate(values):
-            s = done - len(values) + 1 + i
-            guard.check(s, l_, g_, m_[names.index(guard.quality)] if guard.quality in names else None)
+            guard.check(done - len(values) + 1 + i, l_, g_, None if quality is None else m_[quality])
         pending = []
         if logging:
             l_, g_, *m_ = values[-1]
