@@ -59,10 +59,13 @@ def rows_from_exp_show(payload) -> list[dict]:
         row = {"experiment": name, **{k: _get(params, p) for k, p in PARAMS.items()}}
         row.update({k: gen.get(k) for k in METRICS})
         row.update(gen.get("std_table") or {})
+        row.update({f"raw_{k}": v for k, v in (gen.get("std_table_raw") or {}).items()})
+        # The paper's reading: std_1 from the data, prefixes from train instances, raw units.
+        row.update({f"data_{k}": v for k, v in (_get(gen, ("std_table_data_anchored", "raw")) or {}).items()})
         row.update({f"rel_{k}": v for k, v in (gen.get("std_table_relative") or {}).items()})
         # The same run listed again (workspace, branch, an older commit, a re-evaluation
         # with more metrics) has the same params and core metrics: keep the fullest row.
-        key = json.dumps({k: v for k, v in row.items() if k != "experiment" and not k.startswith("rel_")},
+        key = json.dumps({k: v for k, v in row.items() if k != "experiment" and not k.startswith(("rel_", "raw_", "data_"))},
                          sort_keys=True)
         if key in seen:
             i = seen[key]
@@ -82,8 +85,9 @@ def _cell(v) -> str:
 
 def markdown(rows: list[dict]) -> str:
     """Two tables: the binary-length std table (Table 2) and the prior variants side by side."""
-    std_cols = sorted({k for r in rows for k in r if k.startswith(("std_", "rel_std_"))},
-                      key=lambda k: (k.startswith("rel_"), len(k), k))
+    groups = ("std_", "raw_std_", "data_std_", "rel_std_")   # standardised, raw, data-anchored raw, relative
+    std_cols = sorted({k for r in rows for k in r if k.startswith(groups)},
+                      key=lambda k: (next(i for i, g in enumerate(groups) if k.startswith(g)), len(k), k))
     hier = sorted((r for r in rows if r.get("variant") == "hierarchical"), key=lambda r: r.get("binary_len") or 0)
     lines = ["## Binary condition length (paper Table 2)", "",
              "| experiment | binary_len | " + " | ".join(std_cols) + " |",

@@ -115,6 +115,7 @@ class Sample:
 class StdTable:
     samples: int = 500                 # latents drawn for std_1 and per anchor for std_{l,l+1}
     anchors: int = 10                  # fixed prefixes per part
+    parts: list[int] | None = None     # layers per part, e.g. [1, 1, 2, 2, 1] for L = 7 in 5 parts; null: one per layer
 
 
 @dataclass
@@ -162,7 +163,7 @@ class Config:
 
 # Range rules, checked after parsing; keys are dotted paths into Config.
 AT_LEAST = {
-    "seed": 0, "dataset.synthetic.train": 2, "dataset.synthetic.test": 1,
+    "seed": 0, "dataset.synthetic.train": 2, "dataset.synthetic.test": 2,
     "loe.layers": 2, "loe.experts": 1, "loe.width": 1, "loe.latent_dim": 1,
     "fit_loe.steps": 1, "fit_loe.batch_size": 1, "fit_loe.weight_decay": 0, "fit_loe.warmup_steps": 0,
     "fit_loe.grad_clip": 0, "fit_loe.inner_steps": 1, "fit_loe.init_std": 0, "fit_loe.checkpoint_every": 1,
@@ -223,6 +224,9 @@ def _rules(c: Config) -> list[tuple[str, bool, str]]:
         ("hcdm.dropout", 0 <= c.hcdm.dropout < 1, "must be in [0, 1)"),
         ("sample.ddim_steps", 1 <= c.sample.ddim_steps <= c.hcdm.timesteps, "must be in [1, hcdm.timesteps]"),
         ("evaluate.fid_samples", c.evaluate.fid_samples >= 2, "must be >= 2"),
+        ("evaluate.std_table.parts", c.evaluate.std_table.parts is None or (
+            min(c.evaluate.std_table.parts, default=0) >= 1 and sum(c.evaluate.std_table.parts) == c.loe.layers),
+         f"must be null or a list of layer counts, each >= 1, summing to loe.layers = {c.loe.layers}"),
     ]
 
 
@@ -239,6 +243,10 @@ def _coerce(value, annotation, key: str):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: must be a mapping, got {value!r}")
         return _build(annotation, value, key + ".")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: must be a list, got {value!r}")
+        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(f"{key}: must be a list of {len(args)} values, got {value!r}")

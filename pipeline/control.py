@@ -21,6 +21,7 @@ stem). Bad arguments end with one line naming the problem and exit code 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -29,9 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import analysis, artifacts, datasets, io, pictures, voxels
-from .artifacts import MissingArtifact
-from .datasets import DataError
+from . import analysis, artifacts, datasets, hcdm, io, meta, pictures, voxels
+from .errors import DataError, MissingArtifact
 
 
 class UsageError(ValueError):
@@ -51,11 +51,11 @@ class Run:
 
     @property
     def loe(self):
-        return self._get("loe", artifacts.load_loe)
+        return self._get("loe", meta.load_loe)
 
     @property
     def hcdm(self):
-        return self._get("hcdm", artifacts.load_hcdm)
+        return self._get("hcdm", hcdm.load_hcdm)
 
     @property
     def data(self):
@@ -103,8 +103,7 @@ def resolve(run: Run, spec: str, a: argparse.Namespace) -> Source:
         return Source(run.hcdm.sample(1, g, sampler=a.sampler, steps=a.steps)[0])
     if kind in ("sample", "train", "test"):
         if kind == "sample":
-            with np.load(artifacts.require(artifacts.SAMPLES, "sample")) as z:
-                pool = z["latents"]
+            pool = io.load_npz(artifacts.require(artifacts.SAMPLES, "sample"))["latents"]
         else:
             pool = run.bank[kind]
         if not 0 <= index < len(pool):
@@ -116,6 +115,19 @@ def resolve(run: Run, spec: str, a: argparse.Namespace) -> Source:
 def check_k(run: Run, k: int) -> None:
     if not 0 <= k < run.hcdm.layers:
         raise UsageError(f"-k {k}: must be in [0, {run.hcdm.layers - 1}] (the number of fixed layers)")
+
+
+def check_writable(path: Path, flag: str) -> None:
+    """Refuse an output path that cannot be written, before any work is done."""
+    if path.is_dir():
+        raise UsageError(f"{flag} {path}: is a folder; name a file, e.g. {path / ('figure' + (path.suffix or '.png'))}")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"{flag} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {path}: cannot write in {parent}")
 
 
 def save(a, image: np.ndarray, **latents) -> None:
@@ -249,10 +261,18 @@ def main(argv: list[str] | None = None) -> int:
     run = Run()
     start = time.time()
     try:
+        check_writable(args.out, "--out")
+        check_writable(args.npz or args.out.with_suffix(".npz"), "--npz")
         COMMANDS[args.command][0](run, args)
     except (UsageError, MissingArtifact, DataError, ValueError) as e:   # ValueError: e.g. a flat prior asked for a prefix
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:   # a write that failed all the same (disk full, read-only file system)
+        print(f"error: {e.filename}: {e.strerror}" if e.filename else f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"interrupted: {args.command} stopped; nothing was written", file=sys.stderr)
+        return 130
     print(f"{args.command}: {time.time() - start:.1f} s")
     return 0
 

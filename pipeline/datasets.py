@@ -8,7 +8,7 @@ modality and its construction arguments.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,7 @@ class PreparedData:
     factor_names: list[str]
     factor_kinds: list[str]
     info: dict
+    extras: dict[str, np.ndarray] = field(default_factory=dict)   # e.g. IM-NET's test_points / test_values
 
     def split(self, name: str) -> np.ndarray:
         return {"train": self.train, "test": self.test}[name]
@@ -43,23 +44,24 @@ def save(path: str | Path, data: PreparedData, modality_args: dict) -> None:
     arrays = {"train": data.train, "test": data.test, "header": np.array(json.dumps(header))}
     if data.train_factors is not None:
         arrays.update(train_factors=data.train_factors, test_factors=data.test_factors)
-    io.save_npz(path, **arrays)
+    io.save_npz(path, **arrays, **data.extras)
+
+
+CORE_ARRAYS = ("train", "test", "header", "train_factors", "test_factors")
 
 
 def load(path: str | Path) -> PreparedData:
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: prepared dataset not found (run `dvc repro prepare`)")
-    with np.load(path) as z:
-        header = json.loads(str(z["header"]))
-        has_factors = "train_factors" in z.files
-        return PreparedData(
-            modality=build(header["modality"], **header["modality_args"]),
-            train=z["train"], test=z["test"],
-            train_factors=z["train_factors"] if has_factors else None,
-            test_factors=z["test_factors"] if has_factors else None,
-            factor_names=header["factor_names"], factor_kinds=header["factor_kinds"], info=header["info"],
-        )
+    z = io.load_npz(path)
+    header = json.loads(str(z["header"]))
+    return PreparedData(
+        modality=build(header["modality"], **header["modality_args"]),
+        train=z["train"], test=z["test"], train_factors=z.get("train_factors"), test_factors=z.get("test_factors"),
+        factor_names=header["factor_names"], factor_kinds=header["factor_kinds"], info=header["info"],
+        extras={k: v for k, v in z.items() if k not in CORE_ARRAYS},
+    )
 
 
 def synthetic(cfg: Config) -> PreparedData:
@@ -77,13 +79,28 @@ def synthetic(cfg: Config) -> PreparedData:
     )
 
 
+def to_rgb(im):
+    """Any PIL image -> RGB, keeping the brightness of high-bit-depth grey images.
+
+    PIL's own convert("RGB") clips 16-bit grey (modes I;16*, I) at 255, which
+    turns a 16-bit PNG pure white; such images are rescaled from 0..65535.
+    """
+    from PIL import Image
+
+    if im.mode.startswith("I;16") or im.mode == "I":
+        grey = np.asarray(im, dtype=np.float64)
+        grey = np.clip(np.round(grey / 257.0), 0, 255).astype(np.uint8)   # 65535 / 257 = 255
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    return im.convert("RGB")
+
+
 def load_image(path: Path, resolution: int) -> np.ndarray:
     """Centre-crop to a square, resize with bicubic + antialias: -> (R, R, 3) uint8."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
+            im = to_rgb(im)
             w, h = im.size
             side = min(w, h)
             left, top = (w - side) // 2, (h - side) // 2
@@ -91,19 +108,35 @@ def load_image(path: Path, resolution: int) -> np.ndarray:
             # PIL's resize widens the bicubic kernel by the downscale factor, i.e. antialiases.
             im = im.resize((resolution, resolution), Image.Resampling.BICUBIC, reducing_gap=None)
             return np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as e:
         raise DataError(f"{path}: cannot read image ({e.__class__.__name__}: {e})") from None
+
+
+# The smallest split every stage can work with: FID, KID and precision/recall
+# compare sets and need two members each (a covariance, an unbiased MMD, a
+# nearest other member); smaller sets are refused by `prepare`, before any
+# training. Stages adapt above it: precision/recall's k is capped at n - 1
+# (the k used is written beside each score) and `analyze` picks its test
+# instances modulo the split's size.
+MIN_SPLIT = 2
 
 
 def split_count(cfg: Config, total: int, where: Path) -> int:
     """How many of `total` sorted instances go to train: dataset.folder.train_count, else the fraction."""
     f = cfg.dataset.folder
     n_train = f.train_count
-    if n_train is None:   # by ratio, keeping at least one instance on each side
-        n_train = min(max(1, round(total * f.train_fraction)), total - 1)
-    if not 1 <= n_train < total:
-        raise DataError(f"{where}: dataset.folder.train_count={n_train} leaves no test instances out of {total}")
+    if n_train is None:   # by ratio, keeping at least MIN_SPLIT instances on each side
+        n_train = min(max(MIN_SPLIT, round(total * f.train_fraction)), total - MIN_SPLIT)
+    check_splits(where, n_train, total - n_train)
     return n_train
+
+
+def check_splits(where, n_train: int, n_test: int) -> None:
+    """One line, before any training, when a split is too small for the stages after it."""
+    if min(n_train, n_test) < MIN_SPLIT:
+        raise DataError(f"{where}: {n_train + n_test} instances split into {n_train} train / {n_test} test; each "
+                        f"split needs at least {MIN_SPLIT} (FID, KID and precision/recall compare sets): add files, "
+                        "or change dataset.folder.train_count / train_fraction")
 
 
 def read_folder(cfg: Config, suffixes: tuple[str, ...], read) -> tuple[np.ndarray, list[str], Path]:
@@ -123,8 +156,9 @@ def read_folder(cfg: Config, suffixes: tuple[str, ...], read) -> tuple[np.ndarra
             if not d.folder.skip_corrupt:
                 raise
             skipped.append(p.name)
-    if len(signals) < 2:
-        raise DataError(f"{root}: found {len(signals)} readable files with suffixes {suffixes}; need at least 2")
+    if len(signals) < 2 * MIN_SPLIT:
+        raise DataError(f"{root}: found {len(signals)} readable files with suffixes {suffixes}; need at least "
+                        f"{2 * MIN_SPLIT} ({MIN_SPLIT} train, {MIN_SPLIT} test)")
     return np.stack(signals), skipped, root
 
 
@@ -149,13 +183,19 @@ def imnet(cfg: Config) -> PreparedData:
     d = cfg.dataset
     files = voxels.imnet_files(Path(d.path))
     splits = {split: voxels.read_imnet(path, d.resolution, d.folder.limit) for split, path in files.items()}
+    # The test split's near-surface sample points, where mNIF measures voxel accuracy and PSNR.
+    points = voxels.read_imnet_points(files["test"], d.folder.limit)
+    extras = {} if points is None else {"test_points": points[0], "test_values": points[1]}
     return PreparedData(
         modality=build("shape", resolution=d.resolution), train=splits["train"], test=splits["test"],
         train_factors=None, test_factors=None, factor_names=[], factor_kinds=[],
         info={"source": "imnet", "path": str(d.path), "files": {k: v.name for k, v in files.items()},
-              "skipped_files": 0},
+              "skipped_files": 0, "test_points": None if points is None else int(points[0].shape[1])},
+        extras=extras,
     )
 
 
 def prepare(cfg: Config) -> PreparedData:
-    return {"synthetic": synthetic, "folder": folder, "imnet": imnet}[cfg.dataset.source](cfg)
+    data = {"synthetic": synthetic, "folder": folder, "imnet": imnet}[cfg.dataset.source](cfg)
+    check_splits(cfg.dataset.path or f"dataset.source {cfg.dataset.source}", len(data.train), len(data.test))
+    return data

@@ -7,3 +7,11 @@ exits with code 2, whichever module raised it.
 
 class DataError(ValueError):
     """Bad input data; the message names the file."""
+
+
+class MissingArtifact(FileNotFoundError):
+    """A stage's input has not been produced yet."""
+
+
+class NonFiniteError(DataError):
+    """NaN or inf in numbers a stage was about to write or has just read; the message names the file and the array."""

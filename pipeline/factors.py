@@ -4,11 +4,15 @@ factor's variation is left once h^1..h^k are fixed) that the paper's fig. 5
 shows only as pictures."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
+
+from . import artifacts, io
 
 
 class FactorPredictor(nn.Module):
@@ -128,3 +132,16 @@ def retained_variance(groups: np.ndarray, free: np.ndarray, kinds: list[str]) ->
         within = np.mean([spread(g[:, i], kind) for g in groups])
         out.append(within / max(spread(free[:, i], kind), 1e-12))
     return np.array(out)
+
+
+def load_factor_predictor(path: Path = artifacts.FACTOR_PREDICTOR):
+    """(predictor, factor names), or the saved {"skipped": reason} when the data has no factors."""
+    state = torch.load(artifacts.require(path, "factor_predictor"), map_location="cpu", weights_only=False)
+    io.check_finite_state(path, state, reading=True)
+    if "skipped" in state:
+        return state
+    n = len(state["kinds"])
+    model = FactorPredictor(state["kinds"], state["classes"], np.zeros(n), np.ones(n),
+                            channels=state.get("channels", 3), dims=state.get("dims", 2))
+    model.load_state_dict(state["state"])
+    return model.eval(), state["names"]

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+PAPER_SAMPLES = 50000      # generated images of Table 1's FID (mNIF's protocol)
 INPUT_SIZE = 299
 RESIZE = "bilinear, align_corners=False, no antialias, to 299x299"
 
@@ -101,14 +102,24 @@ def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a ** 2).sum(1)[:, None] - 2 * a @ b.T + (b ** 2).sum(1)[None]
 
 
+def pr_k_used(k: int, n: int) -> int:
+    """The k a set of n members gets: its k-th other member, or its last one."""
+    return min(k, n - 1)
+
+
 def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
     """Improved precision and recall (Kynkaanniemi et al. 2019) with k-NN balls.
 
     precision: share of fake samples inside some real sample's ball (radius =
-    distance to its k-th nearest real neighbour); recall: the converse.
+    distance to its k-th nearest real neighbour); recall: the converse. A set
+    of n <= k members uses its (n-1)-th neighbour: `pr_k_used` says which k
+    the smaller set got.
     """
+    if min(len(real), len(fake)) < 2:
+        raise ValueError(f"precision/recall need two members per set, got {len(real)} real and {len(fake)} fake")
+
     def coverage(support, queries):
-        radii = _kth_neighbour_radii(support, k)
+        radii = _kth_neighbour_radii(support, pr_k_used(k, len(support)))
         d = np.sqrt(np.maximum(_sq_dists(queries, support), 0))
         return float((d <= radii[None]).any(1).mean())
 

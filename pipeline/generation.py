@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from .hcdm import HCDM
+from . import artifacts, datasets
+from .hcdm import HCDM, load_hcdm
+from .meta import load_loe
 
 
 def control_depths(hcdm: HCDM) -> list[int]:
@@ -30,39 +32,72 @@ def control_latents(hcdm: HCDM, anchors: torch.Tensor, completions: int, generat
     return out
 
 
-def binary_std_table(hcdm: HCDM, samples: int, anchors: int, generator: torch.Generator,
-                     sampler: str, steps: int) -> dict[str, float]:
+def std_tables(hcdm: HCDM, samples: int, anchors: int, generator: torch.Generator, sampler: str, steps: int,
+               data: torch.Tensor | None = None, parts: list[int] | None = None) -> dict[str, dict[str, float]]:
     """Table 2: how much each part still varies once the earlier parts are fixed.
 
-    std_1: mean per-dimension std of h^1 over `samples` draws. std_{l,l+1}:
-    draw `anchors` prefixes h^1..h^l from the chain, then `samples` draws of
-    h^{l+1} for each; the mean over anchors of the mean per-dimension std.
-    All in standardised units (train-set std = 1), so 1 means "varies as
-    much as the data" and 0 means "determined by the condition".
+    A part is one layer's latent h^l, or, with `parts` (layers per part, e.g.
+    [1, 1, 2, 2, 1] for 7 layers in the paper's 5 parts), consecutive layers
+    taken together: std_{p,p+1} then fixes every layer of parts 1..p and
+    measures the spread of all dimensions of part p+1.
+
+    std_1: mean per-dimension std of h^1. std_{l,l+1}: fix `anchors` prefixes
+    h^1..h^l, draw `samples` h^{l+1} for each, and take the mean over anchors
+    of the mean per-dimension std. Two readings:
+      data None  -- the model's own: std_1 over `samples` draws of h^1, the
+                    prefixes drawn from the chain;
+      data (N, L, H) raw train latents -- anchored on data: std_1 over the
+                    data's h^1 and the prefixes taken from `anchors` random
+                    data instances. std_1 then does not depend on the model,
+                    which is what the paper's Table 2 shows (std_1 = 0.7766 for
+                    every binary length).
+    Returns {"standardised": table, "raw": table}: standardised units divide
+    each dimension by its train-set std (so the data's own std_1 is 1 there);
+    raw units are the latents as the LoE reads them.
     """
-    L = hcdm.layers
-    table = {}
-    first = hcdm.standardise(hcdm.sample(samples, generator, stop=1, sampler=sampler, steps=steps))[:, 0]
-    table["std_1"] = float(first.std(0).mean())
-    for l in range(1, L):
-        prefixes = hcdm.sample(anchors, generator, stop=l, sampler=sampler, steps=steps)[:, :l]
+    sizes = parts or [1] * hcdm.layers
+    if sum(sizes) != hcdm.layers or min(sizes) < 1:
+        raise ValueError(f"parts {sizes} must be layer counts >= 1 summing to {hcdm.layers}")
+    ends = torch.cumsum(torch.tensor(sizes), 0).tolist()                  # part p covers layers [ends[p-1], ends[p])
+    raw, std = {}, {}
+
+    def record(key: str, lo: int, hi: int, drawn: torch.Tensor, groups: int) -> None:   # drawn (groups * n, hi-lo, H)
+        for table, x in ((raw, drawn), (std, (drawn - hcdm.mean[lo:hi]) / hcdm.std[lo:hi])):
+            table[key] = float(x.flatten(1).reshape(groups, -1, x[0].numel()).std(1).mean())
+
+    first = data[:, :ends[0]] if data is not None else \
+        hcdm.sample(samples, generator, stop=ends[0], sampler=sampler, steps=steps)[:, :ends[0]]
+    record("std_1", 0, ends[0], first, 1)
+    for p in range(1, len(sizes)):
+        lo, hi = ends[p - 1], ends[p]
+        if data is None:
+            prefixes = hcdm.sample(anchors, generator, stop=lo, sampler=sampler, steps=steps)[:, :lo]
+        else:
+            prefixes = data[torch.randperm(len(data), generator=generator)[:anchors], :lo]
         prefix = prefixes.repeat_interleave(samples, dim=0)
-        drawn = hcdm.standardise(hcdm.sample(anchors * samples, generator, prefix=prefix, stop=l + 1,
-                                             sampler=sampler, steps=steps))[:, l]
-        stds = drawn.reshape(anchors, samples, -1).std(1).mean(1)              # (anchors,)
-        table[f"std_{l}{l + 1}"] = float(stds.mean())
-    return table
+        drawn = hcdm.sample(len(prefixes) * samples, generator, prefix=prefix, stop=hi, sampler=sampler,
+                            steps=steps)[:, lo:hi]
+        record(f"std_{p}{p + 1}", lo, hi, drawn, len(prefixes))
+    return {"standardised": std, "raw": raw}
 
 
-def part_std(hcdm: HCDM, samples: int, generator: torch.Generator, sampler: str, steps: int) -> list[float]:
-    """Mean per-dimension std of each part over free chains, standardised units: (L,).
+def binary_std_table(hcdm: HCDM, samples: int, anchors: int, generator: torch.Generator,
+                     sampler: str, steps: int) -> dict[str, float]:
+    """The model's own std table in standardised units (see `std_tables`)."""
+    return std_tables(hcdm, samples, anchors, generator, sampler, steps)["standardised"]
+
+
+def part_std(hcdm: HCDM, samples: int, generator: torch.Generator, sampler: str, steps: int,
+             parts: list[int] | None = None) -> list[float]:
+    """Mean per-dimension std of each part (a layer, or `parts` layers together) over free chains,
+    standardised units: one value per part.
 
     The yardstick for the std table: std_{l,l+1} / part_std[l] is the share of
     the model's own spread of h^{l+1} that remains once h^1..h^l are fixed,
     which does not mix conditioning up with over- or under-dispersion.
     """
-    z = hcdm.standardise(hcdm.sample(samples, generator, sampler=sampler, steps=steps))
-    return z.std(0).mean(-1).tolist()
+    per_dim = hcdm.standardise(hcdm.sample(samples, generator, sampler=sampler, steps=steps)).std(0)   # (L, H)
+    return [chunk.mean().item() for chunk in per_dim.split(parts or [1] * hcdm.layers)]
 
 
 def sample_latents(hcdm: HCDM, n: int, generator: torch.Generator, sampler: str, steps: int,
@@ -72,3 +107,8 @@ def sample_latents(hcdm: HCDM, n: int, generator: torch.Generator, sampler: str,
     return torch.cat(out)
 
 
+def load_trained(device: torch.device | str = "cpu"):
+    """What the generation stages need: (prepared data, LoE, HCDM), models on `device`."""
+    data = datasets.load(artifacts.require(artifacts.DATASET, "prepare"))
+    loe, _, _ = load_loe()
+    return data, loe.to(device), load_hcdm().to(device)

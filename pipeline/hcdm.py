@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import artifacts, io
 from .config import HCDM as HCDMConfig
 from .training import Checkpointer, DivergenceGuard, StepLog, train_loop, warmup_cosine
 
@@ -292,3 +294,16 @@ class HCDMTrainer:
                    guard=DivergenceGuard("train_hcdm", "hcdm.lr or raise hcdm.warmup_steps"))
         self.model.eval()
         self.ema.eval()
+
+
+def save_hcdm(path: Path, model: HCDM) -> None:
+    io.save_torch(path, {"arch": model.arch, "model": model.state_dict()})
+
+
+def load_hcdm(path: Path = artifacts.HCDM_MODEL) -> HCDM:
+    """The EMA weights of the trained HCDM, ready to sample."""
+    state = torch.load(artifacts.require(path, "train_hcdm"), map_location="cpu", weights_only=False)
+    io.check_finite_state(path, state, reading=True)
+    model = HCDM(**state["arch"])
+    model.load_state_dict(state["model"])
+    return model.eval()

@@ -7,15 +7,37 @@ leaves a half-written artifact that a later stage could read.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from .errors import NonFiniteError
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+
+def remove_stale_temporaries(path: str | Path) -> None:
+    """Remove the temporaries of `path` that a killed writer left behind (`.NAME.*.tmp`, `.NAME.*/`).
+
+    Two writers of one artifact never run at once (DVC locks the repository),
+    so any temporary of `path` that exists when a new write starts is stale.
+    """
+    import shutil
+
+    path = Path(path)
+    if not path.parent.is_dir():
+        return
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*"):
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        elif stale.name.endswith(".tmp"):
+            stale.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -23,6 +45,7 @@ def atomic_path(path: str | Path):
     """Yield a temporary path; on success it is renamed to `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)   # mkstemp makes 0600; artifacts get the usual permissions
@@ -34,12 +57,98 @@ def atomic_path(path: str | Path):
             os.remove(tmp)
 
 
+# --- finiteness: no NaN or inf is ever written as a result, or read as one ---
+
+def _non_finite_json(obj, where: str = "") -> str | None:
+    """The dotted path of the first NaN/inf float in a JSON-able object, or None."""
+    if isinstance(obj, float):
+        return None if math.isfinite(obj) else (where or "<top level>")
+    if isinstance(obj, dict):
+        items = ((f"{where}.{k}" if where else str(k), v) for k, v in obj.items())
+    elif isinstance(obj, (list, tuple)):
+        items = ((f"{where}[{i}]", v) for i, v in enumerate(obj))
+    else:
+        return None
+    for key, value in items:
+        found = _non_finite_json(value, key)
+        if found is not None:
+            return found
+    return None
+
+
+def non_finite_counts(**arrays) -> dict[str, tuple[int, int]]:
+    """name -> (non-finite values, values) for every floating array or tensor holding NaN or inf."""
+    import torch
+
+    bad = {}
+    floats = {k: v for k, v in arrays.items()
+              if (torch.is_tensor(v) and (v.is_floating_point() or v.is_complex()))
+              or (isinstance(v, np.ndarray) and v.dtype.kind in "fc")}
+    tensors = {k: v for k, v in floats.items() if torch.is_tensor(v)}
+    if tensors:   # one device-to-host read for all of them
+        counts = torch.stack([(~torch.isfinite(v.detach())).sum() for v in tensors.values()]).tolist()
+        bad.update({k: (c, v.numel()) for (k, v), c in zip(tensors.items(), counts) if c})
+    for k, v in floats.items():
+        if not torch.is_tensor(v):
+            c = int(v.size - np.isfinite(v).sum())
+            if c:
+                bad[k] = (c, int(v.size))
+    return bad
+
+
+def check_finite(path: str | Path, arrays: dict, reading: bool = False) -> None:
+    """Raise NonFiniteError naming `path` and the first array of `arrays` holding NaN or inf."""
+    bad = non_finite_counts(**arrays)
+    if bad:
+        name, (count, total) = next(iter(bad.items()))
+        then = "refusing to use it; rerun the stage that wrote it" if reading else "nothing was written"
+        raise NonFiniteError(f"{path}: '{name}' holds {count} of {total} values that are NaN or inf; {then}")
+
+
+def _flatten_state(obj, prefix: str = "") -> dict:
+    """Every tensor or array in nested dicts/lists, keyed by its dotted path."""
+    import torch
+
+    if torch.is_tensor(obj) or isinstance(obj, np.ndarray):
+        return {prefix or "<top level>": obj}
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            out.update(_flatten_state(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    if isinstance(obj, (list, tuple)):
+        out = {}
+        for i, v in enumerate(obj):
+            out.update(_flatten_state(v, f"{prefix}[{i}]"))
+        return out
+    return {}
+
+
+def check_finite_state(path: str | Path, state, reading: bool = False) -> None:
+    """check_finite over every tensor of a (nested) state dict."""
+    check_finite(path, _flatten_state(state), reading)
+
+
+def load_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """All arrays of an .npz artifact, refused if any floating one holds NaN or inf."""
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    check_finite(path, arrays, reading=True)
+    return arrays
+
+
 def save_json(path: str | Path, obj) -> None:
+    """A metrics file is always valid JSON: a NaN or inf anywhere in `obj` is refused, naming its key."""
+    where = _non_finite_json(obj)
+    if where is not None:
+        raise NonFiniteError(f"{path}: '{where}' is NaN or inf; nothing was written")
+    text = json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n"
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+        tmp.write_text(text)
 
 
 def save_npz(path: str | Path, **arrays) -> None:
+    check_finite(path, arrays)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:   # a file object keeps numpy from appending ".npz"
             np.savez(f, **arrays)
@@ -48,6 +157,7 @@ def save_npz(path: str | Path, **arrays) -> None:
 def save_torch(path: str | Path, obj) -> None:
     import torch
 
+    check_finite_state(path, obj)
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 
@@ -70,6 +180,7 @@ def save_directory(path: str | Path, files: dict[str, bytes]) -> None:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     try:
         for name, data in files.items():
@@ -85,6 +196,11 @@ def save_directory(path: str | Path, files: dict[str, bytes]) -> None:
 
 
 def discard(*paths: str | Path) -> None:
-    """Remove outputs a stage is about to replace, so a run that fails leaves none of an older run behind."""
-    for path in paths:
-        Path(path).unlink(missing_ok=True)
+    """Remove outputs (files or folders) a stage is about to replace, so a run that fails leaves none of an older run behind."""
+    import shutil
+
+    for path in map(Path, paths):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)

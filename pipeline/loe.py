@@ -95,14 +95,18 @@ class LayersOfExperts(nn.Module):
                points_per_batch: int = 2 ** 20) -> torch.Tensor:
         """Decode many latents without gradients, in batches, on the model's device: (N, L, H) -> (N, P, d_out) on the CPU.
 
+        coords: (P, d_in) shared by all, or (N, P, d_in) one set per instance.
         A batch holds at most `batch_size` instances and `points_per_batch` points in
         all (a 32^3 grid is 32768 points per instance: 256 of them would need GBs).
         """
         device = self.weights[0].device
-        coords = coords.to(device)
         batch_size = max(1, min(batch_size, points_per_batch // coords.shape[-2]))
+        own = coords.dim() == 3
+        coords = coords if own else coords.to(device)
         with torch.no_grad():
-            return torch.cat([self(coords, z.to(device)).cpu() for z in latents.split(batch_size)])
+            return torch.cat([self(coords[i:i + batch_size].to(device) if own else coords,
+                                   latents[i:i + batch_size].to(device)).cpu()
+                              for i in range(0, len(latents), batch_size)])
 
     def hyperparameters(self) -> dict:
         return dict(d_in=self.d_in, d_out=self.d_out, layers=self.layers, experts=self.experts,

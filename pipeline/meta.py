@@ -13,6 +13,7 @@ Functa's per-example inner loop does not).
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from . import artifacts, io
 from .config import FitLoE
 from .loe import LayersOfExperts
 from .modality import Modality
@@ -157,3 +159,21 @@ class MetaLearner:
             train_loop(step, {"model": self.model, "meta_sgd": self.meta_sgd}, params, optimizer, scheduler,
                        c.steps, c.grad_clip, c.log_every, checkpointer, log, generator, "fit_loe", progress=progress,
                        guard=DivergenceGuard("fit_loe", KNOBS, quality="psnr"))
+
+
+def save_loe(path: Path, model: LayersOfExperts, meta_sgd: MetaSGD, inner_steps: int, inner_lr: float) -> None:
+    io.save_torch(path, {"hyperparameters": model.hyperparameters(), "model": model.state_dict(),
+                         "meta_sgd": meta_sgd.state_dict(), "inner_steps": inner_steps, "inner_lr": inner_lr})
+
+
+def load_loe(path: Path = artifacts.LOE) -> tuple[LayersOfExperts, MetaSGD, dict]:
+    """The trained LoE, its Meta-SGD rates and the inner-loop settings it was trained with."""
+    state = torch.load(artifacts.require(path, "fit_loe"), map_location="cpu", weights_only=False)
+    io.check_finite_state(path, state, reading=True)
+    hp = state["hyperparameters"]
+    model = LayersOfExperts(**hp)
+    model.load_state_dict(state["model"])
+    meta_sgd = MetaSGD(hp["layers"], hp["latent_dim"], 0.0, 0.0)
+    meta_sgd.load_state_dict(state["meta_sgd"])
+    model.eval()
+    return model, meta_sgd, {"inner_steps": state["inner_steps"], "inner_lr": state["inner_lr"]}

@@ -191,8 +191,15 @@ class ShapeModality(Modality):
         return rendering.shade(self.occupancy(values, scale), 2 * self._side(scale))
 
     def reconstruction_metrics(self, values, targets):
-        """accuracy and iou on the full grid; accuracy_near_surface on the voxels within one
-        voxel of the true surface (where the full-grid accuracy hides the errors)."""
+        """accuracy, iou and psnr on the full grid; accuracy_near_surface on the voxels within one
+        voxel of the true surface (where the full-grid accuracy hides the errors).
+
+        psnr is mNIF's shape PSNR (Table 1's 22.3): the decoded values and the
+        {-1, +1} occupancy mapped to [0, 1], per-instance PSNR, averaged. Our
+        output layer is linear, so values are clamped to [-1, 1] first (mNIF's
+        ends in a sine, which bounds them the same way).
+        """
+        psnr = metrics.psnr(values[..., 0].clamp(-1, 1) * 0.5 + 0.5, targets[..., 0] * 0.5 + 0.5)
         pred, true = values[..., 0] >= 0, targets[..., 0] >= 0                    # (B, R^3)
         correct = pred == true
         union = (pred | true).sum(1)
@@ -200,7 +207,19 @@ class ShapeModality(Modality):
         band = voxels.near_surface(true.reshape(-1, *(self.resolution,) * 3)).flatten(1)
         near = (correct & band).sum(1) / band.sum(1).clamp_min(1)
         return {"accuracy": correct.float().mean(1).numpy(), "iou": iou.float().numpy(),
-                "accuracy_near_surface": near.float().numpy()}
+                "accuracy_near_surface": near.float().numpy(), "psnr": psnr.float().numpy()}
+
+    @staticmethod
+    def point_metrics(values: torch.Tensor, occupied: torch.Tensor) -> dict[str, np.ndarray]:
+        """mNIF's Table-1 figures on sample points: values (B, P) decoded there, occupied (B, P) {0, 1}.
+
+        accuracy: (value >= 0) == occupied; psnr: values clamped to [-1, 1] and
+        mapped to [0, 1] against the occupancy, per-instance PSNR.
+        """
+        true = occupied.float()
+        psnr = metrics.psnr(values.clamp(-1, 1) * 0.5 + 0.5, true)
+        accuracy = ((values >= 0).float() == true).float().mean(1)
+        return {"accuracy_points": accuracy.numpy(), "psnr_points": psnr.float().numpy()}
 
     def predictor_input(self, values):
         return self.occupancy(values)[:, None]

@@ -4,6 +4,13 @@ Chamfer distance (the reference protocol's form): the mean squared distance
 from each point of A to its nearest point of B, plus the same from B to A.
 Coverage and MMD (Achlioptas et al. 2018) and 1-NNA (Yang et al. 2019,
 PointFlow) are computed from the matrix of pairwise Chamfer distances.
+
+Units are the protocol's: mNIF (after IM-NET) puts the marching-cubes
+vertices of a 64^3 grid at (v - 0.5) / 64 - 0.5, a unit cube, while our grids
+span [-1, 1]^3. `point_clouds` halves our points, so a Chamfer distance (and
+the MMD made of them) reads in squared unit-cube units, 1/4 of what the same
+shapes give in [-1, 1]^3. COV and 1-NNA compare distances only and do not
+change.
 """
 from __future__ import annotations
 
@@ -79,8 +86,12 @@ def generation_scores(generated: np.ndarray, reference: np.ndarray, progress: bo
             "one_nna": round(one_nna(d[:g, :g], d[:g, g:], d[g:, g:]), 4)}
 
 
+UNIT_CUBE = 0.5     # [-1, 1]^3 -> the protocol's unit cube [-0.5, 0.5]^3
+UNITS = "squared distances in the unit cube (mNIF/IM-NET: vertices (v - 0.5)/64 - 0.5); our [-1, 1]^3 grid halved"
+
+
 def point_clouds(occupancy: np.ndarray, count: int, seed: int) -> tuple[np.ndarray, int]:
-    """(N, R, R, R) occupancy -> ((N, count, 3) surface points, number of shapes without a surface).
+    """(N, R, R, R) occupancy -> ((N, count, 3) surface points in the unit cube, shapes without a surface).
 
     A shape without a surface (empty or full grid) gets `count` copies of the
     origin: it stays in the sets, and the metrics count it as a bad shape.
@@ -94,5 +105,5 @@ def point_clouds(occupancy: np.ndarray, count: int, seed: int) -> tuple[np.ndarr
         if pts is None:
             empty += 1
             pts = np.zeros((count, 3), np.float32)
-        clouds.append(pts)
+        clouds.append(pts * UNIT_CUBE)
     return np.stack(clouds), empty

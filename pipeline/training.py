@@ -79,17 +79,40 @@ class StepLog:
         io.save_text(self.path, buf.getvalue())
 
 
+# Settings that change when and how often a run reports, not what it computes:
+# they stay out of a checkpoint's fingerprint, so changing them keeps an
+# interrupted run's progress.
+SCHEDULE_ONLY = ("checkpoint_every", "log_every")
+
+
+def run_settings(section) -> dict:
+    """A params section as it enters a fingerprint: without the SCHEDULE_ONLY keys."""
+    import dataclasses
+
+    return {k: v for k, v in dataclasses.asdict(section).items() if k not in SCHEDULE_ONLY}
+
+
 class Checkpointer:
     def __init__(self, path: str | Path, fingerprint: str, every: int):
         self.path = Path(path)
         self.fingerprint = fingerprint
         self.every = every
+        io.remove_stale_temporaries(self.path)   # a kill during a save leaves `.checkpoint.pt.*.tmp` behind
 
     def load(self) -> dict | None:
-        """The saved state of this very run, or None (no file, or another run's)."""
+        """The saved state of this very run, or None (no file, another run's, or an unreadable one)."""
         if not self.path.exists():
             return None
-        state = torch.load(self.path, map_location="cpu", weights_only=False)
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=False)
+            if not isinstance(state, dict) or not {"step", "modules", "optimizer", "fingerprint"} <= set(state):
+                raise ValueError("not a checkpoint of this pipeline")
+        except Exception as e:   # truncated zip, garbage, a foreign pickle: torch raises many kinds
+            aside = self.path.with_name(self.path.name + ".corrupt")
+            self.path.replace(aside)
+            print(f"[checkpoint] {self.path} is unreadable ({e.__class__.__name__}: {str(e)[:120]}); "
+                  f"moved it to {aside} and starting afresh")
+            return None
         if state.get("fingerprint") != self.fingerprint:
             print(f"[checkpoint] {self.path} belongs to other params or data: starting afresh")
             return None
@@ -155,7 +178,7 @@ class DivergenceGuard:
 
     def _stop(self, step: int, what: str) -> None:
         kept = (f"the last good checkpoint ({self.last_good[1]}, step {self.last_good[0]}) is kept"
-                if self.last_good else "no checkpoint was written")
+                if self.last_good else "this run wrote no checkpoint")
         raise TrainingDiverged(f"{self.stage} diverged at step {step}: {what}; no model was written and {kept}; "
                                f"turn down {self.knobs}")
 

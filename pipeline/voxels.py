@@ -24,6 +24,11 @@ from .rendering import voxel_centres
 
 MESH_SUFFIXES = (".obj", ".off", ".ply", ".stl")
 VOXEL_SUFFIXES = (".binvox", ".txt")
+# The largest grid side a voxel file may declare. Real releases are 32-256
+# (binvox 32^3 / 128^3, IM-NET 64^3 to 256^3, 3D-RecGAN 64^3); a file claiming
+# more is refused before anything is allocated (a bool 512^3 grid is 128 MiB,
+# an index of 3000 would have asked for 25 GiB).
+MAX_FILE_SIDE = 512
 
 
 class VoxelError(DataError):
@@ -77,10 +82,33 @@ def read_binvox(path: Path, side: int) -> np.ndarray:
 
     try:
         with open(path, "rb") as f:
+            dims = binvox_dims(path, f)
+            if max(dims) > MAX_FILE_SIDE:
+                raise VoxelError(f"{path}: binvox dims {dims} exceed the largest supported side {MAX_FILE_SIDE}")
+            f.seek(0)
             grid = trimesh.exchange.binvox.load_binvox(f).matrix
+    except VoxelError:
+        raise
     except Exception as e:   # trimesh raises plain ValueError/IndexError on bad headers and data
         raise VoxelError(f"{path}: cannot read binvox ({e.__class__.__name__}: {e})") from None
     return resample(centre_in_cube(np.asarray(grid, dtype=bool)), side)
+
+
+def binvox_dims(path: Path, f) -> list[int]:
+    """The `dim a b c` of a binvox header, read before any voxel is allocated."""
+    for _ in range(8):   # `#binvox 1`, then dim/translate/scale in any order, then `data`
+        line = f.readline(256).strip()
+        if line.startswith(b"dim"):
+            try:
+                dims = [int(v) for v in line.split()[1:]]
+            except ValueError:
+                dims = []
+            if len(dims) != 3 or min(dims) < 1:
+                raise VoxelError(f"{path}: bad binvox header line {line[:60]!r}")
+            return dims
+        if line == b"data" or not line:
+            break
+    raise VoxelError(f"{path}: not a binvox file (no `dim` line in its header)")
 
 
 _DIMS = re.compile(r"_(\d+)_(\d+)_(\d+)$")
@@ -95,7 +123,7 @@ def read_index_text(path: Path, side: int) -> np.ndarray:
     """
     try:
         idx = np.loadtxt(path, dtype=np.int64, ndmin=2)
-    except ValueError as e:
+    except (ValueError, OSError) as e:
         raise VoxelError(f"{path}: not an occupied-index text grid ({e})") from None
     if idx.size == 0:
         raise VoxelError(f"{path}: no occupied voxels")
@@ -103,6 +131,9 @@ def read_index_text(path: Path, side: int) -> np.ndarray:
         raise VoxelError(f"{path}: expected lines of three non-negative integers `i j k`")
     m = _DIMS.search(path.stem)
     dims = np.array([int(g) for g in m.groups()]) if m else idx.max(0) + 1
+    if dims.max() > MAX_FILE_SIDE or dims.min() < 1:
+        where = "in its name" if m else "from its largest index"
+        raise VoxelError(f"{path}: grid dims {dims.tolist()} {where} are outside [1, {MAX_FILE_SIDE}]")
     if (idx.max(0) >= dims).any():
         raise VoxelError(f"{path}: index {idx.max(0).tolist()} outside the grid dims {dims.tolist()} in its name")
     grid = np.zeros(dims, dtype=bool)
@@ -136,14 +167,24 @@ def read_mesh(path: Path, side: int) -> np.ndarray:
 
 
 def read_file(path: Path, side: int) -> np.ndarray:
+    """Any supported shape file -> (side,)*3 grid; a shape with no occupied voxel at `side` is refused."""
     suffix = path.suffix.lower()
     if suffix == ".binvox":
-        return read_binvox(path, side)
-    if suffix == ".txt":
-        return read_index_text(path, side)
-    if suffix in MESH_SUFFIXES:
-        return read_mesh(path, side)
-    raise VoxelError(f"{path}: unknown shape format (known: {', '.join(VOXEL_SUFFIXES + MESH_SUFFIXES)})")
+        grid = read_binvox(path, side)
+    elif suffix == ".txt":
+        grid = read_index_text(path, side)
+    elif suffix in MESH_SUFFIXES:
+        grid = read_mesh(path, side)
+    else:
+        raise VoxelError(f"{path}: unknown shape format (known: {', '.join(VOXEL_SUFFIXES + MESH_SUFFIXES)})")
+    check_occupied(path, grid, side)
+    return grid
+
+
+def check_occupied(path, grid: np.ndarray, side: int) -> None:
+    if not grid.any():
+        raise VoxelError(f"{path}: no occupied voxel at {side}^3 (an empty, flat or degenerate shape, or one too "
+                         "thin for this resolution)")
 
 
 def imnet_files(root: Path) -> dict[str, Path]:
@@ -157,6 +198,36 @@ def imnet_files(root: Path) -> dict[str, Path]:
             raise VoxelError(f"{root}: expected one *{split}*.hdf5 file, found {[m.name for m in matches]}")
         found[split] = matches[0]
     return found
+
+
+def imnet_point_coordinates(points: np.ndarray) -> np.ndarray:
+    """IM-NET's integer sample points (0..255 on a 256 grid) -> coordinates, mapped as mNIF does: (p + 1)/128 - 1.
+
+    On a 64^3 grid, p = 4i + 1 lands exactly on our voxel centre -1 + (2i + 1)/64.
+    """
+    return (points.astype(np.float32) + 1) / 128 - 1
+
+
+def read_imnet_points(path: Path, limit: int | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """IM-NET's near-surface samples of each shape, `points_64` (N, P, 3) uint8 and `values_64`
+    (N, P) {0, 1}, the points mNIF measures voxel accuracy and PSNR on; None when the file has none."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        if "points_64" not in f or "values_64" not in f:
+            return None
+        n = len(f["points_64"]) if limit is None else min(limit, len(f["points_64"]))
+        points, values = np.asarray(f["points_64"][:n]), np.asarray(f["values_64"][:n])
+    values = values.reshape(len(values), -1)
+    if points.ndim != 3 or points.shape[2] != 3 or values.shape != points.shape[:2]:
+        raise VoxelError(f"{path}: 'points_64' must be (N, P, 3) and 'values_64' (N, P[, 1]), "
+                         f"got {points.shape} and {values.shape}")
+    if points.dtype.kind in "fc" or values.dtype.kind in "fc":
+        if not (np.isfinite(points).all() and np.isfinite(values).all()):
+            raise VoxelError(f"{path}: 'points_64' or 'values_64' holds NaN or inf")
+    if points.min(initial=0) < 0 or points.max(initial=0) > 255 or not np.isin(values, (0, 1)).all():
+        raise VoxelError(f"{path}: 'points_64' must hold integers 0..255 and 'values_64' only 0 and 1")
+    return points.astype(np.uint8), values.astype(np.uint8)
 
 
 def read_imnet(path: Path, side: int, limit: int | None = None, chunk: int = 256) -> np.ndarray:
@@ -177,8 +248,16 @@ def read_imnet(path: Path, side: int, limit: int | None = None, chunk: int = 256
         n = len(voxels) if limit is None else min(limit, len(voxels))
         out = []
         for start in range(0, n, chunk):
-            block = np.asarray(voxels[start:min(n, start + chunk)]).reshape(-1, *voxels.shape[1:4]) > 0
-            out.append(pack(np.stack([resample(g, side) for g in block])))
+            block = np.asarray(voxels[start:min(n, start + chunk)]).reshape(-1, *voxels.shape[1:4])
+            if block.dtype.kind in "fc" and not np.isfinite(block).all():
+                first = start + int(np.argwhere(~np.isfinite(block).reshape(len(block), -1).all(1))[0, 0])
+                raise VoxelError(f"{path}: 'voxels' holds NaN or inf (first in shape {first}); occupancy must be 0/1")
+            grids = np.stack([resample(g, side) for g in block > 0])
+            empty = np.flatnonzero(~grids.reshape(len(grids), -1).any(1))
+            if len(empty):
+                raise VoxelError(f"{path}: shape {start + empty[0]} of 'voxels' has no occupied voxel at {side}^3 "
+                                 f"({len(empty)} such in shapes {start}..{start + len(block) - 1})")
+            out.append(pack(grids))
     if not out:
         raise VoxelError(f"{path}: 'voxels' is empty")
     return np.concatenate(out)

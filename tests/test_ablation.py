@@ -28,3 +28,15 @@ def test_rows_and_tables_from_dvc_exp_show_json():
     md = markdown(rows)
     assert "| bl8r | 8 | 1 | 0.95 | 1.1 | 0.7 |" in md
     assert "| flat | flat | 12 | 30 | 0.01 | 0.5 | 0.4 | 3 |" in md
+
+
+def test_table_2_columns_in_both_readings_and_units():
+    rec = record("e9", "bl15", 15, "hierarchical", 20.0, {"std_1": 1.1, "std_12": 0.5}, {"std_1": 1.0, "std_12": 0.4})
+    gen = rec["data"]["metrics"]["metrics/generation.json"]["data"]
+    gen["std_table_raw"] = {"std_1": 0.8, "std_12": 0.3}
+    gen["std_table_data_anchored"] = {"raw": {"std_1": 0.78, "std_12": 0.31}, "standardised": {"std_1": 1.0}}
+    (row,) = rows_from_exp_show([rec])
+    assert row["raw_std_1"] == 0.8 and row["data_std_1"] == 0.78 and "data_std_12" in row
+    header = markdown([row]).splitlines()[2]
+    assert header == ("| experiment | binary_len | std_1 | std_12 | raw_std_1 | raw_std_12 | data_std_1 | data_std_12 "
+                      "| rel_std_1 | rel_std_12 |")

@@ -82,6 +82,7 @@ def test_paper_preset_is_the_paper_configuration():
     assert (cfg.loe.layers, cfg.loe.experts, cfg.loe.width, cfg.loe.latent_dim) == (7, 384, 128, 128)
     assert cfg.dataset.resolution == 64 and cfg.fit_loe.lr == 1e-4 and cfg.fit_loe.inner_steps == 3
     assert cfg.fit_loe.steps * cfg.fit_loe.batch_size == 800 * 27000       # 800 epochs
+    assert cfg.evaluate.fid_samples == 50000                                # Table 1: FID@50k
 
 
 def test_fid_samples_may_exceed_memorisation_samples():
@@ -124,3 +125,12 @@ def test_cuda_asked_for_on_a_cpu_machine_is_one_line(tmp_path):
                        text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert r.returncode == 2
     assert r.stderr.strip() == "error: device: 'cuda' asked for, but torch sees no CUDA device (use auto or cpu)"
+
+
+def test_std_table_parts_must_cover_the_layers():
+    cfg = config.from_dict({"loe": {"layers": 7}, "evaluate": {"std_table": {"parts": [1, 1, 2, 2, 1]}}})
+    assert cfg.evaluate.std_table.parts == [1, 1, 2, 2, 1]
+    for parts, why in (([1, 1, 2], "summing to loe.layers = 7"), ([0, 7], "each >= 1"), ("1,2", "must be a list"),
+                       ([1.5, 5.5], "must be an integer")):
+        with pytest.raises(ConfigError, match=r"^evaluate\.std_table\.parts(\[0\])?: .*" + why):
+            config.from_dict({"loe": {"layers": 7}, "evaluate": {"std_table": {"parts": parts}}})

@@ -10,7 +10,7 @@ import yaml
 from PIL import Image
 
 from conftest import ROOT, micro_params
-from pipeline import analysis, control, metrics
+from pipeline import analysis, control, meta, metrics
 
 STAGES = ("prepare", "fit_loe", "export_latents", "train_hcdm", "sample")
 
@@ -113,7 +113,7 @@ def test_render_is_continuous_across_resolutions(in_run):
     """A 2x render, area-downsampled, stays close to the 1x render (measured: > 25 dB here)."""
     from pipeline import artifacts, datasets
 
-    loe, _, _ = artifacts.load_loe()
+    loe, _, _ = meta.load_loe()
     m = datasets.load("data/prepared/dataset.npz").modality
     latents = torch.from_numpy(artifacts.load_latents()["test"][:4])
     one = m.as_images(loe.render(m.coordinates(1), latents))

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from pipeline import config
-from pipeline.generation import binary_std_table, control_latents, part_std
+from pipeline.generation import binary_std_table, control_latents, part_std, std_tables
 from pipeline.hcdm import HCDM, HCDMTrainer
 from pipeline.training import Checkpointer, StepLog
 
@@ -132,3 +132,42 @@ def test_std_table_on_a_known_conditional(conditional_model, unconditional_model
     assert 0.8 < cond["std_1"] < 1.2 and 0.8 < uncond["std_1"] < 1.2
     assert uncond["std_12"] > 0.85
     assert cond["std_12"] < 0.6 * uncond["std_12"]
+
+
+def test_std_table_anchored_on_data_has_the_datas_std_1_in_both_units(conditional_model, unconditional_model):
+    # The paper's Table 2 reading: std_1 from the data itself (so equal for every binary length), the
+    # prefixes h^1 of random data instances; raw units next to standardised ones.
+    data = two_layer_data(2000, torch.Generator().manual_seed(0))          # the models' training data
+    tables = {}
+    for name, model in (("cond", conditional_model), ("uncond", unconditional_model)):
+        tables[name] = std_tables(model, samples=200, anchors=4, generator=torch.Generator().manual_seed(3),
+                                  sampler="ddim", steps=50, data=data)
+    expected_raw = data[:, 0].std(0).mean().item()                          # (~2.0 + 0.1) / 2
+    for t in tables.values():
+        assert t["raw"]["std_1"] == pytest.approx(expected_raw, rel=1e-6)
+        assert t["standardised"]["std_1"] == pytest.approx(1.0, abs=1e-5)   # train-set std = 1 by definition
+    assert tables["cond"]["raw"]["std_1"] == tables["uncond"]["raw"]["std_1"]
+    # h^2 = +-(1.5, -1.5) + 0.1 noise: raw std 1.5 if h^1 carries nothing, 0.1 if the mode follows h^1
+    # exactly; this small model gets most of the way (as in the model's own reading above).
+    assert 1.2 < tables["uncond"]["raw"]["std_12"] < 2.0
+    assert tables["cond"]["raw"]["std_12"] < 0.65 * tables["uncond"]["raw"]["std_12"]
+    own = std_tables(conditional_model, samples=200, anchors=4, generator=torch.Generator().manual_seed(3),
+                     sampler="ddim", steps=50)
+    assert own["standardised"] == binary_std_table(conditional_model, 200, 4, torch.Generator().manual_seed(3),
+                                                   "ddim", 50)
+    assert own["raw"]["std_1"] != pytest.approx(expected_raw, rel=1e-6)     # the model's own reading samples it
+
+
+def test_std_table_parts_group_layers(conditional_model):
+    """Grouping both layers into one part: std_1 is then the spread of all of h^1, h^2 together."""
+    data = two_layer_data(2000, torch.Generator().manual_seed(0))
+    one = std_tables(conditional_model, samples=50, anchors=2, generator=torch.Generator().manual_seed(0),
+                     sampler="ddim", steps=10, data=data, parts=[2])
+    assert list(one["raw"]) == ["std_1"]
+    assert one["raw"]["std_1"] == pytest.approx(data.flatten(1).std(0).mean().item(), rel=1e-6)
+    per_layer = std_tables(conditional_model, samples=50, anchors=2, generator=torch.Generator().manual_seed(0),
+                           sampler="ddim", steps=10, data=data, parts=[1, 1])
+    assert list(per_layer["raw"]) == ["std_1", "std_12"]
+    assert len(part_std(conditional_model, 50, torch.Generator().manual_seed(0), "ddim", 10, parts=[2])) == 1
+    with pytest.raises(ValueError, match="summing to 2"):
+        std_tables(conditional_model, 5, 2, torch.Generator(), "ddim", 5, parts=[1, 2])

@@ -41,6 +41,10 @@ def test_dvc_repro_then_binary_len_experiment(tmp_path):
     assert set(gen["std_table_relative"]) == set(gen["std_table"]) and len(gen["free_part_std"]) == 3
     assert 0 < gen["memorisation_distance"] < gen["memorisation"]["max_possible"]
     assert gen["fid"] > 0 and gen["fid_protocol"]["generated"] == 8 and 0 <= gen["precision"] <= 1
+    assert gen["fid_protocol"]["name"] == "FID@8" and gen["fid_protocol"]["paper_protocol"] is False
+    anchored = gen["std_table_data_anchored"]
+    assert anchored["standardised"]["std_1"] == pytest.approx(1.0, abs=1e-3)   # the data's own, standardised
+    assert set(gen["std_table_raw"]) == set(anchored["raw"]) == set(gen["std_table"])
     hierarchy = json.loads((work / "metrics/hierarchy.json").read_text())["retained_variance"]
     assert list(hierarchy) == ["k=0", "k=1", "k=2"] and len(hierarchy["k=1"]) == 9
     svcca = json.loads((work / "metrics/svcca.json").read_text())
@@ -86,10 +90,11 @@ def test_dvc_repro_on_shapes(tmp_path):
     assert prep["modality"] == "shape" and prep["stored_bytes_per_instance"] == 16 ** 3 // 8
     rec = json.loads((work / "metrics/reconstruction.json").read_text())
     assert rec["test"]["instances"] == 6 and 0.5 < rec["test"]["accuracy"] <= 1
-    assert {"iou", "accuracy_near_surface"} <= set(rec["test"])
+    assert {"iou", "accuracy_near_surface", "psnr"} <= set(rec["test"]) and rec["test"]["psnr"] > 3
     gen = json.loads((work / "metrics/generation.json").read_text())
     assert 0 < gen["coverage"] <= 1 and gen["mmd"] > 0 and 0 <= gen["one_nna"] <= 1
     assert gen["shape_protocol"]["points_per_shape"] == 256 and gen["shape_protocol"]["generated"] == 6
+    assert "unit cube" in gen["shape_protocol"]["units"]
     assert set(gen["shape_references"]) == {"train_split_real", "test_split_reconstructed"}
     hierarchy = json.loads((work / "metrics/hierarchy.json").read_text())["retained_variance"]
     assert list(hierarchy) == ["k=0", "k=1", "k=2"] and "category" in hierarchy["k=1"]

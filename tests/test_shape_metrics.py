@@ -62,7 +62,24 @@ def test_point_clouds_mark_shapes_without_surface():
     occ[0, 4:12, 4:12, 4:12] = 1
     clouds, empty = shape_metrics.point_clouds(occ, 128, seed=0)
     assert clouds.shape == (2, 128, 3) and empty == 1 and (clouds[1] == 0).all()
-    assert np.abs(clouds[0]).max() == pytest.approx(0.5 - 1 / 16, abs=0.07)   # the cube's faces
+    # The box spans voxels 4..11 of 16: faces at +-0.5 in our [-1, 1]^3, +-0.25 in the protocol's unit cube.
+    assert np.abs(clouds[0]).max(0) == pytest.approx([0.25, 0.25, 0.25], abs=1e-5)
+
+
+def test_chamfer_reads_in_unit_cube_units_a_quarter_of_ours():
+    """mNIF's MMD is in squared unit-cube units; ours were in [-1, 1]^3 and read 4x larger."""
+    from pipeline.rendering import surface_points
+
+    occ = np.zeros((2, 16, 16, 16), np.float32)
+    occ[0, 4:12, 4:12, 4:12] = 1
+    occ[1, 6:14, 4:12, 4:12] = 1                                    # the same box two voxels (0.25) along x
+    clouds, _ = shape_metrics.point_clouds(occ, 512, seed=3)
+    rng = np.random.default_rng(3)
+    world = [surface_points(o, 512, rng) for o in occ]              # the same draws, in [-1, 1]^3
+    unit = shape_metrics.chamfer(clouds[0], clouds[1])
+    assert unit == pytest.approx(shape_metrics.chamfer(*world) / 4, rel=1e-6)
+    assert np.allclose(clouds[1].mean(0) - clouds[0].mean(0), [0.125, 0, 0], atol=0.03)   # 1/8 of the unit cube
+    assert shape_metrics.UNIT_CUBE == 0.5
 
 
 def test_loe_overfits_one_shape():
@@ -83,3 +100,16 @@ def test_loe_overfits_one_shape():
         opt.step()
     scores = m.reconstruction_metrics(model(coords, h).detach(), targets)
     assert scores["accuracy"][0] > 0.99 and scores["iou"][0] > 0.95
+
+
+def test_shape_psnr_is_mnifs_on_hand_made_values():
+    m = ShapeModality(2)                                               # 8 voxels
+    targets = torch.tensor([1.0, 1, 1, 1, -1, -1, -1, -1]).reshape(1, 8, 1)
+    zeros = m.reconstruction_metrics(torch.zeros(1, 8, 1), targets)
+    # all values 0 -> 0.5 in [0, 1] against {0, 1}: MSE 0.25, PSNR 10 log10(4)
+    assert zeros["psnr"][0] == pytest.approx(10 * np.log10(4), abs=1e-5)
+    # beyond [-1, 1] is clamped (mNIF's sine output cannot leave it): +-3 reads as perfect on those voxels
+    values = torch.tensor([3.0, 3, 1, 1, -3, -1, -1, 0]).reshape(1, 8, 1)   # one voxel off by 0.5 in [0, 1]
+    scores = m.reconstruction_metrics(values, targets)
+    assert scores["psnr"][0] == pytest.approx(-10 * np.log10(0.25 / 8), abs=1e-4)
+    assert scores["accuracy"][0] == pytest.approx(7 / 8)              # 0 counts as occupied (value >= 0)

@@ -9,6 +9,7 @@ from conftest import REALDATA
 from pipeline import config, datasets, rendering, synthetic_shapes, voxels
 from pipeline.datasets import DataError
 from pipeline.modality import ShapeModality
+from pipeline.rendering import voxel_centres
 
 BINVOX = REALDATA / "binvox"
 RECGAN = REALDATA / "voxels_3drecgan"
@@ -89,9 +90,12 @@ def test_3drecgan_index_grids_read_with_their_occupancy():
 
 
 @needs_realdata
-@pytest.mark.parametrize("folder, count", [(BINVOX, 2), (RECGAN, 32)])
-def test_folder_of_real_voxel_files(folder, count):
-    cfg = config.from_dict({"dataset": {"modality": "shape", "source": "folder", "path": str(folder),
+@pytest.mark.parametrize("folder, copies, count", [(BINVOX, 2, 4), (RECGAN, 1, 32)])
+def test_folder_of_real_voxel_files(folder, copies, count, tmp_path):
+    for f in folder.iterdir():   # the binvox sample holds 2 files; a split needs 2 instances each side
+        for c in range(copies):
+            (tmp_path / f"{c}_{f.name}").write_bytes(f.read_bytes())
+    cfg = config.from_dict({"dataset": {"modality": "shape", "source": "folder", "path": str(tmp_path),
                                         "resolution": 32, "folder": {"train_fraction": 0.5}}})
     data = datasets.prepare(cfg)
     assert len(data.train) + len(data.test) == count and data.train.shape[1] == 32 ** 3 // 8
@@ -109,7 +113,7 @@ def write_meshes(folder):
 def test_folder_of_meshes_is_voxelised_solid(tmp_path):
     write_meshes(tmp_path)
     cfg = config.from_dict({"dataset": {"modality": "shape", "source": "folder", "path": str(tmp_path),
-                                        "resolution": 24, "folder": {"train_count": 3}}})
+                                        "resolution": 24, "folder": {"train_count": 2}}})
     data = datasets.prepare(cfg)
     grids = voxels.unpack(np.concatenate([data.train, data.test]), 24)
     fill = grids.reshape(4, -1).mean(1)
@@ -233,3 +237,75 @@ def test_modality_renders_and_writes_meshes():
     assert m.to_pictures(values).shape == (1, 32, 32, 3)
     ply = m.instance_file(values[0])
     assert ply.startswith(b"ply") and trimesh.load(trimesh.util.wrap_as_stream(ply), file_type="ply").is_watertight
+
+
+def test_imnet_test_points_are_read_mapped_as_mnif_and_scored(tmp_path):
+    grids = write_imnet(tmp_path)                                      # (8, 64, 64, 64): 5 train, 3 test
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, 64, (3, 100, 3))                             # voxels of each test shape
+    points = (4 * idx + 1).astype(np.uint8)                            # where IM-NET's 256 grid meets our centres
+    values = np.stack([grids[5 + s][tuple(idx[s].T)] for s in range(3)]).astype(np.uint8)
+    with h5py.File(tmp_path / "all_vox256_img_test.hdf5", "a") as f:
+        del f["points_64"], f["values_64"]
+        f.create_dataset("points_64", data=points)
+        f.create_dataset("values_64", data=values[..., None])
+    raw = {"dataset": {"modality": "shape", "source": "imnet", "path": str(tmp_path), "resolution": 64}}
+    data = datasets.prepare(config.from_dict(raw))
+    assert data.extras["test_points"].shape == (3, 100, 3) and data.info["test_points"] == 100
+    coords = voxels.imnet_point_coordinates(data.extras["test_points"])
+    assert np.allclose(coords, voxel_centres(64)[tuple(idx.reshape(-1, 3).T)].reshape(3, 100, 3), atol=1e-6)
+    datasets.save(tmp_path / "d.npz", data, {"resolution": 64})
+    assert np.array_equal(datasets.load(tmp_path / "d.npz").extras["test_values"], values)
+    # A decoder that is exactly right at the points, then one wrong on a fifth of them.
+    occupied = torch.from_numpy(values)
+    exact = ShapeModality.point_metrics(occupied.float() * 2 - 1, occupied)
+    assert (exact["accuracy_points"] == 1).all() and (exact["psnr_points"] > 100).all()
+    wrong = occupied.float() * 2 - 1
+    wrong[:, :20] *= -1
+    scores = ShapeModality.point_metrics(wrong, occupied)
+    assert np.allclose(scores["accuracy_points"], 0.8) and np.allclose(scores["psnr_points"], -10 * np.log10(0.2))
+
+
+@pytest.mark.parametrize("points, values, message", [
+    (np.zeros((2, 5, 3), np.uint8), np.full((2, 5), 2, np.uint8), "only 0 and 1"),
+    (np.zeros((2, 5, 2), np.uint8), np.zeros((2, 5), np.uint8), "must be \\(N, P, 3\\)"),
+    (np.full((2, 5, 3), np.nan, np.float32), np.zeros((2, 5), np.uint8), "NaN or inf"),
+])
+def test_bad_imnet_points_are_named(tmp_path, points, values, message):
+    with h5py.File(tmp_path / "x.hdf5", "w") as f:
+        f.create_dataset("points_64", data=points)
+        f.create_dataset("values_64", data=values)
+    with pytest.raises(DataError, match=r"x\.hdf5: .*" + message):
+        voxels.read_imnet_points(tmp_path / "x.hdf5")
+
+
+def test_imnet_run_reports_accuracy_and_psnr_on_its_test_points(tmp_path):
+    """prepare -> fit_loe -> export_latents on an IM-NET-style release with sample points."""
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+
+    from conftest import ROOT
+    from test_pipeline import shape_micro_params
+
+    data_dir = tmp_path / "imnet"
+    data_dir.mkdir()
+    write_imnet(data_dir, n_train=6, n_test=3)
+    with h5py.File(data_dir / "all_vox256_img_test.hdf5", "a") as f:   # 64 points per test shape
+        del f["points_64"], f["values_64"]
+        f.create_dataset("points_64", data=np.random.default_rng(0).integers(0, 256, (3, 64, 3), dtype=np.uint8))
+        f.create_dataset("values_64", data=np.random.default_rng(1).integers(0, 2, (3, 64, 1), dtype=np.uint8))
+    params = shape_micro_params()
+    params["dataset"].update(source="imnet", path=str(data_dir))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    for stage in ("prepare", "fit_loe", "export_latents"):
+        r = subprocess.run([sys.executable, "-m", f"pipeline.stages.{stage}"], cwd=tmp_path, capture_output=True,
+                           text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+        assert r.returncode == 0, r.stderr[-2000:]
+    test = json.loads((tmp_path / "metrics/reconstruction.json").read_text())["test"]
+    assert 0 <= test["accuracy_points"] <= 1 and test["psnr_points"] > 0 and "accuracy_points" not in \
+        json.loads((tmp_path / "metrics/reconstruction.json").read_text())["train"]
+    with np.load(tmp_path / "data/latents/latents.npz") as z:
+        assert z["test_accuracy_points"].shape == (3,)

@@ -1,22 +1,45 @@
 """One thin script per DVC stage: read params, call the library, write outputs.
 
 `run` gives every stage the same behaviour: params loaded and validated once,
-everything seeded, bad input reported as one line naming the key or file
-(exit code 2) instead of a traceback, and the wall time returned for metrics.
+everything seeded, and the wall time returned for metrics. Whatever stops a
+stage ends as one line on stderr and an exit code, never a traceback:
+
+| what | line | exit |
+|---|---|---|
+| a bad param | `error: <dotted key>: ...` | 2 |
+| a bad or missing input file, NaN/inf in an input or a result | `error: [stage: ]<file>: ...` | 2 |
+| a diverged training run | `error: <stage> diverged at step ...` | 2 |
+| an output that cannot be written (read-only folder, full disk) | `error: <stage>: cannot write <path>: ...` | 2 |
+| Ctrl-C | `interrupted: ...` | 130 |
+
+and a stage that stops removes the outputs it declared (`outputs`), so no
+half-finished or older result is left looking current; checkpoints, which
+are not among them, stay and resume the run.
 """
 from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
-from ..artifacts import MissingArtifact
 from ..config import ConfigError, load
-from ..datasets import DataError
-from ..distributed import init_from_environment, rank, resolve_device
+from ..errors import DataError, MissingArtifact, NonFiniteError
+from ..distributed import init_from_environment, is_main, rank, resolve_device
 from ..training import TrainingDiverged, seed_everything
 
 
-def run(main, params: str = "params.yaml") -> None:
+def stage_name(main) -> str:
+    """`fit_loe` for the `main` of pipeline/stages/fit_loe.py, also when it runs as `python -m`."""
+    module = sys.modules.get(main.__module__)
+    spec = getattr(module, "__spec__", None)
+    return (spec.name if spec is not None else main.__module__).rsplit(".", 1)[-1]
+
+
+def run(main, outputs: tuple[Path, ...] = (), params: str = "params.yaml") -> None:
+    from .. import io
+
+    stage = stage_name(main)
+    code, line = 0, None
     try:
         cfg = load(params)
         device = resolve_device(cfg.device)
@@ -25,9 +48,23 @@ def run(main, params: str = "params.yaml") -> None:
         generator.manual_seed(cfg.seed + rank())   # under torchrun each process draws its own batches
         start = time.time()
         main(cfg, generator, start, device)
+    except NonFiniteError as e:
+        code, line = 2, f"error: {stage}: {e}"
     except (ConfigError, DataError, MissingArtifact, TrainingDiverged) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        code, line = 2, f"error: {e}"
+    except OSError as e:   # after MissingArtifact, a FileNotFoundError of ours
+        code, line = 2, f"error: {stage}: {e.filename}: {e.strerror}" if e.filename else f"error: {stage}: {e}"
+    except KeyboardInterrupt:
+        code, line = 130, (f"interrupted: {stage} stopped and wrote no result; `dvc repro` runs it again "
+                           "(a training stage resumes from its last checkpoint)")
+    if code:
+        if is_main():
+            try:
+                io.discard(*outputs)
+            except OSError:
+                pass
+        print(line, file=sys.stderr)
+        sys.exit(code)
 
 
 def elapsed(start: float) -> float:

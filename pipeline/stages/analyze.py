@@ -8,25 +8,36 @@ import time
 
 from .. import artifacts, control, io
 from ..artifacts import ANALYSIS_FIGURES, ANALYSIS_LATENTS, METRICS
+from ..hcdm import load_hcdm
 from . import elapsed, run
 
-# command -> arguments; each figure is named after its command.
-FIGURES = {
-    "tree": ["--source", "gen:3", "-n", "6"],
-    "resample": ["--source", "test:0", "-k", "2", "-n", "6"],
-    "compose": ["--source", "gen:0", "--donors", *[f"gen:{i}" for i in range(1, 7)]],
-    "interpolate": ["--corners", "test:0", "test:1", "test:2", "test:3", "--size", "6"],
-    "retrieve": ["--source", "test:5", "--top", "6"],
-    "render": ["--source", "gen:0", "--scale", "4"],
-}
+# Removed when the stage stops early (dvc.yaml's outs, metrics and plots; curves and checkpoints stay).
+OUTPUTS = (ANALYSIS_LATENTS, ANALYSIS_FIGURES, METRICS / "analyze.json")
+
+
+def figures(n_test: int) -> dict[str, list[str]]:
+    """command -> arguments; each figure is named after its command. Test instance i
+    is test:(i mod n_test), so a small test split still gets every figure."""
+    def test(i):
+        return f"test:{i % n_test}"
+
+    return {
+        "tree": ["--source", "gen:3", "-n", "6"],
+        "resample": ["--source", test(0), "-k", "2", "-n", "6"],
+        "compose": ["--source", "gen:0", "--donors", *[f"gen:{i}" for i in range(1, 7)]],
+        "interpolate": ["--corners", *[test(i) for i in range(4)], "--size", "6"],
+        "retrieve": ["--source", test(5), "--top", "6"],
+        "render": ["--source", "gen:0", "--scale", "4"],
+    }
 
 
 def main(cfg, generator, start, device):
     s = cfg.sample
     seconds = {}
-    flat = artifacts.load_hcdm().variant == "flat"
+    flat = load_hcdm().variant == "flat"
     shapes = cfg.dataset.modality == "shape"
-    for name, args in FIGURES.items():
+    n_test = len(artifacts.load_latents()["test"])
+    for name, args in figures(n_test).items():
         if shapes and name == "render":     # 4x of a 32^3 grid is 2M points per decode: 2x suffices
             args = [a if a != "4" else "2" for a in args]
         if flat and name == "resample":     # no layer chain: only k = 0 (fresh samples) exists
@@ -35,11 +46,12 @@ def main(cfg, generator, start, device):
         code = control.main([name, *args, "--out", str(ANALYSIS_FIGURES / f"{name}.png"),
                              "--npz", str(ANALYSIS_LATENTS / f"{name}.npz"), "--seed", str(cfg.seed),
                              "--sampler", s.sampler, "--steps", str(s.ddim_steps), "--upscale", "2"])
-        if code != 0:
+        if code != 0:   # the command has said why, in one line
+            io.discard(*OUTPUTS)
             raise SystemExit(code)
         seconds[name] = round(time.time() - t, 1)
     io.save_json(METRICS / "analyze.json", {"seconds_per_command": seconds, "seconds": elapsed(start)})
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, OUTPUTS)

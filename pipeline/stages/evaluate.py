@@ -9,17 +9,19 @@ import torch
 
 from .. import artifacts, fid, io, pictures
 from ..artifacts import FIGURES, METRICS, REFERENCE
-from ..generation import binary_std_table, part_std, sample_latents
+from ..generation import load_trained, part_std, sample_latents, std_tables
 from ..metrics import memorisation_distance, nearest_distances
-from ..shape_metrics import generation_scores, point_clouds
+from ..shape_metrics import UNITS, generation_scores, point_clouds
 from . import elapsed, run
+
+# Removed when the stage stops early (dvc.yaml's outs, metrics and plots; curves and checkpoints stay).
+OUTPUTS = (METRICS / "generation.json", FIGURES / "retrieval.png")
 
 
 def image_scores(cfg, device, m, loe, values, test_targets, test_latents) -> dict:
     """FID / KID / precision-recall of the first fid_samples generated images, with references."""
     e = cfg.evaluate
-    with np.load(artifacts.require(REFERENCE, "reference")) as z:
-        real = z["features"]
+    real = io.load_npz(artifacts.require(REFERENCE, "reference"))["features"]
     real_stats = fid.gaussian(real)
 
     def scores(pics):
@@ -28,25 +30,31 @@ def image_scores(cfg, device, m, loe, values, test_targets, test_latents) -> dic
         precision, recall = fid.precision_recall(real, feats, e.pr_k)
         return {"fid": round(fid.frechet_distance(*real_stats, *fid.gaussian(feats)), 3), "kid": round(kid_mean, 5),
                 "kid_std": round(kid_std, 5), "precision": round(precision, 4), "recall": round(recall, 4),
-                "images": len(pics)}
+                "images": len(pics), "pr_k_used": fid.pr_k_used(e.pr_k, min(len(real), len(feats)))}
 
     generated = scores(m.to_pictures(values[: e.fid_samples]))
     # References on the same scale: real unseen images (the floor), and the same
     # images after Stage-1 (what the LoE's fidelity alone costs).
     references = {"test_split_real": scores(m.to_pictures(test_targets)),
                   "test_split_reconstructed": scores(m.to_pictures(loe.render(m.coordinates(), test_latents)))}
-    protocol = {"generated": e.fid_samples, "reference_split": "train", "reference_size": len(real),
+    paper = e.fid_samples >= fid.PAPER_SAMPLES
+    protocol = {"name": f"FID@{e.fid_samples}", "paper_protocol": paper,
+                "comparable_with_table_1": (f"yes: {fid.PAPER_SAMPLES} samples against the train split, as mNIF, if the "
+                                            "data is CelebA-HQ 64" if paper else
+                                            f"no: {e.fid_samples} samples (Table 1: {fid.PAPER_SAMPLES}); FID falls as "
+                                            "the count grows (README: which numbers can be laid beside Table 1)"),
+                "generated": e.fid_samples, "reference_split": "train", "reference_size": len(real),
                 "features": "Inception-v3 pool3 (TF 2015-12-05 weights), 2048-d", "resize": fid.RESIZE,
                 "kid": f"unbiased, cubic kernel, {e.kid_subsets} subsets of {min(e.kid_subset_size, len(real), e.fid_samples)}",
-                "precision_recall_k": e.pr_k}
-    return {**{k: v for k, v in generated.items() if k != "images"}, "fid_references": references,
+                "precision_recall_k": e.pr_k, "precision_recall_k_used": generated["pr_k_used"]}
+    return {**{k: v for k, v in generated.items() if k not in ("images", "pr_k_used")}, "fid_references": references,
             "fid_protocol": protocol}
 
 
 def shape_scores(cfg, m, loe, values, test_latents) -> dict:
     """COV / MMD / 1-NNA of as many generated shapes as the reference (test) set, with references."""
-    with np.load(artifacts.require(REFERENCE, "reference")) as z:
-        reference, train_real = z["points"], json.loads(str(z["train_split_real"]))
+    z = io.load_npz(artifacts.require(REFERENCE, "reference"))
+    reference, train_real = z["points"], json.loads(str(z["train_split_real"]))
     n, points = len(reference), reference.shape[1]
 
     def scores(vals):
@@ -61,7 +69,9 @@ def shape_scores(cfg, m, loe, values, test_latents) -> dict:
                   "test_split_reconstructed": scores(loe.render(m.coordinates(), test_latents))}
     protocol = {"generated": n, "reference_split": "test", "reference_size": n, "points_per_shape": points,
                 "surface": "marching cubes (scikit-image) at level 0.5 of the occupancy, points uniform by area",
-                "normalisation": "none: world units of the [-1, 1]^3 voxel cube, shapes in canonical pose",
+                "normalisation": "unit cube, shapes in canonical pose (not rescaled per shape)",
+                "units": UNITS, "comparable_with_table_1": "MMD scale yes (unit cube, 2048 points); the sets are not "
+                                                            "the paper's unless the data is IM-NET's test split",
                 "chamfer": "mean squared nearest-neighbour distance, both directions, summed"}
     return {**{k: v for k, v in generated.items() if k != "shapes"}, "shape_references": references,
             "shape_protocol": protocol}
@@ -69,7 +79,7 @@ def shape_scores(cfg, m, loe, values, test_latents) -> dict:
 
 def main(cfg, generator, start, device):
     e, s = cfg.evaluate, cfg.sample
-    data, loe, hcdm = artifacts.load_trained(device)
+    data, loe, hcdm = load_trained(device)
     m = data.modality
     coords = m.coordinates()
 
@@ -100,13 +110,20 @@ def main(cfg, generator, start, device):
                 pictures.grid(pairs.reshape(-1, *pairs.shape[2:]), 2, upscale=pictures.upscale_for(pairs.shape[2])))
 
     chain = hcdm.variant != "flat"
-    table = binary_std_table(hcdm, e.std_table.samples, e.std_table.anchors, generator, s.sampler,
-                             s.ddim_steps) if chain else None
-    relative = None
+    tables = std_tables(hcdm, e.std_table.samples, e.std_table.anchors, generator, s.sampler,
+                        s.ddim_steps, parts=e.std_table.parts) if chain else None
+    table = tables["standardised"] if chain else None
+    relative = anchored = None
     if chain:
-        free = part_std(hcdm, e.std_table.samples, generator, s.sampler, s.ddim_steps)
+        free = part_std(hcdm, e.std_table.samples, generator, s.sampler, s.ddim_steps, e.std_table.parts)
         # The i-th entry (std_1, std_12, std_23, ...) measures part i (h^1, h^2, h^3, ...).
         relative = {k: round(v / free[i], 4) for i, (k, v) in enumerate(table.items())}
+        # Table 2 read the other way: std_1 from the data, prefixes from random train instances.
+        anchored = std_tables(hcdm, e.std_table.samples, e.std_table.anchors, generator, s.sampler, s.ddim_steps,
+                              data=torch.from_numpy(artifacts.load_latents()["train"]).float(), parts=e.std_table.parts)
+
+    def rounded(t):
+        return {k: round(v, 4) for k, v in t.items()}
     dims = train.shape[1]
     io.save_json(METRICS / "generation.json", {
         "variant": hcdm.variant, "binary_len": hcdm.binary_len,
@@ -116,13 +133,21 @@ def main(cfg, generator, start, device):
         "memorisation": {"samples": e.memorisation_samples, "value_range": "[0, 1] per value",
                          "values_per_instance": dims, "max_possible": round(float(np.sqrt(dims)), 2),
                          "reference_split": "train", "reference_size": len(data.train)},
-        "std_table": {k: round(v, 4) for k, v in table.items()} if chain else None,
+        "std_table": rounded(table) if chain else None,
+        "std_table_raw": rounded(tables["raw"]) if chain else None,
         "std_table_relative": relative,
         "free_part_std": [round(v, 4) for v in free] if chain else None,
-        "std_table_protocol": {"samples_per_anchor": e.std_table.samples, "anchors": e.std_table.anchors,
-                               "units": "standardised latents (train-set std = 1)"},
+        "std_table_data_anchored": {k: rounded(v) for k, v in anchored.items()} if chain else None,
+        "std_table_protocol": {
+            "samples_per_anchor": e.std_table.samples, "anchors": e.std_table.anchors,
+            "units": "std_table: standardised latents (train-set std = 1 per dimension); std_table_raw: raw latents",
+            "readings": "std_table / std_table_raw: std_1 over the model's samples, prefixes drawn from the chain; "
+                        "std_table_data_anchored: std_1 over the train latents, prefixes of random train instances "
+                        "(std_1 then does not depend on binary_len, as in the paper's Table 2)",
+            "parts": ("one part per LoE layer (h^1..h^L)" if e.std_table.parts is None else
+                      f"layers per part {e.std_table.parts} (evaluate.std_table.parts)")},
         "sampler": s.sampler, "ddim_steps": s.ddim_steps, "seconds": elapsed(start)})
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, OUTPUTS)

@@ -8,6 +8,9 @@ from ..artifacts import DATASET, FACTOR_PREDICTOR, METRICS
 from ..factors import factor_scores, train_predictor
 from . import elapsed, run
 
+# Removed when the stage stops early (dvc.yaml's outs, metrics and plots; curves and checkpoints stay).
+OUTPUTS = (FACTOR_PREDICTOR, METRICS / "factor_predictor.json")
+
 
 def main(cfg, generator, start, device):
     data = datasets.load(artifacts.require(DATASET, "prepare"))
@@ -33,4 +36,4 @@ def main(cfg, generator, start, device):
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, OUTPUTS)

@@ -2,10 +2,13 @@
 from .. import artifacts, config, datasets, io
 from ..artifacts import CURVES, DATASET, LOE, LOE_CHECKPOINT, METRICS
 from ..loe import LayersOfExperts
-from ..meta import MetaLearner, MetaSGD
+from ..meta import MetaLearner, MetaSGD, save_loe
 from ..distributed import is_main
-from ..training import Checkpointer, StepLog, code_digest, file_digest, fingerprint
+from ..training import Checkpointer, StepLog, code_digest, file_digest, fingerprint, run_settings
 from . import elapsed, run
+
+# Removed when the stage stops early (dvc.yaml's outs, metrics and plots; curves and checkpoints stay).
+OUTPUTS = (LOE, METRICS / "fit_loe.json")
 
 
 def main(cfg, generator, start, device):
@@ -15,14 +18,14 @@ def main(cfg, generator, start, device):
                             cfg.loe.latent_dim, cfg.loe.w0)
     meta_sgd = MetaSGD(cfg.loe.layers, cfg.loe.latent_dim, *cfg.fit_loe.meta_sgd_init)
     model, meta_sgd = model.to(device), meta_sgd.to(device)
-    run_id = fingerprint(cfg.seed, config.to_dict(cfg.loe), config.to_dict(cfg.fit_loe), file_digest(DATASET), code_digest())
-    io.discard(LOE, METRICS / "fit_loe.json")      # a diverged run must not leave an older model looking current
+    run_id = fingerprint(cfg.seed, config.to_dict(cfg.loe), run_settings(cfg.fit_loe), file_digest(DATASET), code_digest())
+    io.discard(*OUTPUTS)      # a diverged run must not leave an older model looking current
     log = StepLog(CURVES / "fit_loe.csv")
     checkpointer = Checkpointer(LOE_CHECKPOINT, run_id, cfg.fit_loe.checkpoint_every)
     MetaLearner(model, meta_sgd, m, cfg.fit_loe, device).fit(data.train, checkpointer, log, generator)
     if not is_main():
         return
-    artifacts.save_loe(LOE, model, meta_sgd, cfg.fit_loe.inner_steps, cfg.fit_loe.inner_lr)
+    save_loe(LOE, model, meta_sgd, cfg.fit_loe.inner_steps, cfg.fit_loe.inner_lr)
     log.write()
     last = log.rows[-1]
     io.save_json(METRICS / "fit_loe.json", {
@@ -32,4 +35,4 @@ def main(cfg, generator, start, device):
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, OUTPUTS)

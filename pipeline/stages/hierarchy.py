@@ -7,17 +7,20 @@ that fix coarse semantics drive the coarse factors' share towards 0.
 """
 import numpy as np
 
-from .. import artifacts, io
+from .. import io
 from ..artifacts import FIGURES, METRICS
-from ..factors import retained_variance
-from ..generation import control_depths, control_latents, sample_latents
+from ..factors import load_factor_predictor, retained_variance
+from ..generation import control_depths, control_latents, load_trained, sample_latents
 from ..plots import line_plot, message
 from . import elapsed, run
 
+# Removed when the stage stops early (dvc.yaml's outs, metrics and plots; curves and checkpoints stay).
+OUTPUTS = (METRICS / "hierarchy.json", FIGURES / "hierarchy.png")
+
 
 def main(cfg, generator, start, device):
-    saved = artifacts.load_factor_predictor()
-    data, loe, hcdm = artifacts.load_trained(device)
+    saved = load_factor_predictor()
+    data, loe, hcdm = load_trained(device)
     skipped = saved.get("skipped") if isinstance(saved, dict) else None
     if skipped is None and len(control_depths(hcdm)) == 1:
         skipped = f"the {hcdm.variant} prior cannot fix a prefix h^1..h^k"
@@ -48,4 +51,4 @@ def main(cfg, generator, start, device):
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, OUTPUTS)

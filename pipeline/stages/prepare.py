@@ -6,6 +6,9 @@ from .. import datasets, io, pictures
 from ..artifacts import DATASET, DATASET_PREVIEW, METRICS
 from . import elapsed, run
 
+# Removed when the stage stops early (dvc.yaml's outs, metrics and plots; curves and checkpoints stay).
+OUTPUTS = (DATASET, DATASET_PREVIEW, METRICS / "prepare.json")
+
 
 def main(cfg, generator, start, device):
     data = datasets.prepare(cfg)
@@ -22,4 +25,4 @@ def main(cfg, generator, start, device):
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, OUTPUTS)

@@ -13,6 +13,9 @@ from ..artifacts import DATASET, REFERENCE
 from ..shape_metrics import generation_scores, point_clouds
 from . import elapsed, run
 
+# Removed when the stage stops early (dvc.yaml's outs, metrics and plots; curves and checkpoints stay).
+OUTPUTS = (REFERENCE,)
+
 
 def main(cfg, generator, start, device):
     data = datasets.load(artifacts.require(DATASET, "prepare"))
@@ -31,4 +34,4 @@ def main(cfg, generator, start, device):
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, OUTPUTS)

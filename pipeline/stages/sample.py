@@ -3,15 +3,18 @@ each sample as a file (PNG image or PLY mesh), and draw the hierarchical
 control figure (paper fig. 5)."""
 import numpy as np
 
-from .. import artifacts, io, pictures
-from ..artifacts import CONTROL_GRID, METRICS, SAMPLE_FILES, SAMPLES, SAMPLES_GRID
-from ..generation import control_latents, sample_latents
+from .. import io, pictures
+from ..artifacts import CONTROL_GRID, METRICS, SAMPLES, SAMPLES_GRID, SAMPLE_FILES
+from ..generation import control_latents, load_trained, sample_latents
 from . import elapsed, run
+
+# Removed when the stage stops early (dvc.yaml's outs, metrics and plots; curves and checkpoints stay).
+OUTPUTS = (SAMPLES, SAMPLE_FILES, SAMPLES_GRID, CONTROL_GRID, METRICS / "sample.json")
 
 
 def main(cfg, generator, start, device):
     s = cfg.sample
-    data, loe, hcdm = artifacts.load_trained(device)
+    data, loe, hcdm = load_trained(device)
     m = data.modality
     coords = m.coordinates()
 
@@ -39,4 +42,4 @@ def main(cfg, generator, start, device):
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, OUTPUTS)

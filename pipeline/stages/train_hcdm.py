@@ -1,12 +1,15 @@
 """Stage `train_hcdm` (Stage-2): learn p(h^1) prod p(h^l | h^<l) on the train latents."""
 import torch
 
-from .. import artifacts, config, io
+from .. import artifacts, io
 from ..artifacts import CURVES, HCDM_CHECKPOINT, HCDM_MODEL, LATENTS, METRICS
-from ..hcdm import HCDM, HCDMTrainer
+from ..hcdm import HCDM, HCDMTrainer, save_hcdm
 from ..distributed import is_main
-from ..training import Checkpointer, StepLog, code_digest, file_digest, fingerprint
+from ..training import Checkpointer, StepLog, code_digest, file_digest, fingerprint, run_settings
 from . import elapsed, run
+
+# Removed when the stage stops early (dvc.yaml's outs, metrics and plots; curves and checkpoints stay).
+OUTPUTS = (HCDM_MODEL, METRICS / "train_hcdm.json")
 
 
 def main(cfg, generator, start, device):
@@ -14,14 +17,14 @@ def main(cfg, generator, start, device):
     h = cfg.hcdm
     model = HCDM(cfg.loe.layers, cfg.loe.latent_dim, cfg.binary_len, h.variant, h.hidden, h.blocks,
                  h.timesteps, h.schedule, h.dropout).to(device)
-    run_id = fingerprint(cfg.seed, cfg.binary_len, config.to_dict(h), file_digest(LATENTS), code_digest())
-    io.discard(HCDM_MODEL, METRICS / "train_hcdm.json")
+    run_id = fingerprint(cfg.seed, cfg.binary_len, run_settings(h), file_digest(LATENTS), code_digest())
+    io.discard(*OUTPUTS)   # a diverged run must not leave an older model looking current
     log = StepLog(CURVES / "train_hcdm.csv")
     trainer = HCDMTrainer(model, h)
     trainer.fit(latents, Checkpointer(HCDM_CHECKPOINT, run_id, h.checkpoint_every), log, generator)
     if not is_main():
         return
-    artifacts.save_hcdm(HCDM_MODEL, trainer.ema)
+    save_hcdm(HCDM_MODEL, trainer.ema)
     log.write()
     tail = log.rows[-5:]
     io.save_json(METRICS / "train_hcdm.json", {
@@ -31,4 +34,4 @@ def main(cfg, generator, start, device):
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, OUTPUTS)

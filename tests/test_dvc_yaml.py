@@ -1,0 +1,113 @@
+"""dvc.yaml stays complete: a code change can never leave a result stale, and no param is owned by no stage."""
+import ast
+from pathlib import Path
+
+import yaml
+
+from conftest import ROOT
+
+PACKAGE = "pipeline"
+
+
+def module_file(name: str) -> Path | None:
+    """pipeline.x.y -> pipeline/x/y.py (or its package's __init__.py); None outside the package."""
+    if name != PACKAGE and not name.startswith(PACKAGE + "."):
+        return None
+    path = ROOT / Path(*name.split("."))
+    if path.with_suffix(".py").exists():
+        return path.with_suffix(".py")
+    if (path / "__init__.py").exists():
+        return path / "__init__.py"
+    return None
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every module of the package that `path` imports, at any depth in the file (lazy imports too)."""
+    package = list(path.relative_to(ROOT).parts[:-1])   # the package the file is in (for __init__.py: its own)
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - (node.level - 1)] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            found.add(module)
+            found.update(f"{module}.{alias.name}" for alias in node.names)   # `from . import io`
+    found.update(".".join(package[:i]) for i in range(1, len(package) + 1))   # parent packages' __init__ run first
+    return found
+
+
+def closure(module: str) -> set[Path]:
+    todo, seen = [module], set()
+    while todo:
+        path = module_file(todo.pop())
+        if path is None or path in seen:
+            continue
+        seen.add(path)
+        todo.extend(imports_of(path))
+    return seen
+
+
+def stages() -> dict:
+    return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def covered(path: str, deps: list[str]) -> bool:
+    return any(path == d or path.startswith(d.rstrip("/") + "/") for d in deps)
+
+
+def test_every_stage_lists_every_module_it_runs():
+    missing = {}
+    for name, stage in stages().items():
+        cmd = stage["cmd"].split()
+        assert cmd[:3] == ["python", "-m", f"pipeline.stages.{name}"], f"{name}: unexpected cmd {stage['cmd']}"
+        deps = [d if isinstance(d, str) else next(iter(d)) for d in stage["deps"]]
+        needed = {str(p.relative_to(ROOT)) for p in closure(cmd[2])}
+        lacking = sorted(p for p in needed if not covered(p, deps))
+        if lacking:
+            missing[name] = lacking
+    assert not missing, f"dvc.yaml deps miss modules the stage imports: {missing}"
+
+
+def test_closure_is_what_the_stage_runs():
+    """train_hcdm runs the HCDM, not Stage-1: editing the LoE must not retrain it, editing the HCDM must."""
+    files = {str(p.relative_to(ROOT)) for p in closure("pipeline.stages.train_hcdm")}
+    for f in ("pipeline/stages/train_hcdm.py", "pipeline/stages/__init__.py", "pipeline/hcdm.py", "pipeline/training.py",
+              "pipeline/io.py", "pipeline/errors.py", "pipeline/config.py", "pipeline/artifacts.py"):
+        assert f in files, f
+    for f in ("pipeline/loe.py", "pipeline/meta.py", "pipeline/datasets.py", "pipeline/stages/evaluate.py"):
+        assert f not in files, f
+    assert "pipeline/hcdm.py" not in {str(p.relative_to(ROOT)) for p in closure("pipeline.stages.fit_loe")}
+
+
+def leaf_keys(d: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out += leaf_keys(v, key + ".") if isinstance(v, dict) else [key]
+    return out
+
+
+def test_every_param_is_owned_by_a_stage():
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    owned = [p for stage in stages().values() for p in stage.get("params", []) if isinstance(p, str)]
+    orphans = [k for k in leaf_keys(params) if not any(k == o or k.startswith(o + ".") for o in owned)]
+    assert not orphans, f"params no stage depends on (a change would never rerun or validate anything): {orphans}"
+    stale = [o for o in owned if not any(k == o or k.startswith(o + ".") for k in leaf_keys(params))]
+    assert not stale, f"dvc.yaml names params that params.yaml lacks: {stale}"
+
+
+def test_each_stage_removes_exactly_its_declared_outputs_when_it_stops():
+    """A stage's OUTPUTS (removed when it stops early) are dvc.yaml's outs, metrics and plots,
+    less the ones that must survive a failure: persist checkpoints and the training curves."""
+    import importlib
+
+    for name, stage in stages().items():
+        declared = set()
+        for kind in ("outs", "metrics", "plots"):
+            for entry in stage.get(kind, []):
+                path, opts = (entry, {}) if isinstance(entry, str) else next(iter(entry.items()))
+                if not (opts or {}).get("persist") and not path.startswith("metrics/curves/"):
+                    declared.add(path)
+        module = importlib.import_module(f"pipeline.stages.{name}")
+        assert {str(p) for p in module.OUTPUTS} == declared, name

@@ -1,0 +1,367 @@
+"""Nothing silent, nothing stuck: each numbered item of the robustness issue, probed as a user would.
+
+1. NaN/inf never becomes a result   2. tiny splits are refused or adapted up front
+3. odd data is read right or refused  4. one line, never a traceback
+5. stuck checkpoints                  (6: tests/test_dvc_yaml.py; 7: tests/test_fuzz.py)
+"""
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from conftest import ROOT, micro_params
+from pipeline import config, control, datasets, fid, io, voxels
+from pipeline.errors import DataError, NonFiniteError
+from pipeline.stages.analyze import figures
+from pipeline.training import Checkpointer, run_settings
+
+ENV = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+
+
+def stage(name, cwd, check=False, **kw):
+    r = subprocess.run([sys.executable, "-m", f"pipeline.stages.{name}"], cwd=cwd, capture_output=True, text=True,
+                       env=ENV, **kw)
+    if check:
+        assert r.returncode == 0, r.stderr[-2000:]
+    return r
+
+
+def last_line(r) -> str:
+    assert "Traceback" not in r.stderr, r.stderr[-3000:]
+    return r.stderr.strip().splitlines()[-1]
+
+
+def write_params(work: Path, params: dict) -> None:
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A micro run through train_hcdm, copied fresh for each test that spoils it."""
+    work = tmp_path_factory.mktemp("trained")
+    write_params(work, micro_params())
+    for name in ("prepare", "fit_loe", "export_latents", "train_hcdm"):
+        stage(name, work, check=True)
+    return work
+
+
+@pytest.fixture
+def run_copy(trained, tmp_path):
+    work = tmp_path / "run"
+    shutil.copytree(trained, work)
+    return work
+
+
+# --- 1. NaN and inf -----------------------------------------------------------
+
+def test_metrics_json_refuses_nan_and_names_the_key(tmp_path):
+    path = tmp_path / "m.json"
+    with pytest.raises(NonFiniteError, match=r"m\.json: 'test\.psnr\[1\]' is NaN or inf; nothing was written"):
+        io.save_json(path, {"steps": 3, "test": {"psnr": [20.0, float("nan")]}})
+    assert not path.exists() and not list(tmp_path.iterdir())
+    io.save_json(path, {"x": 1.5, "inf_as_text": "inf"})
+    assert json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(c)) == {"x": 1.5, "inf_as_text": "inf"}
+
+
+def test_array_and_model_writers_refuse_non_finite_values(tmp_path):
+    good = np.ones((2, 3), np.float32)
+    with pytest.raises(NonFiniteError, match=r"l\.npz: 'train' holds 1 of 6 values that are NaN or inf"):
+        io.save_npz(tmp_path / "l.npz", test=good, train=np.array([[1, 2, np.inf], [0, 0, 0]], np.float32))
+    with pytest.raises(NonFiniteError, match=r"m\.pt: 'model\.layers\.0\.w' holds 2 of 4"):
+        io.save_torch(tmp_path / "m.pt", {"model": {"layers.0.w": torch.tensor([1.0, float("nan"), -float("inf"), 0])},
+                                          "step": 3})
+    assert not list(tmp_path.iterdir())
+    io.save_npz(tmp_path / "ok.npz", a=good, ids=np.arange(3), names=np.array(["x"]))
+    assert io.load_npz(tmp_path / "ok.npz")["a"].sum() == 6
+    with open(tmp_path / "bad.npz", "wb") as f:
+        np.savez(f, a=np.array([np.nan]))
+    with pytest.raises(NonFiniteError, match=r"bad\.npz: 'a' holds 1 of 1 .*refusing to use it"):
+        io.load_npz(tmp_path / "bad.npz")
+
+
+def test_nan_latents_stop_train_hcdm_in_one_line_naming_stage_and_file(run_copy):
+    path = run_copy / "data/latents/latents.npz"
+    bank = dict(np.load(path))
+    bank["train"][3, 1, 2] = np.nan
+    with open(path, "wb") as f:
+        np.savez(f, **bank)
+    r = stage("train_hcdm", run_copy)
+    assert r.returncode == 2
+    assert last_line(r).startswith("error: train_hcdm: data/latents/latents.npz: 'train' holds 1 of ")
+    assert not (run_copy / "data/hcdm/hcdm.pt").exists() and not (run_copy / "metrics/train_hcdm.json").exists()
+
+
+def test_nan_weights_stop_every_stage_that_reads_them(run_copy):
+    path = run_copy / "data/fit_loe/loe.pt"
+    state = torch.load(path, weights_only=False)
+    next(iter(state["model"].values())).view(-1)[0] = float("inf")
+    torch.save(state, path)
+    r = stage("export_latents", run_copy)
+    assert r.returncode == 2 and last_line(r).startswith("error: export_latents: data/fit_loe/loe.pt: 'model.")
+    # the stage's older outputs are gone too: nothing looks current after a failure
+    assert not (run_copy / "data/latents/latents.npz").exists()
+    assert not (run_copy / "metrics/reconstruction.json").exists()
+    r = stage("sample", run_copy)
+    assert r.returncode == 2 and "data/fit_loe/loe.pt" in last_line(r)
+    assert not (run_copy / "data/samples/samples.npz").exists()
+
+
+def test_a_huge_hcdm_lr_is_stopped_not_reported(run_copy):
+    params = micro_params()
+    params["hcdm"]["lr"] = 1000.0
+    write_params(run_copy, params)
+    r = stage("train_hcdm", run_copy)
+    assert r.returncode == 2 and last_line(r).startswith("error: train_hcdm diverged at step ")
+    assert "hcdm.lr" in last_line(r) and not (run_copy / "data/hcdm/hcdm.pt").exists()
+
+
+def test_every_metrics_file_of_a_run_is_strict_json(trained):
+    files = sorted((trained / "metrics").glob("*.json"))
+    assert len(files) == 5                                     # prepare, fit_loe, reconstruction, svcca, train_hcdm
+    for f in files:
+        json.loads(f.read_text(), parse_constant=lambda c: pytest.fail(f"{f}: {c}"))
+
+
+# --- 2. small splits ----------------------------------------------------------
+
+def write_faces(folder: Path, n: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(folder / f"{i:02d}.png")
+
+
+def folder_params(path: Path, **folder) -> dict:
+    params = micro_params()
+    params["dataset"].update(source="folder", path=str(path), folder=folder)
+    return params
+
+
+def test_a_folder_too_small_to_split_is_refused_before_training(tmp_path):
+    write_faces(tmp_path / "imgs", 3)
+    write_params(tmp_path, folder_params(tmp_path / "imgs"))
+    r = stage("prepare", tmp_path)
+    assert r.returncode == 2 and not (tmp_path / "data/prepared/dataset.npz").exists()
+    assert last_line(r) == (f"error: {tmp_path / 'imgs'}: found 3 readable files with suffixes ('.png', '.jpg', "
+                            "'.jpeg'); need at least 4 (2 train, 2 test)")
+    write_faces(tmp_path / "imgs", 5)
+    cfg = config.from_dict(folder_params(tmp_path / "imgs", train_count=4))
+    with pytest.raises(DataError, match=r"5 instances split into 4 train / 1 test; each split needs at least 2"):
+        datasets.prepare(cfg)
+    data = datasets.prepare(config.from_dict(folder_params(tmp_path / "imgs", train_fraction=0.95)))
+    assert (len(data.train), len(data.test)) == (3, 2)       # the ratio keeps two on each side
+    with pytest.raises(config.ConfigError, match=r"^dataset\.synthetic\.test: must be >= 2$"):
+        config.from_dict({"dataset": {"synthetic": {"test": 1}}})
+
+
+def test_precision_recall_on_two_member_sets_uses_the_other_member():
+    real = np.array([[0.0], [1.0]])
+    fake = np.array([[0.5], [3.0]])
+    # real balls: radius 1 around 0 and 1 -> fake 0.5 inside, 3 outside; fake balls: radius 2.5 -> both reals inside
+    assert fid.precision_recall(real, fake, k=3) == (0.5, 1.0)
+    assert fid.pr_k_used(3, 2) == 1 and fid.pr_k_used(3, 500) == 3
+    with pytest.raises(ValueError, match="two members per set"):
+        fid.precision_recall(real[:1], fake)
+
+
+def test_analyze_picks_test_instances_that_exist():
+    for n in (2, 3, 6, 200):
+        used = [int(a.split(":")[1]) for args in figures(n).values() for a in args if a.startswith("test:")]
+        assert used and max(used) < n
+    assert figures(200)["retrieve"][:2] == ["--source", "test:5"]
+
+
+def test_four_images_run_through_evaluate_and_analyze(tmp_path):
+    write_faces(tmp_path / "imgs", 4)
+    write_params(tmp_path, folder_params(tmp_path / "imgs"))
+    for name in ("prepare", "fit_loe", "export_latents", "reference", "train_hcdm", "sample", "evaluate", "analyze"):
+        stage(name, tmp_path, check=True)
+    gen = json.loads((tmp_path / "metrics/generation.json").read_text())
+    assert gen["fid_protocol"]["precision_recall_k_used"] == 1 and gen["fid_protocol"]["reference_size"] == 2
+    assert gen["fid_references"]["test_split_real"]["pr_k_used"] == 1 and np.isfinite(gen["kid"])
+    assert len(list((tmp_path / "metrics/analysis").glob("*.png"))) == 6
+
+
+# --- 3. odd data read right, or refused -----------------------------------------
+
+def test_16_bit_grey_png_keeps_its_brightness(tmp_path):
+    ramp = np.tile(np.linspace(0, 65535, 32), (32, 1)).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "g16.png")
+    assert Image.open(tmp_path / "g16.png").mode == "I;16"
+    img = datasets.load_image(tmp_path / "g16.png", 32)
+    expected = np.round(ramp / 257.0)
+    assert img.shape == (32, 32, 3) and np.abs(img[..., 0].astype(float) - expected).max() <= 2
+    assert (img[..., 0] == img[..., 2]).all() and 120 < img.mean() < 135       # not the old pure white (255)
+
+
+def write_imnet_split(folder: Path, voxels_array: np.ndarray, name: str) -> None:
+    import h5py
+
+    with h5py.File(folder / name, "w") as f:
+        f.create_dataset("voxels", data=voxels_array)
+
+
+def imnet_grids(n: int, dtype=np.uint8) -> np.ndarray:
+    g = np.zeros((n, 16, 16, 16, 1), dtype)
+    g[:, 4:12, 4:12, 4:12] = 1
+    return g
+
+
+@pytest.mark.parametrize("spoil, message", [
+    (lambda g: g.__setitem__((1, 0, 0, 0, 0), np.nan), r"'voxels' holds NaN or inf \(first in shape 1\)"),
+    (lambda g: g.__setitem__((2, 0, 0, 0, 0), np.inf), r"'voxels' holds NaN or inf \(first in shape 2\)"),
+    (lambda g: g.__setitem__(2, 0), r"shape 2 of 'voxels' has no occupied voxel at 16\^3"),
+])
+def test_imnet_nan_inf_and_empty_shapes_are_refused(tmp_path, spoil, message):
+    train = imnet_grids(3, np.float32)
+    spoil(train)
+    write_imnet_split(tmp_path, train, "v_train.hdf5")
+    write_imnet_split(tmp_path, imnet_grids(2, np.float32), "v_test.hdf5")
+    raw = {"dataset": {"modality": "shape", "source": "imnet", "path": str(tmp_path), "resolution": 16}}
+    with pytest.raises(DataError, match=r"v_train\.hdf5: " + message):
+        datasets.prepare(config.from_dict(raw))
+
+
+def binvox_bytes(dims, runs: list[tuple[int, int]]) -> bytes:
+    head = f"#binvox 1\ndim {dims[0]} {dims[1]} {dims[2]}\ntranslate 0 0 0\nscale 1\ndata\n".encode()
+    return head + bytes(v for run in runs for v in run)
+
+
+def flat_tetrahedron(path: Path) -> None:
+    import trimesh
+
+    v = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]], float)      # four points in one plane
+    trimesh.Trimesh(v, [[0, 1, 2], [0, 3, 1], [0, 2, 3], [1, 3, 2]], process=False).export(path)
+
+
+def test_empty_grids_and_degenerate_meshes_stop_prepare(tmp_path):
+    (tmp_path / "empty.binvox").write_bytes(binvox_bytes((8, 8, 8), [(0, 255), (0, 255), (0, 2)]))
+    (tmp_path / "tiny_256_256_256.txt").write_text("0 0 0\n")     # one voxel of 256^3: nothing left at 16^3
+    flat_tetrahedron(tmp_path / "flat.ply")
+    for name in ("empty.binvox", "tiny_256_256_256.txt", "flat.ply"):
+        with pytest.raises(DataError, match=rf"{name}: no occupied voxel at 16\^3"):
+            voxels.read_file(tmp_path / name, 16)
+
+
+# --- 4. one line, never a traceback -------------------------------------------
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height (only the header is ever read)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+
+
+def test_a_decompression_bomb_is_one_line_and_skippable(tmp_path):
+    write_faces(tmp_path, 4)
+    (tmp_path / "zz_bomb.png").write_bytes(png_claiming(20000, 20000))     # 400 Mpx > PIL's 179 Mpx limit
+    with pytest.raises(DataError, match=r"zz_bomb\.png: cannot read image \(DecompressionBombError"):
+        datasets.load_image(tmp_path / "zz_bomb.png", 16)
+    data = datasets.prepare(config.from_dict(folder_params(tmp_path, skip_corrupt=True)))
+    assert data.info["skipped"] == ["zz_bomb.png"] and len(data.train) + len(data.test) == 4
+
+
+def test_an_index_grid_too_big_for_memory_is_refused_before_allocating(tmp_path):
+    (tmp_path / "big.txt").write_text("0 0 0\n3000 1 1\n")
+    (tmp_path / "named_9000_9000_9000.txt").write_text("0 0 0\n")
+    (tmp_path / "huge.binvox").write_bytes(binvox_bytes((4096, 4096, 4096), [(1, 255)]))
+    with pytest.raises(DataError, match=r"big\.txt: grid dims \[3001, 2, 2\] from its largest index are outside \[1, 512\]"):
+        voxels.read_file(tmp_path / "big.txt", 16)
+    with pytest.raises(DataError, match=r"grid dims \[9000, 9000, 9000\] in its name"):
+        voxels.read_file(tmp_path / "named_9000_9000_9000.txt", 16)
+    with pytest.raises(DataError, match=r"huge\.binvox: binvox dims \[4096, 4096, 4096\] exceed"):
+        voxels.read_file(tmp_path / "huge.binvox", 16)
+
+
+def test_control_out_at_a_folder_or_under_a_file_is_one_line(trained, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(trained)
+    (tmp_path / "afile").write_text("x")
+    for out, message in ((tmp_path, "is a folder; name a file"), (tmp_path / "afile" / "x.png", "is a file, not a folder")):
+        assert control.main(["render", "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: --out {out}: ") and message in err and "\n" not in err
+
+
+def test_an_unwritable_output_is_one_line_and_leaves_nothing(tmp_path):
+    write_params(tmp_path, micro_params())
+    (tmp_path / "metrics").write_text("a file where the metrics folder goes")
+    r = stage("prepare", tmp_path)
+    assert r.returncode == 2 and last_line(r).startswith("error: prepare: metrics")
+    assert not (tmp_path / "data/prepared/dataset.npz").exists()      # written before the failure, then removed
+    if os.geteuid() != 0:                                              # root writes into read-only folders anyway
+        (tmp_path / "metrics").unlink()
+        (tmp_path / "metrics").mkdir(mode=0o555)
+        r = stage("prepare", tmp_path)
+        assert r.returncode == 2 and "Permission denied" in last_line(r)
+
+
+def test_ctrl_c_is_one_line_and_the_checkpoint_resumes(run_copy):
+    params = micro_params()
+    params["hcdm"].update(steps=100000, checkpoint_every=20)
+    write_params(run_copy, params)
+    shutil.rmtree(run_copy / "data/hcdm")
+    p = subprocess.Popen([sys.executable, "-m", "pipeline.stages.train_hcdm"], cwd=run_copy, env=ENV,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run_copy / "data/hcdm/checkpoint.pt").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("interrupted: train_hcdm stopped and wrote no result")
+    assert not (run_copy / "data/hcdm/hcdm.pt").exists()
+    assert torch.load(run_copy / "data/hcdm/checkpoint.pt", weights_only=False)["step"] >= 20
+
+
+# --- 5. stuck runs ------------------------------------------------------------
+
+@pytest.mark.parametrize("content", [b"", b"garbage" * 10, "truncate"])
+def test_an_unreadable_checkpoint_is_moved_aside_and_the_run_starts_afresh(tmp_path, content, capsys):
+    path = tmp_path / "checkpoint.pt"
+    io.save_torch(path, {"step": 5, "modules": {}, "optimizer": {}, "fingerprint": "f", "w": torch.ones(1000)})
+    path.write_bytes(path.read_bytes()[:300] if content == "truncate" else content)
+    (tmp_path / ".checkpoint.pt.abc123.tmp").write_bytes(b"left by a kill")
+    ckpt = Checkpointer(path, "f", every=10)
+    assert not (tmp_path / ".checkpoint.pt.abc123.tmp").exists()
+    assert ckpt.load() is None and not path.exists() and (tmp_path / "checkpoint.pt.corrupt").exists()
+    assert "is unreadable" in capsys.readouterr().out
+    ckpt.save({"step": 1, "modules": {}, "optimizer": {}})
+    assert ckpt.load()["step"] == 1
+
+
+def test_stale_temporaries_of_an_artifact_are_cleaned_on_the_next_write(tmp_path):
+    (tmp_path / ".m.json.x1.tmp").write_text("{")
+    (tmp_path / ".files.k2").mkdir()
+    (tmp_path / ".other.json.x.tmp").write_text("kept: not ours")
+    io.save_json(tmp_path / "m.json", {"a": 1})
+    io.save_directory(tmp_path / "files", {"a.txt": b"a"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.json.x.tmp", "files", "m.json"]
+
+
+def test_schedule_only_settings_keep_an_interrupted_run(run_copy):
+    cfg = config.from_dict(micro_params())
+    assert "log_every" not in run_settings(cfg.hcdm) and "lr" in run_settings(cfg.hcdm)
+    params = micro_params()
+    params["hcdm"].update(log_every=3, checkpoint_every=7)
+    write_params(run_copy, params)
+    (run_copy / "data/hcdm/hcdm.pt").unlink()
+    r = stage("train_hcdm", run_copy, check=True)
+    assert f"resuming from data/hcdm/checkpoint.pt at step {params['hcdm']['steps']}" in r.stdout
+    params["hcdm"]["lr"] *= 2                                        # a setting that changes the result does not
+    write_params(run_copy, params)
+    r = stage("train_hcdm", run_copy, check=True)
+    assert "belongs to other params or data: starting afresh" in r.stdout
