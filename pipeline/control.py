@@ -1,7 +1,7 @@
 """Controllable generation and latent analysis from any trained run.
 
-    python -m pipeline.control resample --source image:me.png -k 2 -n 8
-    python -m pipeline.control tree --source gen:3
+    python -m pipeline.control resample image:me.png -k 2 -n 8
+    python -m pipeline.control tree gen:3            (or: tree --source gen:3)
     python -m pipeline.control compose --source gen:0 --donors gen:1 gen:2 gen:3
     python -m pipeline.control interpolate --corners train:0 train:1 train:2 train:3
     python -m pipeline.control retrieve --source test:5
@@ -225,8 +225,11 @@ def parser() -> argparse.ArgumentParser:
     for name, (_, help_text) in COMMANDS.items():
         c = sub.add_parser(name, help=help_text, description=help_text)
         if name not in ("interpolate",):
-            c.add_argument("--source", default="test:0" if name == "retrieve" else "gen:0",
-                           help="the latent to start from (default: %(default)s)")
+            default = "test:0" if name == "retrieve" else "gen:0"
+            c.add_argument("source_arg", nargs="?", metavar="SOURCE", default=None,
+                           help=f"the latent to start from, here or as --source (default: {default})")
+            c.add_argument("--source", default=None, help="the same, as an option")
+            c.set_defaults(default_source=default)
         if name in ("resample", "tree"):
             c.add_argument("-n", type=int, default=6, help="completions per row (default: %(default)s)")
         if name == "resample":
@@ -253,6 +256,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if hasattr(args, "source_arg"):   # the source may come positionally or as --source, not both
+        if args.source_arg is not None and args.source is not None:
+            print(f"error: source given twice ({args.source_arg} and --source {args.source}); give it once",
+                  file=sys.stderr)
+            return 2
+        args.source = args.source_arg or args.source or args.default_source
     for name in ("n", "top", "size", "inner_steps", "steps", "upscale"):
         value = getattr(args, name, None)
         if value is not None and value < 1:

@@ -50,18 +50,24 @@ def save(path: str | Path, data: PreparedData, modality_args: dict) -> None:
 CORE_ARRAYS = ("train", "test", "header", "train_factors", "test_factors")
 
 
-def load(path: str | Path) -> PreparedData:
+def load(path: str | Path, extras: bool = False) -> PreparedData:
+    """The prepared dataset; `extras` (e.g. IM-NET's test points, ~1 GB at full size) only when asked for."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: prepared dataset not found (run `dvc repro prepare`)")
-    z = io.load_npz(path)
-    header = json.loads(str(z["header"]))
-    return PreparedData(
-        modality=build(header["modality"], **header["modality_args"]),
-        train=z["train"], test=z["test"], train_factors=z.get("train_factors"), test_factors=z.get("test_factors"),
-        factor_names=header["factor_names"], factor_kinds=header["factor_kinds"], info=header["info"],
-        extras={k: v for k, v in z.items() if k not in CORE_ARRAYS},
-    )
+    z = io.load_npz(path, None if extras else CORE_ARRAYS)
+    try:
+        header = json.loads(str(z["header"]))
+        return PreparedData(
+            modality=build(header["modality"], **header["modality_args"]),
+            train=z["train"], test=z["test"], train_factors=z.get("train_factors"),
+            test_factors=z.get("test_factors"), factor_names=header["factor_names"],
+            factor_kinds=header["factor_kinds"], info=header["info"],
+            extras={k: v for k, v in z.items() if k not in CORE_ARRAYS},
+        )
+    except (KeyError, TypeError, ValueError) as e:   # ValueError covers a bad JSON header
+        raise DataError(f"{path}: not a prepared dataset of this pipeline ({e.__class__.__name__}: {e}); "
+                        "rerun `dvc repro prepare`") from None
 
 
 def synthetic(cfg: Config) -> PreparedData:

@@ -136,7 +136,7 @@ def retained_variance(groups: np.ndarray, free: np.ndarray, kinds: list[str]) ->
 
 def load_factor_predictor(path: Path = artifacts.FACTOR_PREDICTOR):
     """(predictor, factor names), or the saved {"skipped": reason} when the data has no factors."""
-    state = torch.load(artifacts.require(path, "factor_predictor"), map_location="cpu", weights_only=False)
+    state = io.load_torch(artifacts.require(path, "factor_predictor"))
     io.check_finite_state(path, state, reading=True)
     if "skipped" in state:
         return state

@@ -62,7 +62,8 @@ def std_tables(hcdm: HCDM, samples: int, anchors: int, generator: torch.Generato
     raw, std = {}, {}
 
     def record(key: str, lo: int, hi: int, drawn: torch.Tensor, groups: int) -> None:   # drawn (groups * n, hi-lo, H)
-        for table, x in ((raw, drawn), (std, (drawn - hcdm.mean[lo:hi]) / hcdm.std[lo:hi])):
+        mean, scale = hcdm.mean[lo:hi].to(drawn.device), hcdm.std[lo:hi].to(drawn.device)   # buffers may be on a GPU
+        for table, x in ((raw, drawn), (std, (drawn - mean) / scale)):
             table[key] = float(x.flatten(1).reshape(groups, -1, x[0].numel()).std(1).mean())
 
     first = data[:, :ends[0]] if data is not None else \

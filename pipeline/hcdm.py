@@ -302,7 +302,7 @@ def save_hcdm(path: Path, model: HCDM) -> None:
 
 def load_hcdm(path: Path = artifacts.HCDM_MODEL) -> HCDM:
     """The EMA weights of the trained HCDM, ready to sample."""
-    state = torch.load(artifacts.require(path, "train_hcdm"), map_location="cpu", weights_only=False)
+    state = io.load_torch(artifacts.require(path, "train_hcdm"))
     io.check_finite_state(path, state, reading=True)
     model = HCDM(**state["arch"])
     model.load_state_dict(state["model"])

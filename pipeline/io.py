@@ -11,12 +11,13 @@ import glob
 import json
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from .errors import NonFiniteError
+from .errors import DataError, NonFiniteError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -33,10 +34,13 @@ def remove_stale_temporaries(path: str | Path) -> None:
     path = Path(path)
     if not path.parent.is_dir():
         return
+    ours = re.compile(rf"^\.{re.escape(path.name)}\.[a-z0-9_]{{8}}(\.tmp)?$")   # tempfile's 8-character names
     for stale in path.parent.glob(f".{glob.escape(path.name)}.*"):
-        if stale.is_dir() and not stale.is_symlink():
+        if not ours.match(stale.name):
+            continue
+        if stale.is_dir() and not stale.is_symlink() and not stale.name.endswith(".tmp"):
             shutil.rmtree(stale, ignore_errors=True)
-        elif stale.name.endswith(".tmp"):
+        elif stale.is_file() and stale.name.endswith(".tmp"):
             stale.unlink(missing_ok=True)
 
 
@@ -81,12 +85,14 @@ def non_finite_counts(**arrays) -> dict[str, tuple[int, int]]:
     import torch
 
     bad = {}
+    arrays = {k: np.asarray(v) if isinstance(v, (float, np.floating)) else v for k, v in arrays.items()}
     floats = {k: v for k, v in arrays.items()
               if (torch.is_tensor(v) and (v.is_floating_point() or v.is_complex()))
               or (isinstance(v, np.ndarray) and v.dtype.kind in "fc")}
     tensors = {k: v for k, v in floats.items() if torch.is_tensor(v)}
     if tensors:   # one device-to-host read for all of them
-        counts = torch.stack([(~torch.isfinite(v.detach())).sum() for v in tensors.values()]).tolist()
+        # .cpu() per count: a checkpoint mixes CUDA weights with AdamW's CPU step counters
+        counts = torch.stack([(~torch.isfinite(v.detach())).sum().cpu() for v in tensors.values()]).tolist()
         bad.update({k: (c, v.numel()) for (k, v), c in zip(tensors.items(), counts) if c})
     for k, v in floats.items():
         if not torch.is_tensor(v):
@@ -129,12 +135,33 @@ def check_finite_state(path: str | Path, state, reading: bool = False) -> None:
     check_finite(path, _flatten_state(state), reading)
 
 
-def load_npz(path: str | Path) -> dict[str, np.ndarray]:
-    """All arrays of an .npz artifact, refused if any floating one holds NaN or inf."""
-    with np.load(path) as z:
-        arrays = {k: z[k] for k in z.files}
+def load_npz(path: str | Path, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """The arrays (all, or `keys` when present) of an .npz artifact; an unreadable file or NaN/inf
+    in a floating array is a DataError naming it."""
+    import zipfile
+
+    try:
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files if keys is None or k in keys}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise DataError(f"{path}: cannot read ({e.__class__.__name__}: {e}); rerun the stage that wrote it") from None
     check_finite(path, arrays, reading=True)
     return arrays
+
+
+def load_torch(path: str | Path):
+    """A torch artifact, read on the CPU; an unreadable file is a DataError naming it."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise
+    except Exception as e:   # truncated zip, garbage, a foreign pickle: torch raises many kinds
+        raise DataError(f"{path}: cannot read ({e.__class__.__name__}: {str(e)[:160]}); "
+                        "rerun the stage that wrote it") from None
 
 
 def save_json(path: str | Path, obj) -> None:
@@ -159,7 +186,10 @@ def save_torch(path: str | Path, obj) -> None:
 
     check_finite_state(path, obj)
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as e:   # torch reports a full disk as a RuntimeError from its zip writer
+            raise OSError(5, f"cannot write ({str(e)[:160]})", str(path)) from None
 
 
 def save_png(path: str | Path, image: np.ndarray) -> None:

@@ -168,7 +168,7 @@ def save_loe(path: Path, model: LayersOfExperts, meta_sgd: MetaSGD, inner_steps:
 
 def load_loe(path: Path = artifacts.LOE) -> tuple[LayersOfExperts, MetaSGD, dict]:
     """The trained LoE, its Meta-SGD rates and the inner-loop settings it was trained with."""
-    state = torch.load(artifacts.require(path, "fit_loe"), map_location="cpu", weights_only=False)
+    state = io.load_torch(artifacts.require(path, "fit_loe"))
     io.check_finite_state(path, state, reading=True)
     hp = state["hyperparameters"]
     model = LayersOfExperts(**hp)

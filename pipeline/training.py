@@ -92,38 +92,98 @@ def run_settings(section) -> dict:
     return {k: v for k, v in dataclasses.asdict(section).items() if k not in SCHEDULE_ONLY}
 
 
+def spare_store() -> Path | None:
+    """Where an unfinished run's checkpoint is also kept, out of DVC's reach: $CHINR_CHECKPOINTS, else
+    ~/.cache/chinr/checkpoints; CHINR_CHECKPOINTS= (empty) turns the spare copy off."""
+    import os
+
+    where = os.environ.get("CHINR_CHECKPOINTS")
+    if where == "":
+        return None
+    return Path(where) if where else Path.home() / ".cache" / "chinr" / "checkpoints"
+
+
 class Checkpointer:
+    """The checkpoint of one run: its `persist: true` output, plus a spare copy named by the run's fingerprint.
+
+    Why the spare: before it runs, `dvc exp run` checks out the baseline's
+    outputs, `persist` ones included, so an interrupted experiment's
+    checkpoint is replaced by the baseline's (another fingerprint) and a rerun
+    of the same command would start from step 0. The spare lives outside the
+    workspace (`spare_store`), is a hard link of the output where the file
+    system allows (no extra writing), and is removed when the run finishes,
+    so only interrupted runs leave one.
+    """
+
     def __init__(self, path: str | Path, fingerprint: str, every: int):
         self.path = Path(path)
         self.fingerprint = fingerprint
         self.every = every
+        store = spare_store()
+        self.spare = None if store is None else store / f"{self.path.parent.name}-{self.path.stem}-{fingerprint}.pt"
         io.remove_stale_temporaries(self.path)   # a kill during a save leaves `.checkpoint.pt.*.tmp` behind
+
+    def _read(self, path: Path) -> dict | None:
+        """A checkpoint file's state; an unreadable one is moved aside (None)."""
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+            if not isinstance(state, dict) or not {"step", "modules", "optimizer", "fingerprint"} <= set(state):
+                raise ValueError("not a checkpoint of this pipeline")
+            return state
+        except Exception as e:   # truncated zip, garbage, a foreign pickle: torch raises many kinds
+            from .distributed import is_main
+
+            aside = path.with_name(path.name + ".corrupt")
+            if is_main():        # under torchrun every rank reads; one moves the file
+                try:
+                    path.replace(aside)
+                except FileNotFoundError:
+                    pass
+                print(f"[checkpoint] {path} is unreadable ({e.__class__.__name__}: {str(e)[:120]}); "
+                      f"moved it to {aside} and starting afresh")
+            return None
 
     def load(self) -> dict | None:
         """The saved state of this very run, or None (no file, another run's, or an unreadable one)."""
-        if not self.path.exists():
-            return None
-        try:
-            state = torch.load(self.path, map_location="cpu", weights_only=False)
-            if not isinstance(state, dict) or not {"step", "modules", "optimizer", "fingerprint"} <= set(state):
-                raise ValueError("not a checkpoint of this pipeline")
-        except Exception as e:   # truncated zip, garbage, a foreign pickle: torch raises many kinds
-            aside = self.path.with_name(self.path.name + ".corrupt")
-            self.path.replace(aside)
-            print(f"[checkpoint] {self.path} is unreadable ({e.__class__.__name__}: {str(e)[:120]}); "
-                  f"moved it to {aside} and starting afresh")
-            return None
-        if state.get("fingerprint") != self.fingerprint:
+        other = False
+        for path in (self.path, self.spare):
+            if path is None or not path.exists():
+                continue
+            state = self._read(path)
+            if state is None:
+                continue
+            if state.get("fingerprint") == self.fingerprint:
+                print(f"[checkpoint] resuming from {path} at step {state['step']}")
+                return state
+            other = True
+        if other:
             print(f"[checkpoint] {self.path} belongs to other params or data: starting afresh")
-            return None
-        print(f"[checkpoint] resuming from {self.path} at step {state['step']}")
-        return state
+        return None
 
     def due(self, step: int, total: int) -> bool:
         return step % self.every == 0 or step == total
 
-    def save(self, state: dict) -> None:
+    def save(self, state: dict, final: bool = False) -> None:
+        """Write the checkpoint; keep the spare in step with it until the run's final save removes it."""
+        import os
+        import shutil
+
         io.save_torch(self.path, {**state, "fingerprint": self.fingerprint})
+        if self.spare is None:
+            return
+        if final:
+            self.spare.unlink(missing_ok=True)
+            return
+        try:
+            self.spare.parent.mkdir(parents=True, exist_ok=True)
+            with io.atomic_path(self.spare) as tmp:
+                tmp.unlink()
+                try:
+                    os.link(self.path, tmp)        # same file system: no second write
+                except OSError:
+                    shutil.copyfile(self.path, tmp)
+        except OSError as e:                       # the spare is a convenience: never fail a run for it
+            print(f"[checkpoint] could not keep a spare copy in {self.spare.parent}: {e.strerror or e}")
 
 
 def rng_state(generator: torch.Generator) -> dict:
@@ -276,6 +336,7 @@ def train_loop(step_fn, modules: dict[str, torch.nn.Module], params: list[torch.
         if saving:
             checkpointer.save({"step": done, "modules": {k: m.state_dict() for k, m in modules.items()},
                                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                               "rng": rng_state(generator), "log": log.rows, "guard": guard.state_dict()})
+                               "rng": rng_state(generator), "log": log.rows, "guard": guard.state_dict()},
+                              final=done == total)
             guard.last_good = (done, checkpointer.path)
             log.write()

@@ -201,11 +201,15 @@ def imnet_files(root: Path) -> dict[str, Path]:
 
 
 def imnet_point_coordinates(points: np.ndarray) -> np.ndarray:
-    """IM-NET's integer sample points (0..255 on a 256 grid) -> coordinates, mapped as mNIF does: (p + 1)/128 - 1.
+    """IM-NET's integer sample points (cells 0..255 of a 256 grid) -> [-1, 1] coordinates of the cells' centres,
+    (p + 0.5)/128 - 1: IM-NET's own (p + 0.5)/256 - 0.5, doubled.
 
-    On a 64^3 grid, p = 4i + 1 lands exactly on our voxel centre -1 + (2i + 1)/64.
+    This is the convention our grids are trained on (64^3 voxel i spans cells
+    4i..4i+3, its centre -1 + (2i + 1)/64 is their middle). mNIF maps (p + 1)/128 - 1,
+    1/256 further (an eighth of a 64^3 voxel), which would put IM-NET's points
+    that sit on a voxel's last cell exactly on the boundary between two voxels.
     """
-    return (points.astype(np.float32) + 1) / 128 - 1
+    return (points.astype(np.float32) + 0.5) / 128 - 1
 
 
 def read_imnet_points(path: Path, limit: int | None = None) -> tuple[np.ndarray, np.ndarray] | None:
@@ -216,16 +220,20 @@ def read_imnet_points(path: Path, limit: int | None = None) -> tuple[np.ndarray,
     with h5py.File(path, "r") as f:
         if "points_64" not in f or "values_64" not in f:
             return None
+        if f["points_64"].ndim != 3 or f["values_64"].ndim not in (2, 3):
+            raise VoxelError(f"{path}: 'points_64' must be (N, P, 3) and 'values_64' (N, P[, 1]), "
+                             f"got {f['points_64'].shape} and {f['values_64'].shape}")
         n = len(f["points_64"]) if limit is None else min(limit, len(f["points_64"]))
         points, values = np.asarray(f["points_64"][:n]), np.asarray(f["values_64"][:n])
     values = values.reshape(len(values), -1)
-    if points.ndim != 3 or points.shape[2] != 3 or values.shape != points.shape[:2]:
+    if points.shape[2] != 3 or values.shape != points.shape[:2]:
         raise VoxelError(f"{path}: 'points_64' must be (N, P, 3) and 'values_64' (N, P[, 1]), "
                          f"got {points.shape} and {values.shape}")
     if points.dtype.kind in "fc" or values.dtype.kind in "fc":
         if not (np.isfinite(points).all() and np.isfinite(values).all()):
             raise VoxelError(f"{path}: 'points_64' or 'values_64' holds NaN or inf")
-    if points.min(initial=0) < 0 or points.max(initial=0) > 255 or not np.isin(values, (0, 1)).all():
+    if (points.min(initial=0) < 0 or points.max(initial=0) > 255 or not np.isin(values, (0, 1)).all()
+            or (points.dtype.kind in "fc" and (points != np.round(points)).any())):
         raise VoxelError(f"{path}: 'points_64' must hold integers 0..255 and 'values_64' only 0 and 1")
     return points.astype(np.uint8), values.astype(np.uint8)
 

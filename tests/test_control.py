@@ -160,3 +160,13 @@ def test_analyze_stage_writes_every_figure(run_dir):
         assert (work / "metrics/analysis" / f"{name}.png").exists()
         assert (work / "data/analysis" / f"{name}.npz").exists()
     shutil.rmtree(work / "metrics/analysis")
+
+
+def test_source_may_be_positional_but_not_twice(in_run, tmp_path, capsys):
+    assert ctl("render", "gen:2", "--out", tmp_path / "a.png") == 0
+    assert ctl("render", "--source", "gen:2", "--out", tmp_path / "b.png") == 0
+    assert np.array_equal(load(tmp_path / "a.npz")["latent"], load(tmp_path / "b.npz")["latent"])
+    assert ctl("render", "--out", tmp_path / "c.png") == 0                    # the default, gen:0
+    assert not np.array_equal(load(tmp_path / "c.npz")["latent"], load(tmp_path / "a.npz")["latent"])
+    assert ctl("render", "gen:1", "--source", "gen:2", "--out", tmp_path / "d.png") == 2
+    assert capsys.readouterr().err.strip().endswith("give it once")

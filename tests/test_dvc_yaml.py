@@ -111,3 +111,27 @@ def test_each_stage_removes_exactly_its_declared_outputs_when_it_stops():
                     declared.add(path)
         module = importlib.import_module(f"pipeline.stages.{name}")
         assert {str(p) for p in module.OUTPUTS} == declared, name
+
+
+def test_each_plot_is_declared_once():
+    """A stage `plots:` output that a top-level `plots:` entry also names is drawn twice by `dvc plots show`."""
+    top = {p if isinstance(p, str) else next(iter(p)) for p in yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]}
+    stage_plots = {next(iter(p)) if isinstance(p, dict) else p
+                   for stage in stages().values() for p in stage.get("plots", [])}
+    assert not top & stage_plots, f"declared twice: {sorted(top & stage_plots)}"
+    assert {"metrics/curves/fit_loe.csv", "metrics/curves/train_hcdm.csv"} <= top
+
+
+def test_readme_pictures_are_not_stage_outputs():
+    """A run on a user's data rewrites the stage outputs; the README's pictures must not change with it."""
+    import re
+
+    outputs = []
+    for stage in stages().values():
+        for kind in ("outs", "metrics", "plots"):
+            outputs += [e if isinstance(e, str) else next(iter(e)) for e in stage.get(kind, [])]
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", (ROOT / "README.md").read_text())
+    assert links, "the README shows no pictures"
+    for link in links:
+        assert (ROOT / link).exists(), link
+        assert not any(link == o or link.startswith(o.rstrip("/") + "/") for o in outputs), f"{link} is a stage output"

@@ -123,3 +123,37 @@ def test_dvc_repro_on_shapes(tmp_path):
     assert {r["variant"] for r in rows} == {"hierarchical", "unconditional"}
     assert all(r["coverage"] is not None and r["fid"] is None for r in rows)
     assert "| coverage | mmd | one_nna |" in out and "fid" not in out.split("## Prior variants")[1]
+
+
+def test_an_interrupted_experiment_resumes_when_run_again(tmp_path):
+    """Ctrl-C during `dvc exp run`, then the same command: Stage-2 resumes instead of starting over
+    (before it does, dvc checks the baseline's checkpoint out over the experiment's own)."""
+    import os
+    import signal
+    import time
+
+    import torch
+
+    work = repro_in_new_repo(tmp_path, micro_params())
+    sh("git add -A && git commit -qm base", work)
+    spares = tmp_path / "spares"
+    env = {**os.environ, "CHINR_CHECKPOINTS": str(spares)}
+    cmd = ["dvc", "exp", "run", "-S", "hcdm.steps=3000", "-S", "hcdm.checkpoint_every=50"]
+    p = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    deadline, step = time.time() + 300, 0
+    while step < 200 and time.time() < deadline and p.poll() is None:
+        time.sleep(0.5)
+        for f in spares.glob("hcdm-checkpoint-*.pt"):
+            try:
+                step = torch.load(f, weights_only=False)["step"]
+            except Exception:   # being replaced right now
+                pass
+    assert step >= 200 and p.poll() is None, "the experiment did not reach step 200 to be interrupted"
+    os.killpg(p.pid, signal.SIGINT)                                    # what Ctrl-C in a terminal sends
+    p.wait(timeout=120)
+    r = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = r.stdout + r.stderr
+    assert "[checkpoint] resuming from" in out and "hcdm-checkpoint-" in out, out[-3000:]
+    assert not list(spares.glob("hcdm-checkpoint-*.pt"))             # finished: the spare is gone

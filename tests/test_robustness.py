@@ -11,6 +11,7 @@ import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -27,7 +28,8 @@ from pipeline.errors import DataError, NonFiniteError
 from pipeline.stages.analyze import figures
 from pipeline.training import Checkpointer, run_settings
 
-ENV = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+ENV = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin",
+       "CHINR_CHECKPOINTS": str(Path(tempfile.gettempdir()) / "chinr-test-spares")}   # not ~/.cache
 
 
 def stage(name, cwd, check=False, **kw):
@@ -127,6 +129,26 @@ def test_a_huge_hcdm_lr_is_stopped_not_reported(run_copy):
     assert "hcdm.lr" in last_line(r) and not (run_copy / "data/hcdm/hcdm.pt").exists()
 
 
+def test_unreadable_artifacts_are_one_line_naming_the_file(tmp_path):
+    import zipfile
+
+    good = tmp_path / "good.npz"
+    io.save_npz(good, a=np.ones(3))
+    for name, data in (("empty.npz", b""), ("garbage.npz", b"not a zip at all" * 10),
+                       ("truncated.npz", good.read_bytes()[:40])):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(DataError, match=rf"{name}: cannot read \(\w+.*rerun the stage that wrote it"):
+            io.load_npz(tmp_path / name)
+    with pytest.raises(DataError, match=r"m\.pt: cannot read"):
+        (tmp_path / "m.pt").write_bytes(b"garbage")
+        io.load_torch(tmp_path / "m.pt")
+    with pytest.raises(NonFiniteError, match=r"'x' holds 1 of 1"):       # scalars too
+        io.save_npz(tmp_path / "s.npz", x=np.float32("nan"))
+    with pytest.raises(NonFiniteError):
+        io.save_npz(tmp_path / "s.npz", x=float("inf"))
+    assert zipfile.is_zipfile(good)
+
+
 def test_every_metrics_file_of_a_run_is_strict_json(trained):
     files = sorted((trained / "metrics").glob("*.json"))
     assert len(files) == 5                                     # prepare, fit_loe, reconstruction, svcca, train_hcdm
@@ -186,9 +208,18 @@ def test_analyze_picks_test_instances_that_exist():
 def test_four_images_run_through_evaluate_and_analyze(tmp_path):
     write_faces(tmp_path / "imgs", 4)
     write_params(tmp_path, folder_params(tmp_path / "imgs"))
-    for name in ("prepare", "fit_loe", "export_latents", "reference", "train_hcdm", "sample", "evaluate", "analyze"):
-        stage(name, tmp_path, check=True)
+    said = {name: stage(name, tmp_path, check=True).stderr
+            for name in ("prepare", "fit_loe", "export_latents", "reference", "train_hcdm", "sample", "evaluate", "analyze")}
+    # Weak figures are computed but flagged: on stderr and in the metrics file.
+    prep = json.loads((tmp_path / "metrics/prepare.json").read_text())
+    assert prep["warnings"] == ["the test split has 2 instances (< 50): reconstruction figures and FID/precision "
+                                "references measured on it are noisy"] and "warning: the test split has 2" in said["prepare"]
+    assert "SVCCA on 2 train instances for 8-d latents" in json.loads((tmp_path / "metrics/svcca.json").read_text())["warnings"][0]
     gen = json.loads((tmp_path / "metrics/generation.json").read_text())
+    flagged = " | ".join(gen["warnings"])
+    assert "reference (train) set has 2 images for 2048-d" in flagged and "KID subsets cut from 8 to 2" in flagged
+    assert "precision/recall k cut from 3 to 1" in flagged and flagged.count("warning") == 0
+    assert said["evaluate"].count("warning: ") == len(gen["warnings"]) == 4
     assert gen["fid_protocol"]["precision_recall_k_used"] == 1 and gen["fid_protocol"]["reference_size"] == 2
     assert gen["fid_references"]["test_split_real"]["pr_k_used"] == 1 and np.isfinite(gen["kid"])
     assert len(list((tmp_path / "metrics/analysis").glob("*.png"))) == 6
@@ -318,6 +349,7 @@ def test_ctrl_c_is_one_line_and_the_checkpoint_resumes(run_copy):
     deadline = time.time() + 120
     while not (run_copy / "data/hcdm/checkpoint.pt").exists() and time.time() < deadline:
         time.sleep(0.2)
+    assert (run_copy / "data/hcdm/checkpoint.pt").exists(), "no checkpoint within 120 s: nothing to interrupt"
     time.sleep(0.5)
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=60)
@@ -334,22 +366,42 @@ def test_an_unreadable_checkpoint_is_moved_aside_and_the_run_starts_afresh(tmp_p
     path = tmp_path / "checkpoint.pt"
     io.save_torch(path, {"step": 5, "modules": {}, "optimizer": {}, "fingerprint": "f", "w": torch.ones(1000)})
     path.write_bytes(path.read_bytes()[:300] if content == "truncate" else content)
-    (tmp_path / ".checkpoint.pt.abc123.tmp").write_bytes(b"left by a kill")
+    (tmp_path / ".checkpoint.pt.abc12345.tmp").write_bytes(b"left by a kill")
     ckpt = Checkpointer(path, "f", every=10)
-    assert not (tmp_path / ".checkpoint.pt.abc123.tmp").exists()
+    assert not (tmp_path / ".checkpoint.pt.abc12345.tmp").exists()
     assert ckpt.load() is None and not path.exists() and (tmp_path / "checkpoint.pt.corrupt").exists()
     assert "is unreadable" in capsys.readouterr().out
     ckpt.save({"step": 1, "modules": {}, "optimizer": {}})
     assert ckpt.load()["step"] == 1
 
 
+def test_a_spare_checkpoint_survives_dvc_replacing_the_output(tmp_path, monkeypatch):
+    """`dvc exp run` checks the baseline's persist outputs out over an interrupted experiment's checkpoint."""
+    monkeypatch.setenv("CHINR_CHECKPOINTS", str(tmp_path / "spares"))
+    path = tmp_path / "hcdm" / "checkpoint.pt"
+    run = Checkpointer(path, "fp-exp", every=10)
+    run.save({"step": 10, "modules": {}, "optimizer": {}})
+    spare = tmp_path / "spares" / "hcdm-checkpoint-fp-exp.pt"
+    assert spare.exists() and os.path.samefile(spare, path)            # a hard link: nothing written twice
+    io.save_torch(path, {"step": 99, "modules": {}, "optimizer": {}, "fingerprint": "fp-baseline"})   # the checkout
+    assert torch.load(spare, weights_only=False)["step"] == 10          # a new file replaced the link, not its content
+    assert Checkpointer(path, "fp-exp", every=10).load()["step"] == 10
+    assert Checkpointer(path, "fp-baseline", every=10).load()["step"] == 99
+    run.save({"step": 20, "modules": {}, "optimizer": {}}, final=True)  # a finished run leaves no spare
+    assert not spare.exists() and torch.load(path, weights_only=False)["step"] == 20
+    monkeypatch.setenv("CHINR_CHECKPOINTS", "")
+    assert Checkpointer(path, "x", every=10).spare is None
+
+
 def test_stale_temporaries_of_an_artifact_are_cleaned_on_the_next_write(tmp_path):
-    (tmp_path / ".m.json.x1.tmp").write_text("{")
-    (tmp_path / ".files.k2").mkdir()
-    (tmp_path / ".other.json.x.tmp").write_text("kept: not ours")
+    (tmp_path / ".m.json.x1abc_9z.tmp").write_text("{")                # what mkstemp names, left by a kill
+    (tmp_path / ".files.k2abcdef").mkdir()                             # what mkdtemp names
+    (tmp_path / ".other.json.x1abc_9z.tmp").write_text("kept: another artifact's")
+    (tmp_path / ".m.json.backup").mkdir()                              # kept: not a name tempfile makes
     io.save_json(tmp_path / "m.json", {"a": 1})
     io.save_directory(tmp_path / "files", {"a.txt": b"a"})
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.json.x.tmp", "files", "m.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".m.json.backup", ".other.json.x1abc_9z.tmp", "files",
+                                                           "m.json"]
 
 
 def test_schedule_only_settings_keep_an_interrupted_run(run_copy):

@@ -239,11 +239,11 @@ def test_modality_renders_and_writes_meshes():
     assert ply.startswith(b"ply") and trimesh.load(trimesh.util.wrap_as_stream(ply), file_type="ply").is_watertight
 
 
-def test_imnet_test_points_are_read_mapped_as_mnif_and_scored(tmp_path):
+def test_imnet_test_points_are_read_at_cell_centres_and_scored(tmp_path):
     grids = write_imnet(tmp_path)                                      # (8, 64, 64, 64): 5 train, 3 test
     rng = np.random.default_rng(0)
     idx = rng.integers(0, 64, (3, 100, 3))                             # voxels of each test shape
-    points = (4 * idx + 1).astype(np.uint8)                            # where IM-NET's 256 grid meets our centres
+    points = (4 * idx + rng.integers(0, 4, idx.shape)).astype(np.uint8)   # any of the voxel's 4 cells per axis
     values = np.stack([grids[5 + s][tuple(idx[s].T)] for s in range(3)]).astype(np.uint8)
     with h5py.File(tmp_path / "all_vox256_img_test.hdf5", "a") as f:
         del f["points_64"], f["values_64"]
@@ -253,9 +253,14 @@ def test_imnet_test_points_are_read_mapped_as_mnif_and_scored(tmp_path):
     data = datasets.prepare(config.from_dict(raw))
     assert data.extras["test_points"].shape == (3, 100, 3) and data.info["test_points"] == 100
     coords = voxels.imnet_point_coordinates(data.extras["test_points"])
-    assert np.allclose(coords, voxel_centres(64)[tuple(idx.reshape(-1, 3).T)].reshape(3, 100, 3), atol=1e-6)
+    assert np.allclose(coords, (points + 0.5) / 256 * 2 - 1)           # IM-NET's (p + 0.5)/256 - 0.5, doubled
+    centres = voxel_centres(64)[tuple(idx.reshape(-1, 3).T)].reshape(3, 100, 3)
+    assert (np.abs(coords - centres) <= 3 / 256 + 1e-6).all()          # inside the voxel (half-width 4/256)
+    # cells 1 and 2 straddle 64^3 voxel 0's centre -1 + 1/64 symmetrically
+    assert voxels.imnet_point_coordinates(np.array([1, 2])).mean() == pytest.approx(-1 + 1 / 64)
     datasets.save(tmp_path / "d.npz", data, {"resolution": 64})
-    assert np.array_equal(datasets.load(tmp_path / "d.npz").extras["test_values"], values)
+    assert np.array_equal(datasets.load(tmp_path / "d.npz", extras=True).extras["test_values"], values)
+    assert datasets.load(tmp_path / "d.npz").extras == {}                # ~1 GB at full size: only on request
     # A decoder that is exactly right at the points, then one wrong on a fifth of them.
     occupied = torch.from_numpy(values)
     exact = ShapeModality.point_metrics(occupied.float() * 2 - 1, occupied)

@@ -9,7 +9,7 @@ stage ends as one line on stderr and an exit code, never a traceback:
 | a bad param | `error: <dotted key>: ...` | 2 |
 | a bad or missing input file, NaN/inf in an input or a result | `error: [stage: ]<file>: ...` | 2 |
 | a diverged training run | `error: <stage> diverged at step ...` | 2 |
-| an output that cannot be written (read-only folder, full disk) | `error: <stage>: cannot write <path>: ...` | 2 |
+| an output that cannot be written (read-only folder, full disk) | `error: <stage>: <path>: <reason>` | 2 |
 | Ctrl-C | `interrupted: ...` | 130 |
 
 and a stage that stops removes the outputs it declared (`outputs`), so no
@@ -36,8 +36,6 @@ def stage_name(main) -> str:
 
 
 def run(main, outputs: tuple[Path, ...] = (), params: str = "params.yaml") -> None:
-    from .. import io
-
     stage = stage_name(main)
     code, line = 0, None
     try:
@@ -57,14 +55,41 @@ def run(main, outputs: tuple[Path, ...] = (), params: str = "params.yaml") -> No
     except KeyboardInterrupt:
         code, line = 130, (f"interrupted: {stage} stopped and wrote no result; `dvc repro` runs it again "
                            "(a training stage resumes from its last checkpoint)")
+    except BaseException:   # a bug: its traceback is the report, but no partial output may stay behind
+        _clean_up(outputs)
+        raise
     if code:
-        if is_main():
-            try:
-                io.discard(*outputs)
-            except OSError:
-                pass
+        _clean_up(outputs)
         print(line, file=sys.stderr)
         sys.exit(code)
+
+
+def _clean_up(outputs) -> None:
+    """Remove the stage's outputs; a second Ctrl-C meanwhile is ignored, so it cannot become a traceback."""
+    import signal
+
+    from .. import io
+
+    if not is_main():
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        io.discard(*outputs)
+    except OSError:
+        pass
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def warn(warnings: list[str], message: str) -> None:
+    """A figure that is computed but weak (a small set, a cut subset): said on stderr, kept in the metrics file."""
+    print(f"warning: {message}", file=sys.stderr)
+    warnings.append(message)
+
+
+def with_warnings(metrics: dict, warnings: list[str]) -> dict:
+    """`metrics` plus a `warnings` list when there is any (so a clean run's file is unchanged)."""
+    return {**metrics, "warnings": warnings} if warnings else metrics
 
 
 def elapsed(start: float) -> float:

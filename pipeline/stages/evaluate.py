@@ -12,17 +12,28 @@ from ..artifacts import FIGURES, METRICS, REFERENCE
 from ..generation import load_trained, part_std, sample_latents, std_tables
 from ..metrics import memorisation_distance, nearest_distances
 from ..shape_metrics import UNITS, generation_scores, point_clouds
-from . import elapsed, run
+from . import elapsed, run, warn, with_warnings
 
 # Removed when the stage stops early (dvc.yaml's outs, metrics and plots; curves and checkpoints stay).
 OUTPUTS = (METRICS / "generation.json", FIGURES / "retrieval.png")
 
 
-def image_scores(cfg, device, m, loe, values, test_targets, test_latents) -> dict:
+def image_scores(cfg, device, m, loe, values, test_targets, test_latents, warnings: list[str]) -> dict:
     """FID / KID / precision-recall of the first fid_samples generated images, with references."""
     e = cfg.evaluate
     real = io.load_npz(artifacts.require(REFERENCE, "reference"))["features"]
     real_stats = fid.gaussian(real)
+    dims = real.shape[1]
+    for what, n in (("reference (train) set", len(real)), ("generated set", e.fid_samples)):
+        if n <= dims:
+            warn(warnings, f"FID's {what} has {n} images for {dims}-d Inception features: its covariance is "
+                           "rank-deficient and FID reads high; compare only FIDs of equal set sizes")
+    kid_size = min(e.kid_subset_size, len(real), e.fid_samples)
+    if kid_size < e.kid_subset_size:
+        warn(warnings, f"KID subsets cut from {e.kid_subset_size} to {kid_size} images (the smaller set compared)")
+    k_used = fid.pr_k_used(e.pr_k, min(len(real), e.fid_samples))
+    if k_used < e.pr_k:
+        warn(warnings, f"precision/recall k cut from {e.pr_k} to {k_used}: a set has only {k_used + 1} images")
 
     def scores(pics):
         feats = fid.inception_features(pics, progress=True, device=device)
@@ -79,6 +90,7 @@ def shape_scores(cfg, m, loe, values, test_latents) -> dict:
 
 def main(cfg, generator, start, device):
     e, s = cfg.evaluate, cfg.sample
+    warnings = []
     data, loe, hcdm = load_trained(device)
     m = data.modality
     coords = m.coordinates()
@@ -97,7 +109,7 @@ def main(cfg, generator, start, device):
     test_memo = memorisation_distance(test, train)        # real unseen data on the same scale
     test_latents = torch.from_numpy(artifacts.load_latents()["test"])
     if m.name == "image":
-        quality = image_scores(cfg, device, m, loe, values, test_targets, test_latents)
+        quality = image_scores(cfg, device, m, loe, values, test_targets, test_latents, warnings)
     else:
         quality = shape_scores(cfg, m, loe, values, test_latents)
 
@@ -125,7 +137,7 @@ def main(cfg, generator, start, device):
     def rounded(t):
         return {k: round(v, 4) for k, v in t.items()}
     dims = train.shape[1]
-    io.save_json(METRICS / "generation.json", {
+    io.save_json(METRICS / "generation.json", with_warnings({
         "variant": hcdm.variant, "binary_len": hcdm.binary_len,
         **quality,
         "memorisation_distance": round(float(memo.mean()), 4),
@@ -146,7 +158,7 @@ def main(cfg, generator, start, device):
                         "(std_1 then does not depend on binary_len, as in the paper's Table 2)",
             "parts": ("one part per LoE layer (h^1..h^L)" if e.std_table.parts is None else
                       f"layers per part {e.std_table.parts} (evaluate.std_table.parts)")},
-        "sampler": s.sampler, "ddim_steps": s.ddim_steps, "seconds": elapsed(start)})
+        "sampler": s.sampler, "ddim_steps": s.ddim_steps, "seconds": elapsed(start)}, warnings))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from ..artifacts import DATASET, FIGURES, LATENTS, METRICS, RECONSTRUCTIONS
 from ..meta import fit_latents, load_loe
 from ..plots import heatmap
 from ..svcca import layer_correlations
-from . import elapsed, run
+from . import elapsed, run, warn, with_warnings
 
 # Removed when the stage stops early (dvc.yaml's outs, metrics and plots; curves and checkpoints stay).
 OUTPUTS = (LATENTS, RECONSTRUCTIONS, METRICS / "reconstruction.json", METRICS / "svcca.json", FIGURES / "svcca.png")
@@ -18,7 +18,8 @@ DEFINITIONS = {
     "shape": {"accuracy_definition": "share of correctly classified voxels on the full grid (occupied: value >= 0); "
                                      "mNIF's (Table 1) is on IM-NET's near-surface points: not comparable",
               "points_definition": "accuracy_points / psnr_points (IM-NET sources only): the same figures on IM-NET's "
-                                   "test points_64/values_64 at (p + 1)/128 - 1, as mNIF's Table 1",
+                                   "test points_64/values_64, as mNIF's Table 1, at the cells' centres (p + 0.5)/128 - 1 "
+                                   "(mNIF: (p + 1)/128 - 1, 1/256 further)",
               "psnr_definition": "mNIF's shape PSNR on the full grid: values clamped to [-1, 1] and occupancy {-1, 1} "
                                  "mapped to [0, 1], per-instance PSNR, mean; mNIF's (Table 1) is on IM-NET's points",
               "iou_definition": "intersection over union of occupied voxels on the full grid",
@@ -29,7 +30,7 @@ DEFINITIONS = {
 
 
 def main(cfg, generator, start, device):
-    data = datasets.load(artifacts.require(DATASET, "prepare"))
+    data = datasets.load(artifacts.require(DATASET, "prepare"), extras=True)
     model, meta_sgd, trained = load_loe()
     model, meta_sgd = model.to(device), meta_sgd.to(device)
     e = cfg.export_latents
@@ -44,11 +45,15 @@ def main(cfg, generator, start, device):
         report[split] = {"instances": len(latents),
                          **{name: round(float(np.mean(v)), 4) for name, v in per_instance.items()}}
     if "test_points" in data.extras:   # IM-NET's near-surface samples: accuracy and PSNR where mNIF measures them
-        coords = torch.from_numpy(voxels.imnet_point_coordinates(data.extras["test_points"]))
-        values = model.render(coords, torch.from_numpy(bank["test"]), e.batch_size)[..., 0]
-        for name, v in data.modality.point_metrics(values, torch.from_numpy(data.extras["test_values"])).items():
-            bank[f"test_{name}"] = v
-            report["test"][name] = round(float(np.mean(v)), 4)
+        points, occupied = data.extras["test_points"], data.extras["test_values"]
+        scores = []
+        for i in range(0, len(points), e.batch_size):   # float coordinates of all 8762 x 16384 points: 1.7 GB
+            coords = torch.from_numpy(voxels.imnet_point_coordinates(points[i:i + e.batch_size]))
+            values = model.render(coords, torch.from_numpy(bank["test"][i:i + e.batch_size]), e.batch_size)[..., 0]
+            scores.append(data.modality.point_metrics(values, torch.from_numpy(occupied[i:i + e.batch_size])))
+        for name in scores[0]:
+            bank[f"test_{name}"] = np.concatenate([s[name] for s in scores])
+            report["test"][name] = round(float(np.mean(bank[f"test_{name}"])), 4)
     io.save_npz(LATENTS, **bank)
 
     # Top row: test originals; bottom row: their reconstructions from the latent bank.
@@ -60,15 +65,20 @@ def main(cfg, generator, start, device):
                                                upscale=pictures.upscale_for(original.shape[1])))
     # Cross-layer SVCCA of the train latents (paper fig. 7a).
     corr = layer_correlations(bank["train"])
+    warnings = []
+    n, dims = bank["train"].shape[0], bank["train"].shape[2]
+    if n <= dims:
+        warn(warnings, f"SVCCA on {n} train instances for {dims}-d latents: with no more instances than dimensions "
+                       "canonical correlations are inflated towards 1")
     labels = [f"h{l + 1}" for l in range(len(corr))]
     heatmap(FIGURES / "svcca.png", corr, labels, "SVCCA between layers' latents (train split)")
-    io.save_json(METRICS / "svcca.json", {
+    io.save_json(METRICS / "svcca.json", with_warnings({
         "matrix": np.round(corr, 4).tolist(), "layers": labels,
         "mean_adjacent": round(float(np.mean([corr[i, i + 1] for i in range(len(corr) - 1)])), 4),
         "mean_off_diagonal": round(float(corr[~np.eye(len(corr), dtype=bool)].mean()), 4),
         "definition": "Raghu et al. 2017: centre, keep the top singular directions holding 99% of the variance "
                       "(variance = squared singular values), CCA, mean canonical correlation; "
-                      "neurons = latent dimensions, datapoints = train instances"})
+                      "neurons = latent dimensions, datapoints = train instances"}, warnings))
     io.save_json(METRICS / "reconstruction.json", {
         **report, "inner_steps": e.inner_steps, "inner_loop_points": e.points or len(m.coordinates()),
         **DEFINITIONS[m.name], "seconds": elapsed(start)})

@@ -30,7 +30,7 @@ def main(cfg, generator, start, device):
     real, real_empty = point_clouds(m.occupancy(m.targets(data.train[:len(clouds)])).numpy(), points, cfg.seed + 1)
     real_scores = {**generation_scores(real, clouds), "shapes": len(real), "without_surface": real_empty}
     io.save_npz(REFERENCE, points=clouds, split="test", empty=empty, resolution=cfg.dataset.resolution,
-                train_split_real=json.dumps(real_scores), seconds=elapsed(start))
+                train_split_real=json.dumps(real_scores, allow_nan=False), seconds=elapsed(start))
 
 
 if __name__ == "__main__":
