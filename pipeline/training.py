@@ -100,7 +100,12 @@ def spare_store() -> Path | None:
     where = os.environ.get("CHINR_CHECKPOINTS")
     if where == "":
         return None
-    return Path(where) if where else Path.home() / ".cache" / "chinr" / "checkpoints"
+    if where:
+        return Path(where)
+    try:
+        return Path.home() / ".cache" / "chinr" / "checkpoints"
+    except RuntimeError:   # no home directory to be found: no spare, the run itself is unaffected
+        return None
 
 
 class Checkpointer:
@@ -120,7 +125,10 @@ class Checkpointer:
         self.fingerprint = fingerprint
         self.every = every
         store = spare_store()
-        self.spare = None if store is None else store / f"{self.path.parent.name}-{self.path.stem}-{fingerprint}.pt"
+        # Named by the workspace's checkpoint path and the run: two clones never share a spare.
+        where = hashlib.sha256(str(self.path.resolve()).encode()).hexdigest()[:8]
+        self.spare = None if store is None else \
+            store / f"{where}-{self.path.parent.name}-{self.path.stem}-{fingerprint}.pt"
         io.remove_stale_temporaries(self.path)   # a kill during a save leaves `.checkpoint.pt.*.tmp` behind
 
     def _read(self, path: Path) -> dict | None:

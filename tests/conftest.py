@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -12,6 +13,12 @@ sys.path.insert(0, str(ROOT))
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _spare_checkpoints(tmp_path_factory):
+    """Spare checkpoints of in-process training go to the session's temporary folder, not ~/.cache."""
+    os.environ.setdefault("CHINR_CHECKPOINTS", str(tmp_path_factory.mktemp("spares")))
 
 
 def micro_params() -> dict:

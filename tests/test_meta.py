@@ -69,8 +69,8 @@ def test_meta_learning_improves_and_an_interrupted_run_resumes_exactly(tmp_path)
     ck = Checkpointer(tmp_path / "cut.pt", "run", 6)
     saved = ck.save
 
-    def save_then_die(state):
-        saved(state)
+    def save_then_die(state, final=False):
+        saved(state, final)
         raise Interrupt
 
     ck.save = save_then_die

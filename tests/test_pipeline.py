@@ -144,7 +144,7 @@ def test_an_interrupted_experiment_resumes_when_run_again(tmp_path):
     deadline, step = time.time() + 300, 0
     while step < 200 and time.time() < deadline and p.poll() is None:
         time.sleep(0.5)
-        for f in spares.glob("hcdm-checkpoint-*.pt"):
+        for f in spares.glob("*-hcdm-checkpoint-*.pt"):
             try:
                 step = torch.load(f, weights_only=False)["step"]
             except Exception:   # being replaced right now
@@ -156,4 +156,4 @@ def test_an_interrupted_experiment_resumes_when_run_again(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     out = r.stdout + r.stderr
     assert "[checkpoint] resuming from" in out and "hcdm-checkpoint-" in out, out[-3000:]
-    assert not list(spares.glob("hcdm-checkpoint-*.pt"))             # finished: the spare is gone
+    assert not list(spares.glob("*-hcdm-checkpoint-*.pt"))           # finished: the spare is gone

@@ -362,7 +362,8 @@ def test_ctrl_c_is_one_line_and_the_checkpoint_resumes(run_copy):
 # --- 5. stuck runs ------------------------------------------------------------
 
 @pytest.mark.parametrize("content", [b"", b"garbage" * 10, "truncate"])
-def test_an_unreadable_checkpoint_is_moved_aside_and_the_run_starts_afresh(tmp_path, content, capsys):
+def test_an_unreadable_checkpoint_is_moved_aside_and_the_run_starts_afresh(tmp_path, content, capsys, monkeypatch):
+    monkeypatch.setenv("CHINR_CHECKPOINTS", str(tmp_path / "spares"))
     path = tmp_path / "checkpoint.pt"
     io.save_torch(path, {"step": 5, "modules": {}, "optimizer": {}, "fingerprint": "f", "w": torch.ones(1000)})
     path.write_bytes(path.read_bytes()[:300] if content == "truncate" else content)
@@ -381,7 +382,8 @@ def test_a_spare_checkpoint_survives_dvc_replacing_the_output(tmp_path, monkeypa
     path = tmp_path / "hcdm" / "checkpoint.pt"
     run = Checkpointer(path, "fp-exp", every=10)
     run.save({"step": 10, "modules": {}, "optimizer": {}})
-    spare = tmp_path / "spares" / "hcdm-checkpoint-fp-exp.pt"
+    spare = run.spare
+    assert spare.parent == tmp_path / "spares" and spare.name.endswith("-hcdm-checkpoint-fp-exp.pt")
     assert spare.exists() and os.path.samefile(spare, path)            # a hard link: nothing written twice
     io.save_torch(path, {"step": 99, "modules": {}, "optimizer": {}, "fingerprint": "fp-baseline"})   # the checkout
     assert torch.load(spare, weights_only=False)["step"] == 10          # a new file replaced the link, not its content
@@ -391,6 +393,12 @@ def test_a_spare_checkpoint_survives_dvc_replacing_the_output(tmp_path, monkeypa
     assert not spare.exists() and torch.load(path, weights_only=False)["step"] == 20
     monkeypatch.setenv("CHINR_CHECKPOINTS", "")
     assert Checkpointer(path, "x", every=10).spare is None
+    monkeypatch.delenv("CHINR_CHECKPOINTS")
+
+    def no_home():
+        raise RuntimeError("Could not determine home directory")
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    assert Checkpointer(path, "x", every=10).spare is None              # no home: no spare, no failure
 
 
 def test_stale_temporaries_of_an_artifact_are_cleaned_on_the_next_write(tmp_path):
