@@ -64,7 +64,7 @@ def std_tables(hcdm: HCDM, samples: int, anchors: int, generator: torch.Generato
     def record(key: str, lo: int, hi: int, drawn: torch.Tensor, groups: int) -> None:   # drawn (groups * n, hi-lo, H)
         mean, scale = hcdm.mean[lo:hi].to(drawn.device), hcdm.std[lo:hi].to(drawn.device)   # buffers may be on a GPU
         for table, x in ((raw, drawn), (std, (drawn - mean) / scale)):
-            table[key] = float(x.flatten(1).reshape(groups, -1, x[0].numel()).std(1).mean())
+            table[key] = float(x.reshape(groups, -1, x[0].numel()).std(1).mean())
 
     first = data[:, :ends[0]] if data is not None else \
         hcdm.sample(samples, generator, stop=ends[0], sampler=sampler, steps=steps)[:, :ends[0]]

@@ -80,7 +80,7 @@ def _non_finite_json(obj, where: str = "") -> str | None:
     return None
 
 
-def non_finite_counts(**arrays) -> dict[str, tuple[int, int]]:
+def non_finite_counts(arrays: dict) -> dict[str, tuple[int, int]]:
     """name -> (non-finite values, values) for every floating array or tensor holding NaN or inf."""
     import torch
 
@@ -104,7 +104,7 @@ def non_finite_counts(**arrays) -> dict[str, tuple[int, int]]:
 
 def check_finite(path: str | Path, arrays: dict, reading: bool = False) -> None:
     """Raise NonFiniteError naming `path` and the first array of `arrays` holding NaN or inf."""
-    bad = non_finite_counts(**arrays)
+    bad = non_finite_counts(arrays)
     if bad:
         name, (count, total) = next(iter(bad.items()))
         then = "refusing to use it; rerun the stage that wrote it" if reading else "nothing was written"
@@ -143,9 +143,9 @@ def load_npz(path: str | Path, keys: tuple[str, ...] | None = None) -> dict[str,
     try:
         with np.load(path) as z:
             arrays = {k: z[k] for k in z.files if keys is None or k in keys}
+    except FileNotFoundError:
+        raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-        if isinstance(e, FileNotFoundError):
-            raise
         raise DataError(f"{path}: cannot read ({e.__class__.__name__}: {e}); rerun the stage that wrote it") from None
     check_finite(path, arrays, reading=True)
     return arrays

@@ -199,7 +199,7 @@ class ShapeModality(Modality):
         output layer is linear, so values are clamped to [-1, 1] first (mNIF's
         ends in a sine, which bounds them the same way).
         """
-        psnr = metrics.psnr(values[..., 0].clamp(-1, 1) * 0.5 + 0.5, targets[..., 0] * 0.5 + 0.5)
+        psnr = self.shape_psnr(values[..., 0], targets[..., 0] >= 0)
         pred, true = values[..., 0] >= 0, targets[..., 0] >= 0                    # (B, R^3)
         correct = pred == true
         union = (pred | true).sum(1)
@@ -207,19 +207,22 @@ class ShapeModality(Modality):
         band = voxels.near_surface(true.reshape(-1, *(self.resolution,) * 3)).flatten(1)
         near = (correct & band).sum(1) / band.sum(1).clamp_min(1)
         return {"accuracy": correct.float().mean(1).numpy(), "iou": iou.float().numpy(),
-                "accuracy_near_surface": near.float().numpy(), "psnr": psnr.float().numpy()}
+                "accuracy_near_surface": near.float().numpy(), "psnr": psnr.numpy()}
 
     @staticmethod
-    def point_metrics(values: torch.Tensor, occupied: torch.Tensor) -> dict[str, np.ndarray]:
+    def shape_psnr(values: torch.Tensor, occupied: torch.Tensor) -> torch.Tensor:
+        """mNIF's shape PSNR: values (B, P) clamped to [-1, 1] and mapped to [0, 1], against occupancy (B, P)
+        as 0/1; per-instance PSNR (B,)."""
+        return metrics.psnr(values.clamp(-1, 1) * 0.5 + 0.5, occupied.float()).float()
+
+    @classmethod
+    def point_metrics(cls, values: torch.Tensor, occupied: torch.Tensor) -> dict[str, np.ndarray]:
         """mNIF's Table-1 figures on sample points: values (B, P) decoded there, occupied (B, P) {0, 1}.
 
-        accuracy: (value >= 0) == occupied; psnr: values clamped to [-1, 1] and
-        mapped to [0, 1] against the occupancy, per-instance PSNR.
+        accuracy: (value >= 0) == occupied; psnr: `shape_psnr`.
         """
-        true = occupied.float()
-        psnr = metrics.psnr(values.clamp(-1, 1) * 0.5 + 0.5, true)
-        accuracy = ((values >= 0).float() == true).float().mean(1)
-        return {"accuracy_points": accuracy.numpy(), "psnr_points": psnr.float().numpy()}
+        accuracy = ((values >= 0) == occupied.bool()).float().mean(1)
+        return {"accuracy_points": accuracy.numpy(), "psnr_points": cls.shape_psnr(values, occupied).numpy()}
 
     def predictor_input(self, values):
         return self.occupancy(values)[:, None]

@@ -133,22 +133,23 @@ class Checkpointer:
 
     def _read(self, path: Path) -> dict | None:
         """A checkpoint file's state; an unreadable one is moved aside (None)."""
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-            if not isinstance(state, dict) or not {"step", "modules", "optimizer", "fingerprint"} <= set(state):
-                raise ValueError("not a checkpoint of this pipeline")
-            return state
-        except Exception as e:   # truncated zip, garbage, a foreign pickle: torch raises many kinds
-            from .distributed import is_main
+        from .distributed import is_main
+        from .errors import DataError
 
+        try:
+            state = io.load_torch(path)
+            if not isinstance(state, dict) or not {"step", "modules", "optimizer", "fingerprint"} <= set(state):
+                raise DataError(f"{path}: not a checkpoint of this pipeline")
+            return state
+        except DataError as e:
             aside = path.with_name(path.name + ".corrupt")
             if is_main():        # under torchrun every rank reads; one moves the file
                 try:
                     path.replace(aside)
                 except FileNotFoundError:
                     pass
-                print(f"[checkpoint] {path} is unreadable ({e.__class__.__name__}: {str(e)[:120]}); "
-                      f"moved it to {aside} and starting afresh")
+                reason = str(e).removeprefix(f"{path}: ").split("; rerun")[0]
+                print(f"[checkpoint] {path} is unreadable ({reason}); moved it to {aside} and starting afresh")
             return None
 
     def load(self) -> dict | None:

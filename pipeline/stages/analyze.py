@@ -46,8 +46,7 @@ def main(cfg, generator, start, device):
         code = control.main([name, *args, "--out", str(ANALYSIS_FIGURES / f"{name}.png"),
                              "--npz", str(ANALYSIS_LATENTS / f"{name}.npz"), "--seed", str(cfg.seed),
                              "--sampler", s.sampler, "--steps", str(s.ddim_steps), "--upscale", "2"])
-        if code != 0:   # the command has said why, in one line
-            io.discard(*OUTPUTS)
+        if code != 0:   # the command has said why, in one line; `run` removes the outputs
             raise SystemExit(code)
         seconds[name] = round(time.time() - t, 1)
     io.save_json(METRICS / "analyze.json", {"seconds_per_command": seconds, "seconds": elapsed(start)})

@@ -56,8 +56,8 @@ def image_scores(cfg, device, m, loe, values, test_targets, test_latents, warnin
                                             "the count grows (README: which numbers can be laid beside Table 1)"),
                 "generated": e.fid_samples, "reference_split": "train", "reference_size": len(real),
                 "features": "Inception-v3 pool3 (TF 2015-12-05 weights), 2048-d", "resize": fid.RESIZE,
-                "kid": f"unbiased, cubic kernel, {e.kid_subsets} subsets of {min(e.kid_subset_size, len(real), e.fid_samples)}",
-                "precision_recall_k": e.pr_k, "precision_recall_k_used": generated["pr_k_used"]}
+                "kid": f"unbiased, cubic kernel, {e.kid_subsets} subsets of {kid_size}",
+                "precision_recall_k": e.pr_k, "precision_recall_k_used": k_used}
     return {**{k: v for k, v in generated.items() if k not in ("images", "pr_k_used")}, "fid_references": references,
             "fid_protocol": protocol}
 
@@ -107,7 +107,8 @@ def main(cfg, generator, start, device):
     test = m.to_unit(test_targets).flatten(1)
     memo = memorisation_distance(generated, train)
     test_memo = memorisation_distance(test, train)        # real unseen data on the same scale
-    test_latents = torch.from_numpy(artifacts.load_latents()["test"])
+    bank = artifacts.load_latents()
+    test_latents = torch.from_numpy(bank["test"])
     if m.name == "image":
         quality = image_scores(cfg, device, m, loe, values, test_targets, test_latents, warnings)
     else:
@@ -132,7 +133,7 @@ def main(cfg, generator, start, device):
         relative = {k: round(v / free[i], 4) for i, (k, v) in enumerate(table.items())}
         # Table 2 read the other way: std_1 from the data, prefixes from random train instances.
         anchored = std_tables(hcdm, e.std_table.samples, e.std_table.anchors, generator, s.sampler, s.ddim_steps,
-                              data=torch.from_numpy(artifacts.load_latents()["train"]).float(), parts=e.std_table.parts)
+                              data=torch.from_numpy(bank["train"]).float(), parts=e.std_table.parts)
 
     def rounded(t):
         return {k: round(v, 4) for k, v in t.items()}
