@@ -34,6 +34,13 @@ METRICS = Path("metrics")
 ANALYSIS_FIGURES = METRICS / "analysis"
 FIGURES = METRICS / "figures"
 CURVES = METRICS / "curves"
+DETAIL = METRICS / "detail"
+LOGS = Path("data/logs")
+
+
+def metrics_files(name: str) -> tuple[Path, Path]:
+    """A stage's scalar metrics (what `dvc exp show` lists) and its detail file (tables, lists, definitions)."""
+    return METRICS / f"{name}.json", DETAIL / f"{name}.json"
 
 
 def require(path: Path, stage: str) -> Path:

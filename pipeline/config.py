@@ -150,6 +150,7 @@ class Config:
     seed: int = 0
     binary_len: int = 12               # length of the binary condition code c^l
     device: str = "auto"               # auto (a GPU if present) | cpu | cuda | cuda:N
+    threads: int | None = None         # torch CPU threads; null: torch's choice (all cores, or OMP_NUM_THREADS)
     dataset: Dataset = field(default_factory=Dataset)
     loe: LoE = field(default_factory=LoE)
     fit_loe: FitLoE = field(default_factory=FitLoE)
@@ -160,6 +161,10 @@ class Config:
     factor_predictor: FactorPredictor = field(default_factory=FactorPredictor)
     hierarchy: Hierarchy = field(default_factory=Hierarchy)
 
+
+# Params that change how fast a stage runs, never what it writes, so no stage depends on them
+# (tests/test_stages.py checks the claim for `threads`).
+RUNTIME_ONLY = ("threads",)
 
 # Range rules, checked after parsing; keys are dotted paths into Config.
 AT_LEAST = {
@@ -177,7 +182,7 @@ AT_LEAST = {
     "factor_predictor.steps": 1, "factor_predictor.batch_size": 1, "hierarchy.anchors": 1,
     "hierarchy.completions": 2,
 }
-AT_LEAST_OR_NULL = {"dataset.folder.train_count": 1, "dataset.folder.limit": 2, "fit_loe.points_per_step": 1,
+AT_LEAST_OR_NULL = {"threads": 1, "dataset.folder.train_count": 1, "dataset.folder.limit": 2, "fit_loe.points_per_step": 1,
                     "export_latents.points": 1}
 POSITIVE = ("loe.w0", "fit_loe.lr", "fit_loe.inner_lr", "hcdm.lr", "factor_predictor.lr")
 CHOICES = {

@@ -138,12 +138,22 @@ def save(a, image: np.ndarray, **latents) -> None:
     print(f"wrote {a.out} and {npz}")
 
 
-def head(run: Run, src: Source, scale: float = 1.0) -> np.ndarray:
-    """The pictures that open a row: the user's signal (if any), then the source's rendering."""
-    first = [run.render(src.latent[None], scale)]
+def head(run: Run, src: Source, scale: float = 1.0) -> tuple[np.ndarray, list[str]]:
+    """The pictures that open a row and their labels: the user's signal (if any), then the source's rendering."""
+    first, labels = [run.render(src.latent[None], scale)], ["source"]
     if src.picture is not None:
         first.insert(0, run.data.modality.to_pictures(run.data.modality.targets(src.picture[None])))
-    return np.concatenate(first)
+        labels = ["input", "fit"]
+    return np.concatenate(first), labels
+
+
+def upscale(a, pics: np.ndarray) -> int:
+    """--upscale, or a zoom that makes pictures (N, h, w, 3) at least 64 pixels wide."""
+    return a.upscale if a.upscale is not None else pictures.upscale_for(pics.shape[2])
+
+
+def numbered(n: int) -> list[str]:
+    return [str(i + 1) for i in range(n)]
 
 
 # -- commands ------------------------------------------------------------------
@@ -152,17 +162,19 @@ def cmd_resample(run: Run, a) -> None:
     check_k(run, a.k)
     src = resolve(run, a.source, a)
     drawn = analysis.resample(run.hcdm, src.latent, a.k, a.n, torch.Generator().manual_seed(a.seed), a.sampler, a.steps)
-    first = head(run, src)
+    first, labels = head(run, src)
     pics = np.concatenate([first, run.render(drawn)])
-    save(a, pictures.grid(pics, len(first) + a.n, upscale=a.upscale), source=src.latent, completions=drawn, k=a.k)
+    save(a, pictures.grid(pics, len(first) + a.n, upscale=upscale(a, pics), column_labels=labels + numbered(a.n),
+                          row_labels=[f"k={a.k}"]), source=src.latent, completions=drawn, k=a.k)
 
 
 def cmd_tree(run: Run, a) -> None:
     src = resolve(run, a.source, a)
     branches = analysis.tree(run.hcdm, src.latent, a.n, torch.Generator().manual_seed(a.seed), a.sampler, a.steps)
-    first = head(run, src)
+    first, labels = head(run, src)
     rows = [np.concatenate([first, run.render(branches[k])]) for k in range(len(branches))]
-    save(a, pictures.grid(np.concatenate(rows), len(first) + a.n, upscale=a.upscale),
+    save(a, pictures.grid(np.concatenate(rows), len(first) + a.n, upscale=upscale(a, first),
+                          column_labels=labels + numbered(a.n), row_labels=[f"k={k}" for k in range(len(branches))]),
          source=src.latent, branches=branches)
 
 
@@ -172,7 +184,9 @@ def cmd_compose(run: Run, a) -> None:
     composed = analysis.compose(base.latent, donors)                              # (L, N, L, H)
     top = np.concatenate([run.render(base.latent[None]), run.render(donors)])
     rows = [top] + [np.concatenate([np.full_like(top[:1], 255), run.render(composed[l])]) for l in range(len(composed))]
-    save(a, pictures.grid(np.concatenate(rows), len(donors) + 1, upscale=a.upscale),
+    save(a, pictures.grid(np.concatenate(rows), len(donors) + 1, upscale=upscale(a, top),
+                          column_labels=["base"] + [f"donor {i}" for i in numbered(len(donors))],
+                          row_labels=[""] + [f"h{l + 1} swapped" for l in range(len(composed))]),
          base=base.latent, donors=donors, composed=composed)
 
 
@@ -180,8 +194,13 @@ def cmd_interpolate(run: Run, a) -> None:
     corners = torch.stack([resolve(run, c, a).latent for c in a.corners])
     grid_latents = analysis.bilinear_interpolation(corners, a.size)              # (S, S, L, H)
     layerwise = analysis.layerwise_interpolation(corners[0], corners[1], a.size)  # (L, S, L, H)
-    square = pictures.grid(run.render(grid_latents.flatten(0, 1)), a.size, upscale=a.upscale)
-    rows = pictures.grid(run.render(layerwise.flatten(0, 1)), a.size, upscale=a.upscale)
+    ts = [f"t={t:.2g}" for t in torch.linspace(0, 1, a.size).tolist()]
+    square = run.render(grid_latents.flatten(0, 1))
+    square = pictures.grid(square, a.size, upscale=upscale(a, square), column_labels=ts,
+                           row_labels=[f"s={t[2:]}" for t in ts])
+    rows = run.render(layerwise.flatten(0, 1))
+    rows = pictures.grid(rows, a.size, upscale=upscale(a, rows), column_labels=ts,
+                         row_labels=[f"only h{l + 1}" for l in range(len(layerwise))])
     save(a, pictures.stack_vertically([square, rows], gap=16), corners=corners, bilinear=grid_latents,
          layerwise=layerwise)
 
@@ -190,11 +209,13 @@ def cmd_retrieve(run: Run, a) -> None:
     query = resolve(run, a.source, a)
     bank = torch.from_numpy(run.bank["train"]).float()
     found = analysis.retrieve(query.latent, bank, a.top)
-    first = head(run, query)
+    first, labels = head(run, query)
     train = run.data.train
     m = run.data.modality
     rows = [np.concatenate([first, m.to_pictures(m.targets(train[idx.numpy()]))]) for idx in found.values()]
-    save(a, pictures.grid(np.concatenate(rows), len(first) + a.top, upscale=a.upscale),
+    save(a, pictures.grid(np.concatenate(rows), len(first) + a.top, upscale=upscale(a, first),
+                          column_labels=labels + numbered(a.top),
+                          row_labels=["all" if name == "all" else f"by h{name[5:]}" for name in found]),
          query=query.latent, **{name: idx for name, idx in found.items()})
     for name, idx in found.items():
         print(f"{name}: train {idx.tolist()}")
@@ -205,7 +226,7 @@ def cmd_render(run: Run, a) -> None:
         raise UsageError(f"--scale {a.scale}: must be in (0, 16]")
     src = resolve(run, a.source, a)
     pic = run.render(src.latent[None], a.scale)
-    save(a, pictures.grid(pic, 1, pad=0, upscale=a.upscale), latent=src.latent, picture=pic[0])
+    save(a, pictures.grid(pic, 1, pad=0, upscale=a.upscale or 1), latent=src.latent, picture=pic[0])
 
 
 COMMANDS = {
@@ -250,7 +271,8 @@ def parser() -> argparse.ArgumentParser:
         c.add_argument("--inner-steps", type=int, default=None, help="inner steps to fit image: and shape: sources")
         c.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim")
         c.add_argument("--steps", type=int, default=50, help="DDIM steps (default: %(default)s)")
-        c.add_argument("--upscale", type=int, default=1, help="nearest-neighbour zoom of the PNG")
+        c.add_argument("--upscale", type=int, default=None,
+                       help="nearest-neighbour zoom of the PNG (default: to 64 pixels per picture or more)")
     return p
 
 

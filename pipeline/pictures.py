@@ -4,8 +4,10 @@ from __future__ import annotations
 import numpy as np
 
 
-def grid(pictures: np.ndarray, columns: int, pad: int = 2, fill: int = 255, upscale: int = 1) -> np.ndarray:
-    """(N, h, w, 3) uint8 -> one (rows*(h+pad)+pad, columns*(w+pad)+pad, 3) image, row-major."""
+def grid(pictures: np.ndarray, columns: int, pad: int = 2, fill: int = 255, upscale: int = 1,
+         column_labels: list[str] | None = None, row_labels: list[str] | None = None) -> np.ndarray:
+    """(N, h, w, 3) uint8 -> one (rows*(h+pad)+pad, columns*(w+pad)+pad, 3) image, row-major;
+    with labels, a strip above (one label per column) and one on the left (one per row) are added."""
     n, h, w, _ = pictures.shape
     if upscale > 1:
         pictures = pictures.repeat(upscale, axis=1).repeat(upscale, axis=2)
@@ -15,7 +17,48 @@ def grid(pictures: np.ndarray, columns: int, pad: int = 2, fill: int = 255, upsc
     for i, pic in enumerate(pictures):
         r, c = divmod(i, columns)
         out[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = pic
+    if column_labels or row_labels:
+        out = label(out, h + pad, w + pad, pad, column_labels or [], row_labels or [], fill)
     return out
+
+
+FONT_SIZE = 11
+
+
+def label(image: np.ndarray, cell_h: int, cell_w: int, pad: int, column_labels: list[str], row_labels: list[str],
+          fill: int = 255) -> np.ndarray:
+    """Text above each column and left of each row of a grid (PIL's built-in font: no font files needed)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=FONT_SIZE)
+    width = lambda s: int(font.getlength(s))
+    top, left = margins(column_labels, row_labels)
+    canvas = Image.new("RGB", (image.shape[1] + left, image.shape[0] + top), (fill,) * 3)
+    canvas.paste(Image.fromarray(image), (left, top))
+    draw = ImageDraw.Draw(canvas)
+    for c, text in enumerate(column_labels):
+        text = _fit(text, cell_w - 2, width)
+        draw.text((left + pad + c * cell_w + (cell_w - pad - width(text)) // 2, 2), text, fill=(40, 40, 40), font=font)
+    for r, text in enumerate(row_labels):
+        draw.text((3, top + pad + r * cell_h + (cell_h - pad - FONT_SIZE) // 2), text, fill=(40, 40, 40), font=font)
+    return np.asarray(canvas)
+
+
+def margins(column_labels: list[str], row_labels: list[str]) -> tuple[int, int]:
+    """(top, left): the pixels `label` adds above and left of a grid."""
+    from PIL import ImageFont
+
+    font = ImageFont.load_default(size=FONT_SIZE)
+    top = FONT_SIZE + 6 if column_labels else 0
+    left = max(int(font.getlength(s)) for s in row_labels) + 8 if row_labels else 0
+    return top, left
+
+
+def _fit(text: str, room: int, width) -> str:
+    """`text`, shortened with an ellipsis to fit `room` pixels."""
+    while text and width(text) > room:
+        text = text[:-2] + "…" if len(text) > 2 else ""
+    return text
 
 
 def stack_vertically(images: list[np.ndarray], gap: int = 8, fill: int = 255) -> np.ndarray:

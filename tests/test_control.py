@@ -10,7 +10,7 @@ import yaml
 from PIL import Image
 
 from conftest import ROOT, micro_params
-from pipeline import analysis, control, meta, metrics
+from pipeline import analysis, control, meta, metrics, pictures
 
 STAGES = ("prepare", "fit_loe", "export_latents", "train_hcdm", "sample")
 
@@ -53,14 +53,15 @@ def test_resample_keeps_the_prefix_bit_for_bit(in_run):
         assert (drawn[:, :k] == src[None, :k]).all()
         for j in range(1, 4):                                  # completions differ after the prefix
             assert not np.array_equal(drawn[0, k:], drawn[j, k:])
-        assert png_shape(f"r{k}.png") == (2 + 16 + 2, 2 + 5 * 18, 3)
+        top, left = pictures.margins(["source"], [f"k={k}"])      # labels above and left; 16 px x4 by default
+        assert png_shape(f"r{k}.png") == (top + 2 + 64 + 2, left + 2 + 5 * 66, 3)
 
 
 def test_resample_from_a_user_image_shows_the_reconstruction(in_run, tmp_path):
     Image.fromarray(np.full((40, 50, 3), 120, np.uint8)).save(tmp_path / "me.jpg")
     assert ctl("resample", "--source", f"image:{tmp_path / 'me.jpg'}", "-k", 1, "-n", 3,
-               "--inner-steps", 5, "--out", "me.png") == 0
-    assert png_shape("me.png")[1] == 2 + 5 * 18                # original, reconstruction, 3 completions
+               "--inner-steps", 5, "--out", "me.png", "--upscale", 1) == 0
+    assert png_shape("me.png")[1] == pictures.margins([], ["k=1"])[1] + 2 + 5 * 18   # input, fit, 3 completions
 
 
 def test_tree_rows_share_growing_prefixes(in_run):
@@ -170,3 +171,18 @@ def test_source_may_be_positional_but_not_twice(in_run, tmp_path, capsys):
     assert not np.array_equal(load(tmp_path / "c.npz")["latent"], load(tmp_path / "a.npz")["latent"])
     assert ctl("render", "gen:1", "--source", "gen:2", "--out", tmp_path / "d.png") == 2
     assert capsys.readouterr().err.strip().endswith("give it once")
+
+
+def test_figures_carry_labels_in_strips_that_leave_the_grid_unchanged():
+    pics = np.zeros((4, 8, 8, 3), np.uint8)
+    plain = pictures.grid(pics, 2)
+    labelled = pictures.grid(pics, 2, column_labels=["source", "1"], row_labels=["k=0", "k=1"])
+    top, left = pictures.margins(["source", "1"], ["k=0", "k=1"])
+    assert labelled.shape == (plain.shape[0] + top, plain.shape[1] + left, 3) and top == pictures.FONT_SIZE + 6
+    assert np.array_equal(labelled[top:, left:], plain)
+    assert (labelled[:top] < 128).any() and (labelled[top:, :left] < 128).any()     # text in both strips
+    from PIL import ImageFont
+
+    width = ImageFont.load_default(size=pictures.FONT_SIZE).getlength
+    short = pictures._fit("a label far too long for its column", 40, width)
+    assert short.endswith("…") and width(short) <= 40

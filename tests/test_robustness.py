@@ -150,8 +150,8 @@ def test_unreadable_artifacts_are_one_line_naming_the_file(tmp_path):
 
 
 def test_every_metrics_file_of_a_run_is_strict_json(trained):
-    files = sorted((trained / "metrics").glob("*.json"))
-    assert len(files) == 5                                     # prepare, fit_loe, reconstruction, svcca, train_hcdm
+    files = sorted((trained / "metrics").glob("**/*.json"))
+    assert len(files) == 10                                    # prepare, fit_loe, reconstruction, svcca, train_hcdm, and detail
     for f in files:
         json.loads(f.read_text(), parse_constant=lambda c: pytest.fail(f"{f}: {c}"))
 
@@ -211,11 +211,12 @@ def test_four_images_run_through_evaluate_and_analyze(tmp_path):
     said = {name: stage(name, tmp_path, check=True).stderr
             for name in ("prepare", "fit_loe", "export_latents", "reference", "train_hcdm", "sample", "evaluate", "analyze")}
     # Weak figures are computed but flagged: on stderr and in the metrics file.
-    prep = json.loads((tmp_path / "metrics/prepare.json").read_text())
+    assert json.loads((tmp_path / "metrics/prepare.json").read_text())["warnings"] == 1   # the count; the text:
+    prep = json.loads((tmp_path / "metrics/detail/prepare.json").read_text())
     assert prep["warnings"] == ["the test split has 2 instances (< 50): reconstruction figures and FID/precision "
                                 "references measured on it are noisy"] and "warning: the test split has 2" in said["prepare"]
-    assert "SVCCA on 2 train instances for 8-d latents" in json.loads((tmp_path / "metrics/svcca.json").read_text())["warnings"][0]
-    gen = json.loads((tmp_path / "metrics/generation.json").read_text())
+    assert "SVCCA on 2 train instances for 8-d latents" in json.loads((tmp_path / "metrics/detail/svcca.json").read_text())["warnings"][0]
+    gen = json.loads((tmp_path / "metrics/detail/generation.json").read_text())
     flagged = " | ".join(gen["warnings"])
     assert "reference (train) set has 2 images for 2048-d" in flagged and "KID subsets cut from 8 to 2" in flagged
     assert "precision/recall k cut from 3 to 1" in flagged and flagged.count("warning") == 0

@@ -15,12 +15,20 @@ stage ends as one line on stderr and an exit code, never a traceback:
 and a stage that stops removes the outputs it declared (`outputs`), so no
 half-finished or older result is left looking current; checkpoints, which
 are not among them, stay and resume the run.
+
+Everything a stage prints (progress bars included, one line per bar every
+few seconds) also goes to `data/logs/<stage>.log`, with the start, the
+machine, the threads and the wall time; the log of a stage that failed stays.
 """
 from __future__ import annotations
 
+import io as _io
+import platform
 import sys
 import time
 from pathlib import Path
+
+import torch
 
 from ..config import ConfigError, load
 from ..errors import DataError, MissingArtifact, NonFiniteError
@@ -37,15 +45,27 @@ def stage_name(main) -> str:
 
 def run(main, outputs: tuple[Path, ...] = (), params: str = "params.yaml") -> None:
     stage = stage_name(main)
+    with StageLog(stage) as log:
+        code = _run(main, stage, outputs, params, log)
+    if code:
+        sys.exit(code)
+
+
+def _run(main, stage: str, outputs, params: str, log: "StageLog") -> int:
     code, line = 0, None
     try:
         cfg = load(params)
+        set_threads(cfg.threads)
         device = resolve_device(cfg.device)
         init_from_environment(device)
+        log.open(rank())
+        log.note(f"{stage}: started {time.strftime('%Y-%m-%d %H:%M:%S')} on {platform.node()}, torch "
+                 f"{torch.__version__}, device {device}, {torch.get_num_threads()} threads, params {params}")
         generator = seed_everything(cfg.seed)
         generator.manual_seed(cfg.seed + rank())   # under torchrun each process draws its own batches
         start = time.time()
         main(cfg, generator, start, device)
+        log.note(f"{stage}: finished in {elapsed(start)} s")
     except NonFiniteError as e:
         code, line = 2, f"error: {stage}: {e}"
     except (ConfigError, DataError, MissingArtifact, TrainingDiverged) as e:
@@ -61,7 +81,93 @@ def run(main, outputs: tuple[Path, ...] = (), params: str = "params.yaml") -> No
     if code:
         _clean_up(outputs)
         print(line, file=sys.stderr)
-        sys.exit(code)
+    return code
+
+
+def set_threads(threads: int | None) -> None:
+    """`threads` in params.yaml: torch's CPU threads (null: torch's choice, all cores or OMP_NUM_THREADS).
+    One process per core budget: `dvc queue start --jobs 2` on 2 cores wants threads 1 (README)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
+class StageLog:
+    """Tees stdout and stderr to `data/logs/<stage>.log` (rank N > 0: `<stage>.rankN.log`).
+
+    A progress bar redraws its line with carriage returns; the log keeps one
+    line per redraw at most every `every` seconds, and the last one."""
+
+    def __init__(self, stage: str, every: float = 10.0):
+        self.stage, self.every, self.file = stage, every, None
+        self.streams = (sys.stdout, sys.stderr)
+
+    def open(self, rank: int) -> None:
+        from ..artifacts import LOGS
+
+        try:
+            LOGS.mkdir(parents=True, exist_ok=True)
+            path = LOGS / (f"{self.stage}.log" if rank == 0 else f"{self.stage}.rank{rank}.log")
+            self.file = open(path, "w", encoding="utf-8", buffering=1)
+        except OSError as e:   # a log we cannot write must not stop the stage
+            print(f"warning: no log file ({e})", file=sys.__stderr__)
+            return
+        self.pending, self.last = "", float("-inf")
+        sys.stdout, sys.stderr = (_Tee(s, self) for s in self.streams)
+
+    def note(self, text: str) -> None:
+        if self.file is not None:
+            self.write(f"# {text}\n")
+
+    def write(self, text: str) -> None:
+        """Whole lines go straight to the file; a line redrawn with \\r is kept as its latest state."""
+        *done, self.pending = (self.pending + text).split("\n")
+        for line in done:
+            self.file.write(line.rsplit("\r", 1)[-1] + "\n")
+        if "\r" in self.pending:
+            self.pending = self.pending.rsplit("\r", 1)[-1]   # the bar's latest state
+            if self.pending.strip():
+                now = time.time()
+                if now - self.last >= self.every:
+                    self.file.write(self.pending + "\n")
+                    self.last = now
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, trace):
+        sys.stdout, sys.stderr = self.streams
+        if self.file is not None:
+            if self.pending.strip():
+                self.file.write(self.pending.rsplit("\r", 1)[-1] + "\n")
+            if kind is not None and not issubclass(kind, SystemExit):   # a bug: its traceback belongs in the log too
+                import traceback
+
+                self.file.write("".join(traceback.format_exception(kind, error, trace)))
+            self.file.close()
+        return False
+
+
+class _Tee(_io.TextIOBase):
+    def __init__(self, stream, log: StageLog):
+        self.stream, self.log = stream, log
+
+    def write(self, text: str) -> int:
+        self.stream.write(text)
+        self.log.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:   # tqdm and colour decisions see the terminal, not the log
+        return self.stream.isatty()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    @property
+    def encoding(self):
+        return getattr(self.stream, "encoding", "utf-8")
 
 
 def _clean_up(outputs) -> None:
@@ -90,6 +196,37 @@ def warn(warnings: list[str], message: str) -> None:
 def with_warnings(metrics: dict, warnings: list[str]) -> dict:
     """`metrics` plus a `warnings` list when there is any (so a clean run's file is unchanged)."""
     return {**metrics, "warnings": warnings} if warnings else metrics
+
+
+def write_metrics(name: str, detail: dict, warnings: list[str] = (), omit: tuple[str, ...] = ()) -> None:
+    """Two files per stage. `metrics/detail/<name>.json`: everything (tables, lists, definitions, the
+    warnings' text). `metrics/<name>.json`: only its numbers, less the dotted keys matching a pattern in
+    `omit` (shell-style, e.g. `refs.*.images`), plus the count of warnings: the figures that `dvc exp show`
+    and `dvc metrics diff` compare."""
+    from .. import io
+    from ..artifacts import metrics_files
+
+    scalars, full = metrics_files(name)
+    io.save_json(full, with_warnings(detail, list(warnings)))
+    headline = _numbers(detail, omit)
+    io.save_json(scalars, {**headline, "warnings": len(warnings)} if warnings else headline)
+
+
+def _numbers(d: dict, omit: tuple[str, ...], prefix: str = "") -> dict:
+    from fnmatch import fnmatchcase
+
+    out = {}
+    for key, value in d.items():
+        path = f"{prefix}{key}"
+        if any(fnmatchcase(path, pattern) for pattern in omit):
+            continue
+        if isinstance(value, dict):
+            inner = _numbers(value, omit, path + ".")
+            if inner:
+                out[key] = inner
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = value
+    return out
 
 
 def elapsed(start: float) -> float:

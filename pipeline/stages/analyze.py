@@ -6,13 +6,13 @@ PNGs go to metrics/analysis/ (small, committed, shown in the README and by
 """
 import time
 
-from .. import artifacts, control, io
-from ..artifacts import ANALYSIS_FIGURES, ANALYSIS_LATENTS, METRICS
+from .. import artifacts, control
+from ..artifacts import ANALYSIS_FIGURES, ANALYSIS_LATENTS, metrics_files
 from ..hcdm import load_hcdm
-from . import elapsed, run
+from . import elapsed, run, write_metrics
 
 # Removed when the stage stops early (dvc.yaml's outs, metrics and plots; curves and checkpoints stay).
-OUTPUTS = (ANALYSIS_LATENTS, ANALYSIS_FIGURES, METRICS / "analyze.json")
+OUTPUTS = (ANALYSIS_LATENTS, ANALYSIS_FIGURES, *metrics_files("analyze"))
 
 
 def figures(n_test: int) -> dict[str, list[str]]:
@@ -49,7 +49,7 @@ def main(cfg, generator, start, device):
         if code != 0:   # the command has said why, in one line; `run` removes the outputs
             raise SystemExit(code)
         seconds[name] = round(time.time() - t, 1)
-    io.save_json(METRICS / "analyze.json", {"seconds_per_command": seconds, "seconds": elapsed(start)})
+    write_metrics("analyze", {"seconds_per_command": seconds, "seconds": elapsed(start)}, omit=("seconds_per_command",))
 
 
 if __name__ == "__main__":

@@ -8,14 +8,14 @@ import numpy as np
 import torch
 
 from .. import artifacts, fid, io, pictures
-from ..artifacts import FIGURES, METRICS, REFERENCE
+from ..artifacts import FIGURES, REFERENCE, metrics_files
 from ..generation import load_trained, part_std, sample_latents, std_tables
 from ..metrics import memorisation_distance, nearest_distances
 from ..shape_metrics import UNITS, generation_scores, point_clouds
-from . import elapsed, run, warn, with_warnings
+from . import elapsed, run, warn, write_metrics
 
 # Removed when the stage stops early (dvc.yaml's outs, metrics and plots; curves and checkpoints stay).
-OUTPUTS = (METRICS / "generation.json", FIGURES / "retrieval.png")
+OUTPUTS = (*metrics_files("generation"), FIGURES / "retrieval.png")
 
 
 def image_scores(cfg, device, m, loe, values, test_targets, test_latents, warnings: list[str]) -> dict:
@@ -138,7 +138,7 @@ def main(cfg, generator, start, device):
     def rounded(t):
         return {k: round(v, 4) for k, v in t.items()}
     dims = train.shape[1]
-    io.save_json(METRICS / "generation.json", with_warnings({
+    write_metrics("generation", {
         "variant": hcdm.variant, "binary_len": hcdm.binary_len,
         **quality,
         "memorisation_distance": round(float(memo.mean()), 4),
@@ -159,7 +159,11 @@ def main(cfg, generator, start, device):
                         "(std_1 then does not depend on binary_len, as in the paper's Table 2)",
             "parts": ("one part per LoE layer (h^1..h^L)" if e.std_table.parts is None else
                       f"layers per part {e.std_table.parts} (evaluate.std_table.parts)")},
-        "sampler": s.sampler, "ddim_steps": s.ddim_steps, "seconds": elapsed(start)}, warnings))
+        "sampler": s.sampler, "ddim_steps": s.ddim_steps, "seconds": elapsed(start)}, warnings,
+        # Protocol text, set sizes and params stay in the detail file; the scores, references and Table 2 stay here.
+        omit=("binary_len", "ddim_steps", "fid_protocol", "shape_protocol", "memorisation", "std_table_protocol",
+              "std_table_data_anchored.standardised", "*_references.*.images", "*_references.*.shapes",
+              "*_references.*.pr_k_used", "*_references.*.kid_std"))
 
 
 if __name__ == "__main__":

@@ -3,14 +3,14 @@ import numpy as np
 import torch
 
 from .. import artifacts, datasets, io, pictures, voxels
-from ..artifacts import DATASET, FIGURES, LATENTS, METRICS, RECONSTRUCTIONS
+from ..artifacts import DATASET, FIGURES, LATENTS, RECONSTRUCTIONS, metrics_files
 from ..meta import fit_latents, load_loe
 from ..plots import heatmap
 from ..svcca import layer_correlations
-from . import elapsed, run, warn, with_warnings
+from . import elapsed, run, warn, write_metrics
 
 # Removed when the stage stops early (dvc.yaml's outs, metrics and plots; curves and checkpoints stay).
-OUTPUTS = (LATENTS, RECONSTRUCTIONS, METRICS / "reconstruction.json", METRICS / "svcca.json", FIGURES / "svcca.png")
+OUTPUTS = (LATENTS, RECONSTRUCTIONS, *metrics_files("reconstruction"), *metrics_files("svcca"), FIGURES / "svcca.png")
 
 DEFINITIONS = {
     "image": {"psnr_definition": "mean over instances of per-instance PSNR, images in [0, 1]",
@@ -72,14 +72,14 @@ def main(cfg, generator, start, device):
                        "canonical correlations are inflated towards 1")
     labels = [f"h{l + 1}" for l in range(len(corr))]
     heatmap(FIGURES / "svcca.png", corr, labels, "SVCCA between layers' latents (train split)")
-    io.save_json(METRICS / "svcca.json", with_warnings({
+    write_metrics("svcca", {
         "matrix": np.round(corr, 4).tolist(), "layers": labels,
         "mean_adjacent": round(float(np.mean([corr[i, i + 1] for i in range(len(corr) - 1)])), 4),
         "mean_off_diagonal": round(float(corr[~np.eye(len(corr), dtype=bool)].mean()), 4),
         "definition": "Raghu et al. 2017: centre, keep the top singular directions holding 99% of the variance "
                       "(variance = squared singular values), CCA, mean canonical correlation; "
-                      "neurons = latent dimensions, datapoints = train instances"}, warnings))
-    io.save_json(METRICS / "reconstruction.json", {
+                      "neurons = latent dimensions, datapoints = train instances"}, warnings)
+    write_metrics("reconstruction", {
         **report, "inner_steps": e.inner_steps, "inner_loop_points": e.points or len(m.coordinates()),
         **DEFINITIONS[m.name], "seconds": elapsed(start)})
 

@@ -4,12 +4,12 @@ the test split."""
 import numpy as np
 
 from .. import artifacts, datasets, io
-from ..artifacts import DATASET, FACTOR_PREDICTOR, METRICS
+from ..artifacts import DATASET, FACTOR_PREDICTOR, metrics_files
 from ..factors import factor_scores, train_predictor
-from . import elapsed, run
+from . import elapsed, run, write_metrics
 
 # Removed when the stage stops early (dvc.yaml's outs, metrics and plots; curves and checkpoints stay).
-OUTPUTS = (FACTOR_PREDICTOR, METRICS / "factor_predictor.json")
+OUTPUTS = (FACTOR_PREDICTOR, *metrics_files("factor_predictor"))
 
 
 def main(cfg, generator, start, device):
@@ -17,7 +17,7 @@ def main(cfg, generator, start, device):
     if data.train_factors is None:
         reason = f"dataset source '{data.info['source']}' has no ground-truth factors"
         io.save_torch(FACTOR_PREDICTOR, {"skipped": reason})
-        io.save_json(METRICS / "factor_predictor.json", {"skipped": reason})
+        write_metrics("factor_predictor", {"skipped": reason})
         return
     f = cfg.factor_predictor
     m = data.modality
@@ -31,8 +31,7 @@ def main(cfg, generator, start, device):
                                      "state": model.state_dict()})
     predicted = np.concatenate([model.predict(inputs(data.test[i:i + 256])) for i in range(0, len(data.test), 256)])
     scores = factor_scores(predicted, data.test_factors, data.factor_names, data.factor_kinds)
-    io.save_json(METRICS / "factor_predictor.json", {"test": scores, "test_size": len(data.test),
-                                                     "seconds": elapsed(start)})
+    write_metrics("factor_predictor", {"test": scores, "test_size": len(data.test), "seconds": elapsed(start)})
 
 
 if __name__ == "__main__":

@@ -1,14 +1,14 @@
 """Stage `fit_loe` (Stage-1): meta-learn the Layers-of-Experts on the train split."""
 from .. import artifacts, config, datasets, io
-from ..artifacts import CURVES, DATASET, LOE, LOE_CHECKPOINT, METRICS
+from ..artifacts import CURVES, DATASET, LOE, LOE_CHECKPOINT, metrics_files
 from ..loe import LayersOfExperts
 from ..meta import MetaLearner, MetaSGD, save_loe
 from ..distributed import is_main
 from ..training import Checkpointer, StepLog, code_digest, file_digest, fingerprint, run_settings
-from . import elapsed, run
+from . import elapsed, run, write_metrics
 
 # Removed when the stage stops early (dvc.yaml's outs, metrics and plots; curves and checkpoints stay).
-OUTPUTS = (LOE, METRICS / "fit_loe.json")
+OUTPUTS = (LOE, *metrics_files("fit_loe"))
 
 
 def main(cfg, generator, start, device):
@@ -28,10 +28,10 @@ def main(cfg, generator, start, device):
     save_loe(LOE, model, meta_sgd, cfg.fit_loe.inner_steps, cfg.fit_loe.inner_lr)
     log.write()
     last = log.rows[-1]
-    io.save_json(METRICS / "fit_loe.json", {
+    write_metrics("fit_loe", {
         "steps": cfg.fit_loe.steps, "final_loss": last["loss"], "final_train_batch_psnr": last["psnr"],
         "meta_sgd_rate_mean": round(meta_sgd().mean().item(), 5),
-        "parameters": sum(p.numel() for p in model.parameters()), "seconds": elapsed(start)})
+        "parameters": sum(p.numel() for p in model.parameters()), "seconds": elapsed(start)}, omit=("steps",))
 
 
 if __name__ == "__main__":

@@ -7,15 +7,14 @@ that fix coarse semantics drive the coarse factors' share towards 0.
 """
 import numpy as np
 
-from .. import io
-from ..artifacts import FIGURES, METRICS
+from ..artifacts import FIGURES, metrics_files
 from ..factors import load_factor_predictor, retained_variance
 from ..generation import control_depths, control_latents, load_trained, sample_latents
 from ..plots import line_plot, message
-from . import elapsed, run
+from . import elapsed, run, write_metrics
 
 # Removed when the stage stops early (dvc.yaml's outs, metrics and plots; curves and checkpoints stay).
-OUTPUTS = (METRICS / "hierarchy.json", FIGURES / "hierarchy.png")
+OUTPUTS = (*metrics_files("hierarchy"), FIGURES / "hierarchy.png")
 
 
 def main(cfg, generator, start, device):
@@ -25,7 +24,7 @@ def main(cfg, generator, start, device):
     if skipped is None and len(control_depths(hcdm)) == 1:
         skipped = f"the {hcdm.variant} prior cannot fix a prefix h^1..h^k"
     if skipped is not None:
-        io.save_json(METRICS / "hierarchy.json", {"skipped": skipped})
+        write_metrics("hierarchy", {"skipped": skipped})
         message(FIGURES / "hierarchy.png", f"hierarchy not measured: {skipped}")
         return
     predictor, names = saved
@@ -39,11 +38,14 @@ def main(cfg, generator, start, device):
     free = predicted[:, 0].reshape(M * N, -1)
     table = {f"k={k}": dict(zip(names, np.round(retained_variance(predicted[:, k], free, predictor.kinds), 4).tolist()))
              for k in range(depths)}
-    io.save_json(METRICS / "hierarchy.json", {
+    write_metrics("hierarchy", {
+        # The headline: per k, the mean over factors (the table per factor is in the detail file).
+        "mean_retained_variance": {k: round(float(np.mean(list(row.values()))), 4) for k, row in table.items()},
         "retained_variance": table,
         "definition": "mean over anchors of the within-anchor spread of the predicted factor, divided by its "
                       "spread over all k=0 samples; spread = variance (continuous) or Gini impurity (categorical)",
-        "anchors": h.anchors, "completions": h.completions, "variant": hcdm.variant, "seconds": elapsed(start)})
+        "anchors": h.anchors, "completions": h.completions, "variant": hcdm.variant, "seconds": elapsed(start)},
+        omit=("retained_variance", "anchors", "completions"))
     line_plot(FIGURES / "hierarchy.png", list(range(depths)),
               {n: [table[f"k={k}"][n] for k in range(depths)] for n in names},
               xlabel="k (layers h^1..h^k fixed)", ylabel="retained share of factor variance",

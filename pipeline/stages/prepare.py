@@ -3,14 +3,14 @@ images, voxel or mesh files, or IM-NET's HDF5 release)."""
 import resource
 
 from .. import datasets, io, pictures
-from ..artifacts import DATASET, DATASET_PREVIEW, METRICS
-from . import elapsed, run, warn, with_warnings
+from ..artifacts import DATASET, DATASET_PREVIEW, metrics_files
+from . import elapsed, run, warn, write_metrics
 
 # Below this many test instances, every figure measured on the split is noisy.
 SMALL_TEST_SPLIT = 50
 
 # Removed when the stage stops early (dvc.yaml's outs, metrics and plots; curves and checkpoints stay).
-OUTPUTS = (DATASET, DATASET_PREVIEW, METRICS / "prepare.json")
+OUTPUTS = (DATASET, DATASET_PREVIEW, *metrics_files("prepare"))
 
 
 def main(cfg, generator, start, device):
@@ -23,12 +23,12 @@ def main(cfg, generator, start, device):
     if len(data.test) < SMALL_TEST_SPLIT:
         warn(warnings, f"the test split has {len(data.test)} instances (< {SMALL_TEST_SPLIT}): reconstruction figures "
                        "and FID/precision references measured on it are noisy")
-    io.save_json(METRICS / "prepare.json", with_warnings({
+    write_metrics("prepare", {
         "modality": m.name, "source": data.info["source"], "resolution": cfg.dataset.resolution,
         "train": len(data.train), "test": len(data.test), "skipped_files": data.info["skipped_files"],
         "stored_bytes_per_instance": int(data.train[0].nbytes), "factors": data.factor_names,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "seconds": elapsed(start)}, warnings))
+        "seconds": elapsed(start)}, warnings)
 
 
 if __name__ == "__main__":

@@ -4,12 +4,12 @@ control figure (paper fig. 5)."""
 import numpy as np
 
 from .. import io, pictures
-from ..artifacts import CONTROL_GRID, METRICS, SAMPLES, SAMPLES_GRID, SAMPLE_FILES
+from ..artifacts import CONTROL_GRID, SAMPLES, SAMPLES_GRID, SAMPLE_FILES, metrics_files
 from ..generation import control_latents, load_trained, sample_latents
-from . import elapsed, run
+from . import elapsed, run, write_metrics
 
 # Removed when the stage stops early (dvc.yaml's outs, metrics and plots; curves and checkpoints stay).
-OUTPUTS = (SAMPLES, SAMPLE_FILES, SAMPLES_GRID, CONTROL_GRID, METRICS / "sample.json")
+OUTPUTS = (SAMPLES, SAMPLE_FILES, SAMPLES_GRID, CONTROL_GRID, *metrics_files("sample"))
 
 
 def main(cfg, generator, start, device):
@@ -37,8 +37,8 @@ def main(cfg, generator, start, device):
                 for k in range(tree.shape[1])]
         blocks.append(pictures.grid(np.concatenate(rows), s.control_completions + 1, upscale=up))
     io.save_png(CONTROL_GRID, pictures.stack_vertically(blocks))
-    io.save_json(METRICS / "sample.json", {"num_samples": s.num_samples, "sampler": s.sampler,
-                                           "ddim_steps": s.ddim_steps, "seconds": elapsed(start)})
+    write_metrics("sample", {"num_samples": s.num_samples, "sampler": s.sampler, "ddim_steps": s.ddim_steps,
+                             "seconds": elapsed(start)}, omit=("num_samples", "ddim_steps"))   # params, shown as such
 
 
 if __name__ == "__main__":

@@ -2,14 +2,14 @@
 import torch
 
 from .. import artifacts, io
-from ..artifacts import CURVES, HCDM_CHECKPOINT, HCDM_MODEL, LATENTS, METRICS
+from ..artifacts import CURVES, HCDM_CHECKPOINT, HCDM_MODEL, LATENTS, metrics_files
 from ..hcdm import HCDM, HCDMTrainer, save_hcdm
 from ..distributed import is_main
 from ..training import Checkpointer, StepLog, code_digest, file_digest, fingerprint, run_settings
-from . import elapsed, run
+from . import elapsed, run, write_metrics
 
 # Removed when the stage stops early (dvc.yaml's outs, metrics and plots; curves and checkpoints stay).
-OUTPUTS = (HCDM_MODEL, METRICS / "train_hcdm.json")
+OUTPUTS = (HCDM_MODEL, *metrics_files("train_hcdm"))
 
 
 def main(cfg, generator, start, device):
@@ -27,10 +27,11 @@ def main(cfg, generator, start, device):
     save_hcdm(HCDM_MODEL, trainer.ema)
     log.write()
     tail = log.rows[-5:]
-    io.save_json(METRICS / "train_hcdm.json", {
+    write_metrics("train_hcdm", {
         "binary_len": cfg.binary_len, "variant": h.variant, "steps": h.steps,
         "final_loss_mean_last_logs": round(sum(r["loss"] for r in tail) / len(tail), 5),
-        "parameters": sum(p.numel() for p in model.parameters()), "seconds": elapsed(start)})
+        "parameters": sum(p.numel() for p in model.parameters()), "seconds": elapsed(start)},
+        omit=("binary_len", "steps"))   # params, shown as such
 
 
 if __name__ == "__main__":

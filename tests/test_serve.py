@@ -1,0 +1,192 @@
+"""The control page (`python -m pipeline.serve`): its JSON API, and the page itself in headless Chromium.
+
+The browser test needs `chromium` and `chromedriver` (Debian: `apt-get install chromium chromium-driver`;
+.ci/run installs them). With CHINR_SERVE_RUN=<a trained workspace> it serves that run instead of a micro
+one and writes the README's screenshot (metrics/default/serve.png) from it.
+"""
+import base64
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ROOT, micro_params
+from test_robustness import stage, write_params
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A server over a trained run, in a thread of this process; yields its base URL and workspace."""
+    from pipeline import control, serve
+
+    work = os.environ.get("CHINR_SERVE_RUN")
+    if work is None:
+        work = tmp_path_factory.mktemp("served")
+        write_params(work, micro_params())
+        for name in ("prepare", "fit_loe", "export_latents", "train_hcdm"):
+            stage(name, work, check=True)
+    before = os.getcwd()
+    os.chdir(work)
+    try:
+        session = serve.Session(control.Run(), steps=10)
+        port = free_port()
+        server = serve.server(session, port=port)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        for _ in range(200):
+            if server.started:
+                break
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}", Path(work), session
+        server.should_exit = True
+        thread.join(10)
+    finally:
+        os.chdir(before)
+
+
+def api(base, path, body=None):
+    """(status, JSON) of one request."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(base + path, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def latent(base, key) -> torch.Tensor:
+    status, body = api(base, f"/api/latent/{key}")
+    assert status == 200, body
+    return torch.tensor(body["latent"])
+
+
+def test_resample_keeps_the_prefix_and_bad_requests_are_messages(served):
+    base, work, session = served
+    status, info = api(base, "/api/info")
+    assert status == 200 and info["layers"] == session.hcdm.layers and info["modality"] == "image"
+    status, out = api(base, "/api/resample", {"source": "gen:3", "k": 2, "n": 4, "seed": 0})
+    assert status == 200 and out["k"] == 2 and len(out["completions"]) == 4
+    anchor = latent(base, out["anchor"]["id"])
+    drawn = torch.stack([latent(base, c["id"]) for c in out["completions"]])
+    assert torch.equal(drawn[:, :2], anchor[None, :2].expand(4, -1, -1))        # h^1, h^2 bit for bit
+    assert (drawn[:, 2:] - anchor[None, 2:]).abs().amax() > 1e-3                # the rest drawn anew
+    assert all(c["image"].startswith("data:image/png;base64,") for c in out["completions"])
+    # A completion's id is a source: the next resample starts from it.
+    status, again = api(base, "/api/resample", {"source": "id:" + out["completions"][0]["id"], "k": 1, "n": 2, "seed": 1})
+    assert status == 200 and torch.equal(latent(base, again["anchor"]["id"]), drawn[0])
+    # Interpolation and composition are the latent algebra they claim.
+    a, b = latent(base, out["completions"][0]["id"]), latent(base, out["completions"][1]["id"])
+    status, mid = api(base, "/api/interpolate", {"a": "id:" + out["completions"][0]["id"],
+                                                 "b": "id:" + out["completions"][1]["id"], "t": 0.25})
+    assert status == 200 and torch.allclose(latent(base, mid["id"]), 0.75 * a + 0.25 * b, atol=1e-6)
+    status, comp = api(base, "/api/compose", {"base": "id:" + out["completions"][0]["id"],
+                                              "donor": "id:" + out["completions"][1]["id"], "layers": [3]})
+    z = latent(base, comp["id"])
+    assert torch.equal(z[:2], a[:2]) and torch.equal(z[2], b[2])
+    status, near = api(base, "/api/retrieve", {"source": "train:5", "top": 3})
+    assert status == 200 and near["indices"][0] == 5 and len(near["images"]) == 3   # an instance's nearest is itself
+    # Bad requests: one message each, and the server keeps serving.
+    bad = [({"source": "gen:0", "k": 9, "n": 2, "seed": 0}, 400, f"k 9: must be in [0, {info['layers'] - 1}]"),
+           ({"source": "test:999", "k": 1, "n": 2, "seed": 0}, 400, "index out of range"),
+           ({"source": "id:nope", "k": 1, "n": 2, "seed": 0}, 404, "unknown or expired"),
+           ({"source": "gen:0", "k": "x", "n": 2, "seed": 0}, 400, "k 'x': must be an integer"),
+           ({"source": "gen:0", "k": 1}, 400, "missing n, seed")]
+    for body, code, text in bad:
+        status, answer = api(base, "/api/resample", body)
+        assert status == code and text in answer["error"], (body, answer)
+    not_image = base64.b64encode(b"hello, not a picture").decode()
+    status, answer = api(base, "/api/upload", {"name": "notes.txt", "data": not_image})
+    assert status == 400 and answer["error"].startswith("notes.txt: cannot read image")
+    huge = base64.b64encode(bytes(9 * 2 ** 20)).decode()
+    status, answer = api(base, "/api/upload", {"name": "big.png", "data": huge})
+    assert status == 413 and answer["error"] == "big.png: larger than 8 MiB"
+    status, answer = api(base, "/api/upload", {"name": "x.png", "data": "%%%"})
+    assert status == 400 and "bad base64" in answer["error"]
+    assert api(base, "/api/info")[0] == 200
+
+
+def test_an_uploaded_picture_is_fitted_with_the_inner_loop(served, tmp_path):
+    from PIL import Image
+
+    base, work, session = served
+    face = session.run.data.test[0]
+    buf = tmp_path / "face.png"
+    Image.fromarray(face).save(buf)
+    status, out = api(base, "/api/upload", {"name": "face.png",
+                                            "data": "data:image/png;base64," + base64.b64encode(buf.read_bytes()).decode()})
+    assert status == 200 and out["original"].startswith("data:image/png")
+    fitted = latent(base, out["id"])
+    # The same latent the latent bank holds for that test instance (same inner loop, same steps, from zero).
+    assert torch.allclose(fitted, torch.from_numpy(session.bank["test"][0]).float(), atol=1e-4)
+
+
+BROWSER = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+DRIVER = shutil.which("chromedriver")
+
+
+@pytest.mark.skipif(not (BROWSER and DRIVER), reason="needs chromium and chromedriver (apt-get install chromium chromium-driver)")
+def test_the_page_in_a_real_browser(served, tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    base, work, session = served
+    options = webdriver.ChromeOptions()
+    options.binary_location = BROWSER
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,1100"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    wait = WebDriverWait(driver, 60)
+    try:
+        driver.get(base)
+        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1")
+        anchor_id = driver.find_element(By.CSS_SELECTOR, "#anchor img").get_attribute("data-id")
+        assert anchor_id and driver.find_element(By.ID, "info").text.startswith("image run, hierarchical prior")
+        Select(driver.find_element(By.ID, "k")).select_by_value("2")
+        driver.find_element(By.ID, "resample").click()
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#completions img")) == 6)
+        images = driver.find_elements(By.CSS_SELECTOR, "#completions img")
+        assert all(img.get_attribute("src").startswith("data:image/png;base64,") for img in images)
+        # The fixed-prefix invariant, read back from the server for what the page shows.
+        anchor = latent(base, anchor_id)
+        for img in images:
+            z = latent(base, img.get_attribute("data-id"))
+            assert torch.equal(z[:2], anchor[:2]) and not torch.equal(z, anchor)
+        # A click makes a completion the anchor; resampling again draws new images from it.
+        chosen = images[3].get_attribute("data-id")
+        images[3].click()
+        wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#anchor img").get_attribute("data-id") == chosen)
+        first = [img.get_attribute("src") for img in images]
+        driver.find_element(By.ID, "resample").click()
+        wait.until(lambda d: d.find_element(By.ID, "completions").get_attribute("data-anchor") == chosen)
+        again = driver.find_elements(By.CSS_SELECTOR, "#completions img")
+        assert len(again) == 6 and [img.get_attribute("src") for img in again] != first
+        # A wrong upload is a message on the page, and the page keeps working.
+        bad = tmp_path / "notes.txt"
+        bad.write_text("not a picture")
+        driver.find_element(By.ID, "upload").send_keys(str(bad))
+        wait.until(lambda d: "cannot read image" in d.find_element(By.ID, "message").text)
+        driver.find_element(By.ID, "retrieve").click()
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#neighbours img")) == 6)
+        assert driver.find_element(By.ID, "message").text == ""
+        shot = (ROOT / "metrics/default/serve.png") if os.environ.get("CHINR_SERVE_RUN") else tmp_path / "serve.png"
+        driver.save_screenshot(str(shot))
+        assert shot.read_bytes()[:4] == b"\x89PNG"
+    finally:
+        driver.quit()

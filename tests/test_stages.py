@@ -1,0 +1,89 @@
+"""What every stage does the same way: a log file per stage, the `threads` param, scalar metrics files."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import micro_params
+from pipeline import config
+from pipeline.stages import StageLog, _numbers, write_metrics
+from test_robustness import ENV, write_params
+
+
+def run_stage(name, cwd, **env):
+    return subprocess.run([sys.executable, "-m", f"pipeline.stages.{name}"], cwd=cwd, capture_output=True,
+                          text=True, env={**ENV, **env})
+
+
+def test_a_stage_leaves_its_log_with_progress_timings_and_the_error_of_a_failed_run(tmp_path):
+    params = micro_params()
+    params["threads"] = 1
+    write_params(tmp_path, params)
+    r = run_stage("prepare", tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    log = (tmp_path / "data/logs/prepare.log").read_text().splitlines()
+    assert log[0].startswith("# prepare: started ") and ", 1 threads, params params.yaml" in log[0]
+    assert log[-1].startswith("# prepare: finished in ") and log[-1].endswith(" s")
+    # A stage that fails rewrites its log, which ends with the line the user saw.
+    params["fit_loe"]["lr"] = 1e4
+    write_params(tmp_path, params)
+    r = run_stage("fit_loe", tmp_path)
+    assert r.returncode == 2
+    log = (tmp_path / "data/logs/fit_loe.log").read_text()
+    assert log.startswith("# fit_loe: started ") and log.strip().splitlines()[-1] == r.stderr.strip().splitlines()[-1]
+    assert "diverged" in log and "# fit_loe: finished" not in log
+
+
+def test_the_log_keeps_redrawn_progress_lines_sparsely(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    clock = iter([0.0, 1.0, 20.0, 21.0])   # the times of the four redraws
+    monkeypatch.setattr("pipeline.stages.time.time", lambda: next(clock))
+    before = sys.stdout, sys.stderr
+    with StageLog("x", every=10.0) as log:
+        log.open(0)
+        print("plain line")
+        for i in range(4):
+            sys.stderr.write(f"\rbar {i}/4")
+        sys.stderr.write("\rbar 4/4\n")
+    # the first redraw is written (t=0), the second not (1 s later), the third is (20 s), the fourth not; the final state is
+    assert (tmp_path / "data/logs/x.log").read_text().splitlines() == ["plain line", "bar 0/4", "bar 2/4", "bar 4/4"]
+    assert (sys.stdout, sys.stderr) == before   # the streams are given back
+
+
+def test_threads_change_speed_not_results(tmp_path):
+    """`threads` is a param no stage depends on: the same run with 1 and with 2 threads writes the same model."""
+    models = []
+    for threads in (1, 2):
+        work = tmp_path / f"t{threads}"
+        work.mkdir()
+        params = micro_params()
+        params["threads"] = threads
+        params["fit_loe"]["steps"] = 10
+        write_params(work, params)
+        for name in ("prepare", "fit_loe"):
+            r = run_stage(name, work)
+            assert r.returncode == 0, r.stderr[-2000:]
+        assert f", {threads} threads," in (work / "data/logs/fit_loe.log").read_text()
+        models.append(torch.load(work / "data/fit_loe/loe.pt", weights_only=False))
+    a, b = models
+    for part in ("model", "meta_sgd"):
+        assert a[part].keys() == b[part].keys()
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
+    with pytest.raises(config.ConfigError, match=r"^threads: must be null or >= 1$"):
+        config.from_dict({"threads": 0})
+
+
+def test_metrics_files_hold_numbers_and_the_detail_holds_everything(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    detail = {"fid": 12.5, "name": "FID@8", "flag": True, "matrix": [[1, 0], [0, 1]],
+              "refs": {"real": {"fid": 1.0, "images": 8}, "fake": {"fid": 2.0, "images": 8}},
+              "protocol": {"generated": 8}, "skipped": None}
+    write_metrics("x", detail, warnings=["small set"], omit=("refs.*.images", "protocol"))
+    assert json.loads((tmp_path / "metrics/x.json").read_text()) == {
+        "fid": 12.5, "refs": {"real": {"fid": 1.0}, "fake": {"fid": 2.0}}, "warnings": 1}
+    assert json.loads((tmp_path / "metrics/detail/x.json").read_text()) == {**detail, "warnings": ["small set"]}
+    write_metrics("y", {"skipped": "no factors"})                   # nothing to compare: an empty metrics file
+    assert json.loads((tmp_path / "metrics/y.json").read_text()) == {}
+    assert _numbers({"a": {"b": "text"}, "c": 3}, ()) == {"c": 3}
