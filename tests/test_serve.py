@@ -149,7 +149,7 @@ def test_the_page_in_a_real_browser(served, tmp_path):
     base, work, session = served
     options = webdriver.ChromeOptions()
     options.binary_location = BROWSER
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,1100"):
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,1320"):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(DRIVER), options=options)
     wait = WebDriverWait(driver, 60)
@@ -157,6 +157,13 @@ def test_the_page_in_a_real_browser(served, tmp_path):
         driver.get(base)
         wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1")
         anchor_id = driver.find_element(By.CSS_SELECTOR, "#anchor img").get_attribute("data-id")
+        # The interpolation and composition panels follow the anchor; the slider redraws.
+        wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#interp img").get_attribute("src").startswith("data:"))
+        wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#composed img").get_attribute("src").startswith("data:"))
+        before = driver.find_element(By.CSS_SELECTOR, "#interp img").get_attribute("src")
+        driver.execute_script("const t = document.getElementById('t'); t.value = '1'; "
+                              "t.dispatchEvent(new Event('input'));")
+        wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#interp img").get_attribute("src") != before)
         assert anchor_id and driver.find_element(By.ID, "info").text.startswith("image run, hierarchical prior")
         Select(driver.find_element(By.ID, "k")).select_by_value("2")
         driver.find_element(By.ID, "resample").click()
