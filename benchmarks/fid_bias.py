@@ -24,7 +24,8 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from pipeline import config, fid, io  # noqa: E402
+from pipeline import config, io  # noqa: E402
+from pipeline.modalities.image import fid
 from pipeline.artifacts import REFERENCE  # noqa: E402
 from pipeline.generation import load_trained, sample_latents  # noqa: E402
 

@@ -60,7 +60,7 @@ from pipeline import config  # noqa: E402
 from pipeline.hcdm import HCDM  # noqa: E402
 from pipeline.loe import LayersOfExperts  # noqa: E402
 from pipeline.meta import MetaLearner, MetaSGD  # noqa: E402
-from pipeline.modality import build  # noqa: E402
+from pipeline.modalities.plugins import build  # noqa: E402
 
 
 class FlopCount(TorchDispatchMode):
@@ -172,7 +172,7 @@ def stage2(cfg, device: torch.device):
 
 def protocol(cfg, device: torch.device, n: int, inception: Path | None) -> dict:
     """The FID protocol's generation path for n samples at the preset's sizes, timed part by part."""
-    from pipeline import fid
+    from pipeline.modalities.image import fid
     from pipeline.generation import sample_latents
 
     d, h, e = cfg.dataset, cfg.hcdm, cfg.evaluate

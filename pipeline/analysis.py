@@ -13,7 +13,7 @@ from .generation import control_latents
 from .hcdm import HCDM
 from .loe import LayersOfExperts
 from .meta import MetaSGD, inner_loop
-from .modality import Modality
+from .modalities.base import Modality
 
 
 def fit_signal(model: LayersOfExperts, meta_sgd: MetaSGD, modality: Modality, signal: np.ndarray,

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import yaml
 
+from .modalities import SOURCES, SPECS
+
 
 class ConfigError(ValueError):
     """A bad value or key in params.yaml; the message names the key."""
@@ -186,8 +188,8 @@ AT_LEAST_OR_NULL = {"threads": 1, "dataset.folder.train_count": 1, "dataset.fold
                     "export_latents.points": 1}
 POSITIVE = ("loe.w0", "fit_loe.lr", "fit_loe.inner_lr", "hcdm.lr", "factor_predictor.lr")
 CHOICES = {
-    "dataset.modality": ("image", "shape"),
-    "dataset.source": ("synthetic", "folder", "imnet"),
+    "dataset.modality": tuple(SPECS),             # the registered plug-ins (pipeline/modalities)
+    "dataset.source": SOURCES,
     "fit_loe.precision": ("fp32", "tf32", "bf16"),
     "hcdm.variant": ("hierarchical", "unconditional", "flat"),
     "hcdm.schedule": ("cosine", "linear"),
@@ -208,6 +210,7 @@ def _rules(c: Config) -> list[tuple[str, bool, str]]:
     rules += [(k, _value(c, k) > 0, "must be > 0") for k in POSITIVE]
     rules += [(k, _value(c, k) in opts, "must be one of " + ", ".join(map(repr, opts))) for k, opts in CHOICES.items()]
     compressor_in = c.loe.layers * c.loe.latent_dim
+    spec = SPECS.get(c.dataset.modality)   # None: the CHOICES rule above names the key
     return rules + [
         ("binary_len", 1 <= c.binary_len <= compressor_in,
          f"must be >= 1 and <= the compressor's input size loe.layers*loe.latent_dim = {compressor_in}"),
@@ -216,10 +219,12 @@ def _rules(c: Config) -> list[tuple[str, bool, str]]:
         ("seed", c.seed < 2 ** 32, "must be < 2**32 (numpy's seed range)"),
         ("dataset.path", c.dataset.source == "synthetic" or bool(c.dataset.path),
          f"must name a folder when dataset.source is '{c.dataset.source}'"),
-        ("dataset.source", c.dataset.source != "imnet" or c.dataset.modality == "shape",
-         "imnet (IM-NET HDF5 voxels) needs dataset.modality: shape"),
-        ("dataset.resolution", c.dataset.modality != "shape" or c.dataset.resolution % 2 == 0,
-         "must be even for shapes (voxels are packed 8 to a byte)"),
+        ("dataset.source", spec is None or c.dataset.source in spec.sources,
+         f"{c.dataset.source} is not a source of dataset.modality {c.dataset.modality}; its sources: "
+         + ", ".join(spec.sources if spec else ())),
+        ("dataset.resolution", spec is None or c.dataset.resolution % spec.resolution_multiple == 0,
+         f"must be a multiple of {spec.resolution_multiple if spec else 1} for dataset.modality "
+         f"{c.dataset.modality} ({spec.resolution_reason if spec else ''})"),
         ("fit_loe.near_surface_fraction", 0 <= c.fit_loe.near_surface_fraction <= 1, "must be in [0, 1]"),
         ("dataset.resolution", 8 <= c.dataset.resolution <= 1024, "must be in [8, 1024]"),
         ("dataset.folder.train_fraction", 0.0 < c.dataset.folder.train_fraction < 1.0, "must be in (0, 1)"),

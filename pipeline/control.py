@@ -30,12 +30,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import analysis, artifacts, datasets, hcdm, io, meta, pictures, voxels
+from . import analysis, artifacts, datasets, hcdm, io, meta, pictures
 from .errors import DataError, MissingArtifact
+from .modalities import SPECS
 
 
 class UsageError(ValueError):
     """A bad argument; the message says which."""
+
+
+_KINDS = ["gen:S", "sample:I", "train:I", "test:I"] + [f"{name}:PATH" for name in SPECS]
+EXPECTED = "expected " + ", ".join(_KINDS[:-1]) + " or " + _KINDS[-1]
 
 
 @dataclass
@@ -80,16 +85,13 @@ class Source:
 def resolve(run: Run, spec: str, a: argparse.Namespace) -> Source:
     """The latent a SOURCE spec names; `a` supplies --inner-steps, --sampler and --steps."""
     kind, _, value = spec.partition(":")
-    if kind in ("image", "shape"):
+    if kind in SPECS:   # a file of the user's, read by the run's modality
         path, m = Path(value), run.data.modality
         if kind != m.name:
             raise UsageError(f"source {spec!r}: this run models {m.name}s; use {m.name}:PATH")
         if not path.is_file():
             raise UsageError(f"{path}: no such {kind} file")
-        if kind == "image":
-            signal = datasets.load_image(path, m.resolution)
-        else:
-            signal = voxels.pack(voxels.read_file(path, m.resolution)[None])[0]
+        signal = m.read_file(path)
         model, meta_sgd, trained = run.loe
         n = a.inner_steps if a.inner_steps is not None else trained["inner_steps"]
         latent = analysis.fit_signal(model, meta_sgd, run.data.modality, signal, n, trained["inner_lr"])
@@ -97,7 +99,7 @@ def resolve(run: Run, spec: str, a: argparse.Namespace) -> Source:
     try:
         index = int(value)
     except ValueError:
-        raise UsageError(f"source {spec!r}: expected gen:S, sample:I, train:I, test:I, image:PATH or shape:PATH") from None
+        raise UsageError(f"source {spec!r}: {EXPECTED}") from None
     if kind == "gen":
         g = torch.Generator().manual_seed(index)
         return Source(run.hcdm.sample(1, g, sampler=a.sampler, steps=a.steps)[0])
@@ -109,7 +111,7 @@ def resolve(run: Run, spec: str, a: argparse.Namespace) -> Source:
         if not 0 <= index < len(pool):
             raise UsageError(f"source {spec!r}: index out of range [0, {len(pool)})")
         return Source(torch.from_numpy(pool[index]).float())
-    raise UsageError(f"source {spec!r}: expected gen:S, sample:I, train:I, test:I, image:PATH or shape:PATH")
+    raise UsageError(f"source {spec!r}: {EXPECTED}")
 
 
 def check_k(run: Run, k: int) -> None:

@@ -13,13 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import io, synthetic_faces, synthetic_shapes, voxels
+from . import io
 from .config import Config
 from .errors import DataError
-from .modality import Modality, build
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-SHAPE_SUFFIXES = voxels.VOXEL_SUFFIXES + voxels.MESH_SUFFIXES
+from .modalities.base import Modality
+from .modalities.plugins import build
 
 
 @dataclass
@@ -70,52 +68,16 @@ def load(path: str | Path, extras: bool = False) -> PreparedData:
                         "rerun `dvc repro prepare`") from None
 
 
-def synthetic(cfg: Config) -> PreparedData:
-    d = cfg.dataset
-    n_train, n_test = d.synthetic.train, d.synthetic.test
-    generator = synthetic_faces if d.modality == "image" else synthetic_shapes
-    signals, factors = generator.generate(n_train + n_test, d.resolution, cfg.seed)
-    kinds = [kind for kind, _, _ in generator.FACTORS.values()]
+def synthetic(cfg: Config, m: Modality) -> PreparedData:
+    """The modality's embedded dataset, with its ground-truth factors."""
+    n_train, n_test = cfg.dataset.synthetic.train, cfg.dataset.synthetic.test
+    signals, factors = m.generate(n_train + n_test, cfg.seed)
     return PreparedData(
-        modality=build(d.modality, resolution=d.resolution),
-        train=signals[:n_train], test=signals[n_train:],
+        modality=m, train=signals[:n_train], test=signals[n_train:],
         train_factors=factors[:n_train], test_factors=factors[n_train:],
-        factor_names=list(generator.FACTOR_NAMES), factor_kinds=kinds,
+        factor_names=list(m.factor_names), factor_kinds=list(m.factor_kinds),
         info={"source": "synthetic", "skipped_files": 0},
     )
-
-
-def to_rgb(im):
-    """Any PIL image -> RGB, keeping the brightness of high-bit-depth grey images.
-
-    PIL's own convert("RGB") clips 16-bit grey (modes I;16*, I) at 255, which
-    turns a 16-bit PNG pure white; such images are rescaled from 0..65535.
-    """
-    from PIL import Image
-
-    if im.mode.startswith("I;16") or im.mode == "I":
-        grey = np.asarray(im, dtype=np.float64)
-        grey = np.clip(np.round(grey / 257.0), 0, 255).astype(np.uint8)   # 65535 / 257 = 255
-        return Image.fromarray(grey, mode="L").convert("RGB")
-    return im.convert("RGB")
-
-
-def load_image(path: Path, resolution: int) -> np.ndarray:
-    """Centre-crop to a square, resize with bicubic + antialias: -> (R, R, 3) uint8."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            im = to_rgb(im)
-            w, h = im.size
-            side = min(w, h)
-            left, top = (w - side) // 2, (h - side) // 2
-            im = im.crop((left, top, left + side, top + side))
-            # PIL's resize widens the bicubic kernel by the downscale factor, i.e. antialiases.
-            im = im.resize((resolution, resolution), Image.Resampling.BICUBIC, reducing_gap=None)
-            return np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as e:
-        raise DataError(f"{path}: cannot read image ({e.__class__.__name__}: {e})") from None
 
 
 # The smallest split every stage can work with: FID, KID and precision/recall
@@ -168,40 +130,21 @@ def read_folder(cfg: Config, suffixes: tuple[str, ...], read) -> tuple[np.ndarra
     return np.stack(signals), skipped, root
 
 
-def folder(cfg: Config) -> PreparedData:
-    d = cfg.dataset
-    if d.modality == "image":
-        stack, skipped, root = read_folder(cfg, IMAGE_SUFFIXES, lambda p: load_image(p, d.resolution))
-    else:
-        stack, skipped, root = read_folder(cfg, SHAPE_SUFFIXES,
-                                           lambda p: voxels.pack(voxels.read_file(p, d.resolution)[None])[0])
+def folder(cfg: Config, m: Modality) -> PreparedData:
+    """Every file of dataset.path the modality reads, sorted; the first ones train, the rest test."""
+    stack, skipped, root = read_folder(cfg, m.folder_suffixes, m.read_file)
     n_train = split_count(cfg, len(stack), root)
     return PreparedData(
-        modality=build(d.modality, resolution=d.resolution),
-        train=stack[:n_train], test=stack[n_train:], train_factors=None, test_factors=None,
+        modality=m, train=stack[:n_train], test=stack[n_train:], train_factors=None, test_factors=None,
         factor_names=[], factor_kinds=[],
         info={"source": "folder", "path": str(root), "skipped_files": len(skipped), "skipped": skipped[:100]},
     )
 
 
-def imnet(cfg: Config) -> PreparedData:
-    """IM-NET's HDF5 release: its own train/test files; dataset.folder.limit caps each split."""
-    d = cfg.dataset
-    files = voxels.imnet_files(Path(d.path))
-    splits = {split: voxels.read_imnet(path, d.resolution, d.folder.limit) for split, path in files.items()}
-    # The test split's near-surface sample points, where mNIF measures voxel accuracy and PSNR.
-    points = voxels.read_imnet_points(files["test"], d.folder.limit)
-    extras = {} if points is None else {"test_points": points[0], "test_values": points[1]}
-    return PreparedData(
-        modality=build("shape", resolution=d.resolution), train=splits["train"], test=splits["test"],
-        train_factors=None, test_factors=None, factor_names=[], factor_kinds=[],
-        info={"source": "imnet", "path": str(d.path), "files": {k: v.name for k, v in files.items()},
-              "skipped_files": 0, "test_points": None if points is None else int(points[0].shape[1])},
-        extras=extras,
-    )
-
-
 def prepare(cfg: Config) -> PreparedData:
-    data = {"synthetic": synthetic, "folder": folder, "imnet": imnet}[cfg.dataset.source](cfg)
+    d = cfg.dataset
+    m = build(d.modality, resolution=d.resolution)
+    readers = {"synthetic": synthetic, "folder": folder}
+    data = readers[d.source](cfg, m) if d.source in readers else m.read_source(cfg)   # e.g. IM-NET for shapes
     check_splits(cfg.dataset.path or f"dataset.source {cfg.dataset.source}", len(data.train), len(data.test))
     return data

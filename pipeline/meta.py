@@ -24,7 +24,7 @@ from tqdm import tqdm
 from . import artifacts, io
 from .config import FitLoE
 from .loe import LayersOfExperts
-from .modality import Modality
+from .modalities.base import Modality
 from .training import Checkpointer, DivergenceGuard, StepLog, train_loop, warmup_cosine
 
 KNOBS = "fit_loe.lr, fit_loe.inner_lr or fit_loe.meta_sgd_init"

@@ -3,7 +3,9 @@ import pytest
 from PIL import Image
 
 from conftest import REALDATA
-from pipeline import config, datasets, synthetic_faces
+from pipeline.modalities.image.modality import load_image
+from pipeline import config, datasets
+from pipeline.modalities.image import synthetic as synthetic_faces
 from pipeline.datasets import DataError
 
 FACES = REALDATA / "faces_alae128"
@@ -62,7 +64,7 @@ def test_centre_crop_then_bicubic_resize(tmp_path):
     img = np.zeros((20, 40, 3), dtype=np.uint8)
     img[:, 10:30] = 200                               # the centre square is uniformly 200
     Image.fromarray(img).save(tmp_path / "wide.png")
-    out = datasets.load_image(tmp_path / "wide.png", 8)
+    out = load_image(tmp_path / "wide.png", 8)
     assert out.shape == (8, 8, 3) and (out == 200).all()
 
 

@@ -9,11 +9,12 @@ from conftest import ROOT
 
 CHECK = r'''
 import torch, torch.distributed as dist
-from pipeline import config, synthetic_faces
+from pipeline import config
+from pipeline.modalities.image import synthetic as synthetic_faces
 from pipeline.distributed import init_from_environment, rank
 from pipeline.loe import LayersOfExperts
 from pipeline.meta import MetaLearner, MetaSGD
-from pipeline.modality import ImageModality
+from pipeline.modalities.image.modality import ImageModality
 from pipeline.training import Checkpointer, StepLog
 
 init_from_environment(torch.device("cpu"))

@@ -2,9 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import synthetic_faces, synthetic_shapes
+from pipeline.modalities.image import synthetic as synthetic_faces
+from pipeline.modalities.shape import synthetic as synthetic_shapes
 from pipeline.factors import factor_scores, retained_variance, spread, train_predictor
-from pipeline.modality import ImageModality, ShapeModality
+from pipeline.modalities.image.modality import ImageModality
+from pipeline.modalities.shape.modality import ShapeModality
 
 
 def test_spread_and_retained_variance_known_values():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import linalg
 
-from pipeline import fid
+from pipeline.modalities.image import fid
 
 
 def test_frechet_distance_matches_closed_form():

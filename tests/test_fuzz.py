@@ -19,7 +19,9 @@ import yaml
 from PIL import Image
 
 from conftest import REALDATA, ROOT
-from pipeline import config, datasets, voxels
+from pipeline.modalities.image.modality import load_image
+from pipeline import config
+from pipeline.modalities.shape import voxels
 from pipeline.errors import DataError
 
 BASE = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -183,7 +185,7 @@ def read_or_named(path: Path, read):
 @pytest.mark.parametrize("name", sorted(IMAGE_FILES))
 def test_every_bad_image_is_read_or_named(tmp_path, name):
     (tmp_path / name).write_bytes(IMAGE_FILES[name])
-    img = read_or_named(tmp_path / name, lambda p: datasets.load_image(p, 16))
+    img = read_or_named(tmp_path / name, lambda p: load_image(p, 16))
     assert img is not None or not name.startswith(("ok", "grey"))
     if img is not None:
         assert img.shape == (16, 16, 3) and img.dtype == np.uint8
@@ -211,7 +213,7 @@ def test_real_files_with_flipped_bytes_are_read_or_named(tmp_path):
         for seed in range(3):
             path = tmp_path / f"{seed}_{src.name}"
             path.write_bytes(flip_bytes(src.read_bytes(), seed + 10 * i))
-            read = (lambda p: datasets.load_image(p, 16)) if src.suffix == ".png" else (lambda p: voxels.read_file(p, 16))
+            read = (lambda p: load_image(p, 16)) if src.suffix == ".png" else (lambda p: voxels.read_file(p, 16))
             outcomes.append("read" if read_or_named(path, read) is not None else "refused")
     assert "refused" in outcomes
 

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from pipeline import synthetic_faces
+from pipeline.modalities.image import synthetic as synthetic_faces
 from pipeline.loe import LayersOfExperts
 from pipeline.meta import mse_to_psnr, per_instance_mse
-from pipeline.modality import ImageModality
+from pipeline.modalities.image.modality import ImageModality
 
 
 def test_shapes_and_per_instance_latents():

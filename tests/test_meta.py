@@ -1,10 +1,11 @@
 import numpy as np
 import torch
 
-from pipeline import config, synthetic_faces
+from pipeline import config
+from pipeline.modalities.image import synthetic as synthetic_faces
 from pipeline.loe import LayersOfExperts
 from pipeline.meta import MetaLearner, MetaSGD, fit_latents, inner_loop, per_instance_mse
-from pipeline.modality import ImageModality
+from pipeline.modalities.image.modality import ImageModality
 from pipeline.training import Checkpointer, StepLog
 
 IMAGES, _ = synthetic_faces.generate(24, 16, seed=1)

@@ -23,7 +23,10 @@ import yaml
 from PIL import Image
 
 from conftest import ROOT, micro_params
-from pipeline import config, control, datasets, fid, io, voxels
+from pipeline.modalities.image.modality import load_image
+from pipeline import config, control, datasets, io
+from pipeline.modalities.image import fid
+from pipeline.modalities.shape import voxels
 from pipeline.errors import DataError, NonFiniteError
 from pipeline.stages.analyze import figures
 from pipeline.training import Checkpointer, run_settings
@@ -232,7 +235,7 @@ def test_16_bit_grey_png_keeps_its_brightness(tmp_path):
     ramp = np.tile(np.linspace(0, 65535, 32), (32, 1)).astype(np.uint16)
     Image.fromarray(ramp).save(tmp_path / "g16.png")
     assert Image.open(tmp_path / "g16.png").mode == "I;16"
-    img = datasets.load_image(tmp_path / "g16.png", 32)
+    img = load_image(tmp_path / "g16.png", 32)
     expected = np.round(ramp / 257.0)
     assert img.shape == (32, 32, 3) and np.abs(img[..., 0].astype(float) - expected).max() <= 2
     assert (img[..., 0] == img[..., 2]).all() and 120 < img.mean() < 135       # not the old pure white (255)
@@ -301,7 +304,7 @@ def test_a_decompression_bomb_is_one_line_and_skippable(tmp_path):
     write_faces(tmp_path, 4)
     (tmp_path / "zz_bomb.png").write_bytes(png_claiming(20000, 20000))     # 400 Mpx > PIL's 179 Mpx limit
     with pytest.raises(DataError, match=r"zz_bomb\.png: cannot read image \(DecompressionBombError"):
-        datasets.load_image(tmp_path / "zz_bomb.png", 16)
+        load_image(tmp_path / "zz_bomb.png", 16)
     data = datasets.prepare(config.from_dict(folder_params(tmp_path, skip_corrupt=True)))
     assert data.info["skipped"] == ["zz_bomb.png"] and len(data.train) + len(data.test) == 4
 

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import shape_metrics, voxels
+from pipeline.modalities.shape import metrics as shape_metrics
+from pipeline.modalities.shape import voxels
 from pipeline.loe import LayersOfExperts
-from pipeline.modality import ShapeModality
-from pipeline.rendering import voxel_centres
+from pipeline.modalities.shape.modality import ShapeModality
+from pipeline.modalities.shape.rendering import voxel_centres
 
 
 def test_chamfer_by_hand():
@@ -68,7 +69,7 @@ def test_point_clouds_mark_shapes_without_surface():
 
 def test_chamfer_reads_in_unit_cube_units_a_quarter_of_ours():
     """mNIF's MMD is in squared unit-cube units; ours were in [-1, 1]^3 and read 4x larger."""
-    from pipeline.rendering import surface_points
+    from pipeline.modalities.shape.rendering import surface_points
 
     occ = np.zeros((2, 16, 16, 16), np.float32)
     occ[0, 4:12, 4:12, 4:12] = 1

@@ -6,10 +6,13 @@ import torch
 import trimesh
 
 from conftest import REALDATA
-from pipeline import config, datasets, rendering, synthetic_shapes, voxels
+from pipeline import config, datasets
+from pipeline.modalities.shape import rendering
+from pipeline.modalities.shape import synthetic as synthetic_shapes
+from pipeline.modalities.shape import voxels
 from pipeline.datasets import DataError
-from pipeline.modality import ShapeModality
-from pipeline.rendering import voxel_centres
+from pipeline.modalities.shape.modality import ShapeModality
+from pipeline.modalities.shape.rendering import voxel_centres
 
 BINVOX = REALDATA / "binvox"
 RECGAN = REALDATA / "voxels_3drecgan"
@@ -174,9 +177,11 @@ def test_imnet_errors_name_the_file(tmp_path):
 
 
 def test_config_rejects_imnet_images_and_odd_shape_grids():
-    with pytest.raises(config.ConfigError, match="^dataset.source: imnet"):
+    with pytest.raises(config.ConfigError, match="^dataset.source: imnet is not a source of dataset.modality image; "
+                                                 "its sources: synthetic, folder$"):
         config.from_dict({"dataset": {"source": "imnet", "path": "/x"}})
-    with pytest.raises(config.ConfigError, match="^dataset.resolution: must be even"):
+    with pytest.raises(config.ConfigError, match=r"^dataset.resolution: must be a multiple of 2 for dataset.modality "
+                                                 r"shape \(voxels are packed 8 to a byte\)$"):
         config.from_dict({"dataset": {"modality": "shape", "resolution": 31}})
 
 

@@ -8,10 +8,10 @@ import torch
 import yaml
 
 from conftest import ROOT, micro_params
-from pipeline import synthetic_faces
+from pipeline.modalities.image import synthetic as synthetic_faces
 from pipeline.loe import LayersOfExperts
 from pipeline.meta import MetaSGD, inner_loop, mse_to_psnr, per_instance_mse
-from pipeline.modality import ImageModality
+from pipeline.modalities.image.modality import ImageModality
 from pipeline.training import DivergenceGuard, TrainingDiverged
 
 

@@ -9,39 +9,37 @@ import time
 from .. import artifacts, control
 from ..artifacts import ANALYSIS_FIGURES, ANALYSIS_LATENTS, metrics_files
 from ..hcdm import load_hcdm
+from ..modalities.plugins import build
 from . import elapsed, run, write_metrics
 
 # Removed when the stage stops early (dvc.yaml's outs, metrics and plots; curves and checkpoints stay).
 OUTPUTS = (ANALYSIS_LATENTS, ANALYSIS_FIGURES, *metrics_files("analyze"))
 
 
-def figures(n_test: int) -> dict[str, list[str]]:
+def figures(n_test: int, render_scale: float = 4.0, chain: bool = True) -> dict[str, list[str]]:
     """command -> arguments; each figure is named after its command. Test instance i
-    is test:(i mod n_test), so a small test split still gets every figure."""
+    is test:(i mod n_test), so a small test split still gets every figure; `render`
+    at the modality's own `render_scale`; a prior without a layer chain resamples at k = 0."""
     def test(i):
         return f"test:{i % n_test}"
 
     return {
         "tree": ["--source", "gen:3", "-n", "6"],
-        "resample": ["--source", test(0), "-k", "2", "-n", "6"],
+        "resample": ["--source", test(0), "-k", "2" if chain else "0", "-n", "6"],
         "compose": ["--source", "gen:0", "--donors", *[f"gen:{i}" for i in range(1, 7)]],
         "interpolate": ["--corners", *[test(i) for i in range(4)], "--size", "6"],
         "retrieve": ["--source", test(5), "--top", "6"],
-        "render": ["--source", "gen:0", "--scale", "4"],
+        "render": ["--source", "gen:0", "--scale", f"{render_scale:g}"],
     }
 
 
 def main(cfg, generator, start, device):
     s = cfg.sample
     seconds = {}
-    flat = load_hcdm().variant == "flat"
-    shapes = cfg.dataset.modality == "shape"
+    chain = load_hcdm().variant != "flat"   # a flat prior has no layer chain: only k = 0 (fresh samples)
+    scale = build(cfg.dataset.modality, resolution=cfg.dataset.resolution).render_scale
     n_test = len(artifacts.load_latents()["test"])
-    for name, args in figures(n_test).items():
-        if shapes and name == "render":     # 4x of a 32^3 grid is 2M points per decode: 2x suffices
-            args = [a if a != "4" else "2" for a in args]
-        if flat and name == "resample":     # no layer chain: only k = 0 (fresh samples) exists
-            args = [a if a != "2" else "0" for a in args]
+    for name, args in figures(n_test, scale, chain).items():
         t = time.time()
         code = control.main([name, *args, "--out", str(ANALYSIS_FIGURES / f"{name}.png"),
                              "--npz", str(ANALYSIS_LATENTS / f"{name}.npz"), "--seed", str(cfg.seed),

@@ -2,7 +2,7 @@
 import numpy as np
 import torch
 
-from .. import artifacts, datasets, io, pictures, voxels
+from .. import artifacts, datasets, io, pictures
 from ..artifacts import DATASET, FIGURES, LATENTS, RECONSTRUCTIONS, metrics_files
 from ..meta import fit_latents, load_loe
 from ..plots import heatmap
@@ -11,23 +11,6 @@ from . import elapsed, run, warn, write_metrics
 
 # Removed when the stage stops early (dvc.yaml's outs, metrics and plots; curves and checkpoints stay).
 OUTPUTS = (LATENTS, RECONSTRUCTIONS, *metrics_files("reconstruction"), *metrics_files("svcca"), FIGURES / "svcca.png")
-
-DEFINITIONS = {
-    "image": {"psnr_definition": "mean over instances of per-instance PSNR, images in [0, 1]",
-              "ssim_definition": "Wang et al. 2004, 11x11 Gaussian window sigma 1.5, valid windows, [0, 1]"},
-    "shape": {"accuracy_definition": "share of correctly classified voxels on the full grid (occupied: value >= 0); "
-                                     "mNIF's (Table 1) is on IM-NET's near-surface points: not comparable",
-              "points_definition": "accuracy_points / psnr_points (IM-NET sources only): the same figures on IM-NET's "
-                                   "test points_64/values_64, as mNIF's Table 1, at the cells' centres (p + 0.5)/128 - 1 "
-                                   "(mNIF: (p + 1)/128 - 1, 1/256 further)",
-              "psnr_definition": "mNIF's shape PSNR on the full grid: values clamped to [-1, 1] and occupancy {-1, 1} "
-                                 "mapped to [0, 1], per-instance PSNR, mean; mNIF's (Table 1) is on IM-NET's points",
-              "iou_definition": "intersection over union of occupied voxels on the full grid",
-              "accuracy_near_surface_definition": "accuracy on the voxels within one voxel of the true surface "
-                                                  "(3x3x3 neighbourhood holds both classes); mNIF reports accuracy "
-                                                  "on IM-NET's near-surface sample points instead"},
-}
-
 
 def main(cfg, generator, start, device):
     data = datasets.load(artifacts.require(DATASET, "prepare"), extras=True)
@@ -44,16 +27,11 @@ def main(cfg, generator, start, device):
             bank[f"{split}_{name}"] = values
         report[split] = {"instances": len(latents),
                          **{name: round(float(np.mean(v)), 4) for name, v in per_instance.items()}}
-    if "test_points" in data.extras:   # IM-NET's near-surface samples: accuracy and PSNR where mNIF measures them
-        points, occupied = data.extras["test_points"], data.extras["test_values"]
-        scores = []
-        for i in range(0, len(points), e.batch_size):   # float coordinates of all 8762 x 16384 points: 1.7 GB
-            coords = torch.from_numpy(voxels.imnet_point_coordinates(points[i:i + e.batch_size]))
-            values = model.render(coords, torch.from_numpy(bank["test"][i:i + e.batch_size]), e.batch_size)[..., 0]
-            scores.append(data.modality.point_metrics(values, torch.from_numpy(occupied[i:i + e.batch_size])))
-        for name in scores[0]:
-            bank[f"test_{name}"] = np.concatenate([s[name] for s in scores])
-            report["test"][name] = round(float(np.mean(bank[f"test_{name}"])), 4)
+    # Metrics on what the source ships beside the grid (IM-NET's near-surface test points, where mNIF measures).
+    extra = data.modality.extra_reconstruction_metrics(model, torch.from_numpy(bank["test"]), data.extras, e.batch_size)
+    for name, values in extra.items():
+        bank[f"test_{name}"] = values
+        report["test"][name] = round(float(np.mean(values)), 4)
     io.save_npz(LATENTS, **bank)
 
     # Top row: test originals; bottom row: their reconstructions from the latent bank.
@@ -81,7 +59,7 @@ def main(cfg, generator, start, device):
                       "neurons = latent dimensions, datapoints = train instances"}, warnings)
     write_metrics("reconstruction", {
         **report, "inner_steps": e.inner_steps, "inner_loop_points": e.points or len(m.coordinates()),
-        **DEFINITIONS[m.name], "seconds": elapsed(start)})
+        **m.metric_definitions, "seconds": elapsed(start)})
 
 
 if __name__ == "__main__":

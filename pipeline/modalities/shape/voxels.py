@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import DataError
+from ...errors import DataError
 from .rendering import voxel_centres
 
 MESH_SUFFIXES = (".obj", ".off", ".ply", ".stl")

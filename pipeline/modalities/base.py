@@ -1,0 +1,112 @@
+"""What a modality must say about its signals, and nothing more.
+
+The LoE maps d_in coordinates to d_out values and the HCDM sees only latents;
+everything that depends on the kind of signal lives behind `Modality`: how
+its files are read and its embedded data generated, where its coordinates
+lie, how stored signals become targets in [-1, 1], how training points are
+drawn, how a decoded function becomes a picture a person can look at, which
+reconstruction metrics make sense, what the factor predictor reads, and how
+one instance is written as a file. How generated samples are scored lives in
+the plug-in's `evaluation` module (see `pipeline/modalities/__init__.py`).
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..datasets import PreparedData
+
+
+class Modality(ABC):
+    name: str
+    d_in: int
+    d_out: int
+    resolution: int                    # samples per side of the grid the data lives on
+
+    def _side(self, scale: float) -> int:
+        """Samples per side when the continuous INR is decoded at `scale` times the data's grid."""
+        side = round(self.resolution * scale)
+        if side < 2:
+            raise ValueError(f"scale {scale} gives a grid smaller than 2 at resolution {self.resolution}")
+        return side
+
+    # -- data ------------------------------------------------------------------------
+    folder_suffixes: tuple[str, ...]     # the files a `dataset.source: folder` reads
+    factor_names: tuple[str, ...]        # the embedded data's ground-truth factors
+    factor_kinds: tuple[str, ...]        # "continuous" | "categorical", per factor
+
+    @abstractmethod
+    def read_file(self, path: Path) -> np.ndarray:
+        """One file of the user's -> the stored signal at this resolution; DataError naming the file if bad."""
+
+    @abstractmethod
+    def generate(self, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """The embedded dataset: n stored signals and their (n, F) ground-truth factors, from the seed."""
+
+    def read_source(self, cfg: Config) -> PreparedData:
+        """A `dataset.source` of this modality's own (beyond synthetic and folder), e.g. IM-NET's HDF5."""
+        raise DataError(f"dataset.source {cfg.dataset.source!r} is not a source of {self.name}s")
+
+    # -- decoding and reconstruction ------------------------------------------------------
+    metric_definitions: dict[str, str]   # what `export_latents` writes beside the reconstruction metrics
+    render_scale: float = 4.0            # the scale `analyze` renders one sample at (the INR is continuous)
+
+    def extra_reconstruction_metrics(self, model, latents: torch.Tensor, extras: dict[str, np.ndarray],
+                                     batch_size: int) -> dict[str, np.ndarray]:
+        """Per-instance metrics of the test split on data the source ships besides the grid (none by default)."""
+        return {}
+
+    @abstractmethod
+    def coordinates(self, scale: float = 1.0) -> torch.Tensor:
+        """(P, d_in) query coordinates; `scale` > 1 samples the continuous INR more densely."""
+
+    @abstractmethod
+    def targets(self, signals: np.ndarray) -> torch.Tensor:
+        """Stored signals (B, ...) -> (B, P, d_out) float targets in [-1, 1], ordered like `coordinates()`."""
+
+    @abstractmethod
+    def to_pictures(self, values: torch.Tensor, scale: float = 1.0) -> np.ndarray:
+        """Decoded values (B, P, d_out) -> (B, h, w, 3) uint8 pictures for grids."""
+
+    @abstractmethod
+    def reconstruction_metrics(self, values: torch.Tensor, targets: torch.Tensor) -> dict[str, np.ndarray]:
+        """Per-instance metrics of decoded values against targets, both (B, P, d_out)."""
+
+    @abstractmethod
+    def predictor_input(self, values: torch.Tensor) -> torch.Tensor:
+        """Decoded values (B, P, d_out) -> (B, C, *spatial) in [0, 1], what the factor predictor reads."""
+
+    @abstractmethod
+    def instance_file(self, values: torch.Tensor) -> bytes:
+        """One decoded instance (P, d_out) -> the bytes of a file in the modality's own format."""
+
+    file_suffix: str
+
+    def to_unit(self, values: torch.Tensor) -> torch.Tensor:
+        """Values in [-1, 1] -> [0, 1], the range in which distances are reported."""
+        return ((values + 1) / 2).clamp(0, 1)
+
+    def sample_points(self, signals: np.ndarray, count: int | None, generator: torch.Generator,
+                      surface_fraction: float = 0.0, device: torch.device | str = "cpu"
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A training draw on `device`: (coords (P, d_in) shared or (B, P, d_in), targets (B, P, d_out)).
+
+        By default `count` coordinates uniformly without replacement, the same
+        for the whole batch (all of them when `count` is None). Modalities with
+        a surface override it to draw `surface_fraction` of the points near it.
+        Random numbers come from the CPU `generator`, so a draw does not depend
+        on the device.
+        """
+        coords, targets = self.coordinates(), self.targets(signals)
+        if count is not None and count < len(coords):
+            keep = torch.randperm(len(coords), generator=generator)[:count]
+            coords, targets = coords[keep], targets[:, keep]
+        return coords.to(device), targets.to(device)

@@ -1,0 +1,68 @@
+"""How generated images are scored: FID, KID and precision/recall of Inception-v3 pool3 features
+against the train split (computed once by the `reference` stage), with the same scores for real test
+images and for test images after Stage-1 as references."""
+from __future__ import annotations
+
+from ... import artifacts, io
+from ...artifacts import REFERENCE
+from ...stages import warn
+from . import fid
+
+# Protocol text and set sizes: in metrics/detail/generation.json, not in the metrics file.
+DETAIL_ONLY = ("fid_protocol", "fid_references.*.images", "fid_references.*.pr_k_used", "fid_references.*.kid_std")
+
+
+def reference(cfg, data, device) -> dict:
+    """Inception pool3 features of the train split."""
+    m = data.modality
+    features = fid.inception_features(m.to_pictures(m.targets(data.train)), progress=True, device=device)
+    return {"features": features, "split": "train", "resolution": cfg.dataset.resolution, "resize": fid.RESIZE}
+
+
+def count(cfg, data) -> int:
+    """How many samples the scores read: evaluate.fid_samples."""
+    return cfg.evaluate.fid_samples
+
+
+def scores(cfg, device, m, loe, values, test_targets, test_latents, warnings: list[str]) -> dict:
+    """FID / KID / precision-recall of the first fid_samples generated images, with references."""
+    e = cfg.evaluate
+    real = io.load_npz(artifacts.require(REFERENCE, "reference"))["features"]
+    real_stats = fid.gaussian(real)
+    dims = real.shape[1]
+    for what, n in (("reference (train) set", len(real)), ("generated set", e.fid_samples)):
+        if n <= dims:
+            warn(warnings, f"FID's {what} has {n} images for {dims}-d Inception features: its covariance is "
+                           "rank-deficient and FID reads high; compare only FIDs of equal set sizes")
+    kid_size = min(e.kid_subset_size, len(real), e.fid_samples)
+    if kid_size < e.kid_subset_size:
+        warn(warnings, f"KID subsets cut from {e.kid_subset_size} to {kid_size} images (the smaller set compared)")
+    k_used = fid.pr_k_used(e.pr_k, min(len(real), e.fid_samples))
+    if k_used < e.pr_k:
+        warn(warnings, f"precision/recall k cut from {e.pr_k} to {k_used}: a set has only {k_used + 1} images")
+
+    def score(pics):
+        feats = fid.inception_features(pics, progress=True, device=device)
+        kid_mean, kid_std = fid.kid(real, feats, e.kid_subsets, e.kid_subset_size, seed=cfg.seed)
+        precision, recall = fid.precision_recall(real, feats, e.pr_k)
+        return {"fid": round(fid.frechet_distance(*real_stats, *fid.gaussian(feats)), 3), "kid": round(kid_mean, 5),
+                "kid_std": round(kid_std, 5), "precision": round(precision, 4), "recall": round(recall, 4),
+                "images": len(pics), "pr_k_used": fid.pr_k_used(e.pr_k, min(len(real), len(feats)))}
+
+    generated = score(m.to_pictures(values[: e.fid_samples]))
+    # References on the same scale: real unseen images (the floor), and the same
+    # images after Stage-1 (what the LoE's fidelity alone costs).
+    references = {"test_split_real": score(m.to_pictures(test_targets)),
+                  "test_split_reconstructed": score(m.to_pictures(loe.render(m.coordinates(), test_latents)))}
+    paper = e.fid_samples >= fid.PAPER_SAMPLES
+    protocol = {"name": f"FID@{e.fid_samples}", "paper_protocol": paper,
+                "comparable_with_table_1": (f"yes: {fid.PAPER_SAMPLES} samples against the train split, as mNIF, if the "
+                                            "data is CelebA-HQ 64" if paper else
+                                            f"no: {e.fid_samples} samples (Table 1: {fid.PAPER_SAMPLES}); FID falls as "
+                                            "the count grows (README: which numbers can be laid beside Table 1)"),
+                "generated": e.fid_samples, "reference_split": "train", "reference_size": len(real),
+                "features": "Inception-v3 pool3 (TF 2015-12-05 weights), 2048-d", "resize": fid.RESIZE,
+                "kid": f"unbiased, cubic kernel, {e.kid_subsets} subsets of {kid_size}",
+                "precision_recall_k": e.pr_k, "precision_recall_k_used": k_used}
+    return {**{k: v for k, v in generated.items() if k not in ("images", "pr_k_used")}, "fid_references": references,
+            "fid_protocol": protocol}

@@ -1,0 +1,110 @@
+"""Images: RGB on a square pixel grid (CelebA-HQ; the embedded procedural faces)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ... import metrics
+from ...errors import DataError
+from ..base import Modality
+from . import synthetic
+
+
+def to_rgb(im):
+    """Any PIL image -> RGB, keeping the brightness of high-bit-depth grey images.
+
+    PIL's own convert("RGB") clips 16-bit grey (modes I;16*, I) at 255, which
+    turns a 16-bit PNG pure white; such images are rescaled from 0..65535.
+    """
+    from PIL import Image
+
+    if im.mode.startswith("I;16") or im.mode == "I":
+        grey = np.asarray(im, dtype=np.float64)
+        grey = np.clip(np.round(grey / 257.0), 0, 255).astype(np.uint8)   # 65535 / 257 = 255
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    return im.convert("RGB")
+
+
+def load_image(path: Path, resolution: int) -> np.ndarray:
+    """Centre-crop to a square, resize with bicubic + antialias: -> (R, R, 3) uint8."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = to_rgb(im)
+            w, h = im.size
+            side = min(w, h)
+            left, top = (w - side) // 2, (h - side) // 2
+            im = im.crop((left, top, left + side, top + side))
+            # PIL's resize widens the bicubic kernel by the downscale factor, i.e. antialiases.
+            im = im.resize((resolution, resolution), Image.Resampling.BICUBIC, reducing_gap=None)
+            return np.asarray(im, dtype=np.uint8)
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as e:
+        raise DataError(f"{path}: cannot read image ({e.__class__.__name__}: {e})") from None
+
+
+class ImageModality(Modality):
+    """RGB images on a square pixel grid; coordinates are a linspace over [-1, 1] inclusive (mNIF)."""
+
+    name = "image"
+    d_in = 2
+    folder_suffixes = (".png", ".jpg", ".jpeg")
+    factor_names = tuple(synthetic.FACTOR_NAMES)
+    factor_kinds = tuple(kind for kind, _, _ in synthetic.FACTORS.values())
+    metric_definitions = {"psnr_definition": "mean over instances of per-instance PSNR, images in [0, 1]",
+                          "ssim_definition": "Wang et al. 2004, 11x11 Gaussian window sigma 1.5, valid windows, [0, 1]"}
+
+    def __init__(self, resolution: int, channels: int = 3):
+        self.resolution = resolution
+        self.channels = channels
+        self.d_out = channels
+
+    def read_file(self, path):
+        return load_image(path, self.resolution)
+
+    def generate(self, n, seed):
+        return synthetic.generate(n, self.resolution, seed)
+
+    def coordinates(self, scale: float = 1.0) -> torch.Tensor:
+        side = self._side(scale)
+        axis = torch.linspace(-1, 1, side)
+        yy, xx = torch.meshgrid(axis, axis, indexing="ij")
+        return torch.stack([xx, yy], dim=-1).reshape(-1, 2)             # (side*side, 2), row-major
+
+    def targets(self, signals: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.array(signals, dtype=np.float32))       # (B, R, R, C) uint8 values
+        return (x / 127.5 - 1).reshape(x.shape[0], -1, self.channels)
+
+    def to_pictures(self, values: torch.Tensor, scale: float = 1.0) -> np.ndarray:
+        side = self._side(scale)
+        unit = self.to_unit(values.detach()).reshape(values.shape[0], side, side, self.channels)
+        pics = (unit * 255).round().to(torch.uint8).numpy()
+        return np.repeat(pics, 3, axis=-1) if self.channels == 1 else pics
+
+    def as_images(self, values: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        """(B, P, C) in [-1, 1] -> (B, C, h, w) in [0, 1]."""
+        side = self._side(scale)
+        return self.to_unit(values).reshape(values.shape[0], side, side, self.channels).permute(0, 3, 1, 2)
+
+    def reconstruction_metrics(self, values, targets):
+        pred, true = self.as_images(values), self.as_images(targets)
+        return {
+            "psnr": metrics.psnr(pred, true).numpy(),
+            "ssim": metrics.ssim(pred, true).numpy(),
+        }
+
+    def predictor_input(self, values):
+        return self.as_images(values)
+
+    file_suffix = ".png"
+
+    def instance_file(self, values):
+        import io as _io
+
+        from PIL import Image
+
+        buffer = _io.BytesIO()
+        Image.fromarray(self.to_pictures(values[None])[0]).save(buffer, format="PNG")
+        return buffer.getvalue()

@@ -1,0 +1,13 @@
+"""What the config checks of a modality before anything is built (no torch, no data code)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str                          # the value of dataset.modality
+    summary: str                       # for messages and the README
+    sources: tuple[str, ...]           # the dataset.source values it reads
+    resolution_multiple: int = 1       # dataset.resolution must be a multiple of this ...
+    resolution_reason: str = ""        # ... because
