@@ -70,6 +70,11 @@ class Run:
     def bank(self):
         return self._get("bank", artifacts.load_latents)
 
+    @property
+    def samples(self):
+        """The `sample` stage's latents (N, L, H)."""
+        return self._get("samples", lambda: io.load_npz(artifacts.require(artifacts.SAMPLES, "sample"))["latents"])
+
     def render(self, latents: torch.Tensor, scale: float = 1.0) -> np.ndarray:
         """(N, L, H) -> (N, h, w, 3) pictures."""
         m = self.data.modality
@@ -104,10 +109,7 @@ def resolve(run: Run, spec: str, a: argparse.Namespace) -> Source:
         g = torch.Generator().manual_seed(index)
         return Source(run.hcdm.sample(1, g, sampler=a.sampler, steps=a.steps)[0])
     if kind in ("sample", "train", "test"):
-        if kind == "sample":
-            pool = io.load_npz(artifacts.require(artifacts.SAMPLES, "sample"))["latents"]
-        else:
-            pool = run.bank[kind]
+        pool = run.samples if kind == "sample" else run.bank[kind]
         if not 0 <= index < len(pool):
             raise UsageError(f"source {spec!r}: index out of range [0, {len(pool)})")
         return Source(torch.from_numpy(pool[index]).float())

@@ -1,6 +1,8 @@
 """Pictures a person can open: grids of rendered samples."""
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 
@@ -25,12 +27,30 @@ def grid(pictures: np.ndarray, columns: int, pad: int = 2, fill: int = 255, upsc
 FONT_SIZE = 11
 
 
+@lru_cache(maxsize=1)
+def _font():
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=FONT_SIZE)
+
+
+def png_bytes(picture: np.ndarray) -> bytes:
+    """One (h, w, 3) uint8 picture as the bytes of a PNG file."""
+    import io as _io
+
+    from PIL import Image
+
+    buffer = _io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(picture)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def label(image: np.ndarray, cell_h: int, cell_w: int, pad: int, column_labels: list[str], row_labels: list[str],
           fill: int = 255) -> np.ndarray:
     """Text above each column and left of each row of a grid (PIL's built-in font: no font files needed)."""
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
-    font = ImageFont.load_default(size=FONT_SIZE)
+    font = _font()
     width = lambda s: int(font.getlength(s))
     top, left = margins(column_labels, row_labels)
     canvas = Image.new("RGB", (image.shape[1] + left, image.shape[0] + top), (fill,) * 3)
@@ -46,11 +66,8 @@ def label(image: np.ndarray, cell_h: int, cell_w: int, pad: int, column_labels: 
 
 def margins(column_labels: list[str], row_labels: list[str]) -> tuple[int, int]:
     """(top, left): the pixels `label` adds above and left of a grid."""
-    from PIL import ImageFont
-
-    font = ImageFont.load_default(size=FONT_SIZE)
     top = FONT_SIZE + 6 if column_labels else 0
-    left = max(int(font.getlength(s)) for s in row_labels) + 8 if row_labels else 0
+    left = max(int(_font().getlength(s)) for s in row_labels) + 8 if row_labels else 0
     return top, left
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import io as _io
 import itertools
 import sys
 import tempfile
@@ -34,7 +33,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from . import analysis, control
+from . import analysis, control, pictures
 from .errors import DataError, MissingArtifact
 
 KEPT = 4096                     # latents kept for ids the page may send back (oldest dropped first)
@@ -174,11 +173,7 @@ def integer(value, name: str) -> int:
 
 
 def png_url(picture: np.ndarray) -> str:
-    from PIL import Image
-
-    buf = _io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(picture)).save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return "data:image/png;base64," + base64.b64encode(pictures.png_bytes(picture)).decode()
 
 
 def app(session: Session):

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ... import metrics
+from ... import metrics, pictures
 from ...errors import DataError
 from ..base import Modality
 from . import synthetic
@@ -101,10 +101,4 @@ class ImageModality(Modality):
     file_suffix = ".png"
 
     def instance_file(self, values):
-        import io as _io
-
-        from PIL import Image
-
-        buffer = _io.BytesIO()
-        Image.fromarray(self.to_pictures(values[None])[0]).save(buffer, format="PNG")
-        return buffer.getvalue()
+        return pictures.png_bytes(self.to_pictures(values[None])[0])
