@@ -3,6 +3,9 @@
 #   bash benchmarks/gpu_session.sh speed     # device rates, every preset's step times, the old code's, a profile
 #   bash benchmarks/gpu_session.sh quality   # 3000-step Stage-1 runs of the CelebA and ShapeNet presets' LoEs
 #   bash benchmarks/gpu_session.sh precision # 1000 steps at fp32 / tf32 / bf16, and the 5000-sample protocol
+#   bash benchmarks/gpu_session.sh compile   # the CelebA and ShapeNet steps eager and compiled (fit_loe.compile),
+#                                            # and 1000 CelebA-size steps of fp32 eager beside tf32 and bf16 compiled
+# VARIANTS, CPRESETS and QUALITY (precision:compile pairs) narrow the `compile` run.
 # Results land in $RESULTS (default benchmarks/results/gpu). TINY=1 runs the same path at toy sizes (CPU check).
 # OLD=dir times another checkout's pipeline/ beside this one; INCEPTION=file.pt uses that TorchScript Inception.
 set -u
@@ -14,11 +17,13 @@ B=benchmarks
 if [ "${TINY:-0}" = 1 ]; then
   STEPS=20; PSTEPS=10; TIMED=1; PROTO=16; N="--train 32 --test 8"; NS="--train 16 --test 4"
   SMALL="--set loe.experts=8 --set loe.width=16 --set loe.latent_dim=8 --set fit_loe.batch_size=4 --set export_latents.batch_size=8"
-  PRESETS="params.yaml"; MAIN=params.yaml
+  PRESETS="params.yaml"; MAIN=params.yaml; VARIANTS=${VARIANTS:-"fp32 fp32+compile"}; PROF=fp32+compile
+  CPRESETS=params.yaml
 else
   STEPS=3000; PSTEPS=1000; TIMED=10; PROTO=5000; N="--train 1500 --test 100"; NS="--train 1000 --test 100"; SMALL=""
   PRESETS="params.yaml pipeline/presets/shapes32.yaml pipeline/presets/celebahq64.yaml pipeline/presets/shapenet64.yaml"
-  MAIN=pipeline/presets/celebahq64.yaml
+  MAIN=pipeline/presets/celebahq64.yaml; VARIANTS=${VARIANTS:-"fp32 tf32 tf32+compile bf16+compile"}
+  PROF=tf32+compile; CPRESETS=${CPRESETS:-"$MAIN pipeline/presets/shapenet64.yaml"}
 fi
 INC=${INCEPTION:+--inception $INCEPTION}
 LR="--set fit_loe.lr=0.0003"      # the short-schedule outer lr (measured on CPU: faster than 1e-4, stable)
@@ -45,4 +50,13 @@ precision|all)
   python $B/speed.py --presets $MAIN --precisions fp32 --steps 1 --protocol $PROTO $INC \
     --protocol-preset $MAIN --out "$RESULTS/protocol.json" > "$RESULTS/protocol.log" 2>&1
   wait; tail -n 2 "$RESULTS"/precision_*.log; grep '^protocol' "$RESULTS/protocol.log" ;;
+compile)
+  timeout ${SPEED_LIMIT:-900} python $B/speed.py --presets $CPRESETS --precisions $VARIANTS --steps $TIMED \
+    --profile "$(basename $MAIN .yaml):$PROF" --out "$RESULTS/speed_compile.json" 2>&1 | tee "$RESULTS/speed_compile.log"
+  for v in ${QUALITY:-fp32:false tf32:true bf16:true}; do
+    python $B/preset_quality.py $MAIN --steps $PSTEPS --warmup 50 $N $LR $SMALL --set fit_loe.precision=${v%:*} \
+      --set fit_loe.compile=${v#*:} --limit ${LIMIT:-900} --out "$RESULTS/compile_${v%:*}_${v#*:}" \
+      > "$RESULTS/compile_${v%:*}_${v#*:}.log" 2>&1 &
+  done
+  wait; tail -n 4 "$RESULTS"/compile_*.log ;;
 esac

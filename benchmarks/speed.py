@@ -35,7 +35,9 @@ def parse() -> argparse.Namespace:
     a = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a.add_argument("--presets", nargs="*", type=Path,
                    default=[ROOT / "params.yaml", *sorted((ROOT / "pipeline/presets").glob("*.yaml"))])
-    a.add_argument("--precisions", nargs="*", default=None, help="default: fp32 tf32 bf16 on a GPU, fp32 on a CPU")
+    a.add_argument("--precisions", nargs="*", default=None,
+                   help="default: fp32 tf32 bf16 on a GPU, fp32 on a CPU; PRECISION+compile times the step with "
+                        "fit_loe.compile (on a GPU: CUDA graphs)")
     a.add_argument("--steps", type=int, default=10, help="timed steps per measurement (after 2 warm-up steps)")
     a.add_argument("--protocol", type=int, default=0, help="samples for the generation-protocol timing (0: skip)")
     a.add_argument("--protocol-preset", type=Path, default=ROOT / "pipeline/presets/celebahq64.yaml")
@@ -111,14 +113,18 @@ def matmul_rates(device: torch.device, precisions: list[str]) -> dict:
     return out
 
 
-def stage1(cfg, device: torch.device, precision: str):
-    """(step function, FLOPs of one step, parameters) for the preset's exact Stage-1 outer step."""
+def stage1(cfg, device: torch.device, variant: str):
+    """(step function, FLOPs of one step or None, parameters, seconds of the first call) for the preset's exact
+    Stage-1 outer step; `variant` is a precision, or PRECISION+compile (FLOPs not counted:
+    the same arithmetic as the eager step, and a dispatch mode must not see the compilation)."""
+    precision, _, how = variant.partition("+")
     d, c = cfg.dataset, cfg.fit_loe
     m = build(d.modality, resolution=d.resolution)
     model = LayersOfExperts(m.d_in, m.d_out, cfg.loe.layers, cfg.loe.experts, cfg.loe.width,
                             cfg.loe.latent_dim, cfg.loe.w0).to(device)
     meta = MetaSGD(cfg.loe.layers, cfg.loe.latent_dim, *c.meta_sgd_init).to(device)
-    fit = c.__class__(**{**config.to_dict(c), "precision": precision}) if hasattr(c, "precision") else c
+    fit = c.__class__(**{**config.to_dict(c), "precision": precision, **({"compile": bool(how)} if how else {})}) \
+        if hasattr(c, "precision") else c
     learner = MetaLearner(model, meta, m, fit, device)
     params = list(model.parameters()) + list(meta.parameters())
     # The optimiser fit_loe builds (an older `--code` checkout: one AdamW over everything, as it had).
@@ -139,9 +145,16 @@ def stage1(cfg, device: torch.device, precision: str):
         opt.step()
         torch.backends.cuda.matmul.allow_tf32 = False
 
-    with FlopCount() as counter:
+    start = time.perf_counter()
+    if how:
         step()
-    return step, counter.total, sum(p.numel() for p in model.parameters())
+        flops = None
+    else:
+        with FlopCount() as counter:
+            step()
+        flops = counter.total
+    sync(device)
+    return step, flops, sum(p.numel() for p in model.parameters()), time.perf_counter() - start
 
 
 def _legacy_autocast(precision: str, device: torch.device):
@@ -239,9 +252,10 @@ def main() -> int:
     device = resolve_device("auto")
     gpu = device.type == "cuda"
     precisions = args.precisions or (["fp32", "tf32", "bf16"] if gpu else ["fp32"])
+    rates = sorted({p.partition("+")[0] for p in precisions}, key=["fp32", "tf32", "bf16"].index)
     report = {"device": torch.cuda.get_device_name(device) if gpu else f"cpu ({torch.get_num_threads()} threads)",
               "torch": torch.__version__, "code": str(args.code)}
-    report["matmul_tflops"] = matmul_rates(device, precisions)
+    report["matmul_tflops"] = matmul_rates(device, rates)
     print("matmul TFLOP/s", report["matmul_tflops"], flush=True)
     rows = []
     for path in args.presets:
@@ -250,16 +264,20 @@ def main() -> int:
         entry = {"loe": [cfg.loe.layers, cfg.loe.experts, cfg.loe.width, cfg.loe.latent_dim],
                  "resolution": cfg.dataset.resolution, "modality": cfg.dataset.modality,
                  "batch": cfg.fit_loe.batch_size, "points": cfg.fit_loe.points_per_step, "steps": cfg.fit_loe.steps}
+        counted = None
         for p in precisions:
             if gpu:
                 torch.cuda.reset_peak_memory_stats(device)
-            step, flops, params = stage1(cfg, device, p)
+            step, flops, params, first = stage1(cfg, device, p)
+            counted = flops or counted
+            flops = flops or counted
             s = seconds_per_call(step, args.steps, device)
             tflops = flops / s / 1e12
             entry[p] = {"ms_per_step": round(s * 1e3, 2), "gflop_per_step": round(flops / 1e9, 1),
                         "effective_tflops": round(tflops, 2),
-                        "share_of_device_rate": round(tflops / max(report["matmul_tflops"][p], 1e-9), 4),
-                        "projected_hours": round(s * cfg.fit_loe.steps / 3600, 2)}
+                        "share_of_device_rate": round(tflops / max(report["matmul_tflops"][p.partition("+")[0]],
+                                                                   1e-9), 4),
+                        "projected_hours": round(s * cfg.fit_loe.steps / 3600, 2), "first_call_s": round(first, 1)}
             if gpu:
                 entry[p]["peak_gib"] = round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2)
             entry["parameters"] = params
@@ -274,7 +292,7 @@ def main() -> int:
     if args.profile:
         name, _, p = args.profile.partition(":")
         path = next(x for x in args.presets if x.stem == name or (name == "default" and x.name == "params.yaml"))
-        step, _, _ = stage1(load_preset(path), device, p or "fp32")
+        step, _, _, _ = stage1(load_preset(path), device, p or "fp32")
         report["profile"] = profile(step, device)
         print(report["profile"], flush=True)
     if args.protocol:
@@ -289,7 +307,7 @@ def main() -> int:
 
 def table(report: dict, rows: list, precisions: list[str]) -> str:
     lines = [f"device: {report['device']}; matmul TFLOP/s at {report['matmul_tflops']['size']}^3: "
-             + ", ".join(f"{p} {report['matmul_tflops'][p]}" for p in precisions), "",
+             + ", ".join(f"{p} {v}" for p, v in report["matmul_tflops"].items() if p != "size"), "",
              "| preset | LoE (L, K, C, H) | GFLOP/step | " + " | ".join(f"{p} ms (TFLOP/s, share)" for p in precisions)
              + " | Stage-1 hours | HCDM ms | HCDM hours |",
              "|---" * (6 + len(precisions)) + "|"]

@@ -75,6 +75,10 @@ class LayersOfExperts(nn.Module):
 
     def forward(self, coords: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
         """coords (P, d_in) shared or (B, P, d_in); latents (B, L, H) -> values (B, P, d_out)."""
+        return self._run(coords, latents, None)
+
+    def _run(self, coords: torch.Tensor, latents: torch.Tensor, saved: list | None) -> torch.Tensor:
+        """The forward pass; with a list `saved`, each layer's (input, mixed weight, cos of pre-activation)."""
         if latents.shape[1:] != (self.layers, self.latent_dim):
             raise ValueError(f"latents must be (B, {self.layers}, {self.latent_dim}), got {tuple(latents.shape)}")
         batch = latents.shape[0]
@@ -88,8 +92,36 @@ class LayersOfExperts(nn.Module):
             w = (a @ self.weights[l].flatten(1)).view(batch, *self.weights[l].shape[1:])   # (B, out, in)
             b = a @ self.biases[l]                                                           # (B, out)
             z = torch.baddbmm(b[:, None, :], y, w.transpose(1, 2))                          # (B, P, out)
+            if saved is not None:
+                saved.append((y, w, torch.cos(z) if l < last else None))
             y = torch.sin(z) if l < last else z
         return y
+
+    def latent_grad(self, coords: torch.Tensor, latents: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """d/dh of sum_b mean_{p,d} (f(x_p; h_b)_d - t_bpd)^2, the inner loss, by hand: (B, L, H).
+
+        The same numbers as torch.autograd.grad of that loss (a test checks it to
+        1e-12 in float64), written as plain tensor operations: the meta-learning
+        step built on it is an ordinary forward graph, which autograd
+        differentiates once for the outer (second-order) gradient and which
+        torch.compile can trace and fuse whole, where autograd.grad with
+        create_graph inside the step cannot be traced.
+        """
+        saved: list = []
+        out = self._run(coords, latents, saved)
+        g = (out - targets) * (2 / out[0].numel())                      # dLoss/dout (B, P, d_out)
+        last = self.layers - 1
+        grads = []
+        for l in range(last, -1, -1):
+            y, w, _ = saved[l]
+            dw = torch.bmm(g.transpose(1, 2), y)                           # (B, out, in)
+            da = dw.flatten(1) @ self.weights[l].flatten(1).T + g.sum(1) @ self.biases[l].T   # (B, K)
+            if l < last:
+                da = da * self.w0
+            grads.append(da @ self.gates[l].weight)                        # (B, H)
+            if l > 0:
+                g = torch.bmm(g, w) * saved[l - 1][2]                      # through layer l, then sin' of l-1
+        return torch.stack(grads[::-1], 1)
 
     def render(self, coords: torch.Tensor, latents: torch.Tensor, batch_size: int = 256,
                points_per_batch: int = 2 ** 20) -> torch.Tensor:

@@ -99,3 +99,57 @@ def test_fit_latents_reports_per_instance_metrics():
     assert latents.shape == (10, 3, 6)
     assert m["psnr"].shape == (10,) and m["ssim"].shape == (10,)
     assert np.isfinite(m["psnr"]).all()
+
+
+def _autograd_inner_loop(model, rates, coords, targets, h, steps, lr):
+    """The reference: the inner loop by torch.autograd.grad, second order."""
+    for _ in range(steps):
+        (grad,) = torch.autograd.grad(per_instance_mse(model(coords, h), targets).sum(), h, create_graph=True)
+        h = h - lr * rates * grad
+    return h
+
+
+def test_hand_written_latent_gradient_equals_autograd():
+    torch.manual_seed(0)
+    model = LayersOfExperts(2, 3, layers=4, experts=5, width=16, latent_dim=6, w0=30.0).double()
+    targets = torch.rand(3, 50, 3, dtype=torch.double)
+    h = torch.randn(3, 4, 6, dtype=torch.double, requires_grad=True)
+    for coords in (torch.rand(50, 2, dtype=torch.double) * 2 - 1, torch.rand(3, 50, 2, dtype=torch.double) * 2 - 1):
+        (expect,) = torch.autograd.grad(per_instance_mse(model(coords, h), targets).sum(), h)
+        got = model.latent_grad(coords, h, targets)
+        assert got.shape == (3, 4, 6)
+        assert (got - expect).abs().max() <= 1e-12 * expect.abs().max()
+
+
+def test_outer_gradient_through_the_hand_written_inner_loop_equals_autograd_second_order():
+    model, meta_sgd = small_model()
+    model, meta_sgd = model.double(), meta_sgd.double()
+    coords, targets = MOD.coordinates().double(), MOD.targets(IMAGES[:4]).double()
+    h0 = torch.randn(4, 3, 6, dtype=torch.double) * 1e-2
+    params = list(model.parameters()) + list(meta_sgd.parameters())
+
+    def outer(h):
+        return per_instance_mse(model(coords, h), targets).sum()
+
+    expect = torch.autograd.grad(outer(_autograd_inner_loop(model, meta_sgd(), coords, targets,
+                                                             h0.clone().requires_grad_(True), 3, 1.0)), params)
+    got = torch.autograd.grad(outer(inner_loop(model, meta_sgd(), coords, targets, h0, 3, 1.0, True)), params)
+    for g, e in zip(got, expect):
+        assert (g - e).abs().max() <= 1e-9 * e.abs().max() + 1e-15
+    assert expect[-1].abs().max() > 0            # the Meta-SGD rates get a second-order gradient
+
+
+def test_compiled_step_gives_the_eager_step_loss_and_gradients():
+    # fit_loe.compile traces the whole step with fullgraph=True (a graph break is an error).
+    model, meta_sgd = small_model()
+    coords, targets = MOD.coordinates(), MOD.targets(IMAGES[:4])
+    out = {}
+    for compiled in (False, True):
+        learner = MetaLearner(model, meta_sgd, MOD, config.FitLoE(compile=compiled))
+        model.zero_grad(), meta_sgd.zero_grad()
+        loss = learner.step_loss(coords, targets, torch.Generator().manual_seed(0))
+        loss.mean().backward()
+        out[compiled] = (loss.detach(), [p.grad.clone() for p in (*model.parameters(), *meta_sgd.parameters())])
+    assert torch.allclose(out[True][0], out[False][0], rtol=1e-4, atol=1e-7)
+    for a, b in zip(out[True][1], out[False][1]):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-6 * b.abs().max().item())
