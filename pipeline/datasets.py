@@ -147,4 +147,5 @@ def prepare(cfg: Config) -> PreparedData:
     readers = {"synthetic": synthetic, "folder": folder}
     data = readers[d.source](cfg, m) if d.source in readers else m.read_source(cfg)   # e.g. IM-NET for shapes
     check_splits(cfg.dataset.path or f"dataset.source {cfg.dataset.source}", len(data.train), len(data.test))
+    data.modality.fit_to_train(data.train)
     return data

@@ -16,7 +16,7 @@ from . import artifacts, io
 
 
 class FactorPredictor(nn.Module):
-    """A small CNN: images (B, C, R, R) or grids (B, C, R, R, R) in [0, 1] -> every factor at once.
+    """A small CNN: sequences (B, C, T), images (B, C, R, R) or grids (B, C, R, R, R) in [0, 1] -> every factor.
 
     Continuous factors are regressed in standardised units; a categorical
     factor with values 0..C-1 gets C logits. Grids are average-pooled to at
@@ -30,7 +30,13 @@ class FactorPredictor(nn.Module):
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
         self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32))
         w = width
-        if dims == 2:
+        if dims == 1:                  # sequences (B, C, T): motion, C = 165 values per frame
+            self.features = nn.Sequential(
+                nn.Conv1d(channels, 2 * w, 5, padding=2), nn.GELU(), nn.MaxPool1d(2),
+                nn.Conv1d(2 * w, 2 * w, 5, padding=2), nn.GELU(), nn.MaxPool1d(2),
+                nn.Conv1d(2 * w, 4 * w, 5, padding=2), nn.GELU(), nn.AdaptiveAvgPool1d(4), nn.Flatten(),
+                nn.Linear(16 * w, 256), nn.GELU())
+        elif dims == 2:
             self.features = nn.Sequential(
                 nn.Conv2d(channels, w, 3, padding=1), nn.GELU(), nn.Conv2d(w, w, 3, padding=1), nn.GELU(),
                 nn.MaxPool2d(2), nn.Conv2d(w, 2 * w, 3, padding=1), nn.GELU(), nn.MaxPool2d(2),
@@ -44,7 +50,7 @@ class FactorPredictor(nn.Module):
                 nn.Conv3d(2 * w, 4 * w, 4, stride=2, padding=1), nn.GELU(), nn.AdaptiveAvgPool3d(2), nn.Flatten(),
                 nn.Linear(32 * w, 256), nn.GELU())
         else:
-            raise ValueError(f"dims must be 2 or 3, got {dims}")
+            raise ValueError(f"dims must be 1, 2 or 3, got {dims}")
         self.head = nn.Linear(256, sum(c if k == "categorical" else 1 for k, c in zip(kinds, classes)))
 
     def hyperparameters(self) -> dict:

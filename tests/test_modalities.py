@@ -10,7 +10,7 @@ from pipeline.modalities.base import Modality
 
 
 def test_the_registries_name_the_same_plug_ins_and_feed_the_config():
-    assert set(SPECS) == set(plugins.CLASSES) == set(evaluation.EVALUATIONS) == {"image", "shape"}
+    assert set(SPECS) == set(plugins.CLASSES) == set(evaluation.EVALUATIONS) == {"image", "shape", "motion"}
     assert config.CHOICES["dataset.modality"] == tuple(SPECS) and set(config.CHOICES["dataset.source"]) == set(SOURCES)
     for name in plugins.CLASSES:
         m = plugins.build(name, resolution=8)
@@ -18,10 +18,12 @@ def test_the_registries_name_the_same_plug_ins_and_feed_the_config():
         assert len(m.factor_names) == len(m.factor_kinds) > 0
         scorer = evaluation.of(m)
         assert callable(scorer.reference) and callable(scorer.scores) and callable(scorer.count)
-    with pytest.raises(ValueError, match=r"unknown modality 'motion' \(known: image, shape\)"):
-        plugins.build("motion", resolution=8)
-    with pytest.raises(config.ConfigError, match=r"^dataset.modality: must be one of 'image', 'shape'"):
-        config.from_dict({"dataset": {"modality": "motion"}})
+    with pytest.raises(ValueError, match=r"unknown modality 'nerf' \(known: image, shape, motion\)"):
+        plugins.build("nerf", resolution=8)
+    with pytest.raises(config.ConfigError, match=r"^dataset.modality: must be one of 'image', 'shape', 'motion'"):
+        config.from_dict({"dataset": {"modality": "nerf"}})
+    with pytest.raises(config.ConfigError, match=r"^dataset.source: amass is not a source of dataset.modality image"):
+        config.from_dict({"dataset": {"modality": "image", "source": "amass", "path": "/data/amass"}})
 
 
 def literal_names(node) -> set[str]:

@@ -16,8 +16,9 @@ A new modality is a new package plus one line in each registry; `loe.py`,
 the config can validate `dataset.modality` without loading any plug-in.
 """
 from .image import SPEC as _IMAGE
+from .motion import SPEC as _MOTION
 from .shape import SPEC as _SHAPE
 from .spec import Spec
 
-SPECS: dict[str, Spec] = {s.name: s for s in (_IMAGE, _SHAPE)}
+SPECS: dict[str, Spec] = {s.name: s for s in (_IMAGE, _SHAPE, _MOTION)}
 SOURCES: tuple[str, ...] = tuple(dict.fromkeys(src for s in SPECS.values() for src in s.sources))

@@ -51,6 +51,13 @@ class Modality(ABC):
     def generate(self, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """The embedded dataset: n stored signals and their (n, F) ground-truth factors, from the seed."""
 
+    def fit_to_train(self, train: np.ndarray) -> None:
+        """Keep statistics of the train split's stored signals (e.g. a normalisation); nothing by default."""
+
+    def construction_args(self) -> dict:
+        """What `plugins.build` needs to make this modality again; kept in the prepared dataset's header."""
+        return {"resolution": self.resolution}
+
     def read_source(self, cfg: Config) -> PreparedData:
         """A `dataset.source` of this modality's own (beyond synthetic and folder), e.g. IM-NET's HDF5."""
         raise DataError(f"dataset.source {cfg.dataset.source!r} is not a source of {self.name}s")

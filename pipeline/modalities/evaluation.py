@@ -12,9 +12,10 @@ from types import ModuleType
 from . import SPECS
 from .base import Modality
 from .image import evaluation as image
+from .motion import evaluation as motion
 from .shape import evaluation as shape
 
-EVALUATIONS: dict[str, ModuleType] = {"image": image, "shape": shape}
+EVALUATIONS: dict[str, ModuleType] = {"image": image, "shape": shape, "motion": motion}
 assert EVALUATIONS.keys() == SPECS.keys(), "every modality needs an evaluation module"
 
 

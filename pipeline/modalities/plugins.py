@@ -4,9 +4,10 @@ from __future__ import annotations
 from . import SPECS
 from .base import Modality
 from .image.modality import ImageModality
+from .motion.modality import MotionModality
 from .shape.modality import ShapeModality
 
-CLASSES: dict[str, type[Modality]] = {c.name: c for c in (ImageModality, ShapeModality)}
+CLASSES: dict[str, type[Modality]] = {c.name: c for c in (ImageModality, ShapeModality, MotionModality)}
 assert CLASSES.keys() == SPECS.keys(), "every modality needs a SPEC and a class"
 
 

@@ -15,7 +15,7 @@ OUTPUTS = (DATASET, DATASET_PREVIEW, *metrics_files("prepare"))
 
 def main(cfg, generator, start, device):
     data = datasets.prepare(cfg)
-    datasets.save(DATASET, data, {"resolution": cfg.dataset.resolution})
+    datasets.save(DATASET, data, data.modality.construction_args())
     m = data.modality
     preview = m.to_pictures(m.targets(data.train[:64]))
     io.save_png(DATASET_PREVIEW, pictures.grid(preview, 8, upscale=pictures.upscale_for(preview.shape[1])))

@@ -1,0 +1,109 @@
+"""AMASS motion files: SMPL-H or SMPL-X axis-angle poses -> SMPL-X 165-value frames at one frame rate,
+cut into fixed-length clips.
+
+An AMASS `.npz` holds `poses` (T, 156) for SMPL-H (52 joints: root, 21 body,
+15 + 15 hand) or (T, 165) for SMPL-X (55 joints: + jaw and two eyes before the
+hands), `trans`, `betas`, `gender` and its frame rate as `mocap_framerate`
+(SMPL-H releases) or `mocap_frame_rate` (SMPL-X releases). Only the poses are
+kept (the paper's 165 values per frame): no translation, no shape.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import DataError
+from .skeleton import VALUES
+
+FPS = 30.0            # every sequence is resampled to this rate (AMASS ships 60-250 fps)
+SMPLH_VALUES = 156
+RATE_KEYS = ("mocap_framerate", "mocap_frame_rate")
+SKIPPED_NAMES = ("shape.npz",)   # AMASS's per-subject body-shape files: no poses, not motions
+
+
+def smplh_to_smplx(poses: np.ndarray) -> np.ndarray:
+    """(T, 156) SMPL-H -> (T, 165) SMPL-X: root + 21 body joints unchanged, zeros for jaw and eyes, the hands."""
+    return np.concatenate([poses[:, :66], np.zeros((len(poses), 9), poses.dtype), poses[:, 66:156]], axis=1)
+
+
+def _quaternions(rotvec: np.ndarray) -> np.ndarray:
+    """(..., 3) axis-angle -> (..., 4) unit quaternions (w, x, y, z)."""
+    angle = np.linalg.norm(rotvec, axis=-1, keepdims=True)
+    axis = rotvec / np.where(angle > 1e-12, angle, 1.0)
+    return np.concatenate([np.cos(angle / 2), axis * np.sin(angle / 2)], -1)
+
+
+def _rotvecs(q: np.ndarray) -> np.ndarray:
+    """(..., 4) unit quaternions -> (..., 3) axis-angle with angle in [0, pi]."""
+    q = np.where(q[..., :1] < 0, -q, q)
+    s = np.linalg.norm(q[..., 1:], axis=-1, keepdims=True)
+    angle = 2 * np.arctan2(s, q[..., :1])
+    return q[..., 1:] / np.where(s > 1e-12, s, 1.0) * angle
+
+
+def resample(poses: np.ndarray, source_fps: float, target_fps: float = FPS) -> np.ndarray:
+    """(T, 3J) axis-angle at source_fps -> (T', 3J) at target_fps, by spherical interpolation per joint.
+
+    Frame k of the result is at time k / target_fps, for every such time within
+    the source's span; between two source frames each joint's rotation moves
+    along the shortest arc (slerp), so no rotation is averaged component-wise.
+    """
+    t, width = poses.shape
+    q = _quaternions(poses.reshape(t, width // 3, 3).astype(np.float64))       # (T, J, 4)
+    count = int(np.floor((t - 1) * target_fps / source_fps + 1e-9)) + 1
+    pos = np.arange(count) * source_fps / target_fps                               # source frame index
+    i0 = np.minimum(np.floor(pos).astype(int), t - 1)
+    i1 = np.minimum(i0 + 1, t - 1)
+    w = (pos - i0)[:, None, None]
+    a, b = q[i0], q[i1]
+    dot = np.sum(a * b, -1, keepdims=True)
+    b = np.where(dot < 0, -b, b)                                                    # the shorter arc
+    dot = np.abs(dot).clip(max=1.0)
+    theta = np.arccos(dot)
+    small = theta < 1e-6
+    sin = np.where(small, 1.0, np.sin(theta))
+    wa = np.where(small, 1 - w, np.sin((1 - w) * theta) / sin)
+    wb = np.where(small, w, np.sin(w * theta) / sin)
+    out = wa * a + wb * b
+    out /= np.linalg.norm(out, axis=-1, keepdims=True)
+    return _rotvecs(out).reshape(count, width).astype(np.float32)
+
+
+def read_poses(path: Path) -> tuple[np.ndarray, float]:
+    """One AMASS file -> ((T, 165) SMPL-X poses, frame rate); DataError naming the file when it is not one."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "poses" not in z.files:
+                raise DataError(f"{path}: no 'poses' array (keys: {', '.join(z.files)}); not an AMASS motion file")
+            rate_key = next((k for k in RATE_KEYS if k in z.files), None)
+            if rate_key is None:
+                raise DataError(f"{path}: no frame rate ('mocap_framerate' or 'mocap_frame_rate')")
+            poses, rate = np.asarray(z["poses"]), float(z[rate_key])
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError) as e:
+        raise DataError(f"{path}: cannot read as .npz ({e.__class__.__name__}: {e})") from None
+    if poses.ndim != 2 or poses.shape[1] not in (SMPLH_VALUES, VALUES):
+        raise DataError(f"{path}: 'poses' has shape {poses.shape}; expected (frames, {SMPLH_VALUES}) for SMPL-H "
+                        f"or (frames, {VALUES}) for SMPL-X")
+    if not np.isfinite(poses).all():
+        raise DataError(f"{path}: 'poses' holds NaN or infinite values")
+    if not (np.isfinite(rate) and rate > 0):
+        raise DataError(f"{path}: frame rate {rate} is not a positive number")
+    return (smplh_to_smplx(poses) if poses.shape[1] == SMPLH_VALUES else poses).astype(np.float64), rate
+
+
+def clips(poses: np.ndarray, rate: float, frames: int) -> np.ndarray:
+    """A sequence at `rate` -> (k, frames, 165) float32 clips at FPS, back to back (stride = frames); a
+    remainder shorter than a clip is dropped."""
+    seq = resample(poses, rate, FPS)
+    k = len(seq) // frames
+    return seq[: k * frames].reshape(k, frames, VALUES)
+
+
+def motion_files(root: Path) -> list[Path]:
+    """Every motion .npz under root (AMASS nests dataset/subject/file), sorted by path."""
+    if not root.is_dir():
+        raise DataError(f"{root}: dataset.path is not a folder")
+    return sorted(p for p in root.rglob("*.npz") if p.name not in SKIPPED_NAMES)

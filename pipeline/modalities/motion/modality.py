@@ -1,0 +1,148 @@
+"""Motion: SMPL-X poses over time (AMASS; the embedded procedural motions).
+
+The INR maps a time t in [-1, 1] to a whole frame, 165 values (the 55 joints'
+axis-angle rotations): d_in 1, d_out 165, `dataset.resolution` frames per
+clip (the paper: 200). Decoding at `scale` 2 gives 400 frames over the same
+clip: temporal upsampling. Why t -> 165 rather than (t, d) -> 1: see the
+README (measured).
+
+Stored signals are radians, (N, frames, 165) float32. Targets are normalised
+per dimension with the train split's mean and standard deviation, stored in
+the prepared dataset's header: (x - mean) / (3 std), so nearly all values lie
+in [-1, 1]; dimensions that never move (jaw, eyes, often the hands) get a
+floor of 0.01 rad on the std instead of a division by zero.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ...errors import DataError
+from ..base import Modality
+from . import amass, rendering, synthetic
+from .skeleton import BODY, VALUES, forward_kinematics, geodesic_degrees
+
+STD_FLOOR = 0.01     # radians
+SPREAD = 3.0         # normalised value = (x - mean) / (SPREAD * std)
+
+
+class MotionModality(Modality):
+    name = "motion"
+    d_in = 1
+    d_out = VALUES
+    file_suffix = ".gif"
+    folder_suffixes = (".npz",)
+    factor_names = tuple(synthetic.FACTOR_NAMES)
+    factor_kinds = tuple(kind for kind, _, _ in synthetic.FACTORS.values())
+    metric_definitions = {
+        "mse_definition": "mean squared error of the 165 values per frame in normalised units ((x - mean) / (3 std), "
+                          "train-split statistics), per instance, mean",
+        "psnr_definition": "PSNR of the normalised values taken as a signal of range 2 ([-1, 1], as the image grid): "
+                           "10 log10(4 / mse), per instance, mean",
+        "rotation_error_definition": "geodesic angle between decoded and true rotation of each of the 55 joints "
+                                     "in each frame, degrees, mean",
+        "position_error_definition": "distance between decoded and true joint positions by forward kinematics on "
+                                     "a fixed SMPL-X-like skeleton (pelvis at the origin, no translation), 55 "
+                                     "joints, millimetres, mean",
+        "body_position_error_definition": "the same on the 22 body joints (pelvis to wrists)"}
+    render_scale = 2.0   # 400 frames of a 200-frame clip: the paper's temporal upsampling
+
+    def __init__(self, resolution: int, mean: list[float] | None = None, std: list[float] | None = None):
+        self.resolution = resolution
+        self.mean = np.zeros(VALUES, np.float32) if mean is None else np.asarray(mean, np.float32)
+        self.std = np.full(VALUES, 1 / SPREAD, np.float32) if std is None else np.asarray(std, np.float32)
+
+    # -- data ------------------------------------------------------------------------
+    def fit_to_train(self, train: np.ndarray) -> None:
+        """Per-dimension mean and std of the train split (N, frames, 165), kept in the dataset's header."""
+        flat = train.reshape(-1, VALUES).astype(np.float64)
+        self.mean = flat.mean(0).astype(np.float32)
+        self.std = np.maximum(flat.std(0), STD_FLOOR).astype(np.float32)
+
+    def construction_args(self) -> dict:
+        return {"resolution": self.resolution, "mean": [float(v) for v in self.mean],
+                "std": [float(v) for v in self.std]}
+
+    def read_file(self, path: Path) -> np.ndarray:
+        """One AMASS file -> its first clip of `resolution` frames at 30 fps (a user's own motion for control)."""
+        poses, rate = amass.read_poses(path)
+        c = amass.clips(poses, rate, self.resolution)
+        if not len(c):
+            raise DataError(f"{path}: {len(poses)} frames at {rate:g} fps is shorter than one clip of "
+                            f"{self.resolution} frames at {amass.FPS:g} fps")
+        return c[0]
+
+    def generate(self, n, seed):
+        return synthetic.generate(n, self.resolution, seed)
+
+    def read_source(self, cfg):
+        """An AMASS folder (nested as AMASS ships it): split by file, each file cut into clips."""
+        from ...datasets import PreparedData, check_splits, split_count
+
+        if cfg.dataset.source != "amass":
+            return super().read_source(cfg)
+        d = cfg.dataset
+        root = Path(d.path)
+        files = amass.motion_files(root)
+        if d.folder.limit is not None:
+            files = files[: d.folder.limit]
+        per_file, skipped, short = [], [], 0
+        for p in files:
+            try:
+                poses, rate = amass.read_poses(p)
+            except DataError:
+                if not d.folder.skip_corrupt:
+                    raise
+                skipped.append(str(p.relative_to(root)))
+                continue
+            c = amass.clips(poses, rate, self.resolution)
+            short += len(c) == 0
+            per_file.append(c)
+        kept = [c for c in per_file if len(c)]
+        if len(kept) < 2:
+            raise DataError(f"{root}: {len(kept)} motion files hold a clip of {self.resolution} frames at "
+                            f"{amass.FPS:g} fps ({len(files)} .npz files, {short} too short, {len(skipped)} "
+                            "unreadable); need at least 2 (one train, one test)")
+        n_train_files = split_count(cfg, len(kept), root) if len(kept) >= 4 else len(kept) - 1
+        train, test = np.concatenate(kept[:n_train_files]), np.concatenate(kept[n_train_files:])
+        check_splits(root, len(train), len(test))
+        return PreparedData(
+            modality=self, train=train, test=test, train_factors=None, test_factors=None,
+            factor_names=[], factor_kinds=[],
+            info={"source": "amass", "path": str(root), "files": len(files), "train_files": n_train_files,
+                  "fps": amass.FPS, "clip_frames": self.resolution, "clip_stride": self.resolution,
+                  "too_short_files": int(short), "skipped_files": len(skipped), "skipped": skipped[:100]})
+
+    # -- coordinates and values ---------------------------------------------------------------
+    def coordinates(self, scale: float = 1.0) -> torch.Tensor:
+        return torch.linspace(-1, 1, self._side(scale))[:, None]                    # (frames, 1)
+
+    def targets(self, signals: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.asarray(signals, dtype=np.float32))                 # (B, frames, 165)
+        return (x - torch.from_numpy(self.mean)) / torch.from_numpy(SPREAD * self.std)
+
+    def poses(self, values: torch.Tensor) -> np.ndarray:
+        """Decoded values (B, frames, 165) -> axis-angle radians (B, frames, 165)."""
+        return values.detach().numpy() * (SPREAD * self.std) + self.mean
+
+    def to_pictures(self, values: torch.Tensor, scale: float = 1.0) -> np.ndarray:
+        return np.stack([rendering.filmstrip(p) for p in self.poses(values)])
+
+    # -- metrics ---------------------------------------------------------------------------
+    def reconstruction_metrics(self, values, targets):
+        mse = ((values - targets) ** 2).flatten(1).mean(1)
+        a, b = self.poses(values), self.poses(targets)
+        n = len(a)
+        rot = geodesic_degrees(a.reshape(n, -1, 3), b.reshape(n, -1, 3)).mean(1)
+        dist = np.linalg.norm(forward_kinematics(a) - forward_kinematics(b), axis=-1) * 1000     # (B, T, 55) mm
+        return {"mse": mse.numpy(), "psnr": (10 * torch.log10(4 / mse.clamp_min(1e-12))).numpy(),
+                "rotation_error": rot, "position_error": dist.mean((1, 2)),
+                "body_position_error": dist[..., :BODY].mean((1, 2))}
+
+    def predictor_input(self, values):
+        return self.to_unit(values.detach()).transpose(1, 2)                          # (B, 165, frames)
+
+    def instance_file(self, values):
+        return rendering.gif(self.poses(values[None])[0], amass.FPS * values.shape[0] / self.resolution)

@@ -1,0 +1,134 @@
+"""The motion plug-in: AMASS reading, resampling, forward kinematics, rotation errors, decoding at 400 frames."""
+import numpy as np
+import pytest
+import torch
+
+from pipeline.errors import DataError
+from pipeline.loe import LayersOfExperts
+from pipeline.meta import MetaSGD, inner_loop
+from pipeline.modalities.motion import amass, rendering, skeleton, synthetic
+from pipeline.modalities.motion.modality import MotionModality
+
+from conftest import REALDATA
+
+SAMPLE = REALDATA / "amass_sample_smplh.npz"
+BOUND_400 = 0.02      # the 400-frame decode, back at 200 frames: within 2% of the decode's value range
+needs_sample = pytest.mark.skipif(not SAMPLE.exists(), reason=f"{SAMPLE} (real AMASS sample) not present")
+
+
+@needs_sample
+def test_smplh_file_maps_to_smplx_value_by_value():
+    raw = np.load(SAMPLE)["poses"]                                   # (500, 156) at 120 fps
+    poses, rate = amass.read_poses(SAMPLE)
+    assert rate == 120.0 and poses.shape == (500, 165)
+    assert np.array_equal(poses[:, :66], raw[:, :66])                # root + 21 body joints
+    assert np.array_equal(poses[:, 66:75], np.zeros((500, 9)))       # jaw, two eyes
+    assert np.array_equal(poses[:, 75:], raw[:, 66:])                # 2 x 15 hand joints
+
+
+@needs_sample
+def test_the_sample_becomes_clips_at_30_fps():
+    poses, rate = amass.read_poses(SAMPLE)
+    c = amass.clips(poses, rate, 100)                                # 500 frames at 120 fps = 125 at 30 fps
+    assert c.shape == (1, 100, 165) and c.dtype == np.float32
+    # Every 4th source frame is an output frame: the same rotations (axis-angle may differ by 2 pi).
+    got, want = c[0].reshape(100, 55, 3), poses[:400:4].reshape(100, 55, 3)
+    assert skeleton.geodesic_degrees(got, want).max() < 1e-3
+
+
+def test_resampling_a_known_sinusoid():
+    # One joint turning about a fixed axis, angle 0.8 sin(2 pi 1.3 t), at 120 fps -> 50 fps (not a divisor).
+    t = np.arange(600) / 120
+    angle = 0.8 * np.sin(2 * np.pi * 1.3 * t)
+    axis = np.array([0.6, 0.0, 0.8])
+    out = amass.resample((angle[:, None] * axis).astype(np.float64), 120.0, 50.0)
+    t_out = np.arange(len(out)) / 50
+    assert len(out) == 250                                            # times 0 .. 4.98 s within the 4.99 s span
+    want = 0.8 * np.sin(2 * np.pi * 1.3 * t_out)[:, None] * axis
+    # Slerp about one axis is linear interpolation of the angle: error <= h^2/8 max|f''| = 5.9e-4 rad.
+    assert np.abs(out - want).max() < 6e-4
+
+
+def test_zero_pose_gives_the_rest_skeleton():
+    rest = skeleton.rest_joints()
+    assert np.allclose(skeleton.forward_kinematics(np.zeros((2, 165)))[1], rest)
+    assert np.allclose(rest[0], 0) and rest[15, 1] > 0.5 > rest[7, 1] + 1.2      # head above, ankles below
+    assert np.allclose(rest[skeleton.JOINTS.index("left_wrist")] * [-1, 1, 1],
+                       rest[skeleton.JOINTS.index("right_wrist")], atol=0.02)
+
+
+def test_forward_kinematics_turns_a_child_by_its_parents_rotation():
+    pose = np.zeros(165)
+    pose[3 * skeleton.JOINTS.index("left_hip"):][:3] = [np.pi / 2, 0, 0]          # hip flexed 90 degrees about x
+    j = skeleton.forward_kinematics(pose)
+    knee, hip = skeleton.JOINTS.index("left_knee"), skeleton.JOINTS.index("left_hip")
+    off = skeleton.OFFSETS[knee]
+    assert np.allclose(j[knee] - j[hip], [off[0], -off[2], off[1]])              # R_x(90): (x, y, z) -> (x, -z, y)
+
+
+def test_geodesic_error_of_a_known_rotation_pair():
+    assert skeleton.geodesic_degrees(np.array([0, 0, 0.5]), np.array([0, 0, -0.3])) == pytest.approx(
+        np.degrees(0.8))
+    # 30 degrees about x, then the same rotation written with angle 2 pi - 30 degrees about -x: 0 error.
+    a = np.radians(30)
+    assert skeleton.geodesic_degrees(np.array([a, 0, 0]), np.array([-(2 * np.pi - a), 0, 0])) < 1e-5
+    assert skeleton.geodesic_degrees(np.array([np.pi / 2, 0, 0]), np.array([0, np.pi / 2, 0])) == pytest.approx(120)
+
+
+def test_bad_files_get_one_line_naming_them(tmp_path):
+    cases = {"nokeys.npz": {"trans": np.zeros((10, 3))},
+             "shape.npz.bad.npz": {"poses": np.zeros((10, 100)), "mocap_framerate": np.array(60.0)},
+             "nan.npz": {"poses": np.full((10, 156), np.nan), "mocap_framerate": np.array(60.0)},
+             "norate.npz": {"poses": np.zeros((10, 156))}}
+    for name, arrays in cases.items():
+        np.savez(tmp_path / name, **arrays)
+        with pytest.raises(DataError, match=rf"^{tmp_path / name}: ") as e:
+            amass.read_poses(tmp_path / name)
+        assert "\n" not in str(e.value)
+    (tmp_path / "text.npz").write_text("not a zip")
+    with pytest.raises(DataError, match="cannot read as .npz"):
+        amass.read_poses(tmp_path / "text.npz")
+
+
+def test_embedded_motions_are_seeded_and_within_the_rotation_range():
+    a, fa = synthetic.generate(6, 40, seed=3)
+    b, fb = synthetic.generate(6, 40, seed=3)
+    assert np.array_equal(a, b) and np.array_equal(fa, fb)
+    assert a.shape == (6, 40, 165) and fa.shape == (6, len(synthetic.FACTOR_NAMES))
+    assert np.linalg.norm(a.reshape(6, 40, 55, 3), axis=-1).max() < np.pi
+    assert not np.array_equal(a, synthetic.generate(6, 40, seed=4)[0])
+
+
+def test_normalisation_round_trips_and_pictures_have_the_filmstrip_shape():
+    poses, _ = synthetic.generate(8, 40, seed=0)
+    m = MotionModality(40)
+    m.fit_to_train(poses)
+    t = m.targets(poses)
+    assert t.shape == (8, 40, 165) and abs(float(t.mean())) < 1e-4
+    assert np.allclose(m.poses(t), poses, atol=1e-5)
+    again = MotionModality(**m.construction_args())
+    assert torch.equal(again.targets(poses), t)
+    assert m.to_pictures(t[:2]).shape == (2, 64, 288, 3)
+    assert rendering.gif(poses[0], 30.0)[:6] == b"GIF89a"
+    scores = m.reconstruction_metrics(t, t)
+    assert scores["mse"].max() == 0 and scores["rotation_error"].max() < 1e-3 and scores["position_error"].max() < 1e-6
+
+
+def test_decoding_at_400_frames_resampled_to_200_matches_the_200_frame_decode():
+    # A continuous function of t: the 400-frame decode, linearly interpolated at the 200 frames' times,
+    # stays within a bound of the 200-frame decode, for a trained-like latent (fitted by the inner loop).
+    torch.manual_seed(0)
+    m = MotionModality(200)
+    poses, _ = synthetic.generate(4, 200, seed=1)
+    m.fit_to_train(poses)
+    model = LayersOfExperts(1, 165, 5, 8, 64, 16, 30.0)
+    h = inner_loop(model, MetaSGD(5, 16, 0.05, 0.1)(), m.coordinates(), m.targets(poses), torch.zeros(4, 5, 16),
+                   3, 1.0, False)
+    short = model.render(m.coordinates(), h)                     # (4, 200, 165)
+    long = model.render(m.coordinates(2.0), h)                   # (4, 400, 165)
+    t200, t400 = m.coordinates()[:, 0].numpy(), m.coordinates(2.0)[:, 0].numpy()
+    back = np.stack([np.stack([np.interp(t200, t400, long[i, :, d].numpy()) for d in range(165)], -1)
+                     for i in range(4)])                                          # (4, 200, 165)
+    diff = np.abs(back - short.numpy())
+    assert back.shape == (4, 200, 165)
+    assert diff.max() < BOUND_400 * (short.max() - short.min()).item()
