@@ -176,6 +176,31 @@ def test_dvc_repro_on_shapes(tmp_path):
     assert "| coverage | mmd | one_nna |" in out and "fid" not in out.split("## Prior variants")[1]
 
 
+def test_dvc_repro_on_motion(tmp_path):
+    """The same dvc.yaml runs the motion modality end to end; control decodes a clip at twice the frames."""
+    p = micro_params()
+    p["dataset"].update(modality="motion", resolution=32, synthetic={"train": 40, "test": 6})
+    p["loe"].update(w0=5.0)
+    work = repro_in_new_repo(tmp_path, p)
+
+    prep = json.loads((work / "metrics/detail/prepare.json").read_text())
+    assert prep["modality"] == "motion" and prep["stored_bytes_per_instance"] == 32 * 165 * 4
+    rec = json.loads((work / "metrics/reconstruction.json").read_text())["test"]
+    assert rec["instances"] == 6 and {"mse", "psnr", "rotation_error", "position_error", "body_position_error"} <= set(rec)
+    assert 0 < rec["rotation_error"] < 180 and rec["body_position_error"] <= rec["position_error"] * 2
+    gen = json.loads((work / "metrics/detail/generation.json").read_text())
+    assert 0 < gen["coverage"] <= 1 and gen["mmd"] > 0 and 0 <= gen["one_nna"] <= 1
+    assert gen["motion_protocol"]["generated"] == 6 and "body joints" in gen["motion_protocol"]["distance"]
+    hierarchy = json.loads((work / "metrics/detail/hierarchy.json").read_text())["retained_variance"]
+    assert list(hierarchy) == ["k=0", "k=1", "k=2"] and "action" in hierarchy["k=1"]
+    gifs = sorted((work / "data/samples/files").glob("*.gif"))
+    assert len(gifs) == 8 and all(g.read_bytes()[:6] == b"GIF89a" for g in gifs)
+    for png in ("data/prepared/preview.png", "data/samples/samples.png", "metrics/analysis/tree.png"):
+        assert (work / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    out = sh(f"{sys.executable} -m pipeline.control render --source test:0 --scale 2 --out long.png", work)
+    assert "wrote long.png" in out and (work / "long.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_an_interrupted_experiment_resumes_when_run_again(tmp_path):
     """Ctrl-C during `dvc exp run`, then the same command: Stage-2 resumes instead of starting over
     (before it does, dvc checks the baseline's checkpoint out over the experiment's own)."""

@@ -121,4 +121,6 @@ def generate(n: int, frames: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     factors = sample_factors(n, rng)
     phase = rng.uniform(0, 2 * np.pi, size=n)
-    return animate(factors, phase, frames), factors
+    # 100 clips at a time: the 55 joints' rotation matrices of 1100 clips would take 0.9 GB at once.
+    poses = [animate(factors[i:i + 100], phase[i:i + 100], frames) for i in range(0, n, 100)]
+    return np.concatenate(poses) if poses else np.zeros((0, frames, VALUES), np.float32), factors
