@@ -68,7 +68,7 @@ class FitLoE:
     meta_sgd_init: tuple[float, float] = (0.005, 0.1)
     first_order: bool = False          # True: no gradient through the inner loop
     precision: str = "fp32"            # fp32 | tf32 | bf16: the training step's matmuls on a GPU (CPU: always fp32)
-    compile: bool = False              # the step by the hand-written inner gradient, fused by torch.compile
+    compile: bool = False              # torch.compile of the whole step (CUDA graphs on a GPU)
     init_std: float = 1e-4             # latent init N(0, init_std^2) during training
     points_per_step: int | None = None # random subset of coordinates per step (None: all)
     near_surface_fraction: float = 0.5 # shapes: share of each step's points within a voxel of the surface

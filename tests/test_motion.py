@@ -21,9 +21,20 @@ def test_smplh_file_maps_to_smplx_value_by_value():
     raw = np.load(SAMPLE)["poses"]                                   # (500, 156) at 120 fps
     poses, rate = amass.read_poses(SAMPLE)
     assert rate == 120.0 and poses.shape == (500, 165)
-    assert np.array_equal(poses[:, :66], raw[:, :66])                # root + 21 body joints
+    assert np.array_equal(poses[:, 3:66], raw[:, 3:66])              # 21 body joints
+    # The root: AMASS's z-up turned y-up, R = R_x(-90 deg) R_amass.
+    assert np.allclose(skeleton.rotation_matrices(poses[:, :3]),
+                       amass.Z_UP_TO_Y_UP @ skeleton.rotation_matrices(raw[:, :3]), atol=1e-9)
     assert np.array_equal(poses[:, 66:75], np.zeros((500, 9)))       # jaw, two eyes
     assert np.array_equal(poses[:, 75:], raw[:, 66:])                # 2 x 15 hand joints
+
+
+@needs_sample
+def test_the_sample_stands_upright():
+    poses, _ = amass.read_poses(SAMPLE)
+    joints = skeleton.forward_kinematics(poses)
+    head = joints[:, skeleton.JOINTS.index("head")] - joints[:, 0]
+    assert head[:, 1].min() > 0.3                                     # the head above the pelvis in y, every frame
 
 
 @needs_sample
@@ -47,6 +58,28 @@ def test_resampling_a_known_sinusoid():
     want = 0.8 * np.sin(2 * np.pi * 1.3 * t_out)[:, None] * axis
     # Slerp about one axis is linear interpolation of the angle: error <= h^2/8 max|f''| = 5.9e-4 rad.
     assert np.abs(out - want).max() < 6e-4
+
+
+def test_slerp_takes_the_short_way_across_pi():
+    # 3.0 rad and -3.0 rad about z are 0.28 rad apart through pi; halfway is the rotation by pi, not 0.
+    out = amass.resample(np.array([[0, 0, 3.0], [0, 0, -3.0]]), 1.0, 2.0)
+    assert len(out) == 3
+    assert skeleton.geodesic_degrees(out[1], np.array([0, 0, np.pi])) < 1e-4
+
+
+def test_unwrap_keeps_a_turn_past_pi_continuous():
+    angles = np.linspace(0, 2.5 * np.pi, 60)
+    wrapped = skeleton.matrix_to_axis_angle(skeleton.rotation_matrices(angles[:, None] * [0, 1.0, 0]))
+    assert np.abs(np.diff(wrapped[:, 1])).max() > 5                   # the [0, pi] form jumps
+    out = skeleton.unwrap(wrapped[:, None])[:, 0]
+    assert np.allclose(out[:, 1], angles, atol=1e-9) and np.allclose(out[:, [0, 2]], 0, atol=1e-9)
+    assert np.array_equal(skeleton.unwrap(out[:10, None])[:, 0], out[:10])     # nothing to do: unchanged
+
+
+def test_matrix_to_axis_angle_near_pi():
+    for angle in (np.pi, np.pi - 1e-5, 3.0, 1e-8):
+        v = angle * np.array([0.6, 0.0, -0.8])
+        assert skeleton.geodesic_degrees(v, skeleton.matrix_to_axis_angle(skeleton.rotation_matrices(v))) < 1e-3
 
 
 def test_zero_pose_gives_the_rest_skeleton():
@@ -86,8 +119,13 @@ def test_bad_files_get_one_line_naming_them(tmp_path):
             amass.read_poses(tmp_path / name)
         assert "\n" not in str(e.value)
     (tmp_path / "text.npz").write_text("not a zip")
-    with pytest.raises(DataError, match="cannot read as .npz"):
-        amass.read_poses(tmp_path / "text.npz")
+    good = tmp_path / "good.npz"
+    np.savez_compressed(good, poses=np.zeros((50, 156)), mocap_framerate=np.array(60.0))
+    (tmp_path / "truncated.npz").write_bytes(good.read_bytes()[:-40])
+    np.savez(tmp_path / "rate_array.npz", poses=np.zeros((50, 156)), mocap_framerate=np.ones(3))
+    for name in ("text.npz", "truncated.npz", "rate_array.npz"):
+        with pytest.raises(DataError, match=rf"^{tmp_path / name}: cannot read as .npz"):
+            amass.read_poses(tmp_path / name)
 
 
 def test_embedded_motions_are_seeded_and_within_the_rotation_range():
@@ -109,9 +147,32 @@ def test_normalisation_round_trips_and_pictures_have_the_filmstrip_shape():
     again = MotionModality(**m.construction_args())
     assert torch.equal(again.targets(poses), t)
     assert m.to_pictures(t[:2]).shape == (2, 64, 288, 3)
-    assert rendering.gif(poses[0], 30.0)[:6] == b"GIF89a"
+    from PIL import Image
+    import io as _io
+
+    with Image.open(_io.BytesIO(rendering.gif(poses[0], 30.0))) as g:      # 40 frames at 30 fps = 1.33 s
+        assert g.format == "GIF" and g.n_frames == 33 and g.info["duration"] == 40
     scores = m.reconstruction_metrics(t, t)
     assert scores["mse"].max() == 0 and scores["rotation_error"].max() < 1e-3 and scores["position_error"].max() < 1e-6
+
+
+def test_reconstruction_errors_of_a_known_perturbation():
+    # The left knee of a zero pose bent by 10 degrees about x in every frame: known angle and joint offsets.
+    m = MotionModality(20)
+    zero = np.zeros((1, 20, 165), np.float32)
+    bent = zero.copy()
+    knee = skeleton.JOINTS.index("left_knee")
+    bent[..., 3 * knee] = np.radians(10)
+    s = m.reconstruction_metrics(m.targets(bent), m.targets(zero))
+    assert s["rotation_error"][0] == pytest.approx(10 / 55, rel=1e-4)
+    assert s["body_rotation_error"][0] == pytest.approx(10 / 22, rel=1e-4)
+    r = skeleton.rotation_matrices(np.array([np.radians(10), 0, 0]))
+    ankle = skeleton.OFFSETS[skeleton.JOINTS.index("left_ankle")]
+    foot = ankle + skeleton.OFFSETS[skeleton.JOINTS.index("left_foot")]
+    moved_mm = 1000 * (np.linalg.norm(r @ ankle - ankle) + np.linalg.norm(r @ foot - foot))
+    assert s["position_error"][0] == pytest.approx(moved_mm / 55, rel=1e-4)
+    assert s["body_position_error"][0] == pytest.approx(moved_mm / 22, rel=1e-4)
+    assert s["psnr"][0] > 0 and s["mse"][0] > 0
 
 
 def test_decoding_at_400_frames_resampled_to_200_matches_the_200_frame_decode():

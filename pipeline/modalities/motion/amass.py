@@ -9,14 +9,19 @@ kept (the paper's 165 values per frame): no translation, no shape.
 """
 from __future__ import annotations
 
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from ...errors import DataError
-from .skeleton import VALUES
+from .skeleton import VALUES, matrix_to_axis_angle, rotation_matrices, unwrap
 
 FPS = 30.0            # every sequence is resampled to this rate (AMASS ships 60-250 fps)
+# AMASS is z-up (the floor is the xy plane); the skeleton and pictures here are y-up, as SMPL's own frame:
+# the root orientation is turned by -90 degrees about x on reading (what AMASS's own tools do for viewing).
+Z_UP_TO_Y_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
 SMPLH_VALUES = 156
 RATE_KEYS = ("mocap_framerate", "mocap_frame_rate")
 SKIPPED_NAMES = ("shape.npz",)   # AMASS's per-subject body-shape files: no poses, not motions
@@ -71,7 +76,7 @@ def resample(poses: np.ndarray, source_fps: float, target_fps: float = FPS) -> n
 
 
 def read_poses(path: Path) -> tuple[np.ndarray, float]:
-    """One AMASS file -> ((T, 165) SMPL-X poses, frame rate); DataError naming the file when it is not one."""
+    """One AMASS file -> ((T, 165) SMPL-X poses, y-up, frame rate); DataError naming the file when it is not one."""
     try:
         with np.load(path, allow_pickle=False) as z:
             if "poses" not in z.files:
@@ -82,7 +87,7 @@ def read_poses(path: Path) -> tuple[np.ndarray, float]:
             poses, rate = np.asarray(z["poses"]), float(z[rate_key])
     except DataError:
         raise
-    except (OSError, ValueError, EOFError) as e:
+    except (OSError, ValueError, EOFError, TypeError, KeyError, AttributeError, zipfile.BadZipFile, zlib.error) as e:
         raise DataError(f"{path}: cannot read as .npz ({e.__class__.__name__}: {e})") from None
     if poses.ndim != 2 or poses.shape[1] not in (SMPLH_VALUES, VALUES):
         raise DataError(f"{path}: 'poses' has shape {poses.shape}; expected (frames, {SMPLH_VALUES}) for SMPL-H "
@@ -91,13 +96,16 @@ def read_poses(path: Path) -> tuple[np.ndarray, float]:
         raise DataError(f"{path}: 'poses' holds NaN or infinite values")
     if not (np.isfinite(rate) and rate > 0):
         raise DataError(f"{path}: frame rate {rate} is not a positive number")
-    return (smplh_to_smplx(poses) if poses.shape[1] == SMPLH_VALUES else poses).astype(np.float64), rate
+    poses = (smplh_to_smplx(poses) if poses.shape[1] == SMPLH_VALUES else poses).astype(np.float64)
+    poses[:, :3] = matrix_to_axis_angle(Z_UP_TO_Y_UP @ rotation_matrices(poses[:, :3]))
+    return poses, rate
 
 
 def clips(poses: np.ndarray, rate: float, frames: int) -> np.ndarray:
     """A sequence at `rate` -> (k, frames, 165) float32 clips at FPS, back to back (stride = frames); a
     remainder shorter than a clip is dropped."""
     seq = resample(poses, rate, FPS)
+    seq = unwrap(seq.reshape(len(seq), -1, 3)).reshape(len(seq), VALUES).astype(np.float32)
     k = len(seq) // frames
     return seq[: k * frames].reshape(k, frames, VALUES)
 

@@ -57,12 +57,13 @@ GIF_FPS = 25.0       # GIF delays are whole centiseconds, and viewers slow delay
 
 
 def gif(poses: np.ndarray, fps: float, size: int = 96) -> bytes:
-    """(T, 165) poses at `fps` -> the bytes of a looping animated GIF of the same duration (at most 25 fps:
-    a 400-frame decode of a 200-frame clip plays as long as the clip, with every second or third frame)."""
-    step = max(1, round(fps / GIF_FPS))
-    joints = forward_kinematics(poses[::step])
+    """(T, 165) poses at `fps` -> the bytes of a looping animated GIF of the same duration at 25 fps (40 ms
+    frames, the poses nearest each frame's time; a 400-frame decode of a 200-frame clip plays as long)."""
+    count = max(1, round(len(poses) * GIF_FPS / fps))            # frames at GIF_FPS over the clip's duration
+    idx = np.minimum(np.round(np.arange(count) * fps / GIF_FPS).astype(int), len(poses) - 1)
+    joints = forward_kinematics(poses[idx])
     frames = [Image.fromarray(draw(j, size, size)) for j in joints]
     buf = io.BytesIO()
-    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=round(1000 * step / fps),
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=round(1000 / GIF_FPS),
                    loop=0)
     return buf.getvalue()

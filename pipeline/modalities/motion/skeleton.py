@@ -75,6 +75,44 @@ def rotation_matrices(axis_angle: np.ndarray) -> np.ndarray:
     return np.eye(3) + s * k + (1 - c) * (k @ k)
 
 
+def matrix_to_axis_angle(r: np.ndarray) -> np.ndarray:
+    """(..., 3, 3) rotation matrices -> (..., 3) axis-angle with the angle in [0, pi].
+
+    Near pi the usual (R - R^T) / (2 sin) loses the axis; there it comes from
+    R = 2 a a^T - I, i.e. the largest column of (R + I) / 2, signed like R - R^T.
+    """
+    r = np.asarray(r, dtype=np.float64)
+    angle = np.arccos(np.clip((np.trace(r, axis1=-2, axis2=-1) - 1) / 2, -1.0, 1.0))[..., None]
+    v = np.stack([r[..., 2, 1] - r[..., 1, 2], r[..., 0, 2] - r[..., 2, 0], r[..., 1, 0] - r[..., 0, 1]], -1)
+    sin = np.sin(angle)
+    general = v / (2 * np.where(sin > 1e-12, sin, 1.0)) * angle
+    b = (r + np.eye(3)) / 2
+    k = np.argmax(np.diagonal(b, axis1=-2, axis2=-1), -1)
+    col = np.take_along_axis(b, k[..., None, None].repeat(3, -2), -1)[..., 0]            # (..., 3)
+    axis = col / np.sqrt(np.maximum(np.take_along_axis(col, k[..., None], -1), 1e-12))
+    axis = np.where(np.sum(axis * v, -1, keepdims=True) < 0, -axis, axis)
+    return np.where(angle < 1e-6, v / 2, np.where(angle > np.pi - 1e-3, axis * angle, general))
+
+
+def unwrap(rotvecs: np.ndarray) -> np.ndarray:
+    """(T, ..., 3) axis-angle over time -> the same rotations with no jumps between frames.
+
+    An axis-angle vector v and (|v| + 2 pi k) v / |v| are the same rotation;
+    frame by frame the one closest to the previous frame is kept (k = 0 keeps
+    the vector as it is), so a turn past pi does not flip the values' sign.
+    """
+    out = np.array(rotvecs, dtype=np.float64, copy=True)
+    angle = np.linalg.norm(out, axis=-1, keepdims=True)
+    axis = out / np.where(angle > 1e-12, angle, 1.0)
+    ks = np.arange(-2, 3).reshape(5, *([1] * out[0].ndim))
+    for t in range(1, len(out)):
+        candidates = (angle[t] + 2 * np.pi * ks) * axis[t]                               # (5, ..., 3)
+        candidates[2] = out[t]
+        best = np.argmin(np.linalg.norm(candidates - out[t - 1], axis=-1), 0)            # (...)
+        out[t] = np.take_along_axis(candidates, best[None, ..., None], 0)[0]
+    return out
+
+
 def forward_kinematics(poses: np.ndarray) -> np.ndarray:
     """(..., 165) axis-angle poses -> (..., 55, 3) joint positions, pelvis at the origin."""
     poses = np.asarray(poses, dtype=np.float64)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .amass import FPS
-from .skeleton import JOINTS, VALUES
+from .skeleton import JOINTS, VALUES, matrix_to_axis_angle, unwrap
 
 ACTIONS = ("walk", "run", "jump", "wave", "squat")
 # name -> (kind, low, high); categorical factors take the integers low..high.
@@ -45,16 +45,6 @@ def _rz(a):
     c, s = np.cos(a), np.sin(a)
     o, z = np.ones_like(a), np.zeros_like(a)
     return np.stack([c, -s, z, s, c, z, z, z, o], -1).reshape(*a.shape, 3, 3)
-
-
-def matrix_to_axis_angle(r: np.ndarray) -> np.ndarray:
-    """(..., 3, 3) rotation matrices -> (..., 3) axis-angle (angle in [0, pi))."""
-    cos = np.clip((np.trace(r, axis1=-2, axis2=-1) - 1) / 2, -1.0, 1.0)
-    angle = np.arccos(cos)
-    v = np.stack([r[..., 2, 1] - r[..., 1, 2], r[..., 0, 2] - r[..., 2, 0], r[..., 1, 0] - r[..., 0, 1]], -1)
-    sin = np.sin(angle)[..., None]
-    return np.where(sin > 1e-9, v / (2 * np.where(sin > 1e-9, sin, 1.0)), v / 2) * np.where(
-        sin > 1e-9, angle[..., None], 1.0)
 
 
 def sample_factors(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -113,7 +103,9 @@ def animate(factors: np.ndarray, phase: np.ndarray, frames: int) -> np.ndarray:
     rot[:, :, J["left_shoulder"]] = _rz(np.full_like(zero, -1.2)) @ _rx(-sh_fwd_l)
     rot[:, :, J["right_shoulder"]] = _rz(1.2 - 2.2 * sh_up_r) @ _rx(-sh_fwd_r)
     rot[:, :, J["left_elbow"]], rot[:, :, J["right_elbow"]] = _ry(elbow_l), _ry(-elbow_r)
-    return matrix_to_axis_angle(rot).reshape(n, frames, VALUES).astype(np.float32)
+    # Over time, no sign flips where a rotation passes pi (frames on axis 1).
+    return np.swapaxes(unwrap(np.swapaxes(matrix_to_axis_angle(rot), 0, 1)), 0, 1).reshape(
+        n, frames, VALUES).astype(np.float32)
 
 
 def generate(n: int, frames: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
