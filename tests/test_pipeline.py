@@ -193,6 +193,8 @@ def test_dvc_repro_on_motion(tmp_path):
     gen = json.loads((work / "metrics/detail/generation.json").read_text())
     assert 0 < gen["coverage"] <= 1 and gen["mmd"] > 0 and 0 <= gen["one_nna"] <= 1
     assert gen["motion_protocol"]["generated"] == 6 and "body joints" in gen["motion_protocol"]["distance"]
+    assert gen["fd_factor_features"] > 0 and "not Inception" in gen["motion_protocol"]["fd_factor_features"]
+    assert all(r["fd_factor_features"] >= 0 for r in gen["motion_references"].values())
     hierarchy = json.loads((work / "metrics/detail/hierarchy.json").read_text())["retained_variance"]
     assert list(hierarchy) == ["k=0", "k=1", "k=2"] and "action" in hierarchy["k=1"]
     gifs = sorted((work / "data/samples/files").glob("*.gif"))

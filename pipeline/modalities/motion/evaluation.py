@@ -1,7 +1,8 @@
 """How generated motions are scored: coverage, MMD and 1-NNA (Achlioptas et al.; PointFlow) with the
 distance between two clips = the mean over frames and body joints of the distance between their
-forward-kinematics joint positions (metres), against the test split, with real train clips and test clips
-after Stage-1 as references. (A Frechet distance of learnt motion features is not computed yet.)"""
+forward-kinematics joint positions (metres), and a Frechet distance of motion features (the factor
+predictor's 256-d penultimate layer, trained on the embedded motions' factors; not Inception FID), against
+the test split, with real train clips and test clips after Stage-1 as references."""
 from __future__ import annotations
 
 import json
@@ -9,8 +10,11 @@ import json
 import numpy as np
 import torch
 
-from ... import artifacts, io
-from ...artifacts import REFERENCE
+from ... import artifacts, datasets, io
+from ...artifacts import DATASET, REFERENCE
+from ...factors import load_factor_predictor
+from ...stages import warn
+from ..image.fid import frechet_distance, gaussian   # the Frechet distance itself, on other features
 from ..shape.metrics import coverage_mmd, one_nna    # the same set scores as shapes, on another distance
 from .skeleton import BODY, forward_kinematics
 
@@ -50,16 +54,44 @@ def count(cfg, data) -> int:
     return len(data.test)
 
 
+def factor_features(predictor, m, values: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+    """Decoded values (N, frames, 165) -> (N, 256) penultimate features of the factor predictor."""
+    x = m.predictor_input(values)
+    with torch.no_grad():
+        return torch.cat([predictor.features(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]).double().numpy()
+
+
 def scores(cfg, device, m, loe, values, test_targets, test_latents, warnings: list[str]) -> dict:
     z = io.load_npz(artifacts.require(REFERENCE, "reference"))
     ref, train_real = z["trajectories"], json.loads(str(z["train_split_real"]))
     n = len(ref)
+    reconstructed = loe.render(m.coordinates(), test_latents)
     generated = set_scores(trajectories(m.poses(values[:n])), ref)
-    recon = set_scores(trajectories(m.poses(loe.render(m.coordinates(), test_latents))), ref)
+    recon = set_scores(trajectories(m.poses(reconstructed)), ref)
+    loaded = load_factor_predictor()
+    if isinstance(loaded, dict):        # no ground-truth factors (an AMASS folder): no feature extractor
+        generated["fd_factor_features"] = None
+        warn(warnings, f"no Frechet distance of motion features: {loaded['skipped']}")
+    else:
+        predictor = loaded[0]
+        test_stats = gaussian(factor_features(predictor, m, test_targets))
+
+        def fd(vals):
+            return round(frechet_distance(*test_stats, *gaussian(factor_features(predictor, m, vals))), 4)
+        train = datasets.load(artifacts.require(DATASET, "prepare")).train[:n]
+        generated["fd_factor_features"] = fd(values[:n])
+        train_real = {**train_real, "fd_factor_features": fd(m.targets(train))}
+        recon["fd_factor_features"] = fd(reconstructed)
+        if n <= 256:
+            warn(warnings, f"the motion-feature Frechet distance compares {n} clips in 256 dimensions: its covariances "
+                           "are rank-deficient and it reads high; compare only values of equal set sizes")
     protocol = {"generated": n, "reference_split": "test", "reference_size": n,
                 "distance": f"mean over every {FRAME_STEP}th frame and the {BODY} body joints of the Euclidean "
                             "distance between forward-kinematics joint positions (fixed skeleton, pelvis at the "
                             "origin), metres",
+                "fd_factor_features": "Frechet distance between Gaussians fitted to the factor predictor's 256-d "
+                                      "penultimate features (1-D CNN trained on the embedded motions' factors) of "
+                                      "the generated and the test clips; not Inception FID",
                 "comparable_with_paper": "no: the paper shows AMASS samples (fig. 11) without generation scores"}
     return {**{k: v for k, v in generated.items() if k != "clips"},
             "motion_references": {"train_split_real": train_real, "test_split_reconstructed": recon},
