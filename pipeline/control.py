@@ -229,8 +229,14 @@ def cmd_render(run: Run, a) -> None:
     if not 0 < a.scale <= 16:
         raise UsageError(f"--scale {a.scale}: must be in (0, 16]")
     src = resolve(run, a.source, a)
-    pic = run.render(src.latent[None], a.scale)
+    m = run.data.modality
+    values = run.loe[0].render(m.coordinates(a.scale), src.latent[None])
+    pic = m.to_pictures(values, a.scale)
     save(a, pictures.grid(pic, 1, pad=0, upscale=a.upscale or 1), latent=src.latent, picture=pic[0])
+    if a.file is not None:   # the decode in the modality's own format too: a mesh, an animation, a PNG
+        with io.atomic_path(a.file) as tmp:
+            tmp.write_bytes(m.instance_file(values[0], a.scale))
+        print(f"wrote {a.file}")
 
 
 COMMANDS = {
@@ -269,6 +275,8 @@ def parser() -> argparse.ArgumentParser:
             c.add_argument("--top", type=int, default=6, help="neighbours per row (default: %(default)s)")
         if name == "render":
             c.add_argument("--scale", type=float, default=2.0, help="times the training resolution")
+            c.add_argument("--file", type=Path, default=None,
+                           help="also write the decode in the modality's own format (.png, .ply, .gif)")
         c.add_argument("--out", type=Path, default=Path(f"control_{name}.png"), help="PNG to write")
         c.add_argument("--npz", type=Path, default=None, help="latents to write (default: beside --out)")
         c.add_argument("--seed", type=int, default=0, help="seed of the completions drawn")

@@ -201,8 +201,14 @@ def test_dvc_repro_on_motion(tmp_path):
     assert len(gifs) == 8 and all(g.read_bytes()[:6] == b"GIF89a" for g in gifs)
     for png in ("data/prepared/preview.png", "data/samples/samples.png", "metrics/analysis/tree.png"):
         assert (work / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
-    out = sh(f"{sys.executable} -m pipeline.control render --source test:0 --scale 2 --out long.png", work)
+    # Temporal upsampling: 64 frames for a 32-frame clip, as a GIF of the clip's duration (25 fps, 40 ms frames).
+    out = sh(f"{sys.executable} -m pipeline.control render --source test:0 --scale 2 --out long.png --file long.gif",
+             work)
     assert "wrote long.png" in out and (work / "long.png").read_bytes()[:4] == b"\x89PNG"
+    from PIL import Image
+
+    with Image.open(work / "long.gif") as gif:
+        assert gif.n_frames == round(64 * 25 / 60) and gif.info["duration"] == 40
 
 
 def test_an_interrupted_experiment_resumes_when_run_again(tmp_path):

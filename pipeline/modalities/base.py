@@ -92,8 +92,8 @@ class Modality(ABC):
         """Decoded values (B, P, d_out) -> (B, C, *spatial) in [0, 1], what the factor predictor reads."""
 
     @abstractmethod
-    def instance_file(self, values: torch.Tensor) -> bytes:
-        """One decoded instance (P, d_out) -> the bytes of a file in the modality's own format."""
+    def instance_file(self, values: torch.Tensor, scale: float = 1.0) -> bytes:
+        """One decoded instance (P, d_out), decoded at `scale`, -> the bytes of a file in the modality's own format."""
 
     file_suffix: str
 

@@ -100,5 +100,5 @@ class ImageModality(Modality):
 
     file_suffix = ".png"
 
-    def instance_file(self, values):
-        return pictures.png_bytes(self.to_pictures(values[None])[0])
+    def instance_file(self, values, scale=1.0):
+        return pictures.png_bytes(self.to_pictures(values[None], scale)[0])

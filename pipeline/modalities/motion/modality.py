@@ -146,5 +146,6 @@ class MotionModality(Modality):
     def predictor_input(self, values):
         return self.to_unit(values.detach()).transpose(1, 2)                          # (B, 165, frames)
 
-    def instance_file(self, values):
+    def instance_file(self, values, scale=1.0):
+        """An animated GIF; a clip decoded at more frames (scale > 1) plays as long as the clip."""
         return rendering.gif(self.poses(values[None])[0], amass.FPS * values.shape[0] / self.resolution)

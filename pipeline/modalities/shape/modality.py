@@ -157,6 +157,6 @@ class ShapeModality(Modality):
     def predictor_input(self, values):
         return self.occupancy(values)[:, None]
 
-    def instance_file(self, values):
-        data = rendering.mesh_file(self.occupancy(values[None])[0].numpy(), "ply")
+    def instance_file(self, values, scale=1.0):
+        data = rendering.mesh_file(self.occupancy(values[None], scale)[0].numpy(), "ply")
         return data if isinstance(data, bytes) else data.encode()
