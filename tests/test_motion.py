@@ -193,3 +193,21 @@ def test_decoding_at_400_frames_resampled_to_200_matches_the_200_frame_decode():
     diff = np.abs(back - short.numpy())
     assert back.shape == (4, 200, 165)
     assert diff.max() < BOUND_400 * (short.max() - short.min()).item()
+
+
+def test_upsampling_error_is_zero_for_a_decode_that_is_the_slerped_source():
+    poses, _ = synthetic.generate(3, 40, seed=2)
+    m = MotionModality(40)
+    m.fit_to_train(poses)
+    exact = m.targets(np.stack([amass.resample(p.astype(np.float64), 39, 79) for p in poses]))   # (3, 80, 165)
+
+    class Exact:                                   # decodes the source at the 80 frames' times
+        def render(self, coords, latents, batch_size=256):
+            assert coords.shape == (80, 1)
+            return exact[: len(latents)]
+
+    s = m.extra_reconstruction_metrics(Exact(), torch.zeros(3, 5, 8), {}, 8, poses)
+    assert s["upsampled_body_rotation_error"].max() < 1e-3 and s["upsampled_body_position_error"].max() < 1e-3
+    shifted = m.extra_reconstruction_metrics(type("Late", (), {"render": lambda self, c, l, b=256: exact.roll(1, 1)})(),
+                                             torch.zeros(3, 5, 8), {}, 8, poses)
+    assert shifted["upsampled_body_rotation_error"].min() > 0.01    # one frame late: a measurable error

@@ -67,8 +67,9 @@ class Modality(ABC):
     render_scale: float = 4.0            # the scale `analyze` renders one sample at (the INR is continuous)
 
     def extra_reconstruction_metrics(self, model, latents: torch.Tensor, extras: dict[str, np.ndarray],
-                                     batch_size: int) -> dict[str, np.ndarray]:
-        """Per-instance metrics of the test split on data the source ships besides the grid (none by default)."""
+                                     batch_size: int, signals: np.ndarray) -> dict[str, np.ndarray]:
+        """Per-instance metrics of the test split (latents and stored `signals`) beyond the grid's, e.g. on
+        data the source ships besides it (none by default)."""
         return {}
 
     @abstractmethod

@@ -28,7 +28,8 @@ def main(cfg, generator, start, device):
         report[split] = {"instances": len(latents),
                          **{name: round(float(np.mean(v)), 4) for name, v in per_instance.items()}}
     # Metrics on what the source ships beside the grid (IM-NET's near-surface test points, where mNIF measures).
-    extra = data.modality.extra_reconstruction_metrics(model, torch.from_numpy(bank["test"]), data.extras, e.batch_size)
+    extra = data.modality.extra_reconstruction_metrics(model, torch.from_numpy(bank["test"]), data.extras, e.batch_size,
+                                                       data.test)
     for name, values in extra.items():
         bank[f"test_{name}"] = values
         report["test"][name] = round(float(np.mean(values)), 4)

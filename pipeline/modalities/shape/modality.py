@@ -69,7 +69,7 @@ class ShapeModality(Modality):
             extras=extras,
         )
 
-    def extra_reconstruction_metrics(self, model, latents, extras, batch_size):
+    def extra_reconstruction_metrics(self, model, latents, extras, batch_size, signals):
         """IM-NET's near-surface samples: accuracy and PSNR where mNIF measures them."""
         if "test_points" not in extras:
             return {}
