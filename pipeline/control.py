@@ -75,10 +75,13 @@ class Run:
         """The `sample` stage's latents (N, L, H)."""
         return self._get("samples", lambda: io.load_npz(artifacts.require(artifacts.SAMPLES, "sample"))["latents"])
 
+    def decode(self, latents: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        """(N, L, H) -> (N, P, d_out) decoded values at `scale` times the data's resolution."""
+        return self.loe[0].render(self.data.modality.coordinates(scale), latents)
+
     def render(self, latents: torch.Tensor, scale: float = 1.0) -> np.ndarray:
         """(N, L, H) -> (N, h, w, 3) pictures."""
-        m = self.data.modality
-        return m.to_pictures(self.loe[0].render(m.coordinates(scale), latents), scale)
+        return self.data.modality.to_pictures(self.decode(latents, scale), scale)
 
 
 @dataclass
@@ -230,7 +233,7 @@ def cmd_render(run: Run, a) -> None:
         raise UsageError(f"--scale {a.scale}: must be in (0, 16]")
     src = resolve(run, a.source, a)
     m = run.data.modality
-    values = run.loe[0].render(m.coordinates(a.scale), src.latent[None])
+    values = run.decode(src.latent[None], a.scale)
     pic = m.to_pictures(values, a.scale)
     save(a, pictures.grid(pic, 1, pad=0, upscale=a.upscale or 1), latent=src.latent, picture=pic[0])
     if a.file is not None:   # the decode in the modality's own format too: a mesh, an animation, a PNG

@@ -15,7 +15,7 @@ from ...artifacts import DATASET, REFERENCE
 from ...factors import load_factor_predictor
 from ...stages import warn
 from ..image.fid import frechet_distance, gaussian   # the Frechet distance itself, on other features
-from ..shape.metrics import coverage_mmd, one_nna    # the same set scores as shapes, on another distance
+from ..shape import metrics as set_metrics          # the same set scores as shapes, on another distance
 from .skeleton import BODY, forward_kinematics
 
 FRAME_STEP = 4        # every 4th frame (7.5 fps) of a trajectory enters the distance
@@ -36,10 +36,8 @@ def distances(a: np.ndarray, b: np.ndarray) -> torch.Tensor:
 def set_scores(generated: np.ndarray, reference: np.ndarray) -> dict:
     g = len(generated)
     both = np.concatenate([generated, reference])
-    d = distances(both, both)
-    cov, mmd = coverage_mmd(d[:g, g:])
-    return {"coverage": round(cov, 4), "mmd": round(mmd, 5),
-            "one_nna": round(one_nna(d[:g, :g], d[:g, g:], d[g:, g:]), 4), "clips": g}
+    cov, mmd, nna = set_metrics.set_scores(distances(both, both), g)
+    return {"coverage": round(cov, 4), "mmd": round(mmd, 5), "one_nna": round(nna, 4), "clips": g}
 
 
 def reference(cfg, data, device) -> dict:

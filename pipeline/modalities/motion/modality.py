@@ -135,12 +135,17 @@ class MotionModality(Modality):
         return np.stack([rendering.filmstrip(p) for p in self.poses(values)])
 
     # -- metrics ---------------------------------------------------------------------------
+    @staticmethod
+    def joint_errors(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Poses (B, T, 165) in radians, twice -> per joint and frame (B, T, 55): rotation error in degrees,
+        forward-kinematics position error in mm."""
+        n, t = a.shape[:2]
+        rot = geodesic_degrees(a.reshape(n, t, -1, 3), b.reshape(n, t, -1, 3))
+        return rot, np.linalg.norm(forward_kinematics(a) - forward_kinematics(b), axis=-1) * 1000
+
     def reconstruction_metrics(self, values, targets):
         mse = ((values - targets) ** 2).flatten(1).mean(1)
-        a, b = self.poses(values), self.poses(targets)
-        n = len(a)
-        rot = geodesic_degrees(a.reshape(n, -1, 55, 3), b.reshape(n, -1, 55, 3))                  # (B, T, 55)
-        dist = np.linalg.norm(forward_kinematics(a) - forward_kinematics(b), axis=-1) * 1000     # (B, T, 55) mm
+        rot, dist = self.joint_errors(self.poses(values), self.poses(targets))                # (B, T, 55) each
         return {"mse": mse.numpy(), "psnr": (10 * torch.log10(4 / mse.clamp_min(1e-12))).numpy(),
                 "rotation_error": rot.mean((1, 2)), "body_rotation_error": rot[..., :BODY].mean((1, 2)),
                 "position_error": dist.mean((1, 2)),
@@ -153,12 +158,9 @@ class MotionModality(Modality):
         long = self.poses(model.render(self.coordinates(2.0), latents, batch_size))              # (N, 2R, 165)
         # The decode's times are linspace(-1, 1, 2R): source frame k (R - 1) / (2R - 1).
         source = np.stack([amass.resample(s.astype(np.float64), self.resolution - 1, frames - 1) for s in signals])
-        n = len(long)
-        rot = geodesic_degrees(long.reshape(n, frames, -1, 3)[:, :, :BODY],
-                               source.reshape(n, frames, -1, 3)[:, :, :BODY]).mean((1, 2))
-        dist = np.linalg.norm(forward_kinematics(long)[..., :BODY, :] - forward_kinematics(source)[..., :BODY, :],
-                              axis=-1).mean((1, 2)) * 1000
-        return {"upsampled_body_rotation_error": rot, "upsampled_body_position_error": dist}
+        rot, dist = self.joint_errors(long, source)
+        return {"upsampled_body_rotation_error": rot[..., :BODY].mean((1, 2)),
+                "upsampled_body_position_error": dist[..., :BODY].mean((1, 2))}
 
     def predictor_input(self, values):
         return self.to_unit(values.detach()).transpose(1, 2)                          # (B, 165, frames)

@@ -77,13 +77,18 @@ def one_nna(gen_gen: torch.Tensor, gen_ref: torch.Tensor, ref_ref: torch.Tensor)
     return (labels[d.argmin(1)] == labels).float().mean().item()
 
 
+def set_scores(d: torch.Tensor, g: int) -> tuple[float, float, float]:
+    """Distances (G + R, G + R) within the union of a generated set (the first g) and a reference set
+    -> (COV, MMD, 1-NNA), whatever the distance."""
+    cov, mmd = coverage_mmd(d[:g, g:])
+    return cov, mmd, one_nna(d[:g, :g], d[:g, g:], d[g:, g:])
+
+
 def generation_scores(generated: np.ndarray, reference: np.ndarray, progress: bool = True) -> dict:
     """Point clouds (G, P, 3) and (R, P, 3) -> COV, MMD and 1-NNA by Chamfer distance."""
     d = torch.from_numpy(chamfer_matrix(np.concatenate([generated, reference]), progress=progress))
-    g = len(generated)
-    cov, mmd = coverage_mmd(d[:g, g:])
-    return {"coverage": round(cov, 4), "mmd": round(mmd, 6),
-            "one_nna": round(one_nna(d[:g, :g], d[:g, g:], d[g:, g:]), 4)}
+    cov, mmd, nna = set_scores(d, len(generated))
+    return {"coverage": round(cov, 4), "mmd": round(mmd, 6), "one_nna": round(nna, 4)}
 
 
 UNIT_CUBE = 0.5     # [-1, 1]^3 -> the protocol's unit cube [-0.5, 0.5]^3
