@@ -17,16 +17,24 @@ from .modalities.base import Modality
 
 
 def fit_signal(model: LayersOfExperts, meta_sgd: MetaSGD, modality: Modality, signal: np.ndarray,
-               steps: int, lr: float) -> torch.Tensor:
-    """The latent of one stored signal, by the meta-learned inner loop from zero: -> (L, H).
+               steps: int, trained: dict, fit_lr: float = 0.0) -> torch.Tensor:
+    """The latent of one stored signal, as `export_latents` fits a test instance: -> (L, H).
 
-    More steps than the model was trained with keep descending the same
-    per-instance loss with the same rates.
+    Meta-learned: the inner loop from zero; more steps than the model was
+    trained with keep descending the same per-instance loss with the same
+    rates. Auto-decoded: `steps` Adam steps at `fit_lr` from the mean train
+    latent with the weights frozen, on the points the modality fits (a NeRF:
+    its fit views).
     """
-    targets = modality.targets(signal[None])
+    if trained["method"] == "autodecode":
+        from .autodecode import fit_latents
+
+        start = trained["train_latents"].float().mean(0)
+        return fit_latents(model, modality, signal[None], start, steps, fit_lr, 1, None, progress=False)[0][0]
+    coords, targets = modality.sample_points(signal[None], None, torch.Generator())
     zero = torch.zeros(1, model.layers, model.latent_dim)
-    return inner_loop(model, meta_sgd().detach(), modality.coordinates(), targets, zero, steps, lr,
-                      create_graph=False).detach()[0]
+    return inner_loop(modality.field(model), meta_sgd().detach(), coords, targets, zero, steps,
+                      trained["inner_lr"], create_graph=False).detach()[0]
 
 
 def resample(hcdm: HCDM, latent: torch.Tensor, k: int, n: int, generator: torch.Generator,

@@ -41,7 +41,8 @@ class Dataset:
     modality: str = "image"            # image (2-D -> RGB) | shape (3-D -> occupancy)
     source: str = "synthetic"          # synthetic | folder | imnet (shapes: IM-NET HDF5 release)
     path: str | None = None            # the folder, when source is folder or imnet
-    resolution: int = 32               # images R x R; shapes R^3 voxels
+    resolution: int = 32               # images R x R; shapes R^3 voxels; motion frames; nerf views R x R
+    views: int = 20                    # nerf: fitted views per scene (the embedded cars': rendered; SRN: kept)
     synthetic: SyntheticData = field(default_factory=SyntheticData)
     folder: FolderData = field(default_factory=FolderData)
 
@@ -69,7 +70,10 @@ class FitLoE:
     first_order: bool = False          # True: no gradient through the inner loop
     precision: str = "fp32"            # fp32 | tf32 | bf16: the training step's matmuls on a GPU (CPU: always fp32)
     compile: bool = False              # torch.compile of the whole step (CUDA graphs on a GPU)
-    init_std: float = 1e-4             # latent init N(0, init_std^2) during training
+    init_std: float = 1e-4             # latent init N(0, init_std^2) during training (autodecode: the table's)
+    method: str = "meta"               # meta (CAVIA inner loop) | autodecode (a latent table; NeRF in the paper)
+    latent_lr: float | None = None     # autodecode: the table's AdamW lr (null: fit_loe.lr)
+    latent_weight_decay: float = 0.0   # autodecode: the table's AdamW weight decay
     points_per_step: int | None = None # random subset of coordinates per step (None: all)
     near_surface_fraction: float = 0.5 # shapes: share of each step's points within a voxel of the surface
     checkpoint_every: int = 100
@@ -82,6 +86,8 @@ class ExportLatents:
     batch_size: int = 256
     points: int | None = None          # coordinates the inner loop sees per instance (None: all; shapes: drawn
                                        # like training points, with fit_loe.near_surface_fraction)
+    autodecode_steps: int = 100        # autodecode: Adam steps on a new instance's latent, weights frozen
+    autodecode_lr: float = 0.01        # autodecode: their learning rate
 
 
 @dataclass
@@ -176,6 +182,7 @@ AT_LEAST = {
     "fit_loe.steps": 1, "fit_loe.batch_size": 1, "fit_loe.weight_decay": 0, "fit_loe.warmup_steps": 0,
     "fit_loe.grad_clip": 0, "fit_loe.inner_steps": 1, "fit_loe.init_std": 0, "fit_loe.checkpoint_every": 1,
     "fit_loe.log_every": 1, "export_latents.inner_steps": 1, "export_latents.batch_size": 1,
+    "export_latents.autodecode_steps": 0, "dataset.views": 1,
     "hcdm.hidden": 1, "hcdm.blocks": 1, "hcdm.timesteps": 2, "hcdm.steps": 1, "hcdm.batch_size": 1,
     "hcdm.weight_decay": 0, "hcdm.warmup_steps": 0, "hcdm.grad_clip": 0, "hcdm.checkpoint_every": 1,
     "hcdm.log_every": 1, "sample.num_samples": 1, "sample.batch_size": 1, "sample.control_anchors": 1,
@@ -185,13 +192,14 @@ AT_LEAST = {
     "factor_predictor.steps": 1, "factor_predictor.batch_size": 1, "hierarchy.anchors": 1,
     "hierarchy.completions": 2,
 }
-AT_LEAST_OR_NULL = {"threads": 1, "dataset.folder.train_count": 1, "dataset.folder.limit": 2, "fit_loe.points_per_step": 1,
+AT_LEAST_OR_NULL = {"fit_loe.latent_lr": 1e-12, "fit_loe.latent_weight_decay": 0, "threads": 1, "dataset.folder.train_count": 1, "dataset.folder.limit": 2, "fit_loe.points_per_step": 1,
                     "export_latents.points": 1}
-POSITIVE = ("loe.w0", "fit_loe.lr", "fit_loe.inner_lr", "hcdm.lr", "factor_predictor.lr")
+POSITIVE = ("loe.w0", "export_latents.autodecode_lr", "fit_loe.lr", "fit_loe.inner_lr", "hcdm.lr", "factor_predictor.lr")
 CHOICES = {
     "dataset.modality": tuple(SPECS),             # the registered plug-ins (pipeline/modalities)
     "dataset.source": SOURCES,
     "fit_loe.precision": ("fp32", "tf32", "bf16"),
+    "fit_loe.method": ("meta", "autodecode"),
     "hcdm.variant": ("hierarchical", "unconditional", "flat"),
     "hcdm.schedule": ("cosine", "linear"),
     "sample.sampler": ("ddpm", "ddim"),

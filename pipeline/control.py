@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import analysis, artifacts, datasets, hcdm, io, meta, pictures
+from . import analysis, artifacts, config, datasets, hcdm, io, meta, pictures
 from .errors import DataError, MissingArtifact
 from .modalities import SPECS
 
@@ -77,7 +77,8 @@ class Run:
 
     def decode(self, latents: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
         """(N, L, H) -> (N, P, d_out) decoded values at `scale` times the data's resolution."""
-        return self.loe[0].render(self.data.modality.coordinates(scale), latents)
+        m = self.data.modality
+        return m.field(self.loe[0]).render(m.coordinates(scale), latents)
 
     def render(self, latents: torch.Tensor, scale: float = 1.0) -> np.ndarray:
         """(N, L, H) -> (N, h, w, 3) pictures."""
@@ -101,8 +102,12 @@ def resolve(run: Run, spec: str, a: argparse.Namespace) -> Source:
             raise UsageError(f"{path}: no such {kind} file")
         signal = m.read_file(path)
         model, meta_sgd, trained = run.loe
-        n = a.inner_steps if a.inner_steps is not None else trained["inner_steps"]
-        latent = analysis.fit_signal(model, meta_sgd, run.data.modality, signal, n, trained["inner_lr"])
+        n, lr = trained["inner_steps"], 0.0
+        if trained["method"] == "autodecode":    # fitted as export_latents fits a test instance (params.yaml)
+            e = config.load().export_latents
+            n, lr = e.autodecode_steps, e.autodecode_lr
+        n = a.inner_steps if a.inner_steps is not None else n
+        latent = analysis.fit_signal(model, meta_sgd, run.data.modality, signal, n, trained, lr)
         return Source(latent, signal)
     try:
         index = int(value)

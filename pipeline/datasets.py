@@ -16,6 +16,7 @@ import numpy as np
 from . import io
 from .config import Config
 from .errors import DataError
+from .modalities import SPECS
 from .modalities.base import Modality
 from .modalities.plugins import build
 
@@ -143,7 +144,7 @@ def folder(cfg: Config, m: Modality) -> PreparedData:
 
 def prepare(cfg: Config) -> PreparedData:
     d = cfg.dataset
-    m = build(d.modality, resolution=d.resolution)
+    m = build(d.modality, resolution=d.resolution, **{k: getattr(d, k) for k in SPECS[d.modality].dataset_args})
     readers = {"synthetic": synthetic, "folder": folder}
     data = readers[d.source](cfg, m) if d.source in readers else m.read_source(cfg)   # e.g. IM-NET for shapes
     check_splits(cfg.dataset.path or f"dataset.source {cfg.dataset.source}", len(data.train), len(data.test))

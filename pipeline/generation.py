@@ -109,7 +109,7 @@ def sample_latents(hcdm: HCDM, n: int, generator: torch.Generator, sampler: str,
 
 
 def load_trained(device: torch.device | str = "cpu"):
-    """What the generation stages need: (prepared data, LoE, HCDM), models on `device`."""
+    """What the generation stages need: (prepared data, the LoE as the modality decodes it, HCDM), on `device`."""
     data = datasets.load(artifacts.require(artifacts.DATASET, "prepare"))
     loe, _, _ = load_loe()
-    return data, loe.to(device), load_hcdm().to(device)
+    return data, data.modality.field(loe.to(device)), load_hcdm().to(device)

@@ -93,6 +93,13 @@ def inner_loop(model: LayersOfExperts, rates: torch.Tensor, coords: torch.Tensor
     return h
 
 
+def reconstruct(field, modality: Modality, signals: np.ndarray, latents: torch.Tensor) -> dict[str, np.ndarray]:
+    """Per-instance reconstruction metrics of fitted latents (B, L, H), decoded where the modality compares
+    them with their signals (the full grid; a NeRF's held-out views)."""
+    coords, targets = modality.evaluation_points(signals)
+    return modality.reconstruction_metrics(field.render(coords, latents), targets)
+
+
 def fit_latents(model: LayersOfExperts, meta_sgd: MetaSGD, modality: Modality, signals: np.ndarray,
                 steps: int, lr: float, batch_size: int, points: int | None = None, surface_fraction: float = 0.0,
                 seed: int = 0, progress: bool = True) -> tuple[torch.Tensor, dict]:
@@ -105,7 +112,7 @@ def fit_latents(model: LayersOfExperts, meta_sgd: MetaSGD, modality: Modality, s
     the CPU and per-instance metrics. Runs on the model's device.
     """
     device = model.weights[0].device
-    full = modality.coordinates()
+    field = modality.field(model)
     rates = meta_sgd().detach()
     latents, metrics = [], {}
     starts = range(0, len(signals), batch_size)
@@ -114,9 +121,8 @@ def fit_latents(model: LayersOfExperts, meta_sgd: MetaSGD, modality: Modality, s
         draw = torch.Generator().manual_seed(seed * 1_000_003 + start)
         coords, targets = modality.sample_points(batch, points, draw, surface_fraction, device)
         zero = torch.zeros(len(batch), model.layers, model.latent_dim, device=device)
-        h = inner_loop(model, rates, coords, targets, zero, steps, lr, create_graph=False).detach().cpu()
-        recon = model.render(full, h)       # the full grid; `render` bounds the points per batch
-        for name, values in modality.reconstruction_metrics(recon, modality.targets(batch)).items():
+        h = inner_loop(field, rates, coords, targets, zero, steps, lr, create_graph=False).detach().cpu()
+        for name, values in reconstruct(field, modality, batch, h).items():
             metrics.setdefault(name, []).append(values)
         latents.append(h)
     return torch.cat(latents), {k: np.concatenate(v) for k, v in metrics.items()}
@@ -137,6 +143,7 @@ class MetaLearner:
         # On a GPU it is replayed as CUDA graphs (mode reduce-overhead): CelebA preset's
         # step on one H200 at TF32, 35.1 ms eager, 23.6 ms compiled, 21.3 ms as graphs
         # (benchmarks/results/h200/compile). A CPU has no graphs: plain compile.
+        self.field = self.modality.field(self.model)     # the LoE itself, or what renders through it
         self.graphs = self.cfg.compile and self.device.type == "cuda"
         mode = "reduce-overhead" if self.graphs else None
         self.outer = torch.compile(self.outer_loss, mode=mode, dynamic=False, fullgraph=True) if self.cfg.compile \
@@ -145,11 +152,11 @@ class MetaLearner:
     def outer_loss(self, coords: torch.Tensor, targets: torch.Tensor, init: torch.Tensor) -> torch.Tensor:
         """Per-instance MSE after the inner loop from `init`, (B,)."""
         c = self.cfg
-        h = inner_loop(self.model, self.meta_sgd(), coords, targets, init, c.inner_steps, c.inner_lr,
+        h = inner_loop(self.field, self.meta_sgd(), coords, targets, init, c.inner_steps, c.inner_lr,
                        create_graph=not c.first_order)
         if c.first_order:
             h = h.detach()
-        return per_instance_mse(self.model(coords, h), targets)
+        return per_instance_mse(self.field(coords, h), targets)
 
     def step_loss(self, coords: torch.Tensor, targets: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Outer loss: per-instance MSE after the inner loop, (B,)."""
@@ -191,9 +198,14 @@ class MetaLearner:
                        guard=DivergenceGuard("fit_loe", KNOBS, quality="psnr"))
 
 
-def save_loe(path: Path, model: LayersOfExperts, meta_sgd: MetaSGD, inner_steps: int, inner_lr: float) -> None:
+def save_loe(path: Path, model: LayersOfExperts, meta_sgd: MetaSGD, inner_steps: int, inner_lr: float,
+             train_latents: torch.Tensor | None = None) -> None:
+    """The LoE and what gives any instance its latent: the meta-learned inner loop (Meta-SGD rates, steps,
+    lr), or, auto-decoded (`train_latents` given), the train split's latent table."""
+    method = {} if train_latents is None else {"method": "autodecode", "train_latents": train_latents.detach().cpu()}
     io.save_torch(path, {"hyperparameters": model.hyperparameters(), "model": model.state_dict(),
-                         "meta_sgd": meta_sgd.state_dict(), "inner_steps": inner_steps, "inner_lr": inner_lr})
+                         "meta_sgd": meta_sgd.state_dict(), "inner_steps": inner_steps, "inner_lr": inner_lr,
+                         **method})
 
 
 def load_loe(path: Path = artifacts.LOE) -> tuple[LayersOfExperts, MetaSGD, dict]:
@@ -206,4 +218,5 @@ def load_loe(path: Path = artifacts.LOE) -> tuple[LayersOfExperts, MetaSGD, dict
     meta_sgd = MetaSGD(hp["layers"], hp["latent_dim"], 0.0, 0.0)
     meta_sgd.load_state_dict(state["meta_sgd"])
     model.eval()
-    return model, meta_sgd, {"inner_steps": state["inner_steps"], "inner_lr": state["inner_lr"]}
+    return model, meta_sgd, {"inner_steps": state["inner_steps"], "inner_lr": state["inner_lr"],
+                             "method": state.get("method", "meta"), "train_latents": state.get("train_latents")}

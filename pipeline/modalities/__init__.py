@@ -17,8 +17,9 @@ the config can validate `dataset.modality` without loading any plug-in.
 """
 from .image import SPEC as _IMAGE
 from .motion import SPEC as _MOTION
+from .nerf import SPEC as _NERF
 from .shape import SPEC as _SHAPE
 from .spec import Spec
 
-SPECS: dict[str, Spec] = {s.name: s for s in (_IMAGE, _SHAPE, _MOTION)}
+SPECS: dict[str, Spec] = {s.name: s for s in (_IMAGE, _SHAPE, _MOTION, _NERF)}
 SOURCES: tuple[str, ...] = tuple(dict.fromkeys(src for s in SPECS.values() for src in s.sources))

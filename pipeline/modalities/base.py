@@ -72,6 +72,20 @@ class Modality(ABC):
         data the source ships besides it (none by default)."""
         return {}
 
+    def field(self, model):
+        """What decodes latents at this modality's coordinates: the LoE itself, or a wrapper that reads it
+        (a NeRF renders rays through it). Has `render`, is called like the LoE, and gives `latent_grad`."""
+        return model
+
+    def evaluation_points(self, signals: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Where a fitted instance is compared with its signal: (coords (P, d_in) or (B, P, d_in), targets
+        (B, P, d_out)); by default the whole grid (a NeRF: each scene's held-out views)."""
+        return self.coordinates(), self.targets(signals)
+
+    def file_coordinates(self) -> torch.Tensor:
+        """Where a sample is decoded for its file under data/samples/files (a NeRF: a turntable)."""
+        return self.coordinates()
+
     @abstractmethod
     def coordinates(self, scale: float = 1.0) -> torch.Tensor:
         """(P, d_in) query coordinates; `scale` > 1 samples the continuous INR more densely."""

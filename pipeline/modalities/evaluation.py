@@ -13,9 +13,10 @@ from . import SPECS
 from .base import Modality
 from .image import evaluation as image
 from .motion import evaluation as motion
+from .nerf import evaluation as nerf
 from .shape import evaluation as shape
 
-EVALUATIONS: dict[str, ModuleType] = {"image": image, "shape": shape, "motion": motion}
+EVALUATIONS: dict[str, ModuleType] = {"image": image, "shape": shape, "motion": motion, "nerf": nerf}
 assert EVALUATIONS.keys() == SPECS.keys(), "every modality needs an evaluation module"
 
 

@@ -5,9 +5,10 @@ from . import SPECS
 from .base import Modality
 from .image.modality import ImageModality
 from .motion.modality import MotionModality
+from .nerf.modality import NerfModality
 from .shape.modality import ShapeModality
 
-CLASSES: dict[str, type[Modality]] = {c.name: c for c in (ImageModality, ShapeModality, MotionModality)}
+CLASSES: dict[str, type[Modality]] = {c.name: c for c in (ImageModality, ShapeModality, MotionModality, NerfModality)}
 assert CLASSES.keys() == SPECS.keys(), "every modality needs a SPEC and a class"
 
 

@@ -9,7 +9,7 @@ import time
 from .. import artifacts, control
 from ..artifacts import ANALYSIS_FIGURES, ANALYSIS_LATENTS, metrics_files
 from ..hcdm import load_hcdm
-from ..modalities.plugins import build
+from ..modalities.plugins import CLASSES
 from . import elapsed, run, write_metrics
 
 # Removed when the stage stops early (dvc.yaml's outs, metrics and plots; curves and checkpoints stay).
@@ -37,7 +37,7 @@ def main(cfg, generator, start, device):
     s = cfg.sample
     seconds = {}
     chain = load_hcdm().variant != "flat"   # a flat prior has no layer chain: only k = 0 (fresh samples)
-    scale = build(cfg.dataset.modality, resolution=cfg.dataset.resolution).render_scale
+    scale = CLASSES[cfg.dataset.modality].render_scale
     n_test = len(artifacts.load_latents()["test"])
     for name, args in figures(n_test, scale, chain).items():
         t = time.time()

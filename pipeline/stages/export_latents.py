@@ -4,7 +4,8 @@ import torch
 
 from .. import artifacts, datasets, io, pictures
 from ..artifacts import DATASET, FIGURES, LATENTS, RECONSTRUCTIONS, metrics_files
-from ..meta import fit_latents, load_loe
+from .. import autodecode
+from ..meta import fit_latents, load_loe, reconstruct
 from ..plots import heatmap
 from ..svcca import layer_correlations
 from . import elapsed, run, warn, write_metrics
@@ -16,30 +17,43 @@ def main(cfg, generator, start, device):
     data = datasets.load(artifacts.require(DATASET, "prepare"), extras=True)
     model, meta_sgd, trained = load_loe()
     model, meta_sgd = model.to(device), meta_sgd.to(device)
-    e = cfg.export_latents
+    e, m = cfg.export_latents, data.modality
+    field = m.field(model)
+    table = trained["train_latents"]
     bank, report = {}, {}
     for split in ("train", "test"):
-        latents, per_instance = fit_latents(model, meta_sgd, data.modality, data.split(split),
-                                            e.inner_steps, trained["inner_lr"], e.batch_size, e.points,
-                                            cfg.fit_loe.near_surface_fraction, cfg.seed)
+        signals = data.split(split)
+        if table is None:      # meta-learned: every instance by the inner loop from zero
+            latents, per_instance = fit_latents(model, meta_sgd, m, signals, e.inner_steps, trained["inner_lr"],
+                                                e.batch_size, e.points, cfg.fit_loe.near_surface_fraction, cfg.seed)
+        elif split == "train":  # auto-decoded: the train split's latents are the table trained with the weights
+            latents = table.float()
+            per_instance = {}
+            for i in range(0, len(signals), e.batch_size):
+                for k, v in reconstruct(field, m, signals[i:i + e.batch_size], latents[i:i + e.batch_size]).items():
+                    per_instance.setdefault(k, []).append(v)
+            per_instance = {k: np.concatenate(v) for k, v in per_instance.items()}
+        else:                   # ... and a new instance's latent is fitted with the weights frozen
+            latents, per_instance = autodecode.fit_latents(
+                model, m, signals, table.float().mean(0), e.autodecode_steps, e.autodecode_lr, e.batch_size,
+                e.points or cfg.fit_loe.points_per_step, cfg.fit_loe.near_surface_fraction, cfg.seed)
         bank[split] = latents.numpy()
         for name, values in per_instance.items():
             bank[f"{split}_{name}"] = values
         report[split] = {"instances": len(latents),
                          **{name: round(float(np.mean(v)), 4) for name, v in per_instance.items()}}
     # Metrics on what the source ships beside the grid (IM-NET's near-surface test points, where mNIF measures).
-    extra = data.modality.extra_reconstruction_metrics(model, torch.from_numpy(bank["test"]), data.extras, e.batch_size,
-                                                       data.test)
+    extra = m.extra_reconstruction_metrics(field, torch.from_numpy(bank["test"]), data.extras, e.batch_size, data.test)
     for name, values in extra.items():
         bank[f"test_{name}"] = values
         report["test"][name] = round(float(np.mean(values)), 4)
     io.save_npz(LATENTS, **bank)
 
     # Top row: test originals; bottom row: their reconstructions from the latent bank.
-    m = data.modality
     n = min(8, len(data.test))
-    recon = m.to_pictures(model.render(m.coordinates(), torch.from_numpy(bank["test"][:n])))
-    original = m.to_pictures(m.targets(data.test[:n]))
+    coords, targets = m.evaluation_points(data.test[:n])
+    recon = m.to_pictures(field.render(coords, torch.from_numpy(bank["test"][:n])))
+    original = m.to_pictures(targets)
     io.save_png(RECONSTRUCTIONS, pictures.grid(np.concatenate([original, recon]), n,
                                                upscale=pictures.upscale_for(original.shape[1])))
     # Cross-layer SVCCA of the train latents (paper fig. 7a).
@@ -59,7 +73,9 @@ def main(cfg, generator, start, device):
                       "(variance = squared singular values), CCA, mean canonical correlation; "
                       "neurons = latent dimensions, datapoints = train instances"}, warnings)
     write_metrics("reconstruction", {
-        **report, "inner_steps": e.inner_steps, "inner_loop_points": e.points or len(m.coordinates()),
+        **report, **({"inner_steps": e.inner_steps, "inner_loop_points": e.points or len(m.coordinates())}
+                     if table is None else {"method": "autodecode", "fit_steps": e.autodecode_steps,
+                                            "fit_lr": e.autodecode_lr}),
         **m.metric_definitions, "seconds": elapsed(start)})
 
 

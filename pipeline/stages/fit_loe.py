@@ -1,7 +1,9 @@
-"""Stage `fit_loe` (Stage-1): meta-learn the Layers-of-Experts on the train split."""
+"""Stage `fit_loe` (Stage-1): fit the Layers-of-Experts to the train split, by meta-learning (CAVIA) or
+auto-decoding (`fit_loe.method`)."""
 from .. import artifacts, config, datasets, io
 from ..artifacts import CURVES, DATASET, LOE, LOE_CHECKPOINT, metrics_files
 from ..loe import LayersOfExperts
+from ..autodecode import AutoDecoder
 from ..meta import MetaLearner, MetaSGD, save_loe
 from ..distributed import is_main
 from ..training import Checkpointer, StepLog, code_digest, file_digest, fingerprint, run_settings
@@ -22,15 +24,19 @@ def main(cfg, generator, start, device):
     io.discard(*OUTPUTS)      # a diverged run must not leave an older model looking current
     log = StepLog(CURVES / "fit_loe.csv")
     checkpointer = Checkpointer(LOE_CHECKPOINT, run_id, cfg.fit_loe.checkpoint_every)
-    MetaLearner(model, meta_sgd, m, cfg.fit_loe, device).fit(data.train, checkpointer, log, generator)
+    table = None
+    if cfg.fit_loe.method == "autodecode":
+        table = AutoDecoder(model, m, cfg.fit_loe, device).fit(data.train, checkpointer, log, generator).latents
+    else:
+        MetaLearner(model, meta_sgd, m, cfg.fit_loe, device).fit(data.train, checkpointer, log, generator)
     if not is_main():
         return
-    save_loe(LOE, model, meta_sgd, cfg.fit_loe.inner_steps, cfg.fit_loe.inner_lr)
+    save_loe(LOE, model, meta_sgd, cfg.fit_loe.inner_steps, cfg.fit_loe.inner_lr, train_latents=table)
     log.write()
     last = log.rows[-1]
     write_metrics("fit_loe", {
         "steps": cfg.fit_loe.steps, "final_loss": last["loss"], "final_train_batch_psnr": last["psnr"],
-        "meta_sgd_rate_mean": round(meta_sgd().mean().item(), 5),
+        **({"meta_sgd_rate_mean": round(meta_sgd().mean().item(), 5)} if table is None else {"method": "autodecode"}),
         "parameters": sum(p.numel() for p in model.parameters()), "seconds": elapsed(start)}, omit=("steps",))
 
 

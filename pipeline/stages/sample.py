@@ -2,6 +2,7 @@
 each sample as a file (PNG image or PLY mesh), and draw the hierarchical
 control figure (paper fig. 5)."""
 import numpy as np
+import torch
 
 from .. import io, pictures
 from ..artifacts import CONTROL_GRID, SAMPLES, SAMPLES_GRID, SAMPLE_FILES, metrics_files
@@ -23,7 +24,9 @@ def main(cfg, generator, start, device):
     pics = m.to_pictures(values)
     up = pictures.upscale_for(pics.shape[1])
     io.save_npz(SAMPLES, latents=latents.numpy(), pictures=pics)
-    io.save_directory(SAMPLE_FILES, {f"sample_{i:04d}{m.file_suffix}": m.instance_file(v) for i, v in enumerate(values)})
+    files = m.file_coordinates()
+    shown = values if files.shape == coords.shape and torch.equal(files, coords) else loe.render(files, latents)
+    io.save_directory(SAMPLE_FILES, {f"sample_{i:04d}{m.file_suffix}": m.instance_file(v) for i, v in enumerate(shown)})
     io.save_png(SAMPLES_GRID, pictures.grid(pics, s.grid_columns, upscale=up))
 
     # One block per anchor: row k fixes h^1..h^k (k = 0..L-1) of the anchor in

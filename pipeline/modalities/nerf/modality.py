@@ -1,0 +1,207 @@
+"""Radiance fields: a scene is posed views; the LoE maps xyz to density and colour (d_in 3, d_out 4).
+
+A stored scene is one record of a numpy structured array: `rgb` (V, R, R, 3)
+uint8 views, `pose` (V, 4, 4) camera-to-world (SRN's OpenCV axes) and
+`focal` in pixels at R. Its last `HELD_OUT` views are never fitted: not in
+Stage-1, not when a scene's latent is fitted later; they give the novel-view
+metrics. On the embedded cars they are the same four cameras for every
+scene, `coordinates()`'s cameras, so generated and real scenes are seen from
+the same poses (FID, memorisation, the factor predictor); SRN scenes keep
+their own held-out poses.
+
+Coordinates are rays (origin, direction: d 6); the modality's `field` wraps
+the LoE in the volume renderer, so every stage decodes rays into pixels
+(B, P, 3) in [-1, 1], compared with the views' pixels: the Stage-1 loss is
+on rendered pixels, as in mNIF.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ... import metrics
+from ...errors import DataError
+from ..base import Modality
+from . import rendering, srn, synthetic
+
+HELD_OUT = 4
+ELEVATION, RADIUS = 20.0, 1.3                 # the held-out / picture cameras
+HELD_OUT_AZIMUTHS = (30.0, 120.0, 210.0, 300.0)
+TURNTABLE = 12                                # frames of a sample's GIF
+FOCAL = 1.025                                 # focal / image side, as SRN-Cars (131.25 px at 128)
+
+
+def scene_dtype(views: int, side: int) -> np.dtype:
+    return np.dtype([("rgb", np.uint8, (views, side, side, 3)), ("pose", np.float32, (views, 4, 4)),
+                     ("focal", np.float32)])
+
+
+def orbit_poses(azimuths, elevation: float = ELEVATION, radius: float = RADIUS) -> torch.Tensor:
+    return torch.stack([rendering.orbit(a, elevation, radius) for a in azimuths]).float()
+
+
+class NerfModality(Modality):
+    name = "nerf"
+    d_in = 3
+    d_out = 4                                  # the LoE's outputs: RGB and density before their activations
+    file_suffix = ".gif"
+    folder_suffixes = ()
+    factor_names = tuple(synthetic.FACTOR_NAMES)
+    factor_kinds = tuple(kind for kind, _, _ in synthetic.FACTORS.values())
+    render_scale = 2.0
+    metric_definitions = {
+        "psnr_definition": "novel views: the scene's held-out views (never fitted), PSNR of each view in [0, 1], "
+                           "mean over views, then over scenes",
+        "ssim_definition": "the same views, Wang et al. 2004 (11x11 Gaussian, sigma 1.5, valid windows)",
+        "rendering": f"{rendering.SAMPLES} evenly spaced depths in [{rendering.NEAR}, {rendering.FAR}], white "
+                     "background, pixel-centre rays"}
+
+    def __init__(self, resolution: int, views: int = 20, focal: float | None = None, radius: float = RADIUS):
+        self.resolution, self.views, self.radius = resolution, views, radius
+        self.focal = FOCAL * resolution if focal is None else focal    # pixels at `resolution`
+
+    def construction_args(self) -> dict:
+        return {"resolution": self.resolution, "views": self.views, "focal": self.focal, "radius": self.radius}
+
+    def field(self, model):
+        return rendering.RadianceField(model)
+
+    # -- data ------------------------------------------------------------------------
+    def pack(self, views: np.ndarray, poses: np.ndarray, focal: np.ndarray) -> np.ndarray:
+        out = np.empty(len(views), scene_dtype(views.shape[1], views.shape[2]))
+        out["rgb"], out["pose"], out["focal"] = views, poses, focal
+        return out
+
+    def generate(self, n, seed):
+        rng = np.random.default_rng(seed)
+        factors = synthetic.draw_factors(n, rng)
+        held = orbit_poses(HELD_OUT_AZIMUTHS, radius=self.radius)
+        side = 2 * self.resolution                                         # rendered at 2x, averaged 2x2
+        views = np.empty((n, self.views + HELD_OUT, self.resolution, self.resolution, 3), np.uint8)
+        poses = np.empty((n, self.views + HELD_OUT, 4, 4), np.float32)
+        for i in range(n):
+            az, el = rng.uniform(0, 360, self.views), rng.uniform(0, 40, self.views)
+            pose = torch.cat([torch.stack([rendering.orbit(a, e, self.radius) for a, e in zip(az, el)]).float(), held])
+            colour = synthetic.render(factors[i], rendering.rays(pose, 2 * self.focal, side).reshape(-1, 6))
+            big = colour.reshape(len(pose), self.resolution, 2, self.resolution, 2, 3).mean((2, 4))
+            views[i], poses[i] = np.round(big * 255), pose.numpy()
+        return self.pack(views, poses, np.full(n, self.focal, np.float32)), factors
+
+    def read_source(self, cfg):
+        """An SRN-Cars root: its *train and *test folders of scenes."""
+        from ...datasets import PreparedData, check_splits
+
+        if cfg.dataset.source != "srn":
+            return super().read_source(cfg)
+        root = Path(cfg.dataset.path)
+        if not root.is_dir():
+            raise DataError(f"{root}: dataset.path is not a folder")
+        d, splits, info = cfg.dataset, {}, {"source": "srn", "path": str(root), "skipped_files": 0, "skipped": []}
+        for split in ("train", "test"):
+            scenes = srn.scene_dirs(root, split)[: d.folder.limit]
+            records = []
+            for folder in scenes:
+                try:
+                    records.append(srn.read_scene(folder, self.resolution, self.views, HELD_OUT))
+                except DataError:
+                    if not d.folder.skip_corrupt:
+                        raise
+                    info["skipped"].append(str(folder.relative_to(root)))
+            counts = {len(v) for v, _, _ in records}
+            if len(counts) > 1:   # scenes with fewer views than asked for: keep the smallest count in all
+                least = min(counts) - HELD_OUT
+                records = [(np.concatenate([v[:least], v[-HELD_OUT:]]), np.concatenate([p[:least], p[-HELD_OUT:]]), f)
+                           for v, p, f in records]
+            splits[split] = self.pack(np.stack([r[0] for r in records]), np.stack([r[1] for r in records]),
+                                      np.array([r[2] for r in records], np.float32)) if records else \
+                np.empty(0, scene_dtype(self.views + HELD_OUT, self.resolution))
+        check_splits(root, len(splits["train"]), len(splits["test"]))
+        first = splits["train"][0]
+        self.focal = float(first["focal"])
+        self.radius = float(np.linalg.norm(first["pose"][:, :3, 3], axis=-1).mean())
+        info["skipped_files"] = len(info["skipped"])
+        return PreparedData(modality=self, train=splits["train"], test=splits["test"], train_factors=None,
+                            test_factors=None, factor_names=[], factor_kinds=[], info=info)
+
+    def read_file(self, path: Path) -> np.ndarray:
+        """One scene folder in SRN's layout -> a stored scene (a user's own scene for control)."""
+        views, poses, focal = srn.read_scene(Path(path), self.resolution, self.views, HELD_OUT)
+        return self.pack(views[None], poses[None], np.array([focal], np.float32))[0]
+
+    # -- coordinates and values ---------------------------------------------------------------
+    def coordinates(self, scale: float = 1.0, azimuths=HELD_OUT_AZIMUTHS) -> torch.Tensor:
+        """Rays of the four held-out cameras (the pictures' views): (4 side^2, 6)."""
+        side = self._side(scale)
+        return rendering.rays(orbit_poses(azimuths, radius=self.radius), self.focal * side / self.resolution,
+                              side).reshape(-1, 6)
+
+    def file_coordinates(self) -> torch.Tensor:
+        return self.coordinates(1.0, np.arange(TURNTABLE) * 360.0 / TURNTABLE)
+
+    @staticmethod
+    def _pixels(rgb: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(rgb)).float()
+        return (x / 127.5 - 1).reshape(len(x), -1, 3)
+
+    def targets(self, signals: np.ndarray) -> torch.Tensor:
+        """The held-out views' pixels: (B, 4 R^2, 3) in [-1, 1]."""
+        return self._pixels(signals["rgb"][:, -HELD_OUT:])
+
+    def evaluation_points(self, signals: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each scene's held-out rays (B, 4 R^2, 6) and pixels (B, 4 R^2, 3)."""
+        pose = torch.from_numpy(signals["pose"][:, -HELD_OUT:])
+        focal = torch.from_numpy(signals["focal"]).double()[:, None].expand(-1, HELD_OUT)
+        return rendering.rays(pose, focal, self.resolution).flatten(1, 2), self.targets(signals)
+
+    def sample_points(self, signals, count, generator, surface_fraction=0.0, device="cpu"):
+        """`count` pixels per scene drawn uniformly from its fit views (all of them when None): per-scene
+        rays (B, P, 6) and pixels (B, P, 3)."""
+        fit = signals["rgb"].shape[1] - HELD_OUT
+        side, b = self.resolution, len(signals)
+        total = fit * side * side
+        if count is None or count >= total:
+            index = torch.arange(total).expand(b, total)
+        else:
+            index = torch.randint(total, (b, count), generator=generator)
+        view, pixel = torch.div(index, side * side, rounding_mode="floor"), index % (side * side)
+        pose = torch.from_numpy(signals["pose"][:, :fit])
+        pose = pose[torch.arange(b)[:, None], view]                                         # (B, P, 4, 4)
+        focal = torch.from_numpy(signals["focal"]).double()[:, None].expand_as(view)
+        ray = rendering.pixel_rays(pose, focal, side, pixel[..., None])[..., 0, :]  # (B, P, 6)
+        flat = self._pixels(signals["rgb"][:, :fit])                                        # (B, fit R^2, 3)
+        target = flat[torch.arange(b)[:, None], index]
+        return ray.to(device), target.to(device)
+
+    # -- pictures and metrics ------------------------------------------------------------------
+    def _views(self, values: torch.Tensor, scale: float) -> torch.Tensor:
+        """(B, V side^2, 3) -> (B, V, 3, side, side) in [0, 1]."""
+        side = self._side(scale)
+        v = values.shape[1] // (side * side)
+        return self.to_unit(values.detach()).reshape(len(values), v, side, side, 3).permute(0, 1, 4, 2, 3)
+
+    def to_pictures(self, values, scale=1.0):
+        """The views side by side: (B, side, V side, 3)."""
+        views = self._views(values, scale)                                       # (B, V, 3, s, s)
+        return (views.permute(0, 3, 1, 4, 2).flatten(2, 3) * 255).round().to(torch.uint8).numpy()
+
+    def reconstruction_metrics(self, values, targets):
+        pred, true = self._views(values, 1.0), self._views(targets, 1.0)
+        b, v = pred.shape[:2]
+        return {"psnr": metrics.psnr(pred.flatten(0, 1), true.flatten(0, 1)).view(b, v).mean(1).numpy(),
+                "ssim": metrics.ssim(pred.flatten(0, 1), true.flatten(0, 1)).view(b, v).mean(1).numpy()}
+
+    def predictor_input(self, values):
+        return self._views(values, 1.0).flatten(1, 2)                            # (B, 3 V, R, R)
+
+    def instance_file(self, values, scale=1.0):
+        """An animated GIF, one frame per view (a turntable when decoded at `file_coordinates`)."""
+        from PIL import Image
+
+        views = (self._views(values[None], scale)[0].permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()
+        frames = [Image.fromarray(v).resize((4 * v.shape[1],) * 2, Image.Resampling.NEAREST) for v in views]
+        buf = io.BytesIO()
+        frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=150, loop=0)
+        return buf.getvalue()

@@ -1,0 +1,93 @@
+"""SRN-Cars folders (Sitzmann et al. 2019, as Functa and mNIF read them).
+
+    <root>/<split>/<scene>/rgb/000000.png ...     views (RGBA or RGB; 128x128 in the release)
+    <root>/<split>/<scene>/pose/000000.txt ...    4x4 camera-to-world, OpenCV axes, 16 numbers
+    <root>/<split>/<scene>/intrinsics.txt         first line "f cx cy _", last line "H W"
+
+`<split>` is the folder whose name ends in `train` (cars_train) or `test`
+(cars_test). Views are resized to the configured resolution (focal scaled
+with them); an RGBA view is put on white. Each scene keeps `views` evenly
+spaced views for fitting plus the modality's held-out views, taken evenly
+from the rest. Any problem is one line naming the file.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import DataError
+
+
+def scene_dirs(root: Path, split: str) -> list[Path]:
+    found = sorted(p for p in root.iterdir() if p.is_dir() and p.name.lower().endswith(split))
+    if not found:
+        raise DataError(f"{root}: no folder whose name ends in '{split}' (SRN-Cars: cars_train, cars_test)")
+    return sorted(p for p in found[0].iterdir() if p.is_dir())
+
+
+def read_intrinsics(path: Path) -> tuple[float, int]:
+    """intrinsics.txt -> (focal in pixels, image side)."""
+    try:
+        lines = [line.split() for line in path.read_text().splitlines() if line.strip()]
+        f, cx, cy = (float(v) for v in lines[0][:3])
+        h, w = (int(float(v)) for v in lines[-1][:2])
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing (each SRN scene needs intrinsics.txt)") from None
+    except (ValueError, IndexError):
+        raise DataError(f"{path}: not SRN intrinsics (first line 'f cx cy _', last line 'H W')") from None
+    if h != w or f <= 0:
+        raise DataError(f"{path}: focal {f:g} and size {h}x{w}: need a positive focal and square views")
+    return f, h
+
+
+def read_pose(path: Path) -> np.ndarray:
+    try:
+        values = np.array(path.read_text().split(), dtype=np.float64)
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing (every view in rgb/ needs a pose of the same name)") from None
+    except ValueError:
+        raise DataError(f"{path}: a pose must be 16 numbers (4x4 camera-to-world)") from None
+    if values.size != 16 or not np.all(np.isfinite(values)):
+        raise DataError(f"{path}: a pose must be 16 finite numbers (4x4 camera-to-world), found {values.size}")
+    pose = values.reshape(4, 4)
+    if not np.allclose(pose[3], [0, 0, 0, 1], atol=1e-4):
+        raise DataError(f"{path}: the last row of a camera-to-world pose must be 0 0 0 1")
+    return pose
+
+
+def read_view(path: Path, side: int) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            rgba = np.asarray(im.convert("RGBA").resize((side, side), Image.Resampling.BICUBIC), np.float64) / 255
+    except (UnidentifiedImageError, OSError) as e:
+        raise DataError(f"{path}: not a readable image ({e.__class__.__name__})") from None
+    rgb = rgba[..., :3] * rgba[..., 3:] + (1 - rgba[..., 3:])          # on white
+    return np.clip(np.round(rgb * 255), 0, 255).astype(np.uint8)
+
+
+def pick(total: int, fit: int, held_out: int) -> tuple[list[int], list[int]]:
+    """Held-out views evenly spread over all, then `fit` views evenly spread over the rest."""
+    if total < held_out + 1:
+        raise ValueError(f"{total} views: need at least {held_out + 1}")
+    held = sorted({int(round(i)) for i in np.linspace(0, total - 1, held_out + 2)[1:-1]})
+    rest = [i for i in range(total) if i not in held]
+    keep = [rest[int(round(i))] for i in np.linspace(0, len(rest) - 1, min(fit, len(rest)))]
+    return sorted(set(keep)), held
+
+
+def read_scene(folder: Path, side: int, fit: int, held_out: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """One scene -> views (V, side, side, 3) uint8 (fit views first, held-out last), poses (V, 4, 4), focal at side."""
+    focal, native = read_intrinsics(folder / "intrinsics.txt")
+    images = sorted(p for p in (folder / "rgb").glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    if len(images) < held_out + 1:
+        raise DataError(f"{folder / 'rgb'}: {len(images)} views; a scene needs at least {held_out + 1} "
+                        f"({held_out} held out for evaluation)")
+    keep, held = pick(len(images), fit, held_out)
+    order = keep + held
+    views = np.stack([read_view(images[i], side) for i in order])
+    poses = np.stack([read_pose(folder / "pose" / f"{images[i].stem}.txt") for i in order])
+    return views, poses, focal * side / native
