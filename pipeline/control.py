@@ -75,10 +75,10 @@ class Run:
         """The `sample` stage's latents (N, L, H)."""
         return self._get("samples", lambda: io.load_npz(artifacts.require(artifacts.SAMPLES, "sample"))["latents"])
 
-    def decode(self, latents: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
-        """(N, L, H) -> (N, P, d_out) decoded values at `scale` times the data's resolution."""
+    def decode(self, latents: torch.Tensor, scale: float = 1.0, coords: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, L, H) -> (N, P, d_out) decoded values at `scale` times the data's resolution (or at `coords`)."""
         m = self.data.modality
-        return m.field(self.loe[0]).render(m.coordinates(scale), latents)
+        return m.field(self.loe[0]).render(m.coordinates(scale) if coords is None else coords, latents)
 
     def render(self, latents: torch.Tensor, scale: float = 1.0) -> np.ndarray:
         """(N, L, H) -> (N, h, w, 3) pictures."""
@@ -98,8 +98,9 @@ def resolve(run: Run, spec: str, a: argparse.Namespace) -> Source:
         path, m = Path(value), run.data.modality
         if kind != m.name:
             raise UsageError(f"source {spec!r}: this run models {m.name}s; use {m.name}:PATH")
-        if not path.is_file():
-            raise UsageError(f"{path}: no such {kind} file")
+        what = "folder" if m.instance_is_folder else "file"     # a NeRF scene is a folder of posed views
+        if not (path.is_dir() if m.instance_is_folder else path.is_file()):
+            raise UsageError(f"{path}: no such {kind} {what}")
         signal = m.read_file(path)
         model, meta_sgd, trained = run.loe
         n, lr = trained["inner_steps"], 0.0
@@ -238,7 +239,13 @@ def cmd_render(run: Run, a) -> None:
         raise UsageError(f"--scale {a.scale}: must be in (0, 16]")
     src = resolve(run, a.source, a)
     m = run.data.modality
-    values = run.decode(src.latent[None], a.scale)
+    coords = None
+    if a.views is not None:
+        coords = m.viewpoints(a.views, a.scale) if a.views >= 1 else None
+        if coords is None:
+            raise UsageError(f"--views {a.views}: " + ("must be >= 1" if a.views < 1 else
+                                                       f"{m.name} signals have no viewpoints"))
+    values = run.decode(src.latent[None], a.scale, coords)
     pic = m.to_pictures(values, a.scale)
     save(a, pictures.grid(pic, 1, pad=0, upscale=a.upscale or 1), latent=src.latent, picture=pic[0])
     if a.file is not None:   # the decode in the modality's own format too: a mesh, an animation, a PNG
@@ -283,12 +290,15 @@ def parser() -> argparse.ArgumentParser:
             c.add_argument("--top", type=int, default=6, help="neighbours per row (default: %(default)s)")
         if name == "render":
             c.add_argument("--scale", type=float, default=2.0, help="times the training resolution")
+            c.add_argument("--views", type=int, default=None,
+                           help="nerf: render from N cameras evenly around the object (a turntable)")
             c.add_argument("--file", type=Path, default=None,
                            help="also write the decode in the modality's own format (.png, .ply, .gif)")
         c.add_argument("--out", type=Path, default=Path(f"control_{name}.png"), help="PNG to write")
         c.add_argument("--npz", type=Path, default=None, help="latents to write (default: beside --out)")
         c.add_argument("--seed", type=int, default=0, help="seed of the completions drawn")
-        c.add_argument("--inner-steps", type=int, default=None, help="inner steps to fit image: and shape: sources")
+        c.add_argument("--inner-steps", type=int, default=None,
+                       help="steps to fit a MODALITY:PATH source (meta-learned: inner steps; auto-decoded: Adam steps)")
         c.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim")
         c.add_argument("--steps", type=int, default=50, help="DDIM steps (default: %(default)s)")
         c.add_argument("--upscale", type=int, default=None,

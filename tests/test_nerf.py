@@ -170,3 +170,21 @@ def test_the_fit_views_never_include_the_held_out_ones():
     fit_origins = {tuple(np.round(o, 5)) for o in coords[0, :, :3].numpy()}
     held_origins = {tuple(np.round(o, 5)) for o in held[0, :, :3].numpy()}
     assert len(fit_origins) == 6 and len(held_origins) == HELD_OUT and not fit_origins & held_origins
+
+
+def test_prepare_reads_an_srn_root_and_names_a_bad_file(tmp_path):
+    from pipeline import config, datasets
+
+    for split, names in (("cars_train", "abc"), ("cars_test", "de")):
+        for n in names:
+            write_scene(tmp_path / split / n, views=8)
+    raw = {"dataset": {"modality": "nerf", "source": "srn", "path": str(tmp_path), "resolution": 8, "views": 3}}
+    data = datasets.prepare(config.from_dict(raw))
+    assert (len(data.train), len(data.test)) == (3, 2) and data.train["rgb"].shape == (3, 3 + HELD_OUT, 8, 8, 3)
+    assert data.modality.focal == 10.0 and data.modality.radius == pytest.approx(1.3, abs=1e-6)
+    write_scene(tmp_path / "cars_test" / "f", views=8, broken="pose_missing")
+    with pytest.raises(DataError, match=r"cars_test/f/pose/000002.txt: missing"):
+        datasets.prepare(config.from_dict(raw))
+    raw["dataset"]["folder"] = {"skip_corrupt": True}
+    data = datasets.prepare(config.from_dict(raw))
+    assert len(data.test) == 2 and data.info["skipped"] == ["cars_test/f"]

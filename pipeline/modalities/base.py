@@ -40,6 +40,7 @@ class Modality(ABC):
 
     # -- data ------------------------------------------------------------------------
     folder_suffixes: tuple[str, ...]     # the files a `dataset.source: folder` reads
+    instance_is_folder: bool = False     # `read_file` reads a folder (a NeRF scene), not a file
     factor_names: tuple[str, ...]        # the embedded data's ground-truth factors
     factor_kinds: tuple[str, ...]        # "continuous" | "categorical", per factor
 
@@ -81,6 +82,11 @@ class Modality(ABC):
         """Where a fitted instance is compared with its signal: (coords (P, d_in) or (B, P, d_in), targets
         (B, P, d_out)); by default the whole grid (a NeRF: each scene's held-out views)."""
         return self.coordinates(), self.targets(signals)
+
+    def viewpoints(self, n: int, scale: float = 1.0) -> torch.Tensor | None:
+        """Coordinates seeing the instance from `n` viewpoints around it, or None: no viewpoints (not 3-D
+        seen through a camera)."""
+        return None
 
     def file_coordinates(self) -> torch.Tensor:
         """Where a sample is decoded for its file under data/samples/files (a NeRF: a turntable)."""

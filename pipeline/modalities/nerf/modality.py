@@ -49,6 +49,7 @@ class NerfModality(Modality):
     d_out = 4                                  # the LoE's outputs: RGB and density before their activations
     file_suffix = ".gif"
     folder_suffixes = ()
+    instance_is_folder = True
     factor_names = tuple(synthetic.FACTOR_NAMES)
     factor_kinds = tuple(kind for kind, _, _ in synthetic.FACTORS.values())
     render_scale = 2.0
@@ -138,8 +139,12 @@ class NerfModality(Modality):
         return rendering.rays(orbit_poses(azimuths, radius=self.radius), self.focal * side / self.resolution,
                               side).reshape(-1, 6)
 
+    def viewpoints(self, n, scale=1.0):
+        """A turntable: n cameras at the held-out cameras' elevation and distance, evenly around."""
+        return self.coordinates(scale, np.arange(n) * 360.0 / n)
+
     def file_coordinates(self) -> torch.Tensor:
-        return self.coordinates(1.0, np.arange(TURNTABLE) * 360.0 / TURNTABLE)
+        return self.viewpoints(TURNTABLE)
 
     @staticmethod
     def _pixels(rgb: np.ndarray) -> torch.Tensor:

@@ -86,6 +86,10 @@ def read_scene(folder: Path, side: int, fit: int, held_out: int) -> tuple[np.nda
     if len(images) < held_out + 1:
         raise DataError(f"{folder / 'rgb'}: {len(images)} views; a scene needs at least {held_out + 1} "
                         f"({held_out} held out for evaluation)")
+    for p in images:          # every view needs its pose, whether or not it is kept
+        if not (folder / "pose" / f"{p.stem}.txt").is_file():
+            raise DataError(f"{folder / 'pose' / (p.stem + '.txt')}: missing (every view in rgb/ needs a pose of "
+                            "the same name)")
     keep, held = pick(len(images), fit, held_out)
     order = keep + held
     views = np.stack([read_view(images[i], side) for i in order])
