@@ -10,18 +10,20 @@ from pipeline.modalities.base import Modality
 
 
 def test_the_registries_name_the_same_plug_ins_and_feed_the_config():
-    assert set(SPECS) == set(plugins.CLASSES) == set(evaluation.EVALUATIONS) == {"image", "shape", "motion"}
+    assert set(SPECS) == set(plugins.CLASSES) == set(evaluation.EVALUATIONS) == {"image", "shape", "motion", "nerf"}
     assert config.CHOICES["dataset.modality"] == tuple(SPECS) and set(config.CHOICES["dataset.source"]) == set(SOURCES)
     for name in plugins.CLASSES:
         m = plugins.build(name, resolution=8)
-        assert isinstance(m, Modality) and m.name == name and m.folder_suffixes
+        assert isinstance(m, Modality) and m.name == name and (m.folder_suffixes or m.instance_is_folder)
         assert len(m.factor_names) == len(m.factor_kinds) > 0
         scorer = evaluation.of(m)
         assert callable(scorer.reference) and callable(scorer.scores) and callable(scorer.count)
-    with pytest.raises(ValueError, match=r"unknown modality 'nerf' \(known: image, shape, motion\)"):
-        plugins.build("nerf", resolution=8)
-    with pytest.raises(config.ConfigError, match=r"^dataset.modality: must be one of 'image', 'shape', 'motion'"):
-        config.from_dict({"dataset": {"modality": "nerf"}})
+    with pytest.raises(ValueError, match=r"unknown modality 'audio' \(known: image, shape, motion, nerf\)"):
+        plugins.build("audio", resolution=8)
+    with pytest.raises(config.ConfigError, match=r"^dataset.modality: must be one of 'image', 'shape', 'motion', 'nerf'"):
+        config.from_dict({"dataset": {"modality": "audio"}})
+    with pytest.raises(config.ConfigError, match=r"^dataset.source: srn is not a source of dataset.modality image"):
+        config.from_dict({"dataset": {"modality": "image", "source": "srn", "path": "/data/srn"}})
     with pytest.raises(config.ConfigError, match=r"^dataset.source: amass is not a source of dataset.modality image"):
         config.from_dict({"dataset": {"modality": "image", "source": "amass", "path": "/data/amass"}})
 
