@@ -17,8 +17,9 @@ from torch import nn
 from tqdm import tqdm
 
 from .config import FitLoE
+from .distributed import broadcast_from_main
 from .loe import LayersOfExperts
-from .meta import mse_to_psnr, per_instance_mse, reconstruct
+from .meta import autocast_context, mse_to_psnr, per_instance_mse, precision_context, reconstruct
 from .modalities.base import Modality
 from .training import Checkpointer, DivergenceGuard, StepLog, train_loop, warmup_cosine
 
@@ -45,6 +46,7 @@ class AutoDecoder:
         c = self.cfg
         field = self.modality.field(self.model)
         table = LatentTable(len(train), self.model.layers, self.model.latent_dim, c.init_std, generator).to(self.device)
+        broadcast_from_main(list(table.parameters()))   # under torchrun each rank's generator differs: one table
         groups = self.model.param_groups(c.lr)
         groups.append({"params": list(table.parameters()), "lr": c.latent_lr or c.lr,
                        "weight_decay": c.latent_weight_decay})
@@ -56,12 +58,15 @@ class AutoDecoder:
             idx = torch.randint(len(train), (min(c.batch_size, len(train)),), generator=generator)
             coords, targets = self.modality.sample_points(train[idx.numpy()], c.points_per_step, generator,
                                                           c.near_surface_fraction, self.device)
-            mse = per_instance_mse(field(coords, table.latents[idx.to(self.device)]), targets)
+            with autocast_context(c.precision, self.device):
+                values = field(coords, table.latents[idx.to(self.device)])
+            mse = per_instance_mse(values.float(), targets)
             return mse.mean(), {"psnr": mse_to_psnr(mse.detach()).mean()}
 
-        train_loop(step, {"model": self.model, "table": table}, params, optimizer, scheduler, c.steps, c.grad_clip,
-                   c.log_every, checkpointer, log, generator, "fit_loe", progress=progress,
-                   guard=DivergenceGuard("fit_loe", AUTODECODE_KNOBS, quality="psnr"))
+        with precision_context(c.precision, self.device):
+            train_loop(step, {"model": self.model, "table": table}, params, optimizer, scheduler, c.steps,
+                       c.grad_clip, c.log_every, checkpointer, log, generator, "fit_loe", progress=progress,
+                       guard=DivergenceGuard("fit_loe", AUTODECODE_KNOBS, quality="psnr"))
         return table
 
 

@@ -235,6 +235,8 @@ def _rules(c: Config) -> list[tuple[str, bool, str]]:
          f"must be a multiple of {spec.resolution_multiple if spec else 1} for dataset.modality "
          f"{c.dataset.modality} ({spec.resolution_reason if spec else ''})"),
         ("fit_loe.near_surface_fraction", 0 <= c.fit_loe.near_surface_fraction <= 1, "must be in [0, 1]"),
+        ("fit_loe.compile", not (c.fit_loe.compile and c.fit_loe.method == "autodecode"),
+         "compiles the meta-learning step: set it false with fit_loe.method autodecode"),
         ("dataset.resolution", 8 <= c.dataset.resolution <= 1024, "must be in [8, 1024]"),
         ("dataset.folder.train_fraction", 0.0 < c.dataset.folder.train_fraction < 1.0, "must be in (0, 1)"),
         ("fit_loe.meta_sgd_init", 0 <= c.fit_loe.meta_sgd_init[0] <= c.fit_loe.meta_sgd_init[1] <= 1,

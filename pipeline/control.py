@@ -103,12 +103,14 @@ def resolve(run: Run, spec: str, a: argparse.Namespace) -> Source:
             raise UsageError(f"{path}: no such {kind} {what}")
         signal = m.read_file(path)
         model, meta_sgd, trained = run.loe
-        n, lr = trained["inner_steps"], 0.0
+        n, fit = trained["inner_steps"], {}
         if trained["method"] == "autodecode":    # fitted as export_latents fits a test instance (params.yaml)
-            e = config.load().export_latents
-            n, lr = e.autodecode_steps, e.autodecode_lr
+            cfg = config.load()
+            e = cfg.export_latents
+            n, fit = e.autodecode_steps, {"fit_lr": e.autodecode_lr, "seed": cfg.seed,
+                                          "points": e.points or cfg.fit_loe.points_per_step}
         n = a.inner_steps if a.inner_steps is not None else n
-        latent = analysis.fit_signal(model, meta_sgd, run.data.modality, signal, n, trained, lr)
+        latent = analysis.fit_signal(model, meta_sgd, run.data.modality, signal, n, trained, **fit)
         return Source(latent, signal)
     try:
         index = int(value)

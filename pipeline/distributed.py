@@ -50,6 +50,14 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def broadcast_from_main(tensors: list[torch.Tensor]) -> None:
+    """Give every process rank 0's values of `tensors` (e.g. state drawn from a per-rank generator)."""
+    if world_size() == 1:
+        return
+    for t in tensors:
+        dist.broadcast(t.data, src=0)
+
+
 def average_gradients(params: list[torch.nn.Parameter]) -> None:
     """All-reduce each gradient to its mean over the processes."""
     n = world_size()

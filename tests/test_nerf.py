@@ -1,5 +1,6 @@
 """The radiance-field plug-in: rendering with exact answers, the camera convention, the SRN reader,
 the embedded cars, and auto-decoding."""
+import itertools
 import math
 
 import numpy as np
@@ -12,7 +13,7 @@ from pipeline.errors import DataError
 from pipeline.loe import LayersOfExperts
 from pipeline.meta import per_instance_mse, reconstruct
 from pipeline.modalities.nerf import rendering, srn, synthetic
-from pipeline.modalities.nerf.modality import HELD_OUT, NerfModality
+from pipeline.modalities.nerf.modality import HELD_OUT, RADIUS, NerfModality
 
 
 def test_a_slab_of_known_density_gives_the_analytic_colour():
@@ -66,6 +67,12 @@ def test_a_camera_sees_a_known_point_at_the_expected_pixel():
 
 
 def test_the_embedded_cars_hit_their_boxes_at_the_analytic_depth_and_are_seeded():
+    corners = [np.linalg.norm(c + s * np.array(sign), axis=-1)                    # every car inside radius 0.5:
+               for f in itertools.product(*[(lo, hi) if kind == "continuous" else (0, lo - 1)   # beyond NEAR
+                                            for kind, lo, hi in synthetic.FACTORS.values()])
+               for _, c, s, _ in synthetic.primitives(np.array(f, float))
+               for sign in itertools.product((-1, 1), repeat=3)]
+    assert max(corners) <= RADIUS - rendering.NEAR == pytest.approx(0.5)
     f = np.array([1.0, 0.2, 0.0, 0.12, 0.1, 1, 0])
     body = synthetic.primitives(f)[0]
     top = body[1][1] + body[2][1]                                    # the body's roof height
@@ -108,6 +115,12 @@ def write_scene(folder, views=6, side=8, focal=10.0, broken=None):
         (folder / "pose" / "000002.txt").write_text("1 0 0 0 1 0 0 0 1")
     if broken == "intrinsics":
         (folder / "intrinsics.txt").write_text("focal\n")
+    if broken == "one_line":
+        (folder / "intrinsics.txt").write_text(f"{focal} {side / 2} {side / 2} 0.\n")
+    if broken == "off_centre":
+        (folder / "intrinsics.txt").write_text(f"{focal} {side / 2 + 2} {side / 2} 0.\n{side} {side}\n")
+    if broken == "size":
+        (folder / "intrinsics.txt").write_text(f"{2 * focal} {side} {side} 0.\n{2 * side} {2 * side}\n")
 
 
 def test_the_srn_reader_on_a_hand_written_scene(tmp_path):
@@ -115,13 +128,16 @@ def test_the_srn_reader_on_a_hand_written_scene(tmp_path):
     write_scene(tmp_path / "cars_train" / "b", views=10)
     views, poses, focal = srn.read_scene(tmp_path / "cars_train" / "a", side=8, fit=3, held_out=HELD_OUT)
     keep, held = srn.pick(10, 3, HELD_OUT)
-    assert held == [2, 4, 5, 7] and keep == [0, 3, 9]
+    assert held == [1, 3, 6, 8] and keep == [0, 4, 9]
     assert [int(v[0, 0, 0]) for v in views] == [20 * i for i in keep + held]     # fit views first, held-out last
     assert views[0, -1, 0].tolist() == [255, 255, 255]                              # transparent -> white
     assert focal == 10.0 and srn.read_scene(tmp_path / "cars_train" / "a", 4, 3, HELD_OUT)[2] == 5.0  # px at 8, at 4
-    assert np.allclose(poses[1], rendering.orbit(90, 10, 1.3).numpy(), atol=1e-7)
+    assert np.allclose(poses[1], rendering.orbit(120, 10, 1.3).numpy(), atol=1e-7)          # view 4
     for broken, says in (("pose_missing", "000002.txt: missing"), ("pose_3x3", "must be 16 finite numbers"),
-                         ("intrinsics", "intrinsics.txt: not SRN intrinsics")):
+                         ("intrinsics", "intrinsics.txt: not SRN intrinsics"),
+                         ("one_line", "intrinsics.txt: not SRN intrinsics"),
+                         ("off_centre", r"principal point \(6, 4\) is not the centre"),
+                         ("size", r"rgb/\d+.png: 8x8 pixels, but intrinsics.txt says 16x16")):
         write_scene(tmp_path / broken, views=6, broken=broken)
         with pytest.raises(DataError, match=says):
             srn.read_scene(tmp_path / broken, 8, 2, HELD_OUT)
@@ -182,9 +198,63 @@ def test_prepare_reads_an_srn_root_and_names_a_bad_file(tmp_path):
     data = datasets.prepare(config.from_dict(raw))
     assert (len(data.train), len(data.test)) == (3, 2) and data.train["rgb"].shape == (3, 3 + HELD_OUT, 8, 8, 3)
     assert data.modality.focal == 10.0 and data.modality.radius == pytest.approx(1.3, abs=1e-6)
+    # A scene with fewer views: every scene of its split keeps as many fit views, evenly spread; counted.
+    write_scene(tmp_path / "cars_train" / "z", views=6)
+    data = datasets.prepare(config.from_dict(raw))
+    assert data.train["rgb"].shape == (4, 2 + HELD_OUT, 8, 8, 3)
+    assert data.info["fit_views"] == {"train": {"kept": 2, "short_scenes": 1}}
+    keep, held = srn.pick(8, 3, HELD_OUT)                  # scene a: its fit views 0 and 2 of the 3 kept
+    assert [int(v[0, 0, 0]) for v in data.train["rgb"][0]] == [20 * i for i in (keep[0], keep[2], *held)]
     write_scene(tmp_path / "cars_test" / "f", views=8, broken="pose_missing")
     with pytest.raises(DataError, match=r"cars_test/f/pose/000002.txt: missing"):
         datasets.prepare(config.from_dict(raw))
     raw["dataset"]["folder"] = {"skip_corrupt": True}
     data = datasets.prepare(config.from_dict(raw))
     assert len(data.test) == 2 and data.info["skipped"] == ["cars_test/f"]
+
+
+def test_auto_decoding_is_generic_and_resumes_the_same_table(tmp_path):
+    """fit_loe.method autodecode on images: the loss falls, and a run interrupted after its step-20
+    checkpoint and run again ends with the same table and weights as one that ran straight through."""
+    from pipeline.autodecode import AutoDecoder
+    from pipeline.modalities.image.modality import ImageModality
+    from pipeline.training import Checkpointer, StepLog
+
+    m = ImageModality(8)
+    images, _ = m.generate(6, seed=0)
+    cfg = FitLoE(steps=60, batch_size=3, lr=1e-2, latent_lr=1e-1, init_std=0.01, warmup_steps=2,
+                 points_per_step=32, log_every=5, method="autodecode")
+
+    class Interrupted(Exception):
+        pass
+
+    def run(folder, stop_at=None):
+        torch.manual_seed(0)
+        model = LayersOfExperts(2, 3, 2, 4, 16, 4, 30.0)
+        calls = {"n": 0}
+        draw = m.sample_points
+
+        def sample_points(*args, **kwargs):       # Ctrl-C in the middle of step `stop_at`
+            calls["n"] += 1
+            if calls["n"] == stop_at:
+                raise Interrupted
+            return draw(*args, **kwargs)
+        m.sample_points = sample_points
+        try:
+            log = StepLog(folder / "log.csv")
+            table = AutoDecoder(model, m, cfg).fit(images, Checkpointer(folder / "ck.pt", "run", 20), log,
+                                                   torch.Generator().manual_seed(0), progress=False)
+        finally:
+            del m.sample_points
+        return model, table, log
+
+    model, table, log = run(tmp_path / "straight")
+    assert table.latents.shape == (6, 2, 4) and log.rows[-1]["loss"] < 0.5 * log.rows[0]["loss"]
+    with pytest.raises(Interrupted):
+        run(tmp_path / "resumed", stop_at=25)
+    again, table2, _ = run(tmp_path / "resumed")
+    assert torch.equal(table.latents, table2.latents)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), again.parameters()))
+    latents, metrics = fit_latents(model, m, images[:2], table.latents.detach().mean(0), 5, 0.05, 2, None,
+                                   progress=False)
+    assert latents.shape == (2, 2, 4) and set(metrics) == {"psnr", "ssim"}

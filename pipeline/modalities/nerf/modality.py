@@ -111,11 +111,12 @@ class NerfModality(Modality):
                     if not d.folder.skip_corrupt:
                         raise
                     info["skipped"].append(str(folder.relative_to(root)))
-            counts = {len(v) for v, _, _ in records}
-            if len(counts) > 1:   # scenes with fewer views than asked for: keep the smallest count in all
-                least = min(counts) - HELD_OUT
-                records = [(np.concatenate([v[:least], v[-HELD_OUT:]]), np.concatenate([p[:least], p[-HELD_OUT:]]), f)
-                           for v, p, f in records]
+            counts = [len(v) - HELD_OUT for v, _, _ in records]
+            if len(set(counts)) > 1:   # a scene with fewer views than asked for: every scene keeps as many,
+                least = min(counts)     # evenly spread over its fit views (one array per split); counted in info
+                info.setdefault("fit_views", {})[split] = {"kept": least, "short_scenes": sum(c == least for c in counts)}
+                records = [(v[np.r_[srn.even(len(v) - HELD_OUT, least), -HELD_OUT:0]],
+                            p[np.r_[srn.even(len(p) - HELD_OUT, least), -HELD_OUT:0]], f) for v, p, f in records]
             splits[split] = self.pack(np.stack([r[0] for r in records]), np.stack([r[1] for r in records]),
                                       np.array([r[2] for r in records], np.float32)) if records else \
                 np.empty(0, scene_dtype(self.views + HELD_OUT, self.resolution))
@@ -176,8 +177,8 @@ class NerfModality(Modality):
         pose = pose[torch.arange(b)[:, None], view]                                         # (B, P, 4, 4)
         focal = torch.from_numpy(signals["focal"]).double()[:, None].expand_as(view)
         ray = rendering.pixel_rays(pose, focal, side, pixel[..., None])[..., 0, :]  # (B, P, 6)
-        flat = self._pixels(signals["rgb"][:, :fit])                                        # (B, fit R^2, 3)
-        target = flat[torch.arange(b)[:, None], index]
+        flat = signals["rgb"][:, :fit].reshape(b, -1, 3)                                     # (B, fit R^2, 3) uint8
+        target = self._pixels(flat[np.arange(b)[:, None], index.numpy()])
         return ray.to(device), target.to(device)
 
     # -- pictures and metrics ------------------------------------------------------------------

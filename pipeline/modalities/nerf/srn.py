@@ -27,9 +27,12 @@ def scene_dirs(root: Path, split: str) -> list[Path]:
 
 
 def read_intrinsics(path: Path) -> tuple[float, int]:
-    """intrinsics.txt -> (focal in pixels, image side)."""
+    """intrinsics.txt -> (focal in pixels, image side); the principal point must be the image centre
+    (SRN-Cars': 64 64 at 128), as the rays assume."""
     try:
         lines = [line.split() for line in path.read_text().splitlines() if line.strip()]
+        if len(lines) < 2:
+            raise ValueError
         f, cx, cy = (float(v) for v in lines[0][:3])
         h, w = (int(float(v)) for v in lines[-1][:2])
     except FileNotFoundError:
@@ -38,6 +41,9 @@ def read_intrinsics(path: Path) -> tuple[float, int]:
         raise DataError(f"{path}: not SRN intrinsics (first line 'f cx cy _', last line 'H W')") from None
     if h != w or f <= 0:
         raise DataError(f"{path}: focal {f:g} and size {h}x{w}: need a positive focal and square views")
+    if abs(cx - w / 2) > 0.5 or abs(cy - h / 2) > 0.5:
+        raise DataError(f"{path}: principal point ({cx:g}, {cy:g}) is not the centre of a {w}x{h} view; "
+                        "the rays assume it is")
     return f, h
 
 
@@ -56,12 +62,16 @@ def read_pose(path: Path) -> np.ndarray:
     return pose
 
 
-def read_view(path: Path, side: int) -> np.ndarray:
+def read_view(path: Path, side: int, native: int) -> np.ndarray:
+    """One view, `native` pixels square as the intrinsics say, resized to `side` and put on white."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
             im.load()
+            if im.size != (native, native):
+                raise DataError(f"{path}: {im.size[0]}x{im.size[1]} pixels, but intrinsics.txt says "
+                                f"{native}x{native} (the focal would be wrong)")
             rgba = np.asarray(im.convert("RGBA").resize((side, side), Image.Resampling.BICUBIC), np.float64) / 255
     except (UnidentifiedImageError, OSError) as e:
         raise DataError(f"{path}: not a readable image ({e.__class__.__name__})") from None
@@ -69,14 +79,19 @@ def read_view(path: Path, side: int) -> np.ndarray:
     return np.clip(np.round(rgb * 255), 0, 255).astype(np.uint8)
 
 
+def even(total: int, count: int) -> np.ndarray:
+    """`count` indices evenly spread over range(total), the first and the last included."""
+    return np.unique(np.round(np.linspace(0, total - 1, min(count, total))).astype(int))
+
+
 def pick(total: int, fit: int, held_out: int) -> tuple[list[int], list[int]]:
-    """Held-out views evenly spread over all, then `fit` views evenly spread over the rest."""
+    """Held-out views evenly spread over all (view floor((i + 1/2) total / held_out): distinct, as the spacing
+    is >= 1), then `fit` views evenly spread over the rest."""
     if total < held_out + 1:
         raise ValueError(f"{total} views: need at least {held_out + 1}")
-    held = sorted({int(round(i)) for i in np.linspace(0, total - 1, held_out + 2)[1:-1]})
+    held = [int((i + 0.5) * total / held_out) for i in range(held_out)]
     rest = [i for i in range(total) if i not in held]
-    keep = [rest[int(round(i))] for i in np.linspace(0, len(rest) - 1, min(fit, len(rest)))]
-    return sorted(set(keep)), held
+    return [rest[i] for i in even(len(rest), fit)], held
 
 
 def read_scene(folder: Path, side: int, fit: int, held_out: int) -> tuple[np.ndarray, np.ndarray, float]:
@@ -92,6 +107,6 @@ def read_scene(folder: Path, side: int, fit: int, held_out: int) -> tuple[np.nda
                             "the same name)")
     keep, held = pick(len(images), fit, held_out)
     order = keep + held
-    views = np.stack([read_view(images[i], side) for i in order])
+    views = np.stack([read_view(images[i], side, native) for i in order])
     poses = np.stack([read_pose(folder / "pose" / f"{images[i].stem}.txt") for i in order])
     return views, poses, focal * side / native

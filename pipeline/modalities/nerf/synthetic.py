@@ -4,8 +4,11 @@ Seven ground-truth factors, drawn independently per scene from the seed:
 body length and height, cabin position (along the car) and height, wheel
 radius, paint colour (one of six) and whether it has a spoiler. The car
 stands on its wheels with its centre near the origin, its length along z,
-y up, inside a sphere of radius 0.6 (SRN-Cars' objects fit the same
-near 0.8 / far 1.8 bounds from cameras 1.3 away).
+y up, scaled by `SCALE` to lie inside a sphere of radius 0.5: from
+cameras 1.3 away every surface is then beyond the renderer's near bound 0.8
+(at SCALE 1 the largest cars reached radius 0.62, and 2.6% of the pixels
+showing a car were first hit nearer than 0.8: surfaces the field could not
+place).
 
 Views are ray-cast against the primitives analytically (slabs for boxes, a
 quadratic for the wheels' cylinders), shaded with a key and a fill light,
@@ -32,6 +35,7 @@ FACTORS = {                       # name: (kind, low, high); categorical: (kind,
 }
 FACTOR_NAMES = list(FACTORS)
 WIDTH = 0.48
+SCALE = 0.78                     # the largest car's primitives' bounding-box corners: radius 0.491
 KEY = np.array([0.45, 0.8, 0.4]) / np.linalg.norm([0.45, 0.8, 0.4])
 FILL = np.array([-0.6, 0.3, -0.5]) / np.linalg.norm([-0.6, 0.3, -0.5])
 
@@ -63,7 +67,7 @@ def primitives(f: np.ndarray) -> list[tuple[str, np.ndarray, np.ndarray, np.ndar
     if spoiler:
         parts.append(("box", np.array([0, body_y + body_h / 2 + 0.045, -length / 2 + 0.05]),
                       np.array([WIDTH / 2 * 0.95, 0.012, 0.045]), colour))
-    return parts
+    return [(kind, centre * SCALE, size * SCALE, paint) for kind, centre, size, paint in parts]
 
 
 def _box(o, d, centre, half):
