@@ -240,6 +240,15 @@ def test_dvc_repro_on_nerf(tmp_path):
     assert "wrote spin.png" in out
     with Image.open(work / "spin.png") as png, Image.open(work / "spin.gif") as gif:
         assert gif.n_frames == 6 and png.size[0] == 6 * png.size[1]              # six views side by side
+    # A scene of the user's own (SRN layout), fitted with the frozen weights as export_latents fits a test scene.
+    from test_nerf import write_scene
+
+    write_scene(work / "my_scene", views=8)
+    out = sh(f"{sys.executable} -m pipeline.control render --source nerf:my_scene --scale 1 --out mine.png "
+             "--npz mine.npz", work)
+    assert "wrote mine.png" in out and np.load(work / "mine.npz")["latent"].shape == (3, 8)
+    with pytest.raises(AssertionError, match="my_scene.png: no such nerf folder"):
+        sh(f"{sys.executable} -m pipeline.control render --source nerf:my_scene.png", work)
 
 
 def test_an_interrupted_experiment_resumes_when_run_again(tmp_path):
