@@ -78,9 +78,7 @@ def fit_latents(model: LayersOfExperts, modality: Modality, signals: np.ndarray,
     per-entry, the points are drawn from a generator seeded by `seed` and the batch start)."""
     device = model.weights[0].device
     field = modality.field(model)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    latents, metrics = [], {}
+    latents = []
     for first in tqdm(range(0, len(signals), batch_size), desc="fit latents", disable=not progress, leave=False):
         batch = signals[first:first + batch_size]
         draw = torch.Generator().manual_seed(seed * 1_000_003 + first)
@@ -89,14 +87,9 @@ def fit_latents(model: LayersOfExperts, modality: Modality, signals: np.ndarray,
         for _ in range(steps):
             coords, targets = modality.sample_points(batch, points, draw, surface_fraction, device)
             loss = per_instance_mse(field(coords, h), targets).sum()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            h.grad, = torch.autograd.grad(loss, h)        # the latent's gradient only: the weights stay as they are
             optimizer.step()
-        h = h.detach().cpu()
-        for name, values in reconstruct(field, modality, batch, h).items():
-            metrics.setdefault(name, []).append(values)
-        latents.append(h)
-    for p in model.parameters():
-        p.requires_grad_(True)
-    return torch.cat(latents), {k: np.concatenate(v) for k, v in metrics.items()}
+        latents.append(h.detach().cpu())
+    latents = torch.cat(latents)
+    return latents, reconstruct(field, modality, signals, latents, batch_size)
 

@@ -16,6 +16,8 @@ import math
 import torch
 from torch import nn
 
+from .batching import render_in_batches
+
 GATE_INIT_SCALE = 0.1
 
 
@@ -131,15 +133,10 @@ class LayersOfExperts(nn.Module):
         A batch holds at most `batch_size` instances and `points_per_batch` points in
         all (a 32^3 grid is 32768 points per instance: 256 of them would need GBs).
         """
-        device = self.weights[0].device
-        batch_size = max(1, min(batch_size, points_per_batch // coords.shape[-2]))
-        own = coords.dim() == 3
-        coords = coords if own else coords.to(device)
-        with torch.no_grad():
-            return torch.cat([self(coords[i:i + batch_size].to(device) if own else coords,
-                                   latents[i:i + batch_size].to(device)).cpu()
-                              for i in range(0, len(latents), batch_size)])
+        return render_in_batches(self, coords, latents, self.weights[0].device,
+                                 max(1, min(batch_size, points_per_batch // coords.shape[-2])))
 
     def hyperparameters(self) -> dict:
         return dict(d_in=self.d_in, d_out=self.d_out, layers=self.layers, experts=self.experts,
                     width=self.width, latent_dim=self.latent_dim, w0=self.w0)
+

@@ -93,11 +93,17 @@ def inner_loop(model: LayersOfExperts, rates: torch.Tensor, coords: torch.Tensor
     return h
 
 
-def reconstruct(field, modality: Modality, signals: np.ndarray, latents: torch.Tensor) -> dict[str, np.ndarray]:
-    """Per-instance reconstruction metrics of fitted latents (B, L, H), decoded where the modality compares
-    them with their signals (the full grid; a NeRF's held-out views)."""
-    coords, targets = modality.evaluation_points(signals)
-    return modality.reconstruction_metrics(field.render(coords, latents), targets)
+def reconstruct(field, modality: Modality, signals: np.ndarray, latents: torch.Tensor,
+                batch_size: int = 256) -> dict[str, np.ndarray]:
+    """Per-instance reconstruction metrics of fitted latents (N, L, H), `batch_size` instances at a time,
+    decoded where the modality compares them with their signals (the full grid; a NeRF's held-out views)."""
+    metrics: dict[str, list] = {}
+    for first in range(0, len(signals), batch_size):
+        coords, targets = modality.evaluation_points(signals[first:first + batch_size])
+        values = field.render(coords, latents[first:first + batch_size])
+        for name, v in modality.reconstruction_metrics(values, targets).items():
+            metrics.setdefault(name, []).append(v)
+    return {k: np.concatenate(v) for k, v in metrics.items()}
 
 
 def fit_latents(model: LayersOfExperts, meta_sgd: MetaSGD, modality: Modality, signals: np.ndarray,
@@ -114,18 +120,16 @@ def fit_latents(model: LayersOfExperts, meta_sgd: MetaSGD, modality: Modality, s
     device = model.weights[0].device
     field = modality.field(model)
     rates = meta_sgd().detach()
-    latents, metrics = [], {}
+    latents = []
     starts = range(0, len(signals), batch_size)
     for start in tqdm(starts, desc="fit latents", disable=not progress, leave=False):
         batch = signals[start:start + batch_size]
         draw = torch.Generator().manual_seed(seed * 1_000_003 + start)
         coords, targets = modality.sample_points(batch, points, draw, surface_fraction, device)
         zero = torch.zeros(len(batch), model.layers, model.latent_dim, device=device)
-        h = inner_loop(field, rates, coords, targets, zero, steps, lr, create_graph=False).detach().cpu()
-        for name, values in reconstruct(field, modality, batch, h).items():
-            metrics.setdefault(name, []).append(values)
-        latents.append(h)
-    return torch.cat(latents), {k: np.concatenate(v) for k, v in metrics.items()}
+        latents.append(inner_loop(field, rates, coords, targets, zero, steps, lr, create_graph=False).detach().cpu())
+    latents = torch.cat(latents)
+    return latents, reconstruct(field, modality, signals, latents, batch_size)
 
 
 @dataclass

@@ -88,9 +88,10 @@ class Modality(ABC):
         seen through a camera)."""
         return None
 
-    def file_coordinates(self) -> torch.Tensor:
-        """Where a sample is decoded for its file under data/samples/files (a NeRF: a turntable)."""
-        return self.coordinates()
+    def file_coordinates(self) -> torch.Tensor | None:
+        """Where a sample is decoded for its file under data/samples/files, if not at `coordinates()`
+        (a NeRF: a turntable); None: the pictures' decode is the file's."""
+        return None
 
     @abstractmethod
     def coordinates(self, scale: float = 1.0) -> torch.Tensor:

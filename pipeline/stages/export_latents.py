@@ -28,11 +28,7 @@ def main(cfg, generator, start, device):
                                                 e.batch_size, e.points, cfg.fit_loe.near_surface_fraction, cfg.seed)
         elif split == "train":  # auto-decoded: the train split's latents are the table trained with the weights
             latents = table.float()
-            per_instance = {}
-            for i in range(0, len(signals), e.batch_size):
-                for k, v in reconstruct(field, m, signals[i:i + e.batch_size], latents[i:i + e.batch_size]).items():
-                    per_instance.setdefault(k, []).append(v)
-            per_instance = {k: np.concatenate(v) for k, v in per_instance.items()}
+            per_instance = reconstruct(field, m, signals, latents, e.batch_size)
         else:                   # ... and a new instance's latent is fitted with the weights frozen
             latents, per_instance = autodecode.fit_latents(
                 model, m, signals, table.float().mean(0), e.autodecode_steps, e.autodecode_lr, e.batch_size,

@@ -2,7 +2,6 @@
 each sample as a file (PNG image or PLY mesh), and draw the hierarchical
 control figure (paper fig. 5)."""
 import numpy as np
-import torch
 
 from .. import io, pictures
 from ..artifacts import CONTROL_GRID, SAMPLES, SAMPLES_GRID, SAMPLE_FILES, metrics_files
@@ -25,7 +24,7 @@ def main(cfg, generator, start, device):
     up = pictures.upscale_for(pics.shape[1])
     io.save_npz(SAMPLES, latents=latents.numpy(), pictures=pics)
     files = m.file_coordinates()
-    shown = values if files.shape == coords.shape and torch.equal(files, coords) else loe.render(files, latents)
+    shown = values if files is None else loe.render(files, latents)
     io.save_directory(SAMPLE_FILES, {f"sample_{i:04d}{m.file_suffix}": m.instance_file(v) for i, v in enumerate(shown)})
     io.save_png(SAMPLES_GRID, pictures.grid(pics, s.grid_columns, upscale=up))
 

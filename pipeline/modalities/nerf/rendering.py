@@ -20,6 +20,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ...batching import render_in_batches
+
 NEAR, FAR, SAMPLES = 0.8, 1.8, 32
 
 
@@ -108,13 +110,8 @@ class RadianceField:
     def render(self, ray: torch.Tensor, latents: torch.Tensor, batch_size: int = 256,
                points_per_batch: int = 2 ** 20) -> torch.Tensor:
         """Many latents without gradients, in batches bounded by points along rays: (N, P, 3) on the CPU."""
-        device = self.weights[0].device
-        batch_size = max(1, min(batch_size, points_per_batch // (ray.shape[-2] * self.samples)))
-        own = ray.dim() == 3
-        with torch.no_grad():
-            return torch.cat([self(ray[i:i + batch_size].to(device) if own else ray.to(device),
-                                   latents[i:i + batch_size].to(device)).cpu()
-                              for i in range(0, len(latents), batch_size)])
+        return render_in_batches(self, ray, latents, self.weights[0].device,
+                                 max(1, min(batch_size, points_per_batch // (ray.shape[-2] * self.samples))))
 
     def latent_grad(self, ray: torch.Tensor, latents: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """d/dh of sum_b mean (render - target)^2, by autograd (through the renderer); a graph when grad mode is on."""
