@@ -105,6 +105,8 @@ class HCDM:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     dropout: float = 0.0
+    precision: str = "fp32"            # fp32 | bf16: the training step's forward under bf16 autocast (CPU or GPU);
+                                       # weights, optimiser and sampling stay fp32
     checkpoint_every: int = 500
     log_every: int = 25
 
@@ -202,6 +204,7 @@ CHOICES = {
     "fit_loe.method": ("meta", "autodecode"),
     "hcdm.variant": ("hierarchical", "unconditional", "flat"),
     "hcdm.schedule": ("cosine", "linear"),
+    "hcdm.precision": ("fp32", "bf16"),
     "sample.sampler": ("ddpm", "ddim"),
 }
 

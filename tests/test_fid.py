@@ -59,3 +59,14 @@ def test_preprocess_matches_the_tf_input_range():
     x = fid.preprocess(np.array([[[[0, 128, 255]]]], dtype=np.uint8))
     assert x.shape == (1, 3, 299, 299)
     assert x[0, :, 0, 0].tolist() == pytest.approx([-1.0, 0.0, 0.9921875])
+
+
+def test_frechet_distance_of_rank_deficient_covariances_matches_the_matrix_square_root():
+    # Fewer samples than dimensions, as the default's 500 generated images in 2048-d: both
+    # covariances singular; the eigenvalue form must still equal scipy's sqrtm (mNIF's route).
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(40, 64)), 1.3 * rng.normal(size=(25, 64)) + 0.2
+    (mu1, c1), (mu2, c2) = fid.gaussian(x), fid.gaussian(y)
+    assert np.linalg.matrix_rank(c1) == 39 and np.linalg.matrix_rank(c2) == 24
+    ref = ((mu1 - mu2) ** 2).sum() + np.trace(c1 + c2 - 2 * linalg.sqrtm(c1 @ c2).real)
+    assert fid.frechet_distance(mu1, c1, mu2, c2) == pytest.approx(ref, rel=1e-9)

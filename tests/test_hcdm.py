@@ -48,11 +48,11 @@ def two_layer_data(n, generator):
     return torch.stack([h1, h2], dim=1)
 
 
-def train(variant, tmp_path):
+def train(variant, tmp_path, precision="fp32"):
     g = torch.Generator().manual_seed(0)
     data = two_layer_data(2000, g)
     cfg = config.HCDM(hidden=64, blocks=2, timesteps=100, steps=800, batch_size=128, lr=2e-3,
-                      warmup_steps=20, ema_decay=0.99, log_every=100, checkpoint_every=10_000)
+                      warmup_steps=20, ema_decay=0.99, log_every=100, checkpoint_every=10_000, precision=precision)
     model = HCDM(layers=2, latent_dim=2, binary_len=2, variant=variant, hidden=64, blocks=2, timesteps=100)
     trainer = HCDMTrainer(model, cfg)
     trainer.fit(data, Checkpointer(tmp_path / f"{variant}.pt", "x", 10_000), StepLog(tmp_path / "l.csv"), g,
@@ -82,6 +82,19 @@ def test_hcdm_reproduces_a_known_conditional_distribution(conditional_model, sam
     fixed = torch.tensor([[[2.0, 0.0], [0.0, 0.0]]]).repeat(200, 1, 1)
     h2 = model.sample(200, g, prefix=fixed[:, :1], sampler=sampler, steps=50)[:, 1]
     assert (h2[:, 0] > 0).float().mean() > 0.95
+
+
+def test_bf16_training_learns_the_same_conditional(conditional_model, tmp_path):
+    # hcdm.precision bf16 (the CPU default's): the forward in bf16, so other weights, and the same answers.
+    model = train("hierarchical", tmp_path, precision="bf16")
+    gap = max((a - b).abs().max().item() for a, b in zip(model.parameters(), conditional_model.parameters()))
+    assert gap > 1e-4
+    g = torch.Generator().manual_seed(1)
+    h = model.sample(400, g, steps=50)
+    s = torch.sign(h[:, 0, 0])
+    assert 0.35 < (s > 0).float().mean() < 0.65
+    agree = (torch.sign(h[:, 1, 0]) == s) & (torch.sign(h[:, 1, 1]) == -s)
+    assert agree.float().mean() > 0.95
 
 
 @pytest.fixture(scope="module")

@@ -56,6 +56,7 @@ def _run(main, stage: str, outputs, params: str, log: "StageLog") -> int:
     try:
         cfg = load(params)
         set_threads(cfg.threads)
+        keep_freed_memory()
         device = resolve_device(cfg.device)
         init_from_environment(device)
         log.open(rank())
@@ -89,6 +90,31 @@ def set_threads(threads: int | None) -> None:
     One process per core budget: `dvc queue start --jobs 2` on 2 cores wants threads 1 (README)."""
     if threads is not None:
         torch.set_num_threads(threads)
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc's malloc keep freed blocks for reuse instead of returning them to the system.
+
+    By default a block over the (dynamic, at most 32 MB) mmap threshold is
+    mapped afresh on each allocation and unmapped when freed, so every large
+    activation pays its page faults again: Inception at 299x299 on 2 CPU cores
+    took 87-91 ms an image in batches of 16, 62-73 ms with this; a Stage-1 step
+    of the default 226-230 ms, 213-219 ms. The price is a process that keeps
+    its peak memory (1.4 -> 1.9 GB for Inception). Numbers are unchanged
+    (the default's micro pipeline is byte-identical with and without it). Not
+    glibc (macOS, musl): nothing to do; returns whether it applied.
+    """
+    import ctypes
+    import ctypes.util
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, 1 << 30)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
+    except (OSError, AttributeError):
+        return False
 
 
 class StageLog:

@@ -6,7 +6,7 @@ from ..artifacts import CURVES, HCDM_CHECKPOINT, HCDM_MODEL, LATENTS, metrics_fi
 from ..hcdm import HCDM, HCDMTrainer, save_hcdm
 from ..distributed import is_main
 from ..training import Checkpointer, StepLog, code_digest, file_digest, fingerprint, run_settings
-from . import elapsed, run, write_metrics
+from . import elapsed, run, warn, write_metrics
 
 # Removed when the stage stops early (dvc.yaml's outs, metrics and plots; curves and checkpoints stay).
 OUTPUTS = (HCDM_MODEL, *metrics_files("train_hcdm"))
@@ -15,6 +15,10 @@ OUTPUTS = (HCDM_MODEL, *metrics_files("train_hcdm"))
 def main(cfg, generator, start, device):
     latents = torch.from_numpy(artifacts.load_latents()["train"])
     h = cfg.hcdm
+    warnings = []
+    if h.precision == "bf16" and device.type == "cpu" and not native_bf16():
+        warn(warnings, "hcdm.precision bf16 on a CPU without native bf16 (AVX512-BF16 or AMX) runs emulated, "
+                       "slower than fp32: set hcdm.precision fp32")
     model = HCDM(cfg.loe.layers, cfg.loe.latent_dim, cfg.binary_len, h.variant, h.hidden, h.blocks,
                  h.timesteps, h.schedule, h.dropout).to(device)
     run_id = fingerprint(cfg.seed, cfg.binary_len, run_settings(h), file_digest(LATENTS), code_digest())
@@ -30,8 +34,16 @@ def main(cfg, generator, start, device):
     write_metrics("train_hcdm", {
         "binary_len": cfg.binary_len, "variant": h.variant, "steps": h.steps,
         "final_loss_mean_last_logs": round(sum(r["loss"] for r in tail) / len(tail), 5),
-        "parameters": sum(p.numel() for p in model.parameters()), "seconds": elapsed(start)},
+        "parameters": sum(p.numel() for p in model.parameters()), "seconds": elapsed(start)}, warnings,
         omit=("binary_len", "steps"))   # params, shown as such
+
+
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (oneDNN's own test)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 if __name__ == "__main__":

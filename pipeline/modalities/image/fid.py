@@ -46,9 +46,14 @@ def preprocess(images: np.ndarray) -> torch.Tensor:
     return x / 128.0 - 1.0
 
 
-def inception_features(images: np.ndarray, batch_size: int = 50, progress: bool = False,
+def inception_features(images: np.ndarray, batch_size: int = 16, progress: bool = False,
                        device: torch.device | str = "cpu") -> np.ndarray:
-    """(N, H, W, 3) uint8 -> (N, 2048) float64 pool3 features."""
+    """(N, H, W, 3) uint8 -> (N, 2048) float64 pool3 features.
+
+    Batches of 16: on 2 CPU cores (with the stage runner's allocator setting,
+    `stages.keep_freed_memory`) 62-69 ms an image against 70-97 ms in batches
+    of 50, whose 300 MB activations miss the cache; a batch's features do not
+    depend on its size beyond rounding (tests/test_fid.py)."""
     from tqdm import tqdm
 
     model = _extractor().to(device)
@@ -64,16 +69,19 @@ def gaussian(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
-    """||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)) between two Gaussians."""
-    from scipy import linalg
+    """||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)) between two Gaussians.
 
-    covmean, _ = linalg.sqrtm(sigma1 @ sigma2, disp=False)
-    if not np.isfinite(covmean).all():
-        # Near-singular product (few samples): regularise as the reference implementation does.
-        offset = np.eye(len(sigma1)) * 1e-6
-        covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    covmean = covmean.real
-    return float(((mu1 - mu2) ** 2).sum() + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+    tr((S1 S2)^(1/2)) is the sum of the square roots of S1 S2's eigenvalues:
+    S1 S2 is similar to the PSD S1^(1/2) S2 S1^(1/2), so they are real and
+    >= 0 up to rounding (the imaginary or negative crumbs of a rank-deficient
+    product contribute nothing real). The reference implementation takes
+    scipy's matrix square root instead; on the default's 2048-d covariances
+    (2000 train vs 500 generated features) the two agree to 1.6e-8 relative,
+    and eigenvalues take 2.0 s on 2 cores against sqrtm's 14.0 s.
+    """
+    eigenvalues = np.linalg.eigvals(sigma1 @ sigma2).astype(complex)
+    trace_sqrt = float(np.sqrt(eigenvalues).real.sum())
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt)
 
 
 def kid(real: np.ndarray, fake: np.ndarray, subsets: int = 50, subset_size: int = 500, seed: int = 0) -> tuple[float, float]:
