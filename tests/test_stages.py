@@ -87,3 +87,14 @@ def test_metrics_files_hold_numbers_and_the_detail_holds_everything(tmp_path, mo
     write_metrics("y", {"skipped": "no factors"})                   # nothing to compare: an empty metrics file
     assert json.loads((tmp_path / "metrics/y.json").read_text()) == {}
     assert _numbers({"a": {"b": "text"}, "c": 3}, ()) == {"c": 3}
+
+
+def test_keep_freed_memory_applies_on_glibc_only(monkeypatch):
+    import platform
+
+    from pipeline import stages
+
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert stages.keep_freed_memory() is glibc          # mallopt accepted both settings where there is glibc
+    monkeypatch.setattr(platform, "libc_ver", lambda *a, **k: ("musl", "1.2"))
+    assert stages.keep_freed_memory() is False          # elsewhere: nothing to set, nothing fails
