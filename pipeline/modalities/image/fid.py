@@ -76,7 +76,7 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     >= 0 up to rounding (the imaginary or negative crumbs of a rank-deficient
     product contribute nothing real). The reference implementation takes
     scipy's matrix square root instead; on the default's 2048-d covariances
-    (2000 train vs 500 generated features) the two agree to 1.6e-8 relative,
+    (the 2000 train features against 500 of them perturbed) the two agree to 1.6e-8 relative,
     and eigenvalues take 2.0 s on 2 cores against sqrtm's 14.0 s.
     """
     eigenvalues = np.linalg.eigvals(sigma1 @ sigma2).astype(complex)
