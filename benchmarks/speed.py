@@ -243,6 +243,8 @@ def load_preset(path: Path):
     raw = yaml.safe_load(path.read_text())
     if "precision" not in {f.name for f in dataclasses.fields(config.FitLoE)}:
         raw["fit_loe"].pop("precision", None)
+    if "precision" not in {f.name for f in dataclasses.fields(config.HCDM)}:
+        raw["hcdm"].pop("precision", None)
     return config.from_dict(raw)
 
 

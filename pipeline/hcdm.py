@@ -185,7 +185,10 @@ class HCDM(nn.Module):
         """Epsilon-prediction loss over every layer of a batch of raw latents (B, L, H)."""
         z = self._parts(self.standardise(h))
         b, L, H = z.shape
-        codes = self.condition_codes(z).reshape(b * L, -1)
+        # Always in fp32, also under bf16 autocast: bf16 rounding before the threshold flipped ~0.2% of
+        # the bits, so training would not see exactly the codes that sampling (fp32) computes.
+        with torch.autocast(z.device.type, enabled=False):
+            codes = self.condition_codes(z.float()).reshape(b * L, -1)
         x0 = z.reshape(b * L, H)
         device = z.device
         layer = torch.arange(L, device=device).repeat(b)

@@ -72,7 +72,7 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     """||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)) between two Gaussians.
 
     tr((S1 S2)^(1/2)) is the sum of the square roots of S1 S2's eigenvalues:
-    S1 S2 is similar to the PSD S1^(1/2) S2 S1^(1/2), so they are real and
+    S1 S2 has the same eigenvalues as the PSD S1^(1/2) S2 S1^(1/2), so they are real and
     >= 0 up to rounding (the imaginary or negative crumbs of a rank-deficient
     product contribute nothing real). The reference implementation takes
     scipy's matrix square root instead; on the default's 2048-d covariances
