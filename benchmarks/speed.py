@@ -241,10 +241,9 @@ def load_preset(path: Path):
     import dataclasses
 
     raw = yaml.safe_load(path.read_text())
-    if "precision" not in {f.name for f in dataclasses.fields(config.FitLoE)}:
-        raw["fit_loe"].pop("precision", None)
-    if "precision" not in {f.name for f in dataclasses.fields(config.HCDM)}:
-        raw["hcdm"].pop("precision", None)
+    for section, fields in (("fit_loe", config.FitLoE), ("hcdm", config.HCDM)):
+        if "precision" not in {f.name for f in dataclasses.fields(fields)}:
+            raw[section].pop("precision", None)
     return config.from_dict(raw)
 
 

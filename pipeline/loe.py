@@ -139,4 +139,3 @@ class LayersOfExperts(nn.Module):
     def hyperparameters(self) -> dict:
         return dict(d_in=self.d_in, d_out=self.d_out, layers=self.layers, experts=self.experts,
                     width=self.width, latent_dim=self.latent_dim, w0=self.w0)
-
