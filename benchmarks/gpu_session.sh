@@ -5,7 +5,9 @@
 #   bash benchmarks/gpu_session.sh precision # 1000 steps at fp32 / tf32 / bf16, and the 5000-sample protocol
 #   bash benchmarks/gpu_session.sh compile   # the CelebA and ShapeNet steps eager and compiled (fit_loe.compile),
 #                                            # and 1000 CelebA-size steps of fp32 eager beside tf32 and bf16 compiled
-# VARIANTS, CPRESETS and QUALITY (precision:compile pairs) narrow the `compile` run.
+#   bash benchmarks/gpu_session.sh autotune  # the CelebA step compiled as the pipeline does beside Inductor's
+#                                            # max-autotune (matmuls with fused sin/cos epilogues), and its profile
+# VARIANTS, CPRESETS and QUALITY (precision:compile pairs) narrow the `compile` run; VARIANTS the `autotune` one.
 # Results land in $RESULTS (default benchmarks/results/gpu). TINY=1 runs the same path at toy sizes (CPU check).
 # OLD=dir times another checkout's pipeline/ beside this one; INCEPTION=file.pt uses that TorchScript Inception.
 set -u
@@ -14,16 +16,18 @@ RESULTS=${RESULTS:-benchmarks/results/gpu}
 mkdir -p "$RESULTS"
 export PYTHONUNBUFFERED=1
 B=benchmarks
+AVARIANTS=${VARIANTS:-}             # the user's VARIANTS, before each size sets its own default
 if [ "${TINY:-0}" = 1 ]; then
   STEPS=20; PSTEPS=10; TIMED=1; PROTO=16; N="--train 32 --test 8"; NS="--train 16 --test 4"
   SMALL="--set loe.experts=8 --set loe.width=16 --set loe.latent_dim=8 --set fit_loe.batch_size=4 --set export_latents.batch_size=8"
   PRESETS="params.yaml"; MAIN=params.yaml; VARIANTS=${VARIANTS:-"fp32 fp32+compile"}; PROF=fp32+compile
-  CPRESETS=params.yaml
+  CPRESETS=params.yaml; AVARIANTS=${AVARIANTS:-"fp32+compile fp32+autotune"}; APROF=fp32+autotune
 else
   STEPS=3000; PSTEPS=1000; TIMED=10; PROTO=5000; N="--train 1500 --test 100"; NS="--train 1000 --test 100"; SMALL=""
   PRESETS="params.yaml pipeline/presets/shapes32.yaml pipeline/presets/celebahq64.yaml pipeline/presets/shapenet64.yaml"
   MAIN=pipeline/presets/celebahq64.yaml; VARIANTS=${VARIANTS:-"fp32 tf32 tf32+compile bf16+compile"}
   PROF=tf32+compile; CPRESETS=${CPRESETS:-"$MAIN pipeline/presets/shapenet64.yaml"}
+  AVARIANTS=${AVARIANTS:-"tf32+compile tf32+autotune"}; APROF=tf32+autotune
 fi
 INC=${INCEPTION:+--inception $INCEPTION}
 LR="--set fit_loe.lr=0.0003"      # the short-schedule outer lr (measured on CPU: faster than 1e-4, stable)
@@ -59,4 +63,7 @@ compile)
       > "$RESULTS/compile_${v%:*}_${v#*:}.log" 2>&1 &
   done
   wait; tail -n 4 "$RESULTS"/compile_*.log ;;
+autotune)
+  timeout ${SPEED_LIMIT:-540} python $B/speed.py --presets $MAIN --precisions $AVARIANTS --steps $TIMED \
+    --profile "$(basename $MAIN .yaml):$APROF" --out "$RESULTS/speed_autotune.json" 2>&1 | tee "$RESULTS/speed_autotune.log" ;;
 esac

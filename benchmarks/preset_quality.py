@@ -26,6 +26,8 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from pipeline.preset import compose  # noqa: E402  (this checkout's presets, whatever --code runs)
 
 
 def set_key(params: dict, dotted: str, value: str) -> None:
@@ -50,7 +52,7 @@ def main() -> int:
     a.add_argument("--out", type=Path, required=True)
     args = a.parse_args()
 
-    params = yaml.safe_load(args.preset.read_text())
+    params = compose(args.preset)[1]          # a preset's changes over the default run, or a whole params file
     params["dataset"].update(source="synthetic", path=None, synthetic={"train": args.train, "test": args.test})
     params["fit_loe"].update(steps=args.steps, warmup_steps=args.warmup, checkpoint_every=max(1, args.steps // 10),
                              log_every=max(1, min(params["fit_loe"]["log_every"], args.steps // 100)))

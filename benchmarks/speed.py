@@ -37,7 +37,8 @@ def parse() -> argparse.Namespace:
                    default=[ROOT / "params.yaml", *sorted((ROOT / "pipeline/presets").glob("*.yaml"))])
     a.add_argument("--precisions", nargs="*", default=None,
                    help="default: fp32 tf32 bf16 on a GPU, fp32 on a CPU; PRECISION+compile times the step with "
-                        "fit_loe.compile (on a GPU: CUDA graphs)")
+                        "fit_loe.compile (on a GPU: CUDA graphs); PRECISION+autotune compiles it with Inductor's "
+                        "max-autotune (Triton matmul templates with their sin/cos epilogues fused; minutes to compile)")
     a.add_argument("--steps", type=int, default=10, help="timed steps per measurement (after 2 warm-up steps)")
     a.add_argument("--protocol", type=int, default=0, help="samples for the generation-protocol timing (0: skip)")
     a.add_argument("--protocol-preset", type=Path, default=ROOT / "pipeline/presets/celebahq64.yaml")
@@ -50,11 +51,16 @@ def parse() -> argparse.Namespace:
 
 
 args = parse()
-sys.path.insert(0, str(args.code.resolve()))
+# The presets as this checkout composes them (plain dicts), before the timed checkout's pipeline is imported.
+sys.path.insert(0, str(ROOT))
+from pipeline.preset import compose  # noqa: E402
+PRESETS = {path: compose(path)[1] for path in {*args.presets, args.protocol_preset}}
+for name in [m for m in sys.modules if m == "pipeline" or m.startswith("pipeline.")]:
+    del sys.modules[name]
+sys.path[0] = str(args.code.resolve())
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import yaml  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 from torch.utils.flop_counter import flop_registry  # noqa: E402
 
@@ -115,8 +121,8 @@ def matmul_rates(device: torch.device, precisions: list[str]) -> dict:
 
 def stage1(cfg, device: torch.device, variant: str):
     """(step function, FLOPs of one step or None, parameters, seconds of the first call) for the preset's exact
-    Stage-1 outer step; `variant` is a precision, or PRECISION+compile (FLOPs not counted:
-    the same arithmetic as the eager step, and a dispatch mode must not see the compilation)."""
+    Stage-1 outer step; `variant` is a precision, or PRECISION+compile / PRECISION+autotune (FLOPs not
+    counted: the same arithmetic as the eager step, and a dispatch mode must not see the compilation)."""
     precision, _, how = variant.partition("+")
     d, c = cfg.dataset, cfg.fit_loe
     m = build(d.modality, resolution=d.resolution)
@@ -126,6 +132,12 @@ def stage1(cfg, device: torch.device, variant: str):
     fit = c.__class__(**{**config.to_dict(c), "precision": precision, **({"compile": bool(how)} if how else {})}) \
         if hasattr(c, "precision") else c
     learner = MetaLearner(model, meta, m, fit, device)
+    if how == "autotune":
+        # Not a pipeline setting until measured: the lever named after the compiled step's profile
+        # (README, Paper scale on a GPU) is each layer's matmul with its sin/cos epilogue in one kernel,
+        # which is what max-autotune's Triton bmm templates and epilogue fusion generate.
+        learner.outer = torch.compile(learner.outer_loss, dynamic=False, fullgraph=True,
+                                      mode="max-autotune" if device.type == "cuda" else "max-autotune-no-cudagraphs")
     params = list(model.parameters()) + list(meta.parameters())
     # The optimiser fit_loe builds (an older `--code` checkout: one AdamW over everything, as it had).
     opt = learner.optimizer() if hasattr(learner, "optimizer") else torch.optim.AdamW(params, lr=c.lr)
@@ -237,14 +249,15 @@ def profile(step, device: torch.device, steps: int = 3) -> str:
 
 
 def load_preset(path: Path):
-    """A preset as this checkout's config reads it (keys an older `--code` checkout lacks are dropped)."""
+    """A preset as the timed checkout's config reads it (keys an older `--code` checkout lacks are dropped)."""
     import dataclasses
+    import typing
 
-    raw = yaml.safe_load(path.read_text())
-    for section, fields in (("fit_loe", config.FitLoE), ("hcdm", config.HCDM)):
-        if "precision" not in {f.name for f in dataclasses.fields(fields)}:
-            raw[section].pop("precision", None)
-    return config.from_dict(raw)
+    def known(raw: dict, cls) -> dict:
+        hints = typing.get_type_hints(cls)
+        return {k: known(v, hints[k]) if dataclasses.is_dataclass(hints[k]) else v
+                for k, v in raw.items() if k in {f.name for f in dataclasses.fields(cls)}}
+    return config.from_dict(known(PRESETS[path], config.Config))
 
 
 def main() -> int:
@@ -266,6 +279,8 @@ def main() -> int:
                  "resolution": cfg.dataset.resolution, "modality": cfg.dataset.modality,
                  "batch": cfg.fit_loe.batch_size, "points": cfg.fit_loe.points_per_step, "steps": cfg.fit_loe.steps}
         counted = None
+        if all("+" in p for p in precisions):    # compiled variants only: FLOPs counted on one eager step
+            counted = stage1(cfg, device, precisions[0].partition("+")[0])[1]
         for p in precisions:
             if gpu:
                 torch.cuda.reset_peak_memory_stats(device)

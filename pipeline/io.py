@@ -187,7 +187,11 @@ def save_torch(path: str | Path, obj) -> None:
     check_finite_state(path, obj)
     with atomic_path(path) as tmp:
         try:
-            torch.save(obj, tmp)
+            # Through a file object: given a path, torch names the zip's inner folder after the (random)
+            # temporary file, so the same weights gave other bytes on every run, a new hash in dvc.lock,
+            # and a `dvc checkout` that could not find them in the cache.
+            with open(tmp, "wb") as f:
+                torch.save(obj, f)
         except RuntimeError as e:   # torch reports a full disk as a RuntimeError from its zip writer
             raise OSError(5, f"cannot write ({str(e)[:160]})", str(path)) from None
 

@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from pipeline import config
+from pipeline import config, preset
 from pipeline.config import ConfigError
 
 
@@ -57,28 +57,89 @@ def dotted_keys(d: dict, prefix: str = "") -> set[str]:
             for k in (dotted_keys(v, f"{prefix}{key}.") if isinstance(v, dict) else {prefix + key})}
 
 
-def test_presets_are_complete_and_valid():
-    presets = sorted((ROOT / "pipeline" / "presets").glob("*.yaml"))
-    assert len(presets) >= 3
-    defaults = dotted_keys(yaml.safe_load((ROOT / "params.yaml").read_text()))
-    for path in presets:
-        raw = yaml.safe_load(path.read_text())
-        cfg = config.from_dict(raw)
-        assert dotted_keys(raw) == defaults, path     # every -S key of params.yaml exists in the preset
-        assert cfg.fit_loe.batch_size >= 1
+def test_params_yaml_is_the_rendering_of_the_default_preset():
+    # One place for each default: config.py, then presets/default.yaml; params.yaml is written from them.
+    assert (ROOT / "params.yaml").read_text() == preset.rendered("default")
+    assert preset.load("default") == config.load(ROOT / "params.yaml")
+
+
+def test_presets_render_complete_valid_params():
+    names = preset.names()
+    assert {"default", "shapes32", "celebahq64", "shapenet64", "motion", "nerf"} <= set(names)
+    every_key = dotted_keys(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    for name in names:
+        cfg, raw, _, _ = preset.compose(name)
+        text = preset.rendered(name)
+        assert yaml.safe_load(text) == raw, name                  # the rendering reads back as the composed values
+        assert dotted_keys(raw) == every_key, name                # every -S key is in it
+        assert config.from_dict(yaml.safe_load(text)) == cfg, name
+
+
+def flat(d: dict, prefix: str = "") -> dict:
+    return {k: x for key, v in d.items()
+            for k, x in (flat(v, f"{prefix}{key}.") if isinstance(v, dict) else {prefix + key: v}).items()}
+
+
+def test_presets_hold_only_changes():
+    # A preset is a small override, not a copy: each value it sets differs from what it is laid over.
+    library = flat(preset._plain(config.to_dict(config.Config())))
+    default = flat(preset.compose("default")[1])
+    for name in preset.names():
+        under = library if name == "default" else default
+        changes = flat(preset._plain(preset.read(preset.path_of(name)).values))
+        same = sorted(k for k, v in changes.items() if under[k] == v)
+        assert not same, f"{name} repeats {same}"
+        assert len(changes) <= 40, name
+
+
+def test_preset_comments_reach_params_yaml():
+    text = preset.rendered("celebahq64")
+    lines = text.splitlines()
+    fit = lines[lines.index("fit_loe:                  # Stage-1"):]
+    assert next(x for x in fit if x.startswith("  precision:")).startswith("  precision: tf32         # H200")  # the preset's
+    assert "  w0: 30.0                # SIREN frequency factor" in lines                                 # config.py's
+    assert "python -m pipeline.preset celebahq64" in text.splitlines()[5]
+
+
+def test_bad_preset_input_is_one_clear_line(tmp_path, capsys):
+    bad = tmp_path / "mine.yaml"
+    bad.write_text("fit_loe:\n  stepz: 10\n")
+    with pytest.raises(ConfigError, match=r"mine.yaml: fit_loe.stepz: unknown key"):
+        preset.compose(bad)
+    bad.write_text("fit_loe:\n  steps: -1\n")
+    with pytest.raises(ConfigError, match=r"mine.yaml: fit_loe.steps: must be >= 1$"):
+        preset.compose(bad)
+    assert preset.main(["nosuch", "--out", str(tmp_path / "p.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "nosuch.yaml: no such preset" in err and "shapes32" in err and "\n" not in err
+    assert not (tmp_path / "p.yaml").exists()
+    with pytest.raises(ConfigError, match=r"shapes32.yaml: a preset holds only its changes; `python -m pipeline.preset "
+                                          r"shapes32` writes the whole params.yaml"):
+        config.load(ROOT / "pipeline" / "presets" / "shapes32.yaml")
+
+
+def test_preset_command_writes_and_checks(tmp_path):
+    out = tmp_path / "params.yaml"
+    assert preset.main(["shapes32", "--out", str(out)]) == 0
+    assert config.load(out) == preset.load("shapes32") and config.load(out).dataset.modality == "shape"
+    assert preset.main(["shapes32", "--out", str(out), "--check"]) == 0
+    assert preset.main(["default", "--out", str(out), "--check"]) == 1
+    assert preset.main(["default", "--out", str(out)]) == 0
+    assert out.read_text() == (ROOT / "params.yaml").read_text()
+    assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]          # nothing half-written beside it
 
 
 def test_shape_presets():
-    small = config.load(ROOT / "pipeline" / "presets" / "shapes32.yaml")
+    small = preset.load("shapes32")
     assert (small.dataset.modality, small.dataset.source, small.dataset.resolution) == ("shape", "synthetic", 32)
-    paper = config.load(ROOT / "pipeline" / "presets" / "shapenet64.yaml")
+    paper = preset.load("shapenet64")
     assert (paper.loe.layers, paper.loe.experts, paper.loe.width, paper.loe.latent_dim) == (5, 256, 64, 256)
     assert paper.dataset.source == "imnet" and paper.dataset.resolution == 64
     assert paper.fit_loe.steps * paper.fit_loe.batch_size >= 800 * 35019
 
 
 def test_paper_preset_is_the_paper_configuration():
-    cfg = config.load(ROOT / "pipeline" / "presets" / "celebahq64.yaml")
+    cfg = preset.load("celebahq64")
     assert (cfg.loe.layers, cfg.loe.experts, cfg.loe.width, cfg.loe.latent_dim) == (7, 384, 128, 128)
     assert cfg.dataset.resolution == 64 and cfg.fit_loe.lr == 1e-4 and cfg.fit_loe.inner_steps == 3
     assert cfg.fit_loe.steps * cfg.fit_loe.batch_size == 800 * 27000       # 800 epochs
