@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def parse() -> argparse.Namespace:
     a = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a.add_argument("--presets", nargs="*", type=Path,
-                   default=[ROOT / "params.yaml", *sorted((ROOT / "pipeline/presets").glob("*.yaml"))])
+                   default=[ROOT / "params.yaml", *sorted(p for p in (ROOT / "pipeline/presets").glob("*.yaml")
+                                                          if p.stem != "default")])   # params.yaml is default
     a.add_argument("--precisions", nargs="*", default=None,
                    help="default: fp32 tf32 bf16 on a GPU, fp32 on a CPU; PRECISION+compile times the step with "
                         "fit_loe.compile (on a GPU: CUDA graphs); PRECISION+autotune compiles it with Inductor's "
@@ -54,7 +55,7 @@ args = parse()
 # The presets as this checkout composes them (plain dicts), before the timed checkout's pipeline is imported.
 sys.path.insert(0, str(ROOT))
 from pipeline.preset import compose  # noqa: E402
-PRESETS = {path: compose(path)[1] for path in {*args.presets, args.protocol_preset}}
+COMPOSED = {path: compose(path)[1] for path in {*args.presets, args.protocol_preset}}
 for name in [m for m in sys.modules if m == "pipeline" or m.startswith("pipeline.")]:
     del sys.modules[name]
 sys.path[0] = str(args.code.resolve())
@@ -257,7 +258,7 @@ def load_preset(path: Path):
         hints = typing.get_type_hints(cls)
         return {k: known(v, hints[k]) if dataclasses.is_dataclass(hints[k]) else v
                 for k, v in raw.items() if k in {f.name for f in dataclasses.fields(cls)}}
-    return config.from_dict(known(PRESETS[path], config.Config))
+    return config.from_dict(known(COMPOSED[path], config.Config))
 
 
 def main() -> int:
@@ -279,7 +280,7 @@ def main() -> int:
                  "resolution": cfg.dataset.resolution, "modality": cfg.dataset.modality,
                  "batch": cfg.fit_loe.batch_size, "points": cfg.fit_loe.points_per_step, "steps": cfg.fit_loe.steps}
         counted = None
-        if all("+" in p for p in precisions):    # compiled variants only: FLOPs counted on one eager step
+        if "+" in precisions[0]:                 # a compiled variant first: FLOPs counted on one eager step
             counted = stage1(cfg, device, precisions[0].partition("+")[0])[1]
         for p in precisions:
             if gpu:

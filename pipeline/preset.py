@@ -21,11 +21,11 @@ import argparse
 import ast
 import copy
 import dataclasses
-import io as _io
 import re
 import sys
 import tokenize
 import typing
+from io import StringIO
 from pathlib import Path
 
 import yaml
@@ -36,7 +36,9 @@ from .config import ConfigError
 PRESETS = Path(__file__).resolve().parent / "presets"
 DEFAULT = "default"
 COMMENT_COLUMN = 26
-KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_][A-Za-z_0-9]*):(?P<value>[^#]*?)\s*(?:#\s?(?P<comment>.*))?$")
+KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_][A-Za-z_0-9]*):(?P<rest>.*)$")
+# A comment starts at a '#' after whitespace and outside quotes (YAML's rule): `path: "/a # b"` has none.
+COMMENT = re.compile(r"""^(?:[^'"#]|'[^']*'|"(?:[^"\\]|\\.)*"|(?<=\S)#)*?\s#\s?(?P<comment>.*)$""")
 
 
 @dataclasses.dataclass
@@ -53,6 +55,8 @@ def path_of(name: str | Path) -> Path:
     path = Path(name)
     if path.suffix != ".yaml":
         path = PRESETS / f"{name}.yaml"
+    elif not path.is_file() and (PRESETS / path.name).is_file() and path.parent == Path("."):
+        path = PRESETS / path.name                                   # `shapes32.yaml` from anywhere
     if not path.is_file():
         raise ConfigError(f"{path}: no such preset (presets: {', '.join(names())})")
     return path
@@ -68,7 +72,9 @@ def read(path: Path) -> Preset:
     try:
         values = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: must hold a mapping of parameters")
     header, comments, stack, last = [], {}, [], None
@@ -90,8 +96,9 @@ def read(path: Path) -> Preset:
         key = ".".join([k for k, _ in stack] + [match["key"]])
         stack.append((match["key"], indent))
         last = None
-        if match["comment"]:
-            comments[key] = match["comment"].strip()
+        comment = COMMENT.match(match["rest"])
+        if comment and comment["comment"].strip():
+            comments[key] = comment["comment"].strip()
             last = (key, indent)
     return Preset(path, header, values, comments)
 
@@ -100,7 +107,7 @@ def field_comments() -> dict[str, str]:
     """Dotted key -> the comment after its field in config.py (and the comment-only lines aligned under it)."""
     source = Path(config.__file__).read_text()
     comment_at, code = {}, set()
-    for t in tokenize.generate_tokens(_io.StringIO(source).readline):
+    for t in tokenize.generate_tokens(StringIO(source).readline):
         if t.type == tokenize.COMMENT:
             comment_at[t.start[0]] = (t.start[1], t.string[1:].strip())
         elif t.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER):
@@ -162,7 +169,8 @@ def compose(name: str | Path = DEFAULT) -> tuple[config.Config, dict, dict[str, 
     Returns the validated Config, its values as a nested dict (in config order), the comment of each
     key (the preset's where it gives one, else the default run's, else config.py's) and the header."""
     raw = _plain(config.to_dict(config.Config()))
-    comments = field_comments()
+    library = field_comments()
+    comments = dict(library)
     chain = [path_of(DEFAULT)]
     path = path_of(name)
     if path.resolve() != chain[0].resolve():
@@ -171,6 +179,10 @@ def compose(name: str | Path = DEFAULT) -> tuple[config.Config, dict, dict[str, 
     for p in chain:
         preset = read(p)
         _merge(raw, preset.values, p)
+        for key in dotted(preset.values):      # a value changed without a reason keeps config.py's comment,
+            comments.pop(key, None)             # not the one the layer below wrote for its own value
+            if key in preset.comments or key in library:
+                comments[key] = preset.comments.get(key, library.get(key))
         comments.update(preset.comments)
         header = preset.header
     try:
@@ -186,7 +198,7 @@ def load(name: str | Path = DEFAULT) -> config.Config:
 
 def _scalar(value) -> str:
     text = yaml.safe_dump(value, default_flow_style=True, width=10 ** 6).strip()
-    return text[:-3].strip() if text.endswith("\n...") or text.endswith("...") else text
+    return text[:-3].strip() if text.endswith("\n...") else text
 
 
 def render(raw: dict, comments: dict[str, str], header: list[str]) -> str:
@@ -217,7 +229,7 @@ def rendered(name: str | Path = DEFAULT) -> str:
     """params.yaml for a preset: its header, a line saying how it was made, every key."""
     _, raw, comments, header = compose(name)
     path = path_of(name)
-    stem = path.stem
+    stem = DEFAULT if path.resolve() == path_of(DEFAULT).resolve() else path.stem
     label = f"presets/{path.name}" if path.parent == PRESETS else str(path)
     over = "config.py's defaults" + ("" if stem == DEFAULT else " and the default run")
     made = [f"Written by `python -m pipeline.preset {name}`: {label}'s changes over {over}.",
@@ -226,15 +238,14 @@ def rendered(name: str | Path = DEFAULT) -> str:
     return render(raw, comments, header + made)
 
 
+def dotted(d: dict, prefix: str = "") -> list[str]:
+    """The dotted keys of the leaves of a nested mapping."""
+    return [k for key, v in d.items() for k in (dotted(v, f"{prefix}{key}.") if isinstance(v, dict) else [prefix + key])]
+
+
 def changed_keys(name: str | Path) -> list[str]:
     """The dotted keys a preset sets (itself, not the default run under it)."""
-    out = []
-
-    def walk(d: dict, prefix: str):
-        for k, v in d.items():
-            walk(v, f"{prefix}{k}.") if isinstance(v, dict) else out.append(prefix + k)
-    walk(read(path_of(name)).values, "")
-    return out
+    return dotted(read(path_of(name)).values)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -251,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
                 first = read(path_of(n)).header[:1]
                 print(f"{n:12s} {len(changed_keys(n)):3d} keys  {first[0] if first else ''}")
             return 0
+        if path_of(args.name).resolve() == args.out.resolve():
+            raise ConfigError(f"{args.out}: is the file to write; name a preset (python -m pipeline.preset --list)")
         text = rendered(args.name)
         if args.check:
             same = args.out.is_file() and args.out.read_text() == text
@@ -260,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    extra = "" if Path(args.name).stem == DEFAULT else f" ({len(changed_keys(args.name))} keys set over the default run)"
+    extra = "" if path_of(args.name).resolve() == path_of(DEFAULT).resolve() else f" ({len(changed_keys(args.name))} keys set over the default run)"
     print(f"{args.out}: preset {Path(args.name).stem}{extra}")
     return 0
 

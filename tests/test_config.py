@@ -99,6 +99,18 @@ def test_preset_comments_reach_params_yaml():
     assert next(x for x in fit if x.startswith("  precision:")).startswith("  precision: tf32         # H200")  # the preset's
     assert "  w0: 30.0                # SIREN frequency factor" in lines                                 # config.py's
     assert "python -m pipeline.preset celebahq64" in text.splitlines()[5]
+    # A value changed without a reason gets config.py's comment, not the default run's reason for its own value.
+    assert "  steps: 675000           # outer steps" in lines
+    assert "  steps: 1500             # outer steps" in preset.rendered("motion").splitlines()
+
+
+def test_preset_comments_follow_yaml_rules(tmp_path):
+    mine = tmp_path / "mine.yaml"
+    mine.write_text('dataset:\n  source: folder\n  path: "/data/faces # 2"  # my faces\n')
+    p = preset.read(mine)
+    assert p.values["dataset"]["path"] == "/data/faces # 2" and p.comments == {"dataset.path": "my faces"}
+    text = preset.rendered(mine)
+    assert yaml.safe_load(text)["dataset"]["path"] == "/data/faces # 2"
 
 
 def test_bad_preset_input_is_one_clear_line(tmp_path, capsys):
@@ -113,6 +125,13 @@ def test_bad_preset_input_is_one_clear_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "nosuch.yaml: no such preset" in err and "shapes32" in err and "\n" not in err
     assert not (tmp_path / "p.yaml").exists()
+    bad.write_text("fit_loe:\n  lr: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"mine.yaml:3: not valid YAML \(expected ',' or ']'"):
+        preset.compose(bad)
+    out = tmp_path / "params.yaml"
+    out.write_text((ROOT / "params.yaml").read_text())
+    assert preset.main([str(out), "--out", str(out)]) == 2                 # would re-label params.yaml as a preset
+    assert "is the file to write" in capsys.readouterr().err
     with pytest.raises(ConfigError, match=r"shapes32.yaml: a preset holds only its changes; `python -m pipeline.preset "
                                           r"shapes32` writes the whole params.yaml"):
         config.load(ROOT / "pipeline" / "presets" / "shapes32.yaml")
