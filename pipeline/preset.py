@@ -21,6 +21,7 @@ import argparse
 import ast
 import copy
 import dataclasses
+import functools
 import re
 import sys
 import tokenize
@@ -103,6 +104,7 @@ def read(path: Path) -> Preset:
     return Preset(path, header, values, comments)
 
 
+@functools.lru_cache(maxsize=1)
 def field_comments() -> dict[str, str]:
     """Dotted key -> the comment after its field in config.py (and the comment-only lines aligned under it)."""
     source = Path(config.__file__).read_text()
@@ -169,7 +171,7 @@ def compose(name: str | Path = DEFAULT) -> tuple[config.Config, dict, dict[str, 
     Returns the validated Config, its values as a nested dict (in config order), the comment of each
     key (the preset's where it gives one, else the default run's, else config.py's) and the header."""
     raw = _plain(config.to_dict(config.Config()))
-    library = field_comments()
+    library = field_comments()                  # cached: copied, never changed
     comments = dict(library)
     chain = [path_of(DEFAULT)]
     path = path_of(name)
@@ -179,10 +181,8 @@ def compose(name: str | Path = DEFAULT) -> tuple[config.Config, dict, dict[str, 
     for p in chain:
         preset = read(p)
         _merge(raw, preset.values, p)
-        for key in dotted(preset.values):      # a value changed without a reason keeps config.py's comment,
-            comments.pop(key, None)             # not the one the layer below wrote for its own value
-            if key in preset.comments or key in library:
-                comments[key] = preset.comments.get(key, library.get(key))
+        # A value changed without a reason gets config.py's comment, not the one the layer below gave its own value.
+        comments.update({key: library.get(key) for key in dotted(preset.values)})
         comments.update(preset.comments)
         header = preset.header
     try:
@@ -229,13 +229,17 @@ def rendered(name: str | Path = DEFAULT) -> str:
     """params.yaml for a preset: its header, a line saying how it was made, every key."""
     _, raw, comments, header = compose(name)
     path = path_of(name)
-    stem = DEFAULT if path.resolve() == path_of(DEFAULT).resolve() else path.stem
+    stem = DEFAULT if is_default(path) else path.stem
     label = f"presets/{path.name}" if path.parent == PRESETS else str(path)
     over = "config.py's defaults" + ("" if stem == DEFAULT else " and the default run")
     made = [f"Written by `python -m pipeline.preset {name}`: {label}'s changes over {over}.",
             "Every key is here, so `dvc exp run -S key=value` can set any of them."]
     header = [h for h in header if not h.startswith(("Written by `python -m pipeline.preset", made[1]))]
     return render(raw, comments, header + made)
+
+
+def is_default(path: Path) -> bool:
+    return path.resolve() == path_of(DEFAULT).resolve()
 
 
 def dotted(d: dict, prefix: str = "") -> list[str]:
@@ -262,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
                 first = read(path_of(n)).header[:1]
                 print(f"{n:12s} {len(changed_keys(n)):3d} keys  {first[0] if first else ''}")
             return 0
-        if path_of(args.name).resolve() == args.out.resolve():
+        path = path_of(args.name)
+        if path.resolve() == args.out.resolve():
             raise ConfigError(f"{args.out}: is the file to write; name a preset (python -m pipeline.preset --list)")
         text = rendered(args.name)
         if args.check:
@@ -273,8 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    extra = "" if path_of(args.name).resolve() == path_of(DEFAULT).resolve() else f" ({len(changed_keys(args.name))} keys set over the default run)"
-    print(f"{args.out}: preset {Path(args.name).stem}{extra}")
+    extra = "" if is_default(path) else f" ({len(changed_keys(path))} keys set over the default run)"
+    print(f"{args.out}: preset {path.stem}{extra}")
     return 0
 
 
