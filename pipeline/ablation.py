@@ -1,106 +1,66 @@
-"""Collect the ablations (paper Table 2 and fig. 8, plus the flat baseline) from
-DVC experiments into `metrics/ablation.json` and a markdown table.
+"""Collect the ablations (paper Table 2 and fig. 8, plus the flat baseline) from DVC experiments
+into `metrics/ablation.json` and a markdown table, on the shared collector (`pipeline.experiments`).
 
     for b in 8 12 15 20; do dvc exp run --queue -n bl$b -S binary_len=$b; done
     for v in unconditional flat; do dvc exp run --queue -n $v -S hcdm.variant=$v; done
     dvc queue start --jobs 1          # wait for `dvc queue status` to show them done
     python -m pipeline.ablation       # -> metrics/ablation.json, metrics/ablation.md
 
-Every experiment of the current commit (and the workspace) becomes a row;
-`-n 2` also takes the commit before, and so on.
+Every experiment of the current commit (and the workspace) becomes a run; `-n 2` also takes the
+commit before, and so on. Runs that differ only in `hcdm.seed` are one row: mean ± spread.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 from . import io
+from .experiments import exp_show, frame, select, summarise, summary_markdown
 
-PARAMS = {"binary_len": ("binary_len",), "variant": ("hcdm", "variant")}
-METRICS = ("fid", "kid", "precision", "recall", "coverage", "mmd", "one_nna", "memorisation_distance")   # images | shapes
-
-
-def _get(d: dict, path: tuple[str, ...]):
-    for key in path:
-        if not isinstance(d, dict) or key not in d:
-            return None
-        d = d[key]
-    return d
-
-
-def _records(node, out: list) -> list:
-    """Every experiment record of `dvc exp show --json`, however nested."""
-    if isinstance(node, dict):
-        data = node.get("data")
-        if isinstance(data, dict) and "params" in data and "rev" in node:
-            out.append(node)
-        for value in node.values():
-            if isinstance(value, (dict, list)):
-                _records(value, out)
-    elif isinstance(node, list):
-        for value in node:
-            _records(value, out)
-    return out
+# The paper's Table 2 (CelebA-HQ, ShapeNet, SRN-Cars): std_1, std_12, std_23, std_34, std_45 per binary_len.
+PAPER_TABLE_2 = {
+    "CelebA-HQ": {8: (0.7766, 0.9153, 0.9363, 0.8772, 0.8631), 12: (0.7766, 0.9092, 0.9292, 0.8663, 0.8550),
+                  15: (0.7766, 0.5344, 0.5478, 0.3257, 0.2570), 20: (0.7766, 0.1032, 0.1121, 0.0853, 0.0766)},
+    "ShapeNet": {8: (0.8533, 0.9510, 0.8933, 0.7682, 0.7301), 12: (0.8533, 0.9424, 0.8712, 0.7327, 0.7110),
+                 15: (0.8533, 0.6125, 0.5241, 0.4088, 0.3857), 20: (0.8533, 0.1051, 0.0823, 0.0715, 0.0522)},
+    "SRN-Cars": {8: (0.7223, 1.1270, 1.1108, 0.9474, 1.1210), 12: (0.7223, 1.0663, 1.0180, 0.9331, 1.1803),
+                 15: (0.7223, 0.6348, 0.6432, 0.5837, 0.6578), 20: (0.7223, 0.1048, 0.1122, 0.0821, 0.0933)},
+}
+TABLE_2 = ("generation.std_table.*", "generation.std_table_memorised.*")
+QUALITY = ("generation.fid", "generation.kid", "generation.precision", "generation.recall", "generation.coverage",
+           "generation.mmd", "generation.one_nna", "generation.memorisation_distance")   # images | shapes
+VARIANT, BITS = "params.hcdm.variant", "params.binary_len"
 
 
-def rows_from_exp_show(payload) -> list[dict]:
-    rows, seen = [], {}
-    for rec in _records(payload, []):
-        data = rec["data"]
-        params = _get(data, ("params", "params.yaml", "data")) or {}
-        gen = _get(data, ("metrics", "metrics/generation.json", "data"))
-        if not gen:
-            continue
-        rev = str(rec["rev"])
-        name = rec.get("name") or (rev if rev == "workspace" else rev[:7])
-        row = {"experiment": name, **{k: _get(params, p) for k, p in PARAMS.items()}}
-        row.update({k: gen.get(k) for k in METRICS})
-        row.update(gen.get("std_table") or {})
-        row.update({f"raw_{k}": v for k, v in (gen.get("std_table_raw") or {}).items()})
-        # The paper's reading: std_1 from the data, prefixes from train instances, raw units.
-        row.update({f"data_{k}": v for k, v in (_get(gen, ("std_table_data_anchored", "raw")) or {}).items()})
-        row.update({f"rel_{k}": v for k, v in (gen.get("std_table_relative") or {}).items()})
-        # The same run listed again (workspace, branch, an older commit, a re-evaluation
-        # with more metrics) has the same params and core metrics: keep the fullest row.
-        key = json.dumps({k: v for k, v in row.items() if k != "experiment" and not k.startswith(("rel_", "raw_", "data_"))},
-                         sort_keys=True)
-        if key in seen:
-            i = seen[key]
-            if sum(v is not None for v in row.values()) > sum(v is not None for v in rows[i].values()):
-                rows[i] = row
-            continue
-        seen[key] = len(rows)
-        rows.append(row)
-    return rows
-
-
-def _cell(v) -> str:
-    if v is None:
-        return "–"
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-def markdown(rows: list[dict]) -> str:
-    """Two tables: the binary-length std table (Table 2) and the prior variants side by side."""
-    groups = ("std_", "raw_std_", "data_std_", "rel_std_")   # standardised, raw, data-anchored raw, relative
-    std_cols = sorted({k for r in rows for k in r if k.startswith(groups)},
-                      key=lambda k: (next(i for i, g in enumerate(groups) if k.startswith(g)), len(k), k))
-    hier = sorted((r for r in rows if r.get("variant") == "hierarchical"), key=lambda r: r.get("binary_len") or 0)
-    lines = ["## Binary condition length (paper Table 2)", "",
-             "| experiment | binary_len | " + " | ".join(std_cols) + " |",
-             "|---|---|" + "---|" * len(std_cols)]
-    lines += [f"| {r['experiment']} | {_cell(r['binary_len'])} | " + " | ".join(_cell(r.get(c)) for c in std_cols) + " |"
-              for r in hier]
-    metrics = [m for m in METRICS if any(r.get(m) is not None for r in rows)]   # the modality's own
-    lines += ["", "## Prior variants", "", "| experiment | variant | binary_len | " + " | ".join(metrics) + " |",
-              "|---|---|---|" + "---|" * len(metrics)]
-    lines += [f"| {r['experiment']} | {_cell(r['variant'])} | {_cell(r['binary_len'])} | "
-              + " | ".join(_cell(r.get(m)) for m in metrics) + " |"
-              for r in sorted(rows, key=lambda r: (str(r.get("variant")), r.get("binary_len") or 0))]
+def paper_markdown() -> str:
+    lines = ["| dataset | binary_len | std_1 | std_12 | std_23 | std_34 | std_45 |", "|---|---|---|---|---|---|---|"]
+    for name, rows in PAPER_TABLE_2.items():
+        lines += [f"| {name} | {b} | " + " | ".join(f"{v:.4f}" for v in row) + " |" for b, row in rows.items()]
     return "\n".join(lines) + "\n"
+
+
+def tables(df) -> tuple[dict, str]:
+    """(JSON, markdown): Table 2 over the hierarchical runs by binary_len, the prior variants side by side."""
+    hier = df[df[VARIANT] == "hierarchical"] if VARIANT in df else df.iloc[:0]
+    std_cols = select(df, TABLE_2)
+    table2 = summarise(hier, [BITS], std_cols) if len(hier) and std_cols else None
+    if table2 is not None:   # numeric order of binary_len, not string order
+        table2 = table2.iloc[table2[BITS].astype(int).argsort()].reset_index(drop=True)
+    quality = select(df, QUALITY)
+    variants = summarise(df, [VARIANT, BITS], quality)
+    md = ["## Binary condition length (paper Table 2): ours", "",
+          "Standardised latents, the model's own chain (prefixes drawn from it); `floor` is what a prior that "
+          "reproduced its training pairs code by code would give (`std_table_memorised`).", ""]
+    md += [summary_markdown(table2, [BITS], std_cols) if table2 is not None else "(no hierarchical run)\n",
+           "## The paper's Table 2", "", paper_markdown(), "## Prior variants", "",
+           summary_markdown(variants, [VARIANT, BITS], quality)]
+    payload = {"table_2": json.loads(table2.to_json(orient="records")) if table2 is not None else [],
+               "paper_table_2": {k: {str(b): v for b, v in rows.items()} for k, rows in PAPER_TABLE_2.items()},
+               "variants": json.loads(variants.to_json(orient="records")),
+               "runs": json.loads(df.to_json(orient="records"))}
+    return payload, "\n".join(md)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,18 +71,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="commits to include, newest first (as `dvc exp show -n`): experiments hang off the "
                         "commit they were queued from")
     a = p.parse_args(argv)
-    r = subprocess.run(["dvc", "exp", "show", "--json", "-n", str(a.num)], capture_output=True, text=True)
-    if r.returncode != 0:
-        print(f"error: dvc exp show failed: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}",
-              file=sys.stderr)
-        return 2
-    rows = rows_from_exp_show(json.loads(r.stdout))
-    if not rows:
+    df = frame(exp_show(a.num))
+    if df.empty:
         print("error: no experiment has metrics/generation.json yet; run the experiments first", file=sys.stderr)
         return 2
-    io.save_json(a.out.with_suffix(".json"), {"experiments": rows})
-    io.save_text(a.out.with_suffix(".md"), markdown(rows))
-    print(markdown(rows))
+    payload, md = tables(df)
+    io.save_json(a.out.with_suffix(".json"), payload)
+    io.save_text(a.out.with_suffix(".md"), md)
+    print(md)
     return 0
 
 

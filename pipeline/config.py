@@ -96,8 +96,13 @@ class ExportLatents:
 @dataclass
 class HCDM:
     variant: str = "hierarchical"      # hierarchical | unconditional (fig. 8 ablation) | flat (Functa/mNIF-style)
-    hidden: int = 512                  # denoiser width
-    blocks: int = 4                    # residual blocks of the denoiser
+    denoiser: str = "skip_mlp"         # skip_mlp (mNIF's latent denoiser: GroupNorm blocks, U-Net-style long skips) |
+                                       # mlp (LayerNorm + FiLM residual MLP, no long skips)
+    objective: str = "x0"              # x0 (predict h_0 and form the reverse mean from it: Eq. 6, mNIF) | eps (noise)
+    compressor: str = "learned"        # learned (W trained through a straight-through estimator) | random (fixed W)
+    seed: int | None = None            # Stage-2's own seed (init, batches, noise; later stages keep `seed`); null: seed
+    hidden: int = 512                  # denoiser width (skip_mlp: a multiple of its 16 GroupNorm groups)
+    blocks: int = 4                    # residual blocks of the denoiser (skip_mlp: even, paired by the long skips)
     timesteps: int = 1000
     schedule: str = "cosine"           # cosine | linear
     steps: int = 4000
@@ -199,7 +204,7 @@ AT_LEAST = {
     "factor_predictor.steps": 1, "factor_predictor.batch_size": 1, "hierarchy.anchors": 1,
     "hierarchy.completions": 2,
 }
-AT_LEAST_OR_NULL = {"fit_loe.latent_lr": 1e-12, "fit_loe.latent_weight_decay": 0, "threads": 1, "dataset.folder.train_count": 1, "dataset.folder.limit": 2, "fit_loe.points_per_step": 1,
+AT_LEAST_OR_NULL = {"hcdm.seed": 0, "fit_loe.latent_lr": 1e-12, "fit_loe.latent_weight_decay": 0, "threads": 1, "dataset.folder.train_count": 1, "dataset.folder.limit": 2, "fit_loe.points_per_step": 1,
                     "export_latents.points": 1}
 POSITIVE = ("loe.w0", "export_latents.autodecode_lr", "fit_loe.lr", "fit_loe.inner_lr", "hcdm.lr", "factor_predictor.lr")
 CHOICES = {
@@ -208,6 +213,9 @@ CHOICES = {
     "fit_loe.precision": ("fp32", "tf32", "bf16"),
     "fit_loe.method": ("meta", "autodecode"),
     "hcdm.variant": ("hierarchical", "unconditional", "flat"),
+    "hcdm.denoiser": ("skip_mlp", "mlp"),
+    "hcdm.objective": ("x0", "eps"),
+    "hcdm.compressor": ("learned", "random"),
     "hcdm.schedule": ("cosine", "linear"),
     "hcdm.precision": ("fp32", "bf16"),
     "sample.sampler": ("ddpm", "ddim"),
@@ -250,6 +258,11 @@ def _rules(c: Config) -> list[tuple[str, bool, str]]:
         ("fit_loe.meta_sgd_init", 0 <= c.fit_loe.meta_sgd_init[0] <= c.fit_loe.meta_sgd_init[1] <= 1,
          "must be [low, high] with 0 <= low <= high <= 1"),
         ("hcdm.ema_decay", 0 <= c.hcdm.ema_decay < 1, "must be in [0, 1)"),
+        ("hcdm.hidden", c.hcdm.denoiser != "skip_mlp" or c.hcdm.hidden % 16 == 0,
+         "must be a multiple of 16 with hcdm.denoiser skip_mlp (its GroupNorm has 16 groups)"),
+        ("hcdm.blocks", c.hcdm.denoiser != "skip_mlp" or c.hcdm.blocks % 2 == 0,
+         "must be even with hcdm.denoiser skip_mlp (its long skips pair the first half's blocks with the second's)"),
+        ("hcdm.seed", c.hcdm.seed is None or c.hcdm.seed < 2 ** 32, "must be null or < 2**32"),
         ("hcdm.dropout", 0 <= c.hcdm.dropout < 1, "must be in [0, 1)"),
         ("sample.ddim_steps", 1 <= c.sample.ddim_steps <= c.hcdm.timesteps, "must be in [1, hcdm.timesteps]"),
         ("evaluate.fid_samples", c.evaluate.fid_samples >= 2, "must be >= 2"),

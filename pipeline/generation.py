@@ -82,6 +82,39 @@ def std_tables(hcdm: HCDM, samples: int, anchors: int, generator: torch.Generato
     return {"standardised": std, "raw": raw}
 
 
+def memorised_std_table(hcdm: HCDM, data: torch.Tensor, parts: list[int] | None = None) -> dict[str, dict]:
+    """Table 2 as a prior that had memorised its train set would give it: p(part p+1 | c) = the
+    train instances whose code c equals the anchor's. The floor the model's own std_{p,p+1} falls
+    to when its code identifies the prefix and it reproduces the training pairs; the marginal
+    (1 in standardised units) is the ceiling, when it ignores the code.
+
+    data (N, L, H) raw train latents. Every train instance is an anchor (the expectation over
+    random anchors, without their noise): the population std of part p+1's dimensions over the
+    instances sharing the anchor's code (0 for a code of its own), mean over dimensions, then over
+    anchors; standardised units. Also per part: distinct codes among the train instances and the
+    mean count of instances sharing an anchor's code.
+    """
+    sizes = parts or [1] * hcdm.layers
+    ends = torch.cumsum(torch.tensor(sizes), 0).tolist()
+    z = hcdm.standardise(data.float().to(hcdm.mean.device))
+    codes = hcdm.condition_codes(z)                                          # (N, L, bits): c^l sees h^<l
+    table, distinct, shared = {}, {}, {}
+    for p in range(1, len(sizes)):
+        lo, hi = ends[p - 1], ends[p]
+        key = f"std_{p}{p + 1}"
+        _, group = torch.unique(codes[:, lo], dim=0, return_inverse=True)
+        counts = torch.bincount(group).double()                              # (groups,)
+        values = z[:, lo:hi].flatten(1).double()
+        mean = torch.zeros(len(counts), values.shape[1], dtype=torch.float64).index_add_(0, group, values)
+        square = torch.zeros_like(mean).index_add_(0, group, values ** 2)
+        mean, square = mean / counts[:, None], square / counts[:, None]
+        group_std = (square - mean ** 2).clamp_min(0).sqrt().mean(1)           # (groups,)
+        table[key] = float((counts * group_std).sum() / len(z))
+        distinct[key] = len(counts)
+        shared[key] = float((counts ** 2).sum() / len(z))
+    return {"standardised": table, "distinct_codes": distinct, "instances_per_anchor_code": shared}
+
+
 def binary_std_table(hcdm: HCDM, samples: int, anchors: int, generator: torch.Generator,
                      sampler: str, steps: int) -> dict[str, float]:
     """The model's own std table in standardised units (see `std_tables`)."""

@@ -7,16 +7,24 @@ condition code c^l of the earlier layers (fig. 3):
     v^l = W . zero_pad(concat(h^1..h^{l-1}))   W: (binary_len, L*H)
     c^l = Q(sigmoid(v^l)),   c^1 = 0
 
-Q thresholds at 1/2. W is learned jointly with the denoiser through a
-straight-through estimator: the forward pass uses the hard bits, the
-backward pass the sigmoid's gradient. Learning W lets the few bits keep the
-information about h^<l that most helps to denoise h^l, instead of a random
-projection; keeping the bits hard at training time means the model trains
-on exactly the codes it will see when sampling.
+Q thresholds at 1/2. The paper calls W "a compressor" and does not say how
+it is obtained; `compressor` chooses: `learned` trains W with the denoiser
+through a straight-through estimator (hard bits forward, the sigmoid's
+gradient backward), `random` keeps its random initial value.
 
-Latents are standardised per dimension with train-set statistics; DDPM
-training with the epsilon objective; EMA weights for sampling; DDPM
-ancestral or DDIM (eta = 0) sampling.
+The denoiser (`denoiser`): `skip_mlp` is the latent denoiser mNIF uses and
+the paper builds on (mNIF's `net_type: functa`): a residual MLP whose blocks
+(GroupNorm, SiLU, linear; the 64-d sinusoidal time embedding added in the
+middle) are split in two halves, the second half's block i adding the input
+of the first half's block n/2-1-i (U-Net-style long skips). `mlp` is a
+residual MLP with LayerNorm and FiLM conditioning and no long skips. Both
+see (t, l, c^l) as one embedding: time embedding + layer embedding + a
+linear map of the code.
+
+The objective (`objective`): `x0` predicts h_0 and forms the reverse mean
+from it (Eq. 6; mNIF's `predict_xstart: True`); `eps` predicts the noise
+(DDPM). Latents are standardised per dimension with train-set statistics;
+EMA weights for sampling; DDPM ancestral or DDIM (eta = 0) sampling.
 """
 from __future__ import annotations
 
@@ -55,12 +63,21 @@ def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 class ConditionCompressor(nn.Module):
-    """h^<l -> c^l for every layer at once: (B, L, H) -> (B, L, binary_len) in {0, 1}."""
+    """h^<l -> c^l for every layer at once: (B, L, H) -> (B, L, binary_len) in {0, 1}.
 
-    def __init__(self, layers: int, latent_dim: int, binary_len: int):
+    `learned`: W is a parameter trained through the straight-through estimator;
+    otherwise W stays the fixed random projection it starts as (a buffer of the
+    same name, so both kinds save and load alike).
+    """
+
+    def __init__(self, layers: int, latent_dim: int, binary_len: int, learned: bool = True):
         super().__init__()
         self.layers, self.latent_dim = layers, latent_dim
-        self.weight = nn.Parameter(torch.randn(binary_len, layers * latent_dim) / math.sqrt(latent_dim))
+        weight = torch.randn(binary_len, layers * latent_dim) / math.sqrt(latent_dim)
+        if learned:
+            self.weight = nn.Parameter(weight)
+        else:
+            self.register_buffer("weight", weight)
         # masks[l] keeps the entries of layers < l: the zero padding of fig. 3.
         owner = torch.arange(layers * latent_dim) // latent_dim
         self.register_buffer("masks", (owner[None, :] < torch.arange(layers)[:, None]).float(), persistent=False)
@@ -74,7 +91,25 @@ class ConditionCompressor(nn.Module):
         return code * (torch.arange(self.layers, device=h.device) > 0).to(code.dtype)[None, :, None]
 
 
-class ResidualBlock(nn.Module):
+class Conditioned(nn.Module):
+    """A denoiser's view of (t, l, c^l): one embedding of `dim` values, the sinusoidal time
+    features through `time_layers` linear layers, plus a layer embedding, plus a linear map of
+    the code (the way class labels join the time embedding in conditional diffusion)."""
+
+    def add_conditioning(self, dim: int, layers: int, binary_len: int, time_layers: int) -> None:
+        self.emb_dim = dim
+        mlp = [nn.Linear(dim, dim)]
+        for _ in range(time_layers - 1):
+            mlp += [nn.SiLU(), nn.Linear(dim, dim)]
+        self.time = nn.Sequential(*mlp)
+        self.layer = nn.Embedding(layers, dim)
+        self.code = nn.Linear(binary_len, dim)
+
+    def embed(self, t, layer, code):
+        return self.time(timestep_embedding(t, self.emb_dim)) + self.layer(layer) + self.code(code)
+
+
+class FiLMBlock(nn.Module):
     def __init__(self, hidden: int, dropout: float):
         super().__init__()
         self.norm = nn.LayerNorm(hidden)
@@ -91,32 +126,83 @@ class ResidualBlock(nn.Module):
         return x + self.fc2(self.dropout(F.silu(self.fc1(y))))
 
 
-class Denoiser(nn.Module):
-    """eps_theta(h^l_t, t, l, c^l): a residual MLP with FiLM conditioning.
-
-    The paper uses a UNet; a latent vector has no spatial order for a
-    convolution's locality prior to exploit, so we use the residual MLP that
-    mNIF uses for the same kind of latents, conditioned on (t, l, c^l).
-    """
+class FiLMMLP(Conditioned):
+    """`mlp`: a residual MLP with LayerNorm + FiLM conditioning, no long skips."""
 
     def __init__(self, latent_dim: int, layers: int, binary_len: int, hidden: int, blocks: int, dropout: float):
         super().__init__()
-        self.hidden = hidden
         self.inp = nn.Linear(latent_dim, hidden)
-        self.time = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
-        self.layer = nn.Embedding(layers, hidden)
-        self.code = nn.Linear(binary_len, hidden)
-        self.blocks = nn.ModuleList(ResidualBlock(hidden, dropout) for _ in range(blocks))
+        self.add_conditioning(hidden, layers, binary_len, time_layers=2)
+        self.blocks = nn.ModuleList(FiLMBlock(hidden, dropout) for _ in range(blocks))
         self.out = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, latent_dim))
         nn.init.zeros_(self.out[1].weight)
         nn.init.zeros_(self.out[1].bias)
 
     def forward(self, x, t, layer, code):
-        emb = F.silu(self.time(timestep_embedding(t, self.hidden)) + self.layer(layer) + self.code(code))
+        emb = F.silu(self.embed(t, layer, code))
         y = self.inp(x)
         for block in self.blocks:
             y = block(y, emb)
         return self.out(y)
+
+
+SKIP_GROUPS = 16        # GroupNorm groups of mNIF's latent denoiser (num_hid_groups)
+SKIP_TIME_DIM = 64      # its time-embedding width (num_time_emb_channels)
+
+
+class SkipBlock(nn.Module):
+    """mNIF's residual block: x + Lin(Drop(SiLU(GN(Lin(SiLU(GN(x))) + Lin(SiLU(emb))))), the last Lin zero."""
+
+    def __init__(self, hidden: int, emb_dim: int, dropout: float):
+        super().__init__()
+        self.inner = nn.Sequential(nn.GroupNorm(SKIP_GROUPS, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        self.emb = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, hidden))
+        self.outer = nn.Sequential(nn.GroupNorm(SKIP_GROUPS, hidden), nn.SiLU(), nn.Dropout(dropout),
+                                   nn.Linear(hidden, hidden))
+        for lin in (self.inner[2], self.emb[1]):
+            nn.init.kaiming_normal_(lin.weight)
+            nn.init.zeros_(lin.bias)
+        nn.init.zeros_(self.outer[3].weight)
+        nn.init.zeros_(self.outer[3].bias)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        return x + self.outer(self.inner(x) + self.emb(emb))
+
+
+class SkipMLP(Conditioned):
+    """`skip_mlp`: mNIF's latent denoiser (`net_type: functa`) with U-Net-style long skips.
+
+    blocks/2 blocks go "down", storing their inputs; the other half go "up",
+    block i of them reading h + the input of down-block blocks/2-1-i.
+    """
+
+    def __init__(self, latent_dim: int, layers: int, binary_len: int, hidden: int, blocks: int, dropout: float):
+        super().__init__()
+        if blocks % 2:
+            raise ValueError(f"skip_mlp pairs its blocks by long skips: blocks must be even, got {blocks}")
+        self.add_conditioning(SKIP_TIME_DIM, layers, binary_len, time_layers=1)
+        self.inp = nn.Linear(latent_dim, hidden)
+        self.blocks = nn.ModuleList(SkipBlock(hidden, SKIP_TIME_DIM, dropout) for _ in range(blocks))
+        self.out = nn.Sequential(nn.GroupNorm(SKIP_GROUPS, hidden), nn.SiLU(), nn.Linear(hidden, latent_dim))
+        for lin in (self.inp, self.out[2], self.time[0]):
+            nn.init.kaiming_normal_(lin.weight)
+            nn.init.zeros_(lin.bias)
+
+    def forward(self, x, t, layer, code):
+        emb = self.embed(t, layer, code)
+        half = len(self.blocks) // 2
+        y, skips = self.inp(x), []
+        for block in self.blocks[:half]:
+            skips.append(y)
+            y = block(y, emb)
+        for block in self.blocks[half:]:
+            y = block(y + skips.pop(), emb)
+        return self.out(y)
+
+
+DENOISERS = {"skip_mlp": SkipMLP, "mlp": FiLMMLP}
+OBJECTIVES = ("x0", "eps")
+COMPRESSORS = ("learned", "random")
 
 
 VARIANTS = ("hierarchical", "unconditional", "flat")
@@ -134,18 +220,22 @@ class HCDM(nn.Module):
 
     def __init__(self, layers: int, latent_dim: int, binary_len: int, variant: str = "hierarchical",
                  hidden: int = 512, blocks: int = 4, timesteps: int = 1000, schedule: str = "cosine",
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, denoiser: str = "skip_mlp", objective: str = "x0",
+                 compressor: str = "learned"):
         super().__init__()
-        if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        for name, value, allowed in (("variant", variant, VARIANTS), ("denoiser", denoiser, tuple(DENOISERS)),
+                                     ("objective", objective, OBJECTIVES), ("compressor", compressor, COMPRESSORS)):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
         self.layers, self.latent_dim, self.binary_len = layers, latent_dim, binary_len
-        self.variant, self.timesteps = variant, timesteps
+        self.variant, self.timesteps, self.objective = variant, timesteps, objective
         # The diffusion chain runs over `parts` parts of `part_dim` values each.
         self.parts, self.part_dim = (1, layers * latent_dim) if variant == "flat" else (layers, latent_dim)
         self.arch = dict(layers=layers, latent_dim=latent_dim, binary_len=binary_len, variant=variant,
-                         hidden=hidden, blocks=blocks, timesteps=timesteps, schedule=schedule, dropout=dropout)
-        self.compressor = ConditionCompressor(self.parts, self.part_dim, binary_len)
-        self.denoiser = Denoiser(self.part_dim, self.parts, binary_len, hidden, blocks, dropout)
+                         hidden=hidden, blocks=blocks, timesteps=timesteps, schedule=schedule, dropout=dropout,
+                         denoiser=denoiser, objective=objective, compressor=compressor)
+        self.compressor = ConditionCompressor(self.parts, self.part_dim, binary_len, learned=compressor == "learned")
+        self.denoiser = DENOISERS[denoiser](self.part_dim, self.parts, binary_len, hidden, blocks, dropout)
         betas = beta_schedule(schedule, timesteps)
         ab = torch.cumprod(1 - betas, 0)
         ab_prev = torch.cat([torch.ones(1, dtype=ab.dtype), ab[:-1]])
@@ -182,7 +272,8 @@ class HCDM(nn.Module):
 
     # -- training ------------------------------------------------------------
     def loss(self, h: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Epsilon-prediction loss over every layer of a batch of raw latents (B, L, H)."""
+        """The denoising loss over every layer of a batch of raw latents (B, L, H): the mean squared
+        error of the predicted h_0 (objective x0) or of the predicted noise (eps)."""
         z = self._parts(self.standardise(h))
         b, L, H = z.shape
         # Always in fp32, also under bf16 autocast: bf16 rounding before the threshold flipped ~0.2% of
@@ -196,20 +287,22 @@ class HCDM(nn.Module):
         noise = torch.randn(x0.shape, generator=generator).to(device)
         ab = self.alphas_cumprod[t][:, None]
         xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
-        return F.mse_loss(self.denoiser(xt, t, layer, codes), noise)
+        return F.mse_loss(self.denoiser(xt, t, layer, codes), x0 if self.objective == "x0" else noise)
 
     # -- sampling ------------------------------------------------------------
     def _predict(self, x, t, layers, codes):
         """(x0, eps) predicted at step t, with x0 clipped to +-X0_CLIP standardised units.
 
-        Near t = T the cosine schedule has alpha_bar ~ 1e-6, where x0 = (x -
-        sqrt(1 - ab) eps) / sqrt(ab) amplifies any error in eps a thousandfold;
-        clipping x0 to the range real standardised latents occupy (what image
-        diffusion does with [-1, 1]) and re-deriving eps keeps samples finite.
+        Objective eps: near t = T the cosine schedule has alpha_bar ~ 1e-6, where
+        x0 = (x - sqrt(1 - ab) eps) / sqrt(ab) amplifies any error in eps a
+        thousandfold; clipping x0 to the range real standardised latents occupy
+        (what image diffusion does with [-1, 1]) and re-deriving eps keeps
+        samples finite. Objective x0: the network's output is x0 (clipped alike).
         """
-        eps = self.denoiser(x, t, layers, codes)
+        out = self.denoiser(x, t, layers, codes)
         ab = self.alphas_cumprod[t][:, None]
-        x0 = ((x - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-X0_CLIP, X0_CLIP)
+        x0 = out if self.objective == "x0" else (x - (1 - ab).sqrt() * out) / ab.sqrt()
+        x0 = x0.clamp(-X0_CLIP, X0_CLIP)
         return x0, (x - ab.sqrt() * x0) / (1 - ab).sqrt()
 
     @torch.no_grad()
@@ -306,6 +399,10 @@ class HCDMTrainer:
         self.ema.eval()
 
 
+# What a model saved before `denoiser`, `objective` and `compressor` existed was.
+LEGACY_ARCH = {"denoiser": "mlp", "objective": "eps", "compressor": "learned"}
+
+
 def save_hcdm(path: Path, model: HCDM) -> None:
     io.save_torch(path, {"arch": model.arch, "model": model.state_dict()})
 
@@ -314,6 +411,6 @@ def load_hcdm(path: Path = artifacts.HCDM_MODEL) -> HCDM:
     """The EMA weights of the trained HCDM, ready to sample."""
     state = io.load_torch(artifacts.require(path, "train_hcdm"))
     io.check_finite_state(path, state, reading=True)
-    model = HCDM(**state["arch"])
+    model = HCDM(**{**LEGACY_ARCH, **state["arch"]})
     model.load_state_dict(state["model"])
     return model.eval()

@@ -30,7 +30,7 @@ def micro_params() -> dict:
     p["dataset"].update(resolution=16, synthetic={"train": 48, "test": 8})
     p["loe"].update(layers=3, experts=8, width=16, latent_dim=8)
     p["fit_loe"].update(steps=20, batch_size=8, checkpoint_every=10, log_every=5, points_per_step=None, warmup_steps=5)
-    p["hcdm"].update(hidden=32, blocks=1, timesteps=50, steps=30, batch_size=16, checkpoint_every=10,
+    p["hcdm"].update(hidden=32, blocks=2, timesteps=50, steps=30, batch_size=16, checkpoint_every=10,
                      log_every=5, warmup_steps=5)
     p["sample"].update(num_samples=8, ddim_steps=10, control_anchors=2, control_completions=2, grid_columns=4)
     p["evaluate"].update(memorisation_samples=8, fid_samples=8, kid_subsets=3, kid_subset_size=8,

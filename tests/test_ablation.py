@@ -1,42 +1,78 @@
-from pipeline.ablation import markdown, rows_from_exp_show
+import json
+import math
+
+import pytest
+
+from pipeline.ablation import tables
+from pipeline.experiments import frame, main as collect_main, select, summarise
 
 
-def record(rev, name, binary_len, variant, fid, std=None, rel=None):
+def record(rev, name, binary_len, variant, fid, std=None, seed=None, denoiser="skip_mlp", retained=None):
+    gen = {"fid": fid, "kid": 0.01, "precision": 0.5, "recall": 0.4, "memorisation_distance": 3.0}
+    if std is not None:
+        gen["std_table"] = std
+    metrics = {"metrics/generation.json": {"data": gen}}
+    if retained is not None:
+        metrics["metrics/hierarchy.json"] = {"data": {"mean_retained_variance": {"k=1": retained, "k=2": retained / 2}}}
     return {"rev": rev, "name": name, "data": {
-        "rev": rev, "params": {"params.yaml": {"data": {"binary_len": binary_len, "hcdm": {"variant": variant}}}},
-        "metrics": {"metrics/generation.json": {"data": {"fid": fid, "kid": 0.01, "precision": 0.5, "recall": 0.4,
-                                                         "memorisation_distance": 3.0, "std_table": std,
-                                                         "std_table_relative": rel}}}}}
+        "rev": rev, "params": {"params.yaml": {"data": {
+            "binary_len": binary_len, "hcdm": {"variant": variant, "seed": seed, "denoiser": denoiser}}}},
+        "metrics": metrics}}
 
 
-def test_rows_and_tables_from_dvc_exp_show_json():
+def test_runs_listed_twice_are_kept_once_and_flattened_to_dotted_columns():
     payload = [
         record("workspace", None, 12, "hierarchical", 20.0, {"std_1": 1.0, "std_12": 0.9}),
         {**record("abc1234def", "main", 12, "hierarchical", 20.0, {"std_1": 1.0, "std_12": 0.9}),
          "experiments": [{"revs": [record("e1", "bl8", 8, "hierarchical", 21.0, {"std_1": 1.0, "std_12": 0.95})]},
                          {"revs": [record("e2", "flat", 12, "flat", 30.0)]}]},
-        # bl8 evaluated again with one more metric: the fuller row replaces it.
-        {**record("0ld0ld0", None, 1, "hierarchical", 1.0),
-         "experiments": [{"revs": [record("e3", "bl8r", 8, "hierarchical", 21.0, {"std_1": 1.0, "std_12": 0.95},
-                                          {"std_1": 1.1, "std_12": 0.7})]}]},
+        {"rev": "no-metrics", "data": {"rev": "x", "params": {}, "metrics": {}}},   # not run yet: no row
     ]
-    rows = rows_from_exp_show(payload)
+    df = frame(payload)
     # "main" repeats the workspace's params and metrics: listed once.
-    assert [r["experiment"] for r in rows] == ["workspace", "bl8r", "flat", "0ld0ld0"]
-    assert rows[1]["rel_std_12"] == 0.7
-    assert rows[1]["binary_len"] == 8 and rows[1]["std_12"] == 0.95 and rows[2]["variant"] == "flat"
-    md = markdown(rows)
-    assert "| bl8r | 8 | 1 | 0.95 | 1.1 | 0.7 |" in md
-    assert "| flat | flat | 12 | 30 | 0.01 | 0.5 | 0.4 | 3 |" in md
+    assert list(df["experiment"]) == ["workspace", "bl8", "flat"]
+    assert df.loc[1, "generation.std_table.std_12"] == 0.95 and df.loc[2, "params.hcdm.variant"] == "flat"
+    assert select(df, ["generation.std_table.*", "generation.fid"]) == [
+        "generation.std_table.std_1", "generation.std_table.std_12", "generation.fid"]
 
 
-def test_table_2_columns_in_both_readings_and_units():
-    rec = record("e9", "bl15", 15, "hierarchical", 20.0, {"std_1": 1.1, "std_12": 0.5}, {"std_1": 1.0, "std_12": 0.4})
-    gen = rec["data"]["metrics"]["metrics/generation.json"]["data"]
-    gen["std_table_raw"] = {"std_1": 0.8, "std_12": 0.3}
-    gen["std_table_data_anchored"] = {"raw": {"std_1": 0.78, "std_12": 0.31}, "standardised": {"std_1": 1.0}}
-    (row,) = rows_from_exp_show([rec])
-    assert row["raw_std_1"] == 0.8 and row["data_std_1"] == 0.78 and "data_std_12" in row
-    header = markdown([row]).splitlines()[2]
-    assert header == ("| experiment | binary_len | std_1 | std_12 | raw_std_1 | raw_std_12 | data_std_1 | data_std_12 "
-                      "| rel_std_1 | rel_std_12 |")
+def test_the_collector_gives_exactly_the_mean_and_spread_over_seeds():
+    payload = [record(f"s{d}{s}", f"{d}-s{s}", 12, "hierarchical", fid, {"std_1": 1.0, "std_12": s12}, seed=s,
+                      denoiser=d, retained=r)
+               for d, rows in {"skip_mlp": [(40.0, 0.5, 0.2), (44.0, 0.7, 0.4)],
+                               "mlp": [(60.0, 0.8, 0.3), (61.0, 0.8, 0.5), (65.0, 0.9, 0.1)]}.items()
+               for s, (fid, s12, r) in enumerate(rows)]
+    df = frame(payload)
+    out = summarise(df, ["params.hcdm.denoiser"], ["generation.fid", "generation.std_table.std_12",
+                                                    "hierarchy.mean_retained_variance.k=1"]).set_index(
+        "params.hcdm.denoiser")
+    assert out.loc["skip_mlp", "generation.fid mean"] == 42.0
+    assert out.loc["skip_mlp", "generation.fid std"] == pytest.approx(math.sqrt(8.0))       # ddof 1: (2^2*2)/1
+    assert out.loc["mlp", "generation.fid mean"] == 62.0
+    assert out.loc["mlp", "generation.fid std"] == pytest.approx(math.sqrt((4 + 1 + 9) / 2))
+    assert out.loc["mlp", "generation.std_table.std_12 mean"] == pytest.approx(2.5 / 3)
+    assert out.loc["skip_mlp", "hierarchy.mean_retained_variance.k=1 mean"] == pytest.approx(0.3)
+    assert out.loc["mlp", "n"] == 3 and out.loc["skip_mlp", "n"] == 2
+
+
+def test_collector_command_writes_json_and_markdown(tmp_path, monkeypatch, capsys):
+    payload = [record(f"r{s}", f"x-s{s}", 12, "hierarchical", 40.0 + 2 * s, {"std_1": 1.0}, seed=s) for s in range(3)]
+    monkeypatch.setattr("pipeline.experiments.exp_show", lambda n: payload)
+    assert collect_main(["--by", "hcdm.denoiser", "--out", str(tmp_path / "study")]) == 0
+    saved = json.loads((tmp_path / "study.json").read_text())
+    assert saved["summary"][0]["generation.fid mean"] == 42.0 and saved["summary"][0]["n"] == 3
+    assert "| skip_mlp | 42 ± 2 |" in (tmp_path / "study.md").read_text()
+    assert collect_main(["--by", "hcdm.nothing", "--out", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err.strip() == "error: --by hcdm.nothing: not a key of params.yaml in these experiments"
+
+
+def test_table_2_by_binary_length_with_the_papers_beside_it():
+    payload = [record("a", "bl8", 8, "hierarchical", 50.0, {"std_1": 1.0, "std_12": 0.9}),
+               record("b", "bl20", 20, "hierarchical", 52.0, {"std_1": 1.0, "std_12": 0.2}),
+               record("c", "bl12", 12, "hierarchical", 51.0, {"std_1": 1.0, "std_12": 0.6}),
+               record("d", "unconditional", 12, "unconditional", 90.0, {"std_1": 1.0, "std_12": 1.0})]
+    payload_json, md = tables(frame(payload))
+    assert [r["params.binary_len"] for r in payload_json["table_2"]] == ["8", "12", "20"]   # numeric order
+    assert "| 20 | 1 | 0.2 | 1 |" in md
+    assert "| CelebA-HQ | 20 | 0.7766 | 0.1032 | 0.1121 | 0.0853 | 0.0766 |" in md
+    assert "| unconditional | 12 | 90 | 0.01 | 0.5 | 0.4 | 3 | 1 |" in md

@@ -8,7 +8,7 @@ from pipeline.training import Checkpointer, StepLog
 
 
 def test_condition_codes_shape_binary_and_causal():
-    model = HCDM(layers=4, latent_dim=5, binary_len=6, hidden=16, blocks=1, timesteps=10)
+    model = HCDM(layers=4, latent_dim=5, binary_len=6, hidden=16, blocks=2, timesteps=10)
     z = torch.randn(3, 4, 5)
     codes = model.condition_codes(z)
     assert codes.shape == (3, 4, 6)
@@ -25,7 +25,7 @@ def test_condition_codes_shape_binary_and_causal():
 
 
 def test_compressor_learns_through_straight_through_estimator():
-    model = HCDM(layers=3, latent_dim=4, binary_len=5, hidden=16, blocks=1, timesteps=10)
+    model = HCDM(layers=3, latent_dim=4, binary_len=5, hidden=16, blocks=2, timesteps=10)
     g = torch.Generator().manual_seed(0)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(3):   # the zero-initialised output layers pass no gradient back at step 0
@@ -36,7 +36,7 @@ def test_compressor_learns_through_straight_through_estimator():
 
 
 def test_unconditional_model_has_zero_codes():
-    model = HCDM(layers=3, latent_dim=4, binary_len=5, variant="unconditional", hidden=16, blocks=1, timesteps=10)
+    model = HCDM(layers=3, latent_dim=4, binary_len=5, variant="unconditional", hidden=16, blocks=2, timesteps=10)
     assert (model.condition_codes(torch.randn(8, 3, 4)) == 0).all()
 
 
@@ -48,12 +48,13 @@ def two_layer_data(n, generator):
     return torch.stack([h1, h2], dim=1)
 
 
-def train(variant, tmp_path, precision="fp32"):
+def train(variant, tmp_path, precision="fp32", denoiser="skip_mlp", objective="x0"):
     g = torch.Generator().manual_seed(0)
     data = two_layer_data(2000, g)
     cfg = config.HCDM(hidden=64, blocks=2, timesteps=100, steps=800, batch_size=128, lr=2e-3,
                       warmup_steps=20, ema_decay=0.99, log_every=100, checkpoint_every=10_000, precision=precision)
-    model = HCDM(layers=2, latent_dim=2, binary_len=2, variant=variant, hidden=64, blocks=2, timesteps=100)
+    model = HCDM(layers=2, latent_dim=2, binary_len=2, variant=variant, hidden=64, blocks=2, timesteps=100,
+                 denoiser=denoiser, objective=objective)
     trainer = HCDMTrainer(model, cfg)
     trainer.fit(data, Checkpointer(tmp_path / f"{variant}.pt", "x", 10_000), StepLog(tmp_path / "l.csv"), g,
                 progress=False)
@@ -65,9 +66,15 @@ def conditional_model(tmp_path_factory):
     return train("hierarchical", tmp_path_factory.mktemp("hcdm"))
 
 
+@pytest.fixture(scope="module")
+def film_eps_model(tmp_path_factory):
+    return train("hierarchical", tmp_path_factory.mktemp("hcdm_film"), denoiser="mlp", objective="eps")
+
+
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
-def test_hcdm_reproduces_a_known_conditional_distribution(conditional_model, sampler):
-    model = conditional_model
+@pytest.mark.parametrize("design", ["skip_mlp x0 (the paper's)", "mlp eps"])
+def test_hcdm_reproduces_a_known_conditional_distribution(conditional_model, film_eps_model, sampler, design):
+    model = conditional_model if design.startswith("skip_mlp") else film_eps_model
     g = torch.Generator().manual_seed(1)
     h = model.sample(400, g, sampler=sampler, steps=50)
     s = torch.sign(h[:, 0, 0])
@@ -110,7 +117,7 @@ def test_unconditional_ablation_loses_the_dependency(unconditional_model):
 
 
 def test_control_latents_share_prefixes_exactly():
-    model = HCDM(layers=3, latent_dim=4, binary_len=3, hidden=16, blocks=1, timesteps=20).eval()
+    model = HCDM(layers=3, latent_dim=4, binary_len=3, hidden=16, blocks=2, timesteps=20).eval()
     anchors = torch.randn(2, 3, 4)
     tree = control_latents(model, anchors, completions=3, generator=torch.Generator().manual_seed(0),
                            sampler="ddim", steps=5)
@@ -121,7 +128,7 @@ def test_control_latents_share_prefixes_exactly():
 
 
 def test_std_table_has_one_entry_per_part():
-    model = HCDM(layers=4, latent_dim=3, binary_len=3, hidden=16, blocks=1, timesteps=20).eval()
+    model = HCDM(layers=4, latent_dim=3, binary_len=3, hidden=16, blocks=2, timesteps=20).eval()
     table = binary_std_table(model, samples=5, anchors=2, generator=torch.Generator().manual_seed(0),
                              sampler="ddim", steps=5)
     assert list(table) == ["std_1", "std_12", "std_23", "std_34"]
@@ -184,3 +191,111 @@ def test_std_table_parts_group_layers(conditional_model):
     assert len(part_std(conditional_model, 50, torch.Generator().manual_seed(0), "ddim", 10, parts=[2])) == 1
     with pytest.raises(ValueError, match="summing to 2"):
         std_tables(conditional_model, 5, 2, torch.Generator(), "ddim", 5, parts=[1, 2])
+
+
+def test_skip_mlp_adds_the_first_halfs_inputs_to_the_second_half_in_reverse():
+    """mNIF's long skips: with 4 blocks, block 3 reads out2 + in1 and block 4 reads out3 + in0."""
+    from pipeline.hcdm import SkipMLP
+
+    net = SkipMLP(latent_dim=3, layers=2, binary_len=4, hidden=32, blocks=4, dropout=0.0)
+    for block in net.blocks:   # non-zero last layers, so that every block changes its input
+        torch.nn.init.normal_(block.outer[3].weight, std=0.1)
+    seen = []
+    hooks = [b.register_forward_hook(lambda m, args, out: seen.append((args[0], out))) for b in net.blocks]
+    x, t = torch.randn(5, 3), torch.tensor([0, 10, 100, 500, 999])
+    net(x, t, torch.tensor([0, 1, 0, 1, 1]), torch.randint(0, 2, (5, 4)).float())
+    for h in hooks:
+        h.remove()
+    (in0, out0), (in1, out1), (in2, out2), (in3, _) = seen
+    assert torch.equal(in0, net.inp(x)) and torch.equal(in1, out0)
+    assert torch.allclose(in2, out1 + in1, atol=1e-6)
+    assert torch.allclose(in3, out2 + in0, atol=1e-6)
+    assert sum(isinstance(m, torch.nn.GroupNorm) and m.num_groups == 16 for m in net.modules()) == 9
+    with pytest.raises(ValueError, match="blocks must be even"):
+        SkipMLP(3, 2, 4, hidden=32, blocks=3, dropout=0.0)
+
+
+@pytest.mark.parametrize("objective", ["x0", "eps"])
+def test_loss_regresses_the_objectives_target_exactly(objective):
+    """x0: the network's output against h_0 (Eq. 6, mNIF's predict_xstart); eps: against the noise."""
+    import torch.nn.functional as F
+
+    model = HCDM(layers=2, latent_dim=3, binary_len=4, hidden=32, blocks=2, timesteps=50, objective=objective)
+    h = torch.randn(6, 2, 3)
+    model.set_statistics(torch.randn(100, 2, 3) * 2 + 1)
+    loss = model.loss(h, torch.Generator().manual_seed(7))
+    # The same draws by hand: t, then the noise, from the same generator.
+    g = torch.Generator().manual_seed(7)
+    z = model.standardise(h).reshape(12, 3)
+    t = torch.randint(50, (12,), generator=g)
+    noise = torch.randn(z.shape, generator=g)
+    ab = model.alphas_cumprod[t][:, None]
+    out = model.denoiser(ab.sqrt() * z + (1 - ab).sqrt() * noise, t, torch.arange(2).repeat(6),
+                         model.condition_codes(model.standardise(h)).reshape(12, -1))
+    assert loss.item() == pytest.approx(F.mse_loss(out, z if objective == "x0" else noise).item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("objective", ["x0", "eps"])
+def test_prediction_reads_the_output_as_its_objective(objective):
+    model = HCDM(layers=2, latent_dim=3, binary_len=4, hidden=32, blocks=2, timesteps=50, objective=objective)
+    out = torch.tensor([[0.5, -1.0, 2.0]])
+    model.denoiser.forward = lambda x, t, layer, code: out
+    x, t = torch.tensor([[0.3, 0.1, -0.2]]), torch.tensor([20])
+    x0, eps = model._predict(x, t, torch.tensor([1]), torch.zeros(1, 4))
+    ab = model.alphas_cumprod[20]
+    if objective == "x0":
+        assert torch.equal(x0, out)
+    else:
+        assert torch.allclose(eps, out, atol=1e-5)
+    assert torch.allclose(ab.sqrt() * x0 + (1 - ab).sqrt() * eps, x, atol=1e-6)   # the same x_t either way
+
+
+def test_random_compressor_stays_fixed_and_saves_like_a_learned_one():
+    model = HCDM(layers=3, latent_dim=4, binary_len=5, hidden=16, blocks=2, timesteps=10, compressor="random")
+    before = model.compressor.weight.clone()
+    assert all(p is not model.compressor.weight for p in model.parameters())
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        opt.zero_grad()
+        model.loss(torch.randn(8, 3, 4, generator=g), g).backward()
+        opt.step()
+    assert torch.equal(model.compressor.weight, before)
+    learned = HCDM(layers=3, latent_dim=4, binary_len=5, hidden=16, blocks=2, timesteps=10)
+    learned.load_state_dict(model.state_dict())      # same keys: a file says nothing of how W was made
+    assert torch.equal(learned.compressor.weight, before)
+
+
+def test_a_model_saved_before_the_denoiser_choice_loads_as_the_film_eps_design(tmp_path):
+    from pipeline.hcdm import load_hcdm, save_hcdm
+
+    old = HCDM(layers=2, latent_dim=3, binary_len=4, hidden=32, blocks=1, timesteps=10, denoiser="mlp", objective="eps")
+    save_hcdm(tmp_path / "hcdm.pt", old)
+    state = torch.load(tmp_path / "hcdm.pt", weights_only=True)
+    for key in ("denoiser", "objective", "compressor"):
+        del state["arch"][key]
+    torch.save(state, tmp_path / "hcdm.pt")
+    model = load_hcdm(tmp_path / "hcdm.pt")
+    assert model.arch["denoiser"] == "mlp" and model.objective == "eps"
+    z = torch.randn(2, 3)
+    args = (torch.tensor([1, 5]), torch.tensor([0, 1]), torch.zeros(2, 4))
+    assert torch.equal(model.denoiser(z, *args), old.denoiser(z, *args))
+
+
+def test_memorised_floor_is_zero_for_unique_codes_and_the_group_spread_otherwise():
+    from pipeline.generation import memorised_std_table
+
+    model = HCDM(layers=2, latent_dim=2, binary_len=1, hidden=16, blocks=2, timesteps=10, compressor="random")
+    # One bit from h^1: its sign along W's row. Two groups of h^2 values with known population spreads.
+    model.compressor.weight.copy_(torch.tensor([[1.0, 0.0, 0.0, 0.0]]))
+    h1 = torch.tensor([[1.0, 0], [2, 0], [3, 0], [-1, 0], [-2, 0], [-3, 0]])
+    h2 = torch.tensor([[0.0, 0], [2, 0], [4, 0], [1, 1], [1, 1], [1, 1]])
+    data = torch.stack([h1, h2], 1)
+    model.mean.zero_(), model.std.fill_(1.0)         # standardised = raw, to read the numbers off
+    floor = memorised_std_table(model, data)
+    group_std = torch.tensor([0.0, 2, 4]).std(unbiased=False).item() / 2   # dim 0 spreads, dim 1 does not
+    assert floor["standardised"]["std_12"] == pytest.approx((3 * group_std + 3 * 0.0) / 6)
+    assert floor["distinct_codes"]["std_12"] == 2 and floor["instances_per_anchor_code"]["std_12"] == 3
+    model.compressor.weight.copy_(torch.tensor([[0.0, 0.0, 0.0, 0.0]]))  # every code the same: the marginal
+    assert memorised_std_table(model, data)["standardised"]["std_12"] == pytest.approx(
+        data[:, 1].std(0, unbiased=False).mean().item())

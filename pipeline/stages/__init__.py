@@ -62,8 +62,7 @@ def _run(main, stage: str, outputs, params: str, log: "StageLog") -> int:
         log.open(rank())
         log.note(f"{stage}: started {time.strftime('%Y-%m-%d %H:%M:%S')} on {platform.node()}, torch "
                  f"{torch.__version__}, device {device}, {torch.get_num_threads()} threads, params {params}")
-        generator = seed_everything(cfg.seed)
-        generator.manual_seed(cfg.seed + rank())   # under torchrun each process draws its own batches
+        generator = seeded(cfg.seed)
         start = time.time()
         main(cfg, generator, start, device)
         log.note(f"{stage}: finished in {elapsed(start)} s")
@@ -83,6 +82,13 @@ def _run(main, stage: str, outputs, params: str, log: "StageLog") -> int:
         _clean_up(outputs)
         print(line, file=sys.stderr)
     return code
+
+
+def seeded(seed: int) -> torch.Generator:
+    """Every RNG seeded with `seed`; the returned generator offset by the process's rank, so that
+    under torchrun each process draws its own batches."""
+    generator = seed_everything(seed)
+    return generator.manual_seed(seed + rank())
 
 
 def set_threads(threads: int | None) -> None:

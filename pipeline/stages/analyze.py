@@ -6,7 +6,9 @@ PNGs go to metrics/analysis/ (small, committed, shown in the README and by
 """
 import time
 
-from .. import artifacts, control
+import torch
+
+from .. import artifacts, control, latent_views
 from ..artifacts import ANALYSIS_FIGURES, ANALYSIS_LATENTS, metrics_files
 from ..hcdm import load_hcdm
 from ..modalities.plugins import CLASSES
@@ -36,7 +38,8 @@ def figures(n_test: int, render_scale: float = 4.0, chain: bool = True) -> dict[
 def main(cfg, generator, start, device):
     s = cfg.sample
     seconds = {}
-    chain = load_hcdm().variant != "flat"   # a flat prior has no layer chain: only k = 0 (fresh samples)
+    hcdm = load_hcdm().to(device)
+    chain = hcdm.variant != "flat"   # a flat prior has no layer chain: only k = 0 (fresh samples)
     scale = CLASSES[cfg.dataset.modality].render_scale
     n_test = len(artifacts.load_latents()["test"])
     for name, args in figures(n_test, scale, chain).items():
@@ -47,7 +50,18 @@ def main(cfg, generator, start, device):
         if code != 0:   # the command has said why, in one line; `run` removes the outputs
             raise SystemExit(code)
         seconds[name] = round(time.time() - t, 1)
-    write_metrics("analyze", {"seconds_per_command": seconds, "seconds": elapsed(start)}, omit=("seconds_per_command",))
+    views = {}
+    if chain:   # fig. 7b,c / 18 and fig. 19: the conditional distributions and the codes' clusters
+        t = time.time()
+        train = torch.from_numpy(artifacts.load_latents()["train"])
+        conditional = latent_views.conditionals(hcdm, train, 5, 200, generator, s.sampler, s.ddim_steps)
+        clusters = latent_views.code_clusters(hcdm, train, generator)
+        latent_views.plot_conditionals(ANALYSIS_FIGURES / "conditionals.png", conditional)
+        latent_views.plot_code_clusters(ANALYSIS_FIGURES / "code_clusters.png", clusters)
+        views = latent_views.numbers(conditional, clusters)
+        seconds["conditionals+code_clusters"] = round(time.time() - t, 1)
+    write_metrics("analyze", {"seconds_per_command": seconds, **views, "seconds": elapsed(start)},
+                  omit=("seconds_per_command", "conditionals", "code_clusters"))
 
 
 if __name__ == "__main__":

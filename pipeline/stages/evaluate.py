@@ -8,7 +8,7 @@ import torch
 
 from .. import artifacts, io, pictures
 from ..artifacts import FIGURES, metrics_files
-from ..generation import load_trained, part_std, sample_latents, std_tables
+from ..generation import load_trained, memorised_std_table, part_std, sample_latents, std_tables
 from ..metrics import memorisation_distance, nearest_distances
 from ..modalities import evaluation
 from . import elapsed, run, write_metrics
@@ -53,7 +53,7 @@ def main(cfg, generator, start, device):
     tables = std_tables(hcdm, e.std_table.samples, e.std_table.anchors, generator, s.sampler,
                         s.ddim_steps, parts=e.std_table.parts) if chain else None
     table = tables["standardised"] if chain else None
-    relative = anchored = None
+    relative = anchored = memorised = None
     if chain:
         free = part_std(hcdm, e.std_table.samples, generator, s.sampler, s.ddim_steps, e.std_table.parts)
         # The i-th entry (std_1, std_12, std_23, ...) measures part i (h^1, h^2, h^3, ...).
@@ -61,6 +61,8 @@ def main(cfg, generator, start, device):
         # Table 2 read the other way: std_1 from the data, prefixes from random train instances.
         anchored = std_tables(hcdm, e.std_table.samples, e.std_table.anchors, generator, s.sampler, s.ddim_steps,
                               data=torch.from_numpy(bank["train"]).float(), parts=e.std_table.parts)
+        # The floor: what a prior that reproduced its training pairs code by code would report.
+        memorised = memorised_std_table(hcdm, torch.from_numpy(bank["train"]), e.std_table.parts)
 
     def rounded(t):
         return {k: round(v, 4) for k, v in t.items()}
@@ -78,17 +80,25 @@ def main(cfg, generator, start, device):
         "std_table_relative": relative,
         "free_part_std": [round(v, 4) for v in free] if chain else None,
         "std_table_data_anchored": {k: rounded(v) for k, v in anchored.items()} if chain else None,
+        "std_table_memorised": rounded(memorised["standardised"]) if chain else None,
+        "code_occupancy": {"distinct_codes": memorised["distinct_codes"],
+                           "instances_per_anchor_code": rounded(memorised["instances_per_anchor_code"]),
+                           "train_instances": len(bank["train"])} if chain else None,
         "std_table_protocol": {
             "samples_per_anchor": e.std_table.samples, "anchors": e.std_table.anchors,
             "units": "std_table: standardised latents (train-set std = 1 per dimension); std_table_raw: raw latents",
             "readings": "std_table / std_table_raw: std_1 over the model's samples, prefixes drawn from the chain; "
                         "std_table_data_anchored: std_1 over the train latents, prefixes of random train instances "
-                        "(std_1 then does not depend on binary_len, as in the paper's Table 2)",
+                        "(std_1 then does not depend on binary_len, as in the paper's Table 2); "
+                        "std_table_memorised: every train instance as anchor, the std of its next part over the "
+                        "train instances sharing its code (population std; 0 for a code of its own): what a prior "
+                        "that reproduced its training pairs would report",
             "parts": ("one part per LoE layer (h^1..h^L)" if e.std_table.parts is None else
                       f"layers per part {e.std_table.parts} (evaluate.std_table.parts)")},
         "sampler": s.sampler, "ddim_steps": s.ddim_steps, "seconds": elapsed(start)}, warnings,
         # Protocol text, set sizes and params stay in the detail file; the scores, references and Table 2 stay here.
         omit=("binary_len", "ddim_steps", "memorisation", "std_table_protocol", "std_table_data_anchored.standardised",
+              "code_occupancy",
               *scorer.DETAIL_ONLY))
 
 

@@ -8,7 +8,7 @@ from ..artifacts import CURVES, HCDM_CHECKPOINT, HCDM_MODEL, LATENTS, metrics_fi
 from ..hcdm import HCDM, HCDMTrainer, save_hcdm
 from ..distributed import is_main
 from ..training import Checkpointer, StepLog, code_digest, file_digest, fingerprint, run_settings
-from . import elapsed, run, warn, write_metrics
+from . import elapsed, run, seeded, warn, write_metrics
 
 # Removed when the stage stops early (dvc.yaml's outs, metrics and plots; curves and checkpoints stay).
 OUTPUTS = (HCDM_MODEL, *metrics_files("train_hcdm"))
@@ -17,6 +17,8 @@ OUTPUTS = (HCDM_MODEL, *metrics_files("train_hcdm"))
 def main(cfg, generator, start, device):
     latents = torch.from_numpy(artifacts.load_latents()["train"])
     h = cfg.hcdm
+    if h.seed is not None:   # Stage-2's own seed: several HCDMs over one Stage-1
+        generator = seeded(h.seed)
     warnings = []
     if h.precision == "bf16" and device.type == "cpu" and not native_bf16():
         # Emulated bf16 is 2-20x slower than fp32 (an AVX-512 CPU without BF16: 99 vs 43 ms a step).
@@ -24,7 +26,7 @@ def main(cfg, generator, start, device):
                        "training in fp32 instead (set hcdm.precision fp32 to silence this)")
         h = dataclasses.replace(h, precision="fp32")
     model = HCDM(cfg.loe.layers, cfg.loe.latent_dim, cfg.binary_len, h.variant, h.hidden, h.blocks,
-                 h.timesteps, h.schedule, h.dropout).to(device)
+                 h.timesteps, h.schedule, h.dropout, h.denoiser, h.objective, h.compressor).to(device)
     run_id = fingerprint(cfg.seed, cfg.binary_len, run_settings(h), file_digest(LATENTS), code_digest())
     io.discard(*OUTPUTS)   # a diverged run must not leave an older model looking current
     log = StepLog(CURVES / "train_hcdm.csv")

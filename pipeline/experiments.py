@@ -1,0 +1,190 @@
+"""Experiments into tables: `dvc exp show --json` -> one pandas DataFrame (a row per run, params and
+metrics as dotted columns), then the mean and spread over seeds of each group of runs, written as
+JSON and markdown.
+
+    for d in skip_mlp mlp; do for o in x0 eps; do for s in 0 1 2; do
+      dvc exp run --queue -n $d-$o-s$s -S hcdm.denoiser=$d -S hcdm.objective=$o -S hcdm.seed=$s
+    done; done; done
+    dvc queue start --jobs 1          # wait for `dvc queue status` to show them done
+    python -m pipeline.experiments --by hcdm.denoiser hcdm.objective --out metrics/denoiser
+
+Columns are `params.<key>` (params.yaml) and `<metrics file>.<key>` (e.g. `generation.fid`,
+`hierarchy.mean_retained_variance.k=1`). Spread is the sample standard deviation (ddof 1) over
+the runs of a group; n counts them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from . import io
+
+# The figures a comparison of Stage-2 priors reads, when present (images | shapes; Table 2; control).
+DEFAULT_COLUMNS = (
+    "generation.fid", "generation.kid", "generation.coverage", "generation.mmd", "generation.one_nna",
+    "generation.memorisation_distance", "generation.std_table.*", "generation.std_table_memorised.*",
+    "hierarchy.mean_retained_variance.k=1", "hierarchy.mean_retained_variance.k=2",
+)
+# Metrics that identify a run's result: the same run listed twice (the workspace and its commit, a
+# branch) has the same params and these, and is kept once.
+IDENTITY = ("generation.fid", "generation.kid", "generation.coverage", "generation.mmd",
+            "generation.memorisation_distance")
+
+
+def records(node, out: list) -> list:
+    """Every experiment record of `dvc exp show --json`, however nested."""
+    if isinstance(node, dict):
+        data = node.get("data")
+        if isinstance(data, dict) and "params" in data and "rev" in node:
+            out.append(node)
+        for value in node.values():
+            if isinstance(value, (dict, list)):
+                records(value, out)
+    elif isinstance(node, list):
+        for value in node:
+            records(value, out)
+    return out
+
+
+def flatten(d, prefix: str = "") -> dict:
+    """Nested mapping -> {dotted key: leaf}; lists are leaves."""
+    out = {}
+    for k, v in (d or {}).items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def frame(payload) -> pd.DataFrame:
+    """One row per run that has generation metrics, newest listing first; a run listed again keeps
+    its fullest row."""
+    rows = []
+    for rec in records(payload, []):
+        data = rec["data"]
+        params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
+        metrics = {Path(name).stem: (m or {}).get("data") for name, m in (data.get("metrics") or {}).items()}
+        if not metrics.get("generation"):
+            continue
+        rev = str(rec["rev"])
+        row = {"experiment": rec.get("name") or (rev if rev == "workspace" else rev[:7]), **flatten(params, "params.")}
+        for stem, values in metrics.items():
+            row.update(flatten(values, f"{stem}."))
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    key = [c for c in df.columns if c.startswith("params.") or c in IDENTITY
+           or c.startswith("generation.std_table.")]
+    filled = df.notna().sum(axis=1)
+    order = filled.sort_values(ascending=False, kind="stable").index
+    kept = df.loc[order].astype({c: str for c in key}).drop_duplicates(subset=key).index
+    return df.loc[sorted(kept)].reset_index(drop=True)
+
+
+def select(df: pd.DataFrame, patterns) -> list[str]:
+    """The columns of `df` matching the patterns (a trailing `*` matches a prefix), in pattern order."""
+    out = []
+    for p in patterns:
+        hits = [c for c in df.columns if (c.startswith(p[:-1]) if p.endswith("*") else c == p)]
+        out += [c for c in hits if c not in out]
+    return out
+
+
+def summarise(df: pd.DataFrame, by: list[str], columns: list[str]) -> pd.DataFrame:
+    """Per group of `by` values: `<column> mean`, `<column> std` (ddof 1; NaN for one run) and `n`."""
+    numeric = df[columns].apply(pd.to_numeric, errors="coerce")
+    groups = pd.concat([df[by].astype(str), numeric], axis=1).groupby(by, sort=True)
+    out = groups[columns].agg(["mean", "std"])
+    out.columns = [f"{c} {stat}" for c, stat in out.columns]
+    out["n"] = groups.size()
+    return out.reset_index()
+
+
+def cell(mean, std=None) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
+    if not isinstance(mean, (int, float)):
+        return str(mean)
+    text = f"{mean:.4g}"
+    return text if std is None or math.isnan(std) else f"{text} ± {std:.2g}"
+
+
+def short(column: str) -> str:
+    """`generation.std_table.std_12` -> `std_12`; `hierarchy.mean_retained_variance.k=1` -> `retained k=1`."""
+    for prefix, name in (("generation.std_table_memorised.", "floor "), ("generation.std_table.", ""),
+                         ("hierarchy.mean_retained_variance.", "retained "), ("generation.", ""), ("params.", "")):
+        if column.startswith(prefix):
+            return name + column[len(prefix):]
+    return column
+
+
+def summary_markdown(summary: pd.DataFrame, by: list[str], columns: list[str]) -> str:
+    head = [short(c) for c in by] + [short(c) for c in columns] + ["n"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in summary.iterrows():
+        cells = [str(r[c]) for c in by] + [cell(r[f"{c} mean"], r[f"{c} std"]) for c in columns] + [str(r["n"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def runs_markdown(df: pd.DataFrame, columns: list[str]) -> str:
+    head = ["experiment"] + [short(c) for c in columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in df.iterrows():
+        lines.append("| " + " | ".join([str(r["experiment"])] + [cell(r.get(c)) for c in columns]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def exp_show(commits: int) -> dict | list:
+    """`dvc exp show --json` of the last `commits` commits; SystemExit(2) with DVC's last line if it fails."""
+    r = subprocess.run(["dvc", "exp", "show", "--json", "-n", str(commits)], capture_output=True, text=True)
+    if r.returncode != 0:
+        last = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode
+        print(f"error: dvc exp show failed: {last}", file=sys.stderr)
+        raise SystemExit(2)
+    return json.loads(r.stdout)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m pipeline.experiments", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--by", nargs="+", required=True, metavar="KEY",
+                   help="params.yaml keys whose values form the groups (e.g. hcdm.denoiser hcdm.objective)")
+    p.add_argument("--columns", nargs="+", default=list(DEFAULT_COLUMNS), metavar="COLUMN",
+                   help="metric columns (a trailing * takes a prefix); default: the Stage-2 comparison's")
+    p.add_argument("--out", type=Path, required=True, help="writes OUT.json and OUT.md")
+    p.add_argument("-n", "--num", type=int, default=1,
+                   help="commits to include, newest first (as `dvc exp show -n`): experiments hang off the "
+                        "commit they were queued from")
+    a = p.parse_args(argv)
+    df = frame(exp_show(a.num))
+    if df.empty:
+        print("error: no experiment has metrics/generation.json yet; run the experiments first", file=sys.stderr)
+        return 2
+    by = [f"params.{k}" for k in a.by]
+    missing = [k for k, c in zip(a.by, by) if c not in df.columns]
+    if missing:
+        print(f"error: --by {missing[0]}: not a key of params.yaml in these experiments", file=sys.stderr)
+        return 2
+    columns = select(df, a.columns)
+    summary = summarise(df, by, columns)
+    io.save_json(a.out.with_suffix(".json"), {
+        "by": a.by, "spread": "sample standard deviation (ddof 1) over the runs of a group",
+        "summary": json.loads(summary.to_json(orient="records")),
+        "runs": json.loads(df[["experiment", *by, *columns]].to_json(orient="records"))})
+    text = summary_markdown(summary, by, columns) + "\n" + runs_markdown(df, [*by, *columns])
+    io.save_text(a.out.with_suffix(".md"), text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
