@@ -136,6 +136,9 @@ def check_writable(path: Path, flag: str) -> None:
     """Refuse an output path that cannot be written, before any work is done."""
     if path.is_dir():
         raise UsageError(f"{flag} {path}: is a folder; name a file, e.g. {path / ('figure' + (path.suffix or '.png'))}")
+    why = io.not_replaceable(path, links=True)
+    if why is not None:
+        raise UsageError(f"{flag} {path}: {why}")
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent

@@ -32,23 +32,25 @@ DEFAULT_COLUMNS = (
     "hierarchy.mean_retained_variance.k=1", "hierarchy.mean_retained_variance.k=2",
 )
 # Metrics that identify a run's result: the same run listed twice (the workspace and its commit, a
-# branch) has the same params and these, and is kept once.
+# branch, an experiment whose params were rendered with one more key) has these to the last digit,
+# which two runs of other params or seeds never share; it is kept once.
 IDENTITY = ("generation.fid", "generation.kid", "generation.coverage", "generation.mmd",
             "generation.memorisation_distance")
 
 
-def records(node, out: list) -> list:
-    """Every experiment record of `dvc exp show --json`, however nested."""
+def records(node, out: list, experiment: bool = False) -> list:
+    """Every record of `dvc exp show --json`, however nested, as (record, whether it is an experiment
+    of a commit rather than the workspace or a commit itself)."""
     if isinstance(node, dict):
         data = node.get("data")
         if isinstance(data, dict) and "params" in data and "rev" in node:
-            out.append(node)
-        for value in node.values():
+            out.append((node, experiment))
+        for key, value in node.items():
             if isinstance(value, (dict, list)):
-                records(value, out)
+                records(value, out, experiment or key == "experiments")
     elif isinstance(node, list):
         for value in node:
-            records(value, out)
+            records(value, out, experiment)
     return out
 
 
@@ -64,10 +66,11 @@ def flatten(d, prefix: str = "") -> dict:
 
 
 def frame(payload) -> pd.DataFrame:
-    """One row per run that has generation metrics, newest listing first; a run listed again keeps
-    its fullest row."""
-    rows = []
-    for rec in records(payload, []):
+    """One row per run that has generation metrics, in listing order. A run listed again (the
+    workspace repeating an experiment or its commit) is kept once: as the experiment if it is one
+    (its name and params are the run's), else as its fullest listing."""
+    rows, named = [], []
+    for rec, experiment in records(payload, []):
         data = rec["data"]
         params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
         metrics = {Path(name).stem: (m or {}).get("data") for name, m in (data.get("metrics") or {}).items()}
@@ -78,13 +81,13 @@ def frame(payload) -> pd.DataFrame:
         for stem, values in metrics.items():
             row.update(flatten(values, f"{stem}."))
         rows.append(row)
+        named.append(experiment)
     df = pd.DataFrame(rows)
     if df.empty:
         return df
-    key = [c for c in df.columns if c.startswith("params.") or c in IDENTITY
-           or c.startswith("generation.std_table.")]
-    filled = df.notna().sum(axis=1)
-    order = filled.sort_values(ascending=False, kind="stable").index
+    key = [c for c in df.columns if c in IDENTITY or c.startswith("generation.std_table.")]
+    rank = pd.DataFrame({"experiment": named, "filled": df.notna().sum(axis=1)})
+    order = rank.sort_values(["experiment", "filled"], ascending=False, kind="stable").index
     kept = df.loc[order].astype({c: str for c in key}).drop_duplicates(subset=key).index
     return df.loc[sorted(kept)].reset_index(drop=True)
 

@@ -7,11 +7,13 @@ leaves a half-written artifact that a later stage could read.
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import json
 import math
 import os
 import re
+import stat
 import tempfile
 from pathlib import Path
 
@@ -44,10 +46,33 @@ def remove_stale_temporaries(path: str | Path) -> None:
             stale.unlink(missing_ok=True)
 
 
+def not_replaceable(path: str | Path, links: bool = False) -> str | None:
+    """Why a write must not replace `path`, or None: a folder, a device, a FIFO or a socket (a write
+    would put a regular file in its place: `/dev/full` as root became a file), and with `links`, a
+    symbolic link (for a user's --out: replacing the link is not what they meant). Pipeline artefacts
+    may replace a link: a DVC link-type cache checks outputs out as links into the cache, and
+    writing through one would change the cache."""
+    try:
+        mode = os.lstat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if stat.S_ISLNK(mode):
+        return "is a symbolic link; name a regular file" if links else None
+    if stat.S_ISDIR(mode):
+        return "is a folder; name a file"
+    if not stat.S_ISREG(mode):
+        return "is a device or special file, not a regular file; refusing to replace it"
+    return None
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path):
-    """Yield a temporary path; on success it is renamed to `path`."""
+    """Yield a temporary path; on success it is renamed to `path` (never over a folder, a device, a FIFO
+    or a socket: an OSError naming it)."""
     path = Path(path)
+    why = not_replaceable(path)
+    if why is not None:
+        raise OSError(errno.EPERM, why, str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -152,11 +177,15 @@ def load_npz(path: str | Path, keys: tuple[str, ...] | None = None) -> dict[str,
 
 
 def load_torch(path: str | Path):
-    """A torch artifact, read on the CPU; an unreadable file is a DataError naming it."""
+    """A torch artifact, read on the CPU; an unreadable file is a DataError naming it.
+
+    `weights_only=True`: only tensors and plain containers are unpickled, so a file that holds
+    anything else (e.g. a pickled call of os.system, passed on through a DVC remote or a shared
+    folder) is refused as unreadable instead of running."""
     import torch
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as e:   # truncated zip, garbage, a foreign pickle: torch raises many kinds

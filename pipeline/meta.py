@@ -7,8 +7,9 @@ order) unless `first_order`.
 
 The inner loss is the SUM over instances of each instance's mean squared
 error. Each latent's gradient then depends on its own instance alone, so the
-inner step does not shrink with the batch size (mNIF's batch-mean loss does;
-Functa's per-example inner loop does not).
+inner step does not shrink with the batch size (mNIF's batch-mean loss does:
+at its batch of 32 an instance's inner step is 1/32 of ours at the same inner
+lr; Functa's per-example inner loop does not).
 """
 from __future__ import annotations
 

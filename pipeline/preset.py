@@ -69,7 +69,10 @@ def names() -> list[str]:
 
 def read(path: Path) -> Preset:
     """Parse a preset file: YAML values, and the comments `yaml` drops (after a key, and the lines under it)."""
-    text = path.read_text()
+    try:
+        text = config.read_text(path)
+    except OSError as e:
+        raise ConfigError(f"{path}: {e.strerror or e}") from None
     try:
         values = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
@@ -270,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
         if path.resolve() == args.out.resolve():
             raise ConfigError(f"{args.out}: is the file to write; name a preset (python -m pipeline.preset --list)")
         text = rendered(args.name)
+        why = io.not_replaceable(args.out, links=True)
+        if why is not None and not args.check:
+            raise ConfigError(f"--out {args.out}: {why}")
         if args.check:
             same = args.out.is_file() and args.out.read_text() == text
             print(f"{args.out}: {'is' if same else 'is not'} the rendering of preset {args.name}")
@@ -277,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
         io.save_text(args.out, text)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: --out {args.out}: {e.strerror or e}", file=sys.stderr)
         return 2
     extra = "" if is_default(path) else f" ({len(changed_keys(path))} keys set over the default run)"
     print(f"{args.out}: preset {path.stem}{extra}")

@@ -1,7 +1,7 @@
 """A local web page for hierarchical control over the trained run of this workspace.
 
     python -m pipeline.serve                 # then open http://127.0.0.1:8000
-    python -m pipeline.serve --port 9000 --host 0.0.0.0
+    python -m pipeline.serve --port 9000 --host 0.0.0.0     # to the network: prints a URL with a token
 
 Pick a source (a generated seed, a train/test instance, a sample, or a file of
 your own fitted with the meta-learned inner loop), pick k, and draw
@@ -14,6 +14,16 @@ The models are loaded once at start; each request only runs them. Every
 latent the page shows is kept (up to `KEPT`) under an id, so a click or a
 check reads back exactly what was drawn: `GET /api/latent/<id>`.
 
+Who may drive it (`Guard`): on a loopback address, only requests whose Host
+is a loopback name (a DNS-rebinding page's Host is its own name) and whose
+Origin, when sent, is one too (another site's page cannot post to it); every
+POST must be `application/json` (a form or `text/plain` post from elsewhere
+is refused, and a cross-site JSON post needs a CORS preflight we never
+grant). On any other address it prints a URL with a random token, and only
+requests carrying it (the page keeps it in a SameSite cookie) are served.
+Bodies over MAX_BODY are refused before they are read whole; an uploaded
+picture over MAX_UPLOAD_PIXELS is refused from its header, before decoding.
+
 Stack: Starlette (a small, well-kept ASGI toolkit: routing, JSON, error
 handlers) served by uvicorn; the page is one plain HTML file with inline
 script and style, so it works offline, with no CDN.
@@ -22,10 +32,16 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hmac
+import io
 import itertools
+import json
+import secrets
+import socket
 import sys
 import tempfile
 import threading
+from urllib.parse import parse_qs, urlsplit
 from collections import OrderedDict
 from pathlib import Path
 from types import SimpleNamespace
@@ -38,6 +54,11 @@ from .errors import DataError, MissingArtifact
 
 KEPT = 4096                     # latents kept for ids the page may send back (oldest dropped first)
 MAX_UPLOAD = 8 * 1024 * 1024    # bytes of an uploaded file
+MAX_BODY = 2 * MAX_UPLOAD      # bytes of a request; above it, refused before it is read whole (an upload
+                                # between 8 MiB and this gets the page's own message)
+MAX_UPLOAD_PIXELS = 4096 * 4096  # pixels of an uploaded picture (its header is read before any decoding)
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+TOKEN_COOKIE = "chinr_token"
 MAX_COMPLETIONS = 32
 PAGE = Path(__file__).with_name("serve.html")
 
@@ -144,12 +165,14 @@ class Session:
         if not isinstance(data, str) or not data:
             raise Refused("no file in the upload")
         payload = data.split(",", 1)[1] if data.startswith("data:") else data
-        if len(payload) * 3 // 4 > MAX_UPLOAD:
+        size = len(payload) * 3 // 4 - min(2, len(payload) - len(payload.rstrip("=")))   # padding is no data
+        if size > MAX_UPLOAD:
             raise Refused(f"{name}: larger than {MAX_UPLOAD // 2 ** 20} MiB", 413)
         try:
             raw = base64.b64decode(payload, validate=True)
         except ValueError:
             raise Refused(f"{name}: not a file (bad base64)") from None
+        too_big(name, raw)
         suffix = Path(str(name)).suffix.lower()[:10]
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"upload{suffix}"
@@ -161,6 +184,21 @@ class Session:
         shown = self.shown(src.latent[None])[0]
         original = self.modality.to_pictures(self.modality.targets(src.picture[None]))[0]
         return {**shown, "original": png_url(original)}
+
+
+def too_big(name: str, raw: bytes) -> None:
+    """Refuse a picture whose header declares more than MAX_UPLOAD_PIXELS, before it is decoded
+    (a 20 KB PNG can declare 13000 x 13000 pixels: 1.7 GB and seconds of work once decoded)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(raw)) as image:
+            width, height = image.size
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return   # not a picture PIL knows (a shape, a motion file): its own reader judges it
+    if width * height > MAX_UPLOAD_PIXELS:
+        raise Refused(f"{name}: {width} x {height} pixels, over the {MAX_UPLOAD_PIXELS // 2 ** 20} Mpx this page "
+                      "accepts", 413)
 
 
 def integer(value, name: str) -> int:
@@ -195,6 +233,8 @@ def app(session: Session):
                 body = await request.json() if request.method == "POST" else dict(request.path_params)
             except ValueError:
                 return JSONResponse({"error": "the request is not JSON"}, status_code=400)
+            except RecursionError:
+                return JSONResponse({"error": "the request's JSON is nested too deeply"}, status_code=400)
             if not isinstance(body, dict):
                 return JSONResponse({"error": "the request must be a JSON object"}, status_code=400)
             missing = [f for f in fields if f not in body]
@@ -229,11 +269,93 @@ def app(session: Session):
     return Starlette(routes=routes)
 
 
-def server(session: Session, host: str = "127.0.0.1", port: int = 8000):
-    """A uvicorn server for the app (`.run()` blocks; tests run it in a thread and set `.should_exit`)."""
+def hostname(netloc: str) -> str:
+    """`127.0.0.1:8000` -> `127.0.0.1`; `[::1]:8000` -> `::1`."""
+    return (urlsplit("//" + netloc).hostname or "").lower()
+
+
+class Guard:
+    """ASGI middleware: who may drive the models (the module docstring says why each check)."""
+
+    def __init__(self, app, token: str | None = None, max_body: int = MAX_BODY):
+        self.app, self.token, self.max_body = app, token, max_body
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        cookie = headers.get("cookie", "")
+        cookies = dict(part.strip().split("=", 1) for part in cookie.split(";") if "=" in part)
+        set_cookie = None
+        if self.token is None:
+            if hostname(headers.get("host", "")) not in LOOPBACK:
+                return await refuse(send, 403, "this page answers only to a loopback host name (127.0.0.1, "
+                                               "localhost); start it with --host to serve others")
+            origin = headers.get("origin")
+            if origin is not None and hostname(urlsplit(origin).netloc) not in LOOPBACK:
+                return await refuse(send, 403, "a request from another site's page is refused")
+        else:
+            given = query.get("token", [cookies.get(TOKEN_COOKIE, "")])[0]
+            if not hmac.compare_digest(given.encode(), self.token.encode()):
+                return await refuse(send, 403, "open the page with the URL and token that `python -m "
+                                               "pipeline.serve` printed")
+            if "token" in query:
+                set_cookie = f"{TOKEN_COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/"
+        if scope["method"] == "POST":
+            if headers.get("content-type", "").split(";")[0].strip() != "application/json":
+                return await refuse(send, 415, "requests must be application/json")
+            length = headers.get("content-length", "")
+            if length.isdigit() and int(length) > self.max_body:
+                return await refuse(send, 413, f"the request is over {self.max_body // 2 ** 20} MiB")
+            chunks, size = [], 0
+            while True:   # read the body ourselves, to stop at max_body whatever the headers said
+                message = await receive()
+                if message["type"] != "http.request":
+                    return
+                chunks.append(message.get("body", b""))
+                size += len(chunks[-1])
+                if size > self.max_body:
+                    return await refuse(send, 413, f"the request is over {self.max_body // 2 ** 20} MiB")
+                if not message.get("more_body"):
+                    break
+            body = b"".join(chunks)
+
+            async def replay():
+                return {"type": "http.request", "body": body, "more_body": False}
+            receive = replay
+
+        async def with_cookie(message):
+            if set_cookie and message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"set-cookie", set_cookie.encode())]}
+            await send(message)
+        await self.app(scope, receive, with_cookie)
+
+
+async def refuse(send, status: int, message: str) -> None:
+    body = json.dumps({"error": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def server(session: Session, host: str = "127.0.0.1", port: int = 8000, token: str | None = None):
+    """A uvicorn server for the app (`.run()` blocks; tests run it in a thread and set `.should_exit`).
+    `token`: required of every request (None: loopback only, see `Guard`)."""
     import uvicorn
 
-    return uvicorn.Server(uvicorn.Config(app(session), host=host, port=port, log_level="warning"))
+    return uvicorn.Server(uvicorn.Config(Guard(app(session), token), host=host, port=port, log_level="warning"))
+
+
+def port_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as uvicorn binds
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -245,14 +367,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=50, help="DDIM steps per draw (default: %(default)s)")
     p.add_argument("--inner-steps", type=int, default=None, help="inner steps to fit an uploaded file")
     a = p.parse_args(argv)
+    if not 0 < a.port < 65536:
+        print(f"error: --port {a.port}: must be in [1, 65535]", file=sys.stderr)
+        return 2
+    if not port_free(a.host, a.port):
+        print(f"error: --port {a.port}: {a.host}:{a.port} is in use or cannot be bound; pick another --port",
+              file=sys.stderr)
+        return 2
     try:
         session = Session(control.Run(), a.sampler, a.steps, a.inner_steps)
     except (MissingArtifact, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"serving the {session.modality.name} run of this workspace on http://{a.host}:{a.port} (Ctrl-C stops)")
+    token = None if a.host in LOOPBACK else secrets.token_urlsafe(18)
+    if token is None:
+        print(f"serving the {session.modality.name} run of this workspace on http://{a.host}:{a.port} (Ctrl-C stops)")
+    else:
+        print(f"warning: serving to the network on {a.host}:{a.port}: anyone with this URL can drive the models "
+              "of this workspace", file=sys.stderr)
+        print(f"serving the {session.modality.name} run on http://<this machine>:{a.port}/?token={token} (Ctrl-C stops)")
     try:
-        server(session, a.host, a.port).run()
+        server(session, a.host, a.port, token).run()
     except KeyboardInterrupt:
         pass
     return 0

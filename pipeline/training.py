@@ -196,15 +196,20 @@ class Checkpointer:
 
 
 def rng_state(generator: torch.Generator) -> dict:
+    """Every RNG's state as tensors, ints, floats and strings only, so that a checkpoint loads with
+    `torch.load(weights_only=True)` (numpy's state holds an array, which that loader refuses)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
     return {"generator": generator.get_state(), "torch": torch.get_rng_state(),
-            "numpy": np.random.get_state(), "python": random.getstate()}
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+            "python": random.getstate()}
 
 
 def restore_rng(generator: torch.Generator, state: dict) -> None:
     generator.set_state(state["generator"])
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    random.setstate(tuple(state["python"]) if isinstance(state["python"], list) else state["python"])
 
 
 class TrainingDiverged(RuntimeError):

@@ -76,3 +76,15 @@ def test_table_2_by_binary_length_with_the_papers_beside_it():
     assert "| 20 | 1 | 0.2 | 1 |" in md
     assert "| CelebA-HQ | 20 | 0.7766 | 0.1032 | 0.1121 | 0.0853 | 0.0766 |" in md
     assert "| unconditional | 12 | 90 | 0.01 | 0.5 | 0.4 | 3 | 1 |" in md
+
+
+def test_an_experiment_the_workspace_repeats_is_kept_as_the_experiment():
+    """After `dvc exp apply` (or a rerun of the same params) the workspace lists the same run again, with
+    whatever keys params.yaml has gained since: the row is the experiment's, with its seed."""
+    ws = record("workspace", None, 12, "hierarchical", 40.0, {"std_1": 1.0, "std_12": 0.5})
+    ws["data"]["params"]["params.yaml"]["data"]["dataset"] = {"nerf": {"colour": "sigmoid"}}
+    payload = [ws, {**record("abc", "main", 12, "hierarchical", 41.0, {"std_1": 1.0}),
+                    "experiments": [{"revs": [record("e1", "x-s0", 12, "hierarchical", 40.0,
+                                                     {"std_1": 1.0, "std_12": 0.5}, seed=0)]}]}]
+    df = frame(payload)
+    assert list(df["experiment"]) == ["main", "x-s0"] and df.loc[1, "params.hcdm.seed"] == 0

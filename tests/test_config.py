@@ -148,6 +148,33 @@ def test_preset_command_writes_and_checks(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]          # nothing half-written beside it
 
 
+def test_preset_out_never_replaces_a_link_a_device_or_a_folder(tmp_path, capsys):
+    """`--out /dev/full` as root replaced the device node with a file."""
+    import os
+
+    target = tmp_path / "target.yaml"
+    target.write_text("mine\n")
+    link = tmp_path / "link.yaml"
+    os.symlink(target, link)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for out, why in ((link, "is a symbolic link; name a regular file"),
+                     (fifo, "is a device or special file, not a regular file; refusing to replace it"),
+                     (tmp_path, "is a folder; name a file")):
+        assert preset.main(["default", "--out", str(out)]) == 2
+        assert capsys.readouterr().err.strip() == f"error: --out {out}: {why}"
+    assert link.is_symlink() and target.read_text() == "mine\n" and fifo.is_fifo()
+
+
+def test_a_params_or_preset_file_that_is_not_utf8_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "mine.yaml"
+    bad.write_bytes(b"seed: 1\nfit_loe:  # \xff\xfe\n  steps: 5\n")
+    assert preset.main([str(bad), "--out", str(tmp_path / "p.yaml")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {bad}:2: not UTF-8 text (byte 0xff)"
+    with pytest.raises(ConfigError, match=r"mine.yaml:2: not UTF-8 text \(byte 0xff\)$"):
+        config.load(bad)
+
+
 def test_shape_presets():
     small = preset.load("shapes32")
     assert (small.dataset.modality, small.dataset.source, small.dataset.resolution) == ("shape", "synthetic", 32)

@@ -137,3 +137,31 @@ def test_readme_pictures_are_not_stage_outputs():
     for link in links:
         assert (ROOT / link).exists(), link
         assert not any(link == o or link.startswith(o.rstrip("/") + "/") for o in outputs), f"{link} is a stage output"
+
+
+def test_no_module_below_the_stages_imports_the_stage_runner():
+    """Layers point one way: models, plug-ins and tools sit below `pipeline.stages`; a plug-in reports a weak
+    figure through `pipeline.errors.warn`, never through the runner."""
+    below = [p for p in (ROOT / PACKAGE).rglob("*.py") if "stages" not in p.relative_to(ROOT).parts]
+    offenders = {str(p.relative_to(ROOT)): sorted(m for m in closure_names(p) if m.startswith(f"{PACKAGE}.stages"))
+                 for p in below}
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def closure_names(path: Path) -> set[str]:
+    """Every package module `path` reaches through imports, by dotted name."""
+    found = set()
+    for f in closure_from(path):
+        found.add(".".join(f.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"))
+    return found
+
+
+def closure_from(path: Path) -> set[Path]:
+    todo, seen = list(imports_of(path)), {path}
+    while todo:
+        f = module_file(todo.pop())
+        if f is None or f in seen:
+            continue
+        seen.add(f)
+        todo.extend(imports_of(f))
+    return seen

@@ -299,3 +299,20 @@ def test_memorised_floor_is_zero_for_unique_codes_and_the_group_spread_otherwise
     model.compressor.weight.copy_(torch.tensor([[0.0, 0.0, 0.0, 0.0]]))  # every code the same: the marginal
     assert memorised_std_table(model, data)["standardised"]["std_12"] == pytest.approx(
         data[:, 1].std(0, unbiased=False).mean().item())
+
+
+def test_conditional_view_of_a_known_conditional_is_narrow(conditional_model, unconditional_model, tmp_path):
+    """fig. 7b,c: with h^1 drawn, h^2 | c^2 stays on one mode of the two (a small share of the
+    marginal's spread); the unconditional prior spreads it over both."""
+    from pipeline.latent_views import conditionals, plot_conditionals
+
+    data = two_layer_data(2000, torch.Generator().manual_seed(0))
+    shares = {}
+    for name, model in (("cond", conditional_model), ("uncond", unconditional_model)):
+        (view,) = conditionals(model, data, anchors=4, samples=100, generator=torch.Generator().manual_seed(5),
+                               sampler="ddim", steps=30)
+        assert view["layers"] == [1, 2] and view["draws"].shape == (4, 100, 2) and view["anchors"].shape == (4, 2)
+        shares[name] = view["conditional_spread_share"]
+    assert shares["cond"] < 0.2 and shares["uncond"] > 0.6
+    plot_conditionals(tmp_path / "v.png", [view])
+    assert (tmp_path / "v.png").read_bytes()[:4] == b"\x89PNG"

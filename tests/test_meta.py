@@ -80,7 +80,7 @@ def test_meta_learning_improves_and_an_interrupted_run_resumes_exactly(tmp_path)
                                                    torch.Generator().manual_seed(0), progress=False)
     except Interrupt:
         pass
-    assert torch.load(tmp_path / "cut.pt", weights_only=False)["step"] == 6
+    assert torch.load(tmp_path / "cut.pt", weights_only=True)["step"] == 6
     resumed, log2 = _fit(tmp_path, 12, "cut", ckpt_every=6)
     for a, b in zip(full.parameters(), resumed.parameters()):
         assert torch.equal(a, b)

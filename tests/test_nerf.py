@@ -44,6 +44,28 @@ def test_an_empty_field_renders_pure_white():
     assert torch.allclose(pixel, torch.ones(4, 3), atol=1e-5) and acc.max().item() < 1e-5
 
 
+def test_raw_colour_passes_the_fields_rgb_through_and_the_setting_travels_with_the_data():
+    """dataset.nerf.colour raw (mNIF's rgb_activation no_use): the composite sees the field's RGB as it is."""
+    from pipeline import config
+    from pipeline.datasets import prepare
+    from pipeline.modalities.nerf.modality import NerfModality
+
+    out = torch.tensor([[0.3, -0.2, 1.4, 5.0]])
+    _, raw_rgb = rendering.activate(out, "raw")
+    _, squashed = rendering.activate(out)
+    assert torch.equal(raw_rgb, out[:, :3]) and torch.allclose(squashed, torch.sigmoid(out[:, :3]))
+    from pipeline.loe import LayersOfExperts
+
+    m = NerfModality(8, views=2, colour="raw")
+    loe = LayersOfExperts(d_in=3, d_out=4, layers=2, experts=2, width=8, latent_dim=4, w0=30.0)
+    assert m.construction_args()["colour"] == "raw" and m.field(loe).colour == "raw"
+    cfg = config.from_dict({"dataset": {"modality": "nerf", "resolution": 8, "views": 2, "nerf": {"colour": "raw"},
+                                        "synthetic": {"train": 2, "test": 2}}})
+    assert prepare(cfg).modality.colour == "raw"
+    with pytest.raises(config.ConfigError, match="dataset.nerf.colour: must be one of 'sigmoid', 'raw'"):
+        config.from_dict({"dataset": {"nerf": {"colour": "tanh"}}})
+
+
 def test_a_camera_sees_a_known_point_at_the_expected_pixel():
     """OpenCV camera-to-world: a camera at (0, 0, 2) looking at the origin puts the origin at the image
     centre and a point up and to its right where the pinhole says (from +z, world +x is camera-right)."""

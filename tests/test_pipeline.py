@@ -84,11 +84,17 @@ def test_dvc_repro_then_binary_len_experiment(tmp_path):
         assert leaves and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in leaves), f
         assert (work / "metrics/detail" / f.name).exists(), f
     exp_show = json.loads(sh("dvc exp show --json", work))
-    columns = {k for rec in records(exp_show, []) for k in flat(rec["data"]["metrics"])}
+    columns = {k for rec, _ in records(exp_show, []) for k in flat(rec["data"]["metrics"])}
     assert len(columns) <= 60, len(columns)
     assert gen["binary_len"] == 4 and set(gen["std_table"]) == {"std_1", "std_12", "std_23"}
     assert set(gen["std_table_relative"]) == set(gen["std_table"]) and len(gen["free_part_std"]) == 3
     assert 0 < gen["memorisation_distance"] < gen["memorisation"]["max_possible"]
+    assert 0 < gen["memorisation_distance_test_reconstructed"] < gen["memorisation"]["max_possible"]
+    floor = gen["std_table_memorised"]
+    assert set(floor) == {"std_12", "std_23"} and all(0 <= v <= 1.5 for v in floor.values())
+    assert gen["code_occupancy"]["train_instances"] == 48 and set(gen["code_occupancy"]["distinct_codes"]) == set(floor)
+    views = json.loads((work / "metrics/detail/analyze.json").read_text())
+    assert [v["layers"] for v in views["conditionals"]] == [[1, 2], [2, 3]] and len(views["code_clusters"]) == 2
     assert gen["fid"] > 0 and gen["fid_protocol"]["generated"] == 8 and 0 <= gen["precision"] <= 1
     assert gen["fid_protocol"]["name"] == "FID@8" and gen["fid_protocol"]["paper_protocol"] is False
     anchored = gen["std_table_data_anchored"]
@@ -291,7 +297,7 @@ def test_an_interrupted_experiment_resumes_when_run_again(tmp_path):
         time.sleep(0.5)
         for f in spares.glob("*-hcdm-checkpoint-*.pt"):
             try:
-                step = torch.load(f, weights_only=False)["step"]
+                step = torch.load(f, weights_only=True)["step"]
             except Exception:   # being replaced right now
                 pass
     assert step >= 200 and p.poll() is None, "the experiment did not reach step 200 to be interrupted"

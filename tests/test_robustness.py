@@ -110,7 +110,7 @@ def test_nan_latents_stop_train_hcdm_in_one_line_naming_stage_and_file(run_copy)
 
 def test_nan_weights_stop_every_stage_that_reads_them(run_copy):
     path = run_copy / "data/fit_loe/loe.pt"
-    state = torch.load(path, weights_only=False)
+    state = torch.load(path, weights_only=True)
     next(iter(state["model"].values())).view(-1)[0] = float("inf")
     torch.save(state, path)
     r = stage("export_latents", run_copy)
@@ -360,7 +360,7 @@ def test_ctrl_c_is_one_line_and_the_checkpoint_resumes(run_copy):
     assert p.returncode == 130 and "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("interrupted: train_hcdm stopped and wrote no result")
     assert not (run_copy / "data/hcdm/hcdm.pt").exists()
-    assert torch.load(run_copy / "data/hcdm/checkpoint.pt", weights_only=False)["step"] >= 20
+    assert torch.load(run_copy / "data/hcdm/checkpoint.pt", weights_only=True)["step"] >= 20
 
 
 # --- 5. stuck runs ------------------------------------------------------------
@@ -380,6 +380,49 @@ def test_an_unreadable_checkpoint_is_moved_aside_and_the_run_starts_afresh(tmp_p
     assert ckpt.load()["step"] == 1
 
 
+class Payload:
+    """What a hostile model file holds: unpickling it would call os.system."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("name", ["loe.pt", "checkpoint.pt"])
+def test_a_model_file_that_would_run_code_is_refused_and_the_code_never_runs(tmp_path, name, capsys, monkeypatch):
+    monkeypatch.setenv("CHINR_CHECKPOINTS", str(tmp_path / "spares"))
+    marker = tmp_path / "ran"
+    path = tmp_path / name
+    with open(path, "wb") as f:
+        torch.save({"step": 1, "modules": {}, "optimizer": {}, "fingerprint": "f", "x": Payload(marker)}, f)
+    with pytest.raises(DataError, match=f"{name}: cannot read"):
+        io.load_torch(path)
+    assert Checkpointer(path, "f", every=10).load() is None and (tmp_path / f"{name}.corrupt").exists()
+    assert not marker.exists()
+
+
+def test_a_checkpoint_with_every_rng_state_loads_without_unpickling_code(tmp_path):
+    """The RNG states (numpy's holds an array) are stored as tensors and plain values: weights_only loads them."""
+    import random
+
+    import numpy as np
+
+    from pipeline.training import restore_rng, rng_state
+
+    g = torch.Generator().manual_seed(3)
+    np.random.seed(5), random.seed(7), np.random.randn(3)
+    io.save_torch(tmp_path / "c.pt", {"rng": rng_state(g)})
+    first = (np.random.randn(4), random.random(), torch.rand(2), torch.rand(2, generator=g))
+    restore_rng(g, io.load_torch(tmp_path / "c.pt")["rng"])
+    again = (np.random.randn(4), random.random(), torch.rand(2), torch.rand(2, generator=g))
+    assert np.array_equal(first[0], again[0]) and first[1] == again[1]
+    assert torch.equal(first[2], again[2]) and torch.equal(first[3], again[3])
+
+
 def test_a_spare_checkpoint_survives_dvc_replacing_the_output(tmp_path, monkeypatch):
     """`dvc exp run` checks the baseline's persist outputs out over an interrupted experiment's checkpoint."""
     monkeypatch.setenv("CHINR_CHECKPOINTS", str(tmp_path / "spares"))
@@ -390,11 +433,11 @@ def test_a_spare_checkpoint_survives_dvc_replacing_the_output(tmp_path, monkeypa
     assert spare.parent == tmp_path / "spares" and spare.name.endswith("-hcdm-checkpoint-fp-exp.pt")
     assert spare.exists() and os.path.samefile(spare, path)            # a hard link: nothing written twice
     io.save_torch(path, {"step": 99, "modules": {}, "optimizer": {}, "fingerprint": "fp-baseline"})   # the checkout
-    assert torch.load(spare, weights_only=False)["step"] == 10          # a new file replaced the link, not its content
+    assert torch.load(spare, weights_only=True)["step"] == 10          # a new file replaced the link, not its content
     assert Checkpointer(path, "fp-exp", every=10).load()["step"] == 10
     assert Checkpointer(path, "fp-baseline", every=10).load()["step"] == 99
     run.save({"step": 20, "modules": {}, "optimizer": {}}, final=True)  # a finished run leaves no spare
-    assert not spare.exists() and torch.load(path, weights_only=False)["step"] == 20
+    assert not spare.exists() and torch.load(path, weights_only=True)["step"] == 20
     monkeypatch.setenv("CHINR_CHECKPOINTS", "")
     assert Checkpointer(path, "x", every=10).spare is None
     monkeypatch.delenv("CHINR_CHECKPOINTS")
@@ -429,3 +472,40 @@ def test_schedule_only_settings_keep_an_interrupted_run(run_copy):
     write_params(run_copy, params)
     r = stage("train_hcdm", run_copy, check=True)
     assert "belongs to other params or data: starting afresh" in r.stdout
+
+
+def test_an_artifact_write_never_replaces_a_device_or_a_folder_but_does_replace_a_link(tmp_path):
+    """A stage's atomic write: a FIFO or device stays what it is (one OSError naming it); a link (as a DVC
+    link-type cache checks outputs out) is replaced, never written through into what it points at."""
+    fifo = tmp_path / "out.json"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match="is a device or special file") as e:
+        io.save_json(fifo, {"a": 1})
+    assert e.value.filename == str(fifo) and fifo.is_fifo()
+    (tmp_path / "dir.json").mkdir()
+    with pytest.raises(OSError, match="is a folder"):
+        io.save_json(tmp_path / "dir.json", {"a": 1})
+    cached = tmp_path / "cache-entry"
+    cached.write_text("cached bytes")
+    os.symlink(cached, tmp_path / "link.json")
+    io.save_json(tmp_path / "link.json", {"a": 1})
+    assert not (tmp_path / "link.json").is_symlink() and cached.read_text() == "cached bytes"
+
+
+def test_hcdm_seed_gives_other_hcdms_over_one_stage_1_and_null_is_the_runs_seed(run_copy):
+    """Several Stage-2 seeds over one latent bank (the denoiser study's 3 seeds): hcdm.seed 0 with seed 0
+    is the run's own HCDM byte for byte; hcdm.seed 1 another one; Stage-1's files are untouched."""
+    import yaml
+
+    params = yaml.safe_load((run_copy / "params.yaml").read_text())
+    ours = (run_copy / "data/hcdm/hcdm.pt").read_bytes()
+    loe = (run_copy / "data/fit_loe/loe.pt").read_bytes()
+    models = {}
+    for seed in (0, 1):
+        params["hcdm"]["seed"] = seed
+        write_params(run_copy, params)
+        (run_copy / "data/hcdm/checkpoint.pt").unlink(missing_ok=True)
+        stage("train_hcdm", run_copy, check=True)
+        models[seed] = (run_copy / "data/hcdm/hcdm.pt").read_bytes()
+    assert params["seed"] == 0 and models[0] == ours and models[1] != ours
+    assert (run_copy / "data/fit_loe/loe.pt").read_bytes() == loe

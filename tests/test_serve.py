@@ -197,3 +197,127 @@ def test_the_page_in_a_real_browser(served, tmp_path):
         assert shot.read_bytes()[:4] == b"\x89PNG"
     finally:
         driver.quit()
+
+
+# --- who may drive the page ----------------------------------------------------------------------
+
+def call(guard, method="GET", path="/api/info", headers=(), body=b"", query=b"", chunks=None):
+    """One request through an ASGI app, without a network: (status, headers, JSON body)."""
+    import asyncio
+
+    parts = list(chunks) if chunks is not None else [body]
+    scope = {"type": "http", "method": method, "path": path, "query_string": query, "root_path": "",
+             "scheme": "http", "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 5000),
+             "headers": [(k.lower().encode(), v.encode()) for k, v in headers], "http_version": "1.1"}
+    sent = []
+
+    async def receive():
+        part = parts.pop(0) if parts else b""
+        return {"type": "http.request", "body": part, "more_body": bool(parts)}
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(guard(scope, receive, send))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    payload = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], dict((k.decode(), v.decode()) for k, v in start["headers"]), json.loads(payload)
+
+
+@pytest.fixture
+def guarded():
+    """The Guard around a stand-in app that echoes the body it was given."""
+    from pipeline.serve import Guard
+
+    async def echo(scope, receive, send):
+        body = (await receive())["body"]
+        out = json.dumps({"ok": True, "bytes": len(body)}).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": out})
+    return lambda token=None, max_body=1000: Guard(echo, token, max_body)
+
+
+def test_only_loopback_host_names_reach_the_models(guarded):
+    """DNS rebinding: the attacker's name resolves to 127.0.0.1, but its requests carry its own Host."""
+    g = guarded()
+    assert call(g, headers=[("Host", "127.0.0.1:8000")])[0] == 200
+    assert call(g, headers=[("Host", "localhost:8000")])[0] == 200
+    assert call(g, headers=[("Host", "[::1]:8000")])[0] == 200
+    status, _, body = call(g, headers=[("Host", "evil.example:8000")])
+    assert status == 403 and "loopback host name" in body["error"]
+
+
+def test_another_sites_page_cannot_post_to_it(guarded):
+    g = guarded()
+    json_post = [("Host", "127.0.0.1:8000"), ("Content-Type", "application/json")]
+    assert call(g, "POST", headers=json_post, body=b"{}")[0] == 200
+    status, _, body = call(g, "POST", headers=[*json_post, ("Origin", "http://evil.example")], body=b"{}")
+    assert status == 403 and "another site" in body["error"]
+    assert call(g, "POST", headers=[*json_post, ("Origin", "http://127.0.0.1:8000")], body=b"{}")[0] == 200
+    # A form or text/plain post needs no CORS preflight from another page: refused for its type.
+    status, _, body = call(g, "POST", headers=[("Host", "127.0.0.1:8000"), ("Content-Type", "text/plain")],
+                           body=b"{}")
+    assert status == 415 and body["error"] == "requests must be application/json"
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read_whole(guarded):
+    g = guarded(max_body=1000)
+    json_post = [("Host", "127.0.0.1:8000"), ("Content-Type", "application/json")]
+    # Declared too big: refused from the header, no chunk read.
+    assert call(g, "POST", headers=[*json_post, ("Content-Length", str(512 * 2 ** 20))], chunks=[])[0] == 413
+    # Not declared (chunked): refused at the chunk that crosses the limit.
+    status, _, _ = call(g, "POST", headers=json_post, chunks=[b"x" * 600, b"x" * 600, b"x" * 600])
+    assert status == 413
+    assert call(g, "POST", headers=json_post, chunks=[b"x" * 500, b"x" * 500])[2] == {"ok": True, "bytes": 1000}
+
+
+def test_off_loopback_every_request_needs_the_printed_token(guarded):
+    g = guarded(token="s3cret")
+    anywhere = [("Host", "box.lan:8000")]
+    status, _, body = call(g, path="/", headers=anywhere)
+    assert status == 403 and "token" in body["error"]
+    assert call(g, path="/", headers=anywhere, query=b"token=wrong")[0] == 403
+    status, headers, _ = call(g, path="/", headers=anywhere, query=b"token=s3cret")
+    assert status == 200 and headers["set-cookie"].startswith("chinr_token=s3cret;") and "SameSite=Strict" in \
+        headers["set-cookie"]
+    assert call(g, headers=[*anywhere, ("Cookie", "a=1; chinr_token=s3cret")])[0] == 200
+
+
+def test_a_port_in_use_is_one_line_before_anything_loads(capsys):
+    from pipeline import serve
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        assert serve.main(["--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: --port {port}: 127.0.0.1:{port} is in use or cannot be bound; pick another --port"
+
+
+def test_deep_json_huge_pictures_and_the_size_boundary(served):
+    import struct
+    import zlib
+
+    from pipeline import serve
+
+    base, work, session = served
+    req = urllib.request.Request(base + "/api/source", data=b"[" * 100_000, headers={"Content-Type": "application/json"})
+    try:
+        urllib.request.urlopen(req, timeout=60)
+    except urllib.error.HTTPError as e:
+        assert e.code == 400 and json.loads(e.read())["error"] == "the request's JSON is nested too deeply"
+    else:
+        raise AssertionError("deep JSON was accepted")
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", 13000, 13000, 8, 2, 0, 0, 0)
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+    status, body = api(base, "/api/upload", {"name": "big.png", "data": base64.b64encode(png).decode()})
+    assert status == 413 and body["error"].startswith("big.png: 13000 x 13000 pixels, over the 16 Mpx")
+    # Exactly MAX_UPLOAD bytes passes the size check (and fails later as what it is); one more does not.
+    for size, too_large in ((serve.MAX_UPLOAD, False), (serve.MAX_UPLOAD + 1, True)):
+        with pytest.raises(serve.Refused) as e:
+            session.upload("blob.bin", base64.b64encode(b"\0" * size).decode())
+        assert ("larger than 8 MiB" in str(e.value)) == too_large

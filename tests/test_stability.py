@@ -134,6 +134,6 @@ def test_fit_loe_with_a_huge_lr_stops_with_one_line_and_writes_no_model(tmp_path
     assert not (tmp_path / "data/fit_loe/loe.pt").exists() and not (tmp_path / "metrics/fit_loe.json").exists()
     step = int(line.split("at step ")[1].split(":")[0])
     if (tmp_path / "data/fit_loe/checkpoint.pt").exists():            # kept only if written before the divergence
-        state = torch.load(tmp_path / "data/fit_loe/checkpoint.pt", weights_only=False)
+        state = torch.load(tmp_path / "data/fit_loe/checkpoint.pt", weights_only=True)
         assert state["step"] < step and "is kept" in line
         assert all(torch.isfinite(t).all() for t in state["modules"]["model"].values())

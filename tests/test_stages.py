@@ -66,7 +66,7 @@ def test_threads_change_speed_not_results(tmp_path):
             r = run_stage(name, work)
             assert r.returncode == 0, r.stderr[-2000:]
         assert f", {threads} threads," in (work / "data/logs/fit_loe.log").read_text()
-        models.append(torch.load(work / "data/fit_loe/loe.pt", weights_only=False))
+        models.append(torch.load(work / "data/fit_loe/loe.pt", weights_only=True))
     a, b = models
     for part in ("model", "meta_sgd"):
         assert a[part].keys() == b[part].keys()

@@ -11,4 +11,5 @@ class Spec:
     sources: tuple[str, ...]           # the dataset.source values it reads
     resolution_multiple: int = 1       # dataset.resolution must be a multiple of this ...
     resolution_reason: str = ""        # ... because
-    dataset_args: tuple[str, ...] = () # dataset.* keys its constructor takes besides the resolution
+    dataset_args: tuple[str, ...] = () # dataset.* keys its constructor takes besides the resolution (dotted:
+                                       # "nerf.colour" is passed as colour=)

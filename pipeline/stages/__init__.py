@@ -224,12 +224,6 @@ def _clean_up(outputs) -> None:
         signal.signal(signal.SIGINT, previous)
 
 
-def warn(warnings: list[str], message: str) -> None:
-    """A figure that is computed but weak (a small set, a cut subset): said on stderr, kept in the metrics file."""
-    print(f"warning: {message}", file=sys.stderr)
-    warnings.append(message)
-
-
 def with_warnings(metrics: dict, warnings: list[str]) -> dict:
     """`metrics` plus a `warnings` list when there is any (so a clean run's file is unchanged)."""
     return {**metrics, "warnings": warnings} if warnings else metrics

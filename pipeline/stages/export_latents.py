@@ -8,7 +8,8 @@ from .. import autodecode
 from ..meta import fit_latents, load_loe, reconstruct
 from ..plots import heatmap
 from ..svcca import layer_correlations
-from . import elapsed, run, warn, write_metrics
+from ..errors import warn
+from . import elapsed, run, write_metrics
 
 # Removed when the stage stops early (dvc.yaml's outs, metrics and plots; curves and checkpoints stay).
 OUTPUTS = (LATENTS, RECONSTRUCTIONS, *metrics_files("reconstruction"), *metrics_files("svcca"), FIGURES / "svcca.png")

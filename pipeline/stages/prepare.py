@@ -4,7 +4,8 @@ import resource
 
 from .. import datasets, io, pictures
 from ..artifacts import DATASET, DATASET_PREVIEW, metrics_files
-from . import elapsed, run, warn, write_metrics
+from ..errors import warn
+from . import elapsed, run, write_metrics
 
 # Below this many test instances, every figure measured on the split is noisy.
 SMALL_TEST_SPLIT = 50

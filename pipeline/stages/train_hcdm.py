@@ -8,7 +8,8 @@ from ..artifacts import CURVES, HCDM_CHECKPOINT, HCDM_MODEL, LATENTS, metrics_fi
 from ..hcdm import HCDM, HCDMTrainer, save_hcdm
 from ..distributed import is_main
 from ..training import Checkpointer, StepLog, code_digest, file_digest, fingerprint, run_settings
-from . import elapsed, run, seeded, warn, write_metrics
+from ..errors import warn
+from . import elapsed, run, seeded, write_metrics
 
 # Removed when the stage stops early (dvc.yaml's outs, metrics and plots; curves and checkpoints stay).
 OUTPUTS = (HCDM_MODEL, *metrics_files("train_hcdm"))

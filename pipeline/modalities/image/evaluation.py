@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ... import artifacts, io
 from ...artifacts import REFERENCE
-from ...stages import warn
+from ...errors import warn
 from . import fid
 
 # Protocol text and set sizes: in metrics/detail/generation.json, not in the metrics file.

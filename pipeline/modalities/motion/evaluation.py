@@ -13,7 +13,7 @@ import torch
 from ... import artifacts, datasets, io
 from ...artifacts import DATASET, REFERENCE
 from ...factors import load_factor_predictor
-from ...stages import warn
+from ...errors import warn
 from ..image.fid import frechet_distance, gaussian   # the Frechet distance itself, on other features
 from ..shape import metrics as set_metrics          # the same set scores as shapes, on another distance
 from .skeleton import BODY, forward_kinematics

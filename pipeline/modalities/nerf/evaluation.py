@@ -9,7 +9,7 @@ import numpy as np
 
 from ... import artifacts, datasets, io
 from ...artifacts import DATASET, REFERENCE
-from ...stages import warn
+from ...errors import warn
 from ..image import fid
 
 DETAIL_ONLY = ("fid_protocol", "fid_references.*.images")

@@ -60,15 +60,19 @@ class NerfModality(Modality):
         "rendering": f"{rendering.SAMPLES} evenly spaced depths in [{rendering.NEAR}, {rendering.FAR}], white "
                      "background, pixel-centre rays"}
 
-    def __init__(self, resolution: int, views: int = 20, focal: float | None = None, radius: float = RADIUS):
-        self.resolution, self.views, self.radius = resolution, views, radius
+    def __init__(self, resolution: int, views: int = 20, focal: float | None = None, radius: float = RADIUS,
+                 colour: str = "sigmoid"):
+        if colour not in rendering.COLOURS:
+            raise ValueError(f"colour must be one of {rendering.COLOURS}, got {colour!r}")
+        self.resolution, self.views, self.radius, self.colour = resolution, views, radius, colour
         self.focal = FOCAL * resolution if focal is None else focal    # pixels at `resolution`
 
     def construction_args(self) -> dict:
-        return {"resolution": self.resolution, "views": self.views, "focal": self.focal, "radius": self.radius}
+        return {"resolution": self.resolution, "views": self.views, "focal": self.focal, "radius": self.radius,
+                "colour": self.colour}
 
     def field(self, model):
-        return rendering.RadianceField(model)
+        return rendering.RadianceField(model, colour=self.colour)
 
     # -- data ------------------------------------------------------------------------
     def pack(self, views: np.ndarray, poses: np.ndarray, focal: np.ndarray) -> np.ndarray:

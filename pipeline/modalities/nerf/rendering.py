@@ -9,7 +9,8 @@ is what `rays` does. Pixels are sampled at their centres (u = i + 0.5).
 Rendering (`composite`): `SAMPLES` evenly spaced depths t in [NEAR, FAR] along
 the unnormalised direction d (t is then the depth along the camera's axis),
 no hierarchical pass; densities sigma = clip(elu(x, 0.1) + 0.1, 0, 10) and
-colours sigmoid(x); alpha_i = 1 - exp(-sigma_i delta_i |d|) with the last
+colours sigmoid(x) or, `colour` raw, x as it is (mNIF's `rgb_activation:
+no_use`, Functa's minimal NeRF); alpha_i = 1 - exp(-sigma_i delta_i |d|) with the last
 interval 1e10; weights w_i = alpha_i prod_{j<i} (1 - alpha_j); a white
 background (rgb += 1 - sum w).
 """
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from ...batching import render_in_batches
 
 NEAR, FAR, SAMPLES = 0.8, 1.8, 32
+COLOURS = ("sigmoid", "raw")                  # dataset.nerf.colour
 
 
 def look_at(eye: torch.Tensor, target: torch.Tensor | None = None, up=(0.0, 1.0, 0.0)) -> torch.Tensor:
@@ -72,10 +74,10 @@ def sample_points(ray: torch.Tensor, samples: int = SAMPLES) -> tuple[torch.Tens
     return points, delta * ray[..., 3:].norm(dim=-1, keepdim=True)
 
 
-def activate(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The field's 4 outputs -> (density >= 0, rgb in [0, 1])."""
+def activate(raw: torch.Tensor, colour: str = "sigmoid") -> tuple[torch.Tensor, torch.Tensor]:
+    """The field's 4 outputs -> (density >= 0, rgb: in [0, 1] through a sigmoid, or `colour` raw as it is)."""
     density = (F.elu(raw[..., 3], alpha=0.1) + 0.1).clamp(0, 10)
-    return density, torch.sigmoid(raw[..., :3])
+    return density, torch.sigmoid(raw[..., :3]) if colour == "sigmoid" else raw[..., :3]
 
 
 def composite(density: torch.Tensor, rgb: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,15 +97,15 @@ class RadianceField:
     way it decodes an image's.
     """
 
-    def __init__(self, model, samples: int = SAMPLES):
-        self.model, self.samples = model, samples
+    def __init__(self, model, samples: int = SAMPLES, colour: str = "sigmoid"):
+        self.model, self.samples, self.colour = model, samples, colour
         self.layers, self.latent_dim, self.weights = model.layers, model.latent_dim, model.weights
 
     def __call__(self, ray: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
         points, delta = sample_points(ray, self.samples)                        # (..., P, S, 3), (..., P, S)
         p, s = points.shape[-3:-1]
         raw = self.model(points.reshape(*points.shape[:-3], p * s, 3), latents)  # (B, P*S, 4)
-        density, rgb = activate(raw.view(len(latents), p, s, 4))
+        density, rgb = activate(raw.view(len(latents), p, s, 4), self.colour)
         pixel, _ = composite(density, rgb, delta)
         return pixel * 2 - 1
 

@@ -1,0 +1,50 @@
+import torch
+
+from pipeline.hcdm import HCDM
+from pipeline.latent_views import code_clusters, kmeans, numbers, pca, plot_code_clusters
+
+
+def blobs(n_per, centres, spread, generator):
+    return torch.cat([c + spread * torch.randn(n_per, len(c), generator=generator) for c in centres])
+
+
+def test_kmeans_separates_well_apart_blobs_exactly():
+    g = torch.Generator().manual_seed(0)
+    centres = [torch.tensor([0.0, 0.0]), torch.tensor([10.0, 0.0]), torch.tensor([0.0, 10.0])]
+    x = blobs(50, centres, 0.5, g)
+    found, labels = kmeans(x, 3, g)
+    for i in range(3):   # each blob is one cluster, whatever its number
+        assert len(set(labels[50 * i:50 * (i + 1)].tolist())) == 1
+    assert len(set(labels.tolist())) == 3
+    assert min(torch.cdist(centres[i][None], found).min().item() for i in range(3)) < 0.3
+
+
+def test_pca_of_points_on_a_line_explains_everything_with_one_direction():
+    t = torch.linspace(-1, 1, 101)
+    direction = torch.tensor([3.0, 4.0, 0.0]) / 5
+    x = t[:, None] * direction + torch.tensor([1.0, 2.0, 3.0])
+    mean, components, share = pca(x)
+    assert torch.allclose(mean, torch.tensor([1.0, 2.0, 3.0]), atol=1e-6)
+    assert abs(abs(float(components[0] @ direction)) - 1) < 1e-5
+    assert share[0] > 0.99999 and share.sum() <= 1 + 1e-6
+
+
+def test_a_code_that_decides_the_next_layers_cluster_gives_full_purity(tmp_path):
+    # h^2's blob is chosen by the sign of h^1's first value, and c^2 is exactly that sign.
+    g = torch.Generator().manual_seed(1)
+    n = 200
+    s = (torch.arange(n) % 2).float() * 2 - 1
+    h1 = torch.stack([s * (1 + torch.rand(n, generator=g)), torch.randn(n, generator=g)], 1)
+    h2 = torch.stack([s * 5, torch.zeros(n)], 1) + 0.1 * torch.randn(n, 2, generator=g)
+    model = HCDM(layers=2, latent_dim=2, binary_len=1, hidden=16, blocks=2, timesteps=10, compressor="random")
+    model.compressor.weight.copy_(torch.tensor([[1.0, 0.0, 0.0, 0.0]]))
+    model.mean.zero_(), model.std.fill_(1.0)
+    views = code_clusters(model, torch.stack([h1, h2], 1), g, clusters=2, anchors=3, neighbours=20)
+    (layer2,) = views
+    assert layer2["layer"] == 2
+    assert all(a["purity"] == 1.0 and a["max_hamming"] == 0 for a in layer2["anchors"])
+    assert all(abs(a["cluster_share"] - 0.5) < 1e-9 for a in layer2["anchors"])
+    summary = numbers([], views)["code_clusters"][0]
+    assert summary["mean_purity"] == 1.0 and "points" not in summary
+    plot_code_clusters(tmp_path / "c.png", views)
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
