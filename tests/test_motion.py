@@ -1,4 +1,6 @@
 """The motion plug-in: AMASS reading, resampling, forward kinematics, rotation errors, decoding at 400 frames."""
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -122,10 +124,26 @@ def test_bad_files_get_one_line_naming_them(tmp_path):
     good = tmp_path / "good.npz"
     np.savez_compressed(good, poses=np.zeros((50, 156)), mocap_framerate=np.array(60.0))
     (tmp_path / "truncated.npz").write_bytes(good.read_bytes()[:-40])
-    np.savez(tmp_path / "rate_array.npz", poses=np.zeros((50, 156)), mocap_framerate=np.ones(3))
-    for name in ("text.npz", "truncated.npz", "rate_array.npz"):
+    for name in ("text.npz", "truncated.npz"):
         with pytest.raises(DataError, match=rf"^{tmp_path / name}: cannot read as .npz"):
             amass.read_poses(tmp_path / name)
+
+
+@pytest.mark.parametrize("poses, rate, says", [
+    (np.zeros((50, 156)), np.ones(3), "frame rate 'mocap_framerate' must be one real number, found float64 (3,)"),
+    (np.zeros((0, 156)), np.array(60.0), "'poses' has 0 frames; a motion needs at least 2"),
+    (np.full((10, 156), "0.1"), np.array(60.0), "'poses' must hold real numbers, found <U3"),
+    (np.zeros((10, 156)) + 1j, np.array(60.0), "'poses' must hold real numbers, found complex128"),
+    (np.full((10, 156), 1e30), np.array(60.0), "'poses' holds a rotation of 1e+30 rad"),
+    (np.zeros((10, 156)), np.array(1e-4), "frame rate 0.0001 fps is outside [1, 2000] fps"),
+    (np.zeros((10, 156)), np.array(1e-300), "frame rate 1e-300 fps is outside [1, 2000] fps"),
+    (np.zeros((10, 156)), np.array("60"), "frame rate 'mocap_framerate' must be one real number, found <U2"),
+])
+def test_hostile_motion_files_are_one_line_before_any_allocation(tmp_path, poses, rate, says):
+    """A rate of 1e-4 fps asked for 58.5 GiB; strings, complex values and 1e30-rad angles went through."""
+    np.savez(tmp_path / "m.npz", poses=poses, mocap_framerate=rate)
+    with pytest.raises(DataError, match="^" + re.escape(f"{tmp_path / 'm.npz'}: {says}")):
+        amass.read_poses(tmp_path / "m.npz")
 
 
 def test_embedded_motions_are_seeded_and_within_the_rotation_range():

@@ -143,6 +143,12 @@ def write_scene(folder, views=6, side=8, focal=10.0, broken=None):
         (folder / "intrinsics.txt").write_text(f"{focal} {side / 2 + 2} {side / 2} 0.\n{side} {side}\n")
     if broken == "size":
         (folder / "intrinsics.txt").write_text(f"{2 * focal} {side} {side} 0.\n{2 * side} {2 * side}\n")
+    if broken in ("nan_focal", "nan_centre", "inf_focal", "inf_size", "latin1"):
+        f, c, size = {"nan_focal": ("nan", side / 2, side), "nan_centre": (focal, "nan", side),
+                      "inf_focal": ("inf", side / 2, side), "inf_size": (focal, side / 2, "inf"),
+                      "latin1": (focal, side / 2, side)}[broken]
+        text = f"{f} {c} {side / 2} 0.\n{size} {size}\n".encode() + (b"\xe9" if broken == "latin1" else b"")
+        (folder / "intrinsics.txt").write_bytes(text)
 
 
 def test_the_srn_reader_on_a_hand_written_scene(tmp_path):
@@ -159,7 +165,13 @@ def test_the_srn_reader_on_a_hand_written_scene(tmp_path):
                          ("intrinsics", "intrinsics.txt: not SRN intrinsics"),
                          ("one_line", "intrinsics.txt: not SRN intrinsics"),
                          ("off_centre", r"principal point \(6, 4\) is not the centre"),
-                         ("size", r"rgb/\d+.png: 8x8 pixels, but intrinsics.txt says 16x16")):
+                         ("size", r"rgb/\d+.png: 8x8 pixels, but intrinsics.txt says 16x16"),
+                         # NaN passes every comparison (f <= 0 is False), so finiteness is checked first
+                         ("nan_focal", "intrinsics.txt: focal and principal point must be finite numbers"),
+                         ("nan_centre", "intrinsics.txt: focal and principal point must be finite numbers"),
+                         ("inf_focal", "intrinsics.txt: focal and principal point must be finite numbers"),
+                         ("inf_size", "intrinsics.txt: not SRN intrinsics"),
+                         ("latin1", "intrinsics.txt: not SRN intrinsics")):
         write_scene(tmp_path / broken, views=6, broken=broken)
         with pytest.raises(DataError, match=says):
             srn.read_scene(tmp_path / broken, 8, 2, HELD_OUT)

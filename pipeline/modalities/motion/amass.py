@@ -25,6 +25,8 @@ Z_UP_TO_Y_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
 SMPLH_VALUES = 156
 RATE_KEYS = ("mocap_framerate", "mocap_frame_rate")
 SKIPPED_NAMES = ("shape.npz",)   # AMASS's per-subject body-shape files: no poses, not motions
+RATES = (1.0, 2000.0)            # frame rates read (AMASS: 60-250 fps); 1e-4 fps would resample 3 s into 58 GiB
+MAX_ANGLE = 100.0                # radians; an axis-angle rotation is within [0, pi] (a few turns once unwrapped)
 
 
 def smplh_to_smplx(poses: np.ndarray) -> np.ndarray:
@@ -84,18 +86,30 @@ def read_poses(path: Path) -> tuple[np.ndarray, float]:
             rate_key = next((k for k in RATE_KEYS if k in z.files), None)
             if rate_key is None:
                 raise DataError(f"{path}: no frame rate ('mocap_framerate' or 'mocap_frame_rate')")
-            poses, rate = np.asarray(z["poses"]), float(z[rate_key])
+            poses, rate = np.asarray(z["poses"]), z[rate_key]
+            if rate.size != 1 or rate.dtype.kind not in "fiu":
+                raise DataError(f"{path}: frame rate '{rate_key}' must be one real number, found {rate.dtype} "
+                                f"{rate.shape}")
+            rate = float(rate.reshape(()))
     except DataError:
         raise
     except (OSError, ValueError, EOFError, TypeError, KeyError, AttributeError, zipfile.BadZipFile, zlib.error) as e:
         raise DataError(f"{path}: cannot read as .npz ({e.__class__.__name__}: {e})") from None
+    if poses.dtype.kind not in "fiu":   # complex, strings, objects
+        raise DataError(f"{path}: 'poses' must hold real numbers, found {poses.dtype}")
     if poses.ndim != 2 or poses.shape[1] not in (SMPLH_VALUES, VALUES):
         raise DataError(f"{path}: 'poses' has shape {poses.shape}; expected (frames, {SMPLH_VALUES}) for SMPL-H "
                         f"or (frames, {VALUES}) for SMPL-X")
+    if len(poses) < 2:
+        raise DataError(f"{path}: 'poses' has {len(poses)} frames; a motion needs at least 2")
     if not np.isfinite(poses).all():
         raise DataError(f"{path}: 'poses' holds NaN or infinite values")
-    if not (np.isfinite(rate) and rate > 0):
-        raise DataError(f"{path}: frame rate {rate} is not a positive number")
+    largest = float(np.abs(poses).max())
+    if largest > MAX_ANGLE:
+        raise DataError(f"{path}: 'poses' holds a rotation of {largest:.3g} rad; axis-angle values stay within a "
+                        f"few turns (here: at most {MAX_ANGLE:g})")
+    if not (np.isfinite(rate) and RATES[0] <= rate <= RATES[1]):
+        raise DataError(f"{path}: frame rate {rate:g} fps is outside [{RATES[0]:g}, {RATES[1]:g}] fps")
     poses = (smplh_to_smplx(poses) if poses.shape[1] == SMPLH_VALUES else poses).astype(np.float64)
     poses[:, :3] = matrix_to_axis_angle(Z_UP_TO_Y_UP @ rotation_matrices(poses[:, :3]))
     return poses, rate

@@ -12,6 +12,8 @@ from the rest. Any problem is one line naming the file.
 """
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 
 import numpy as np
@@ -37,9 +39,11 @@ def read_intrinsics(path: Path) -> tuple[float, int]:
         h, w = (int(float(v)) for v in lines[-1][:2])
     except FileNotFoundError:
         raise DataError(f"{path}: missing (each SRN scene needs intrinsics.txt)") from None
-    except (ValueError, IndexError):
+    except (ValueError, IndexError, OverflowError):   # OverflowError: int(inf)
         raise DataError(f"{path}: not SRN intrinsics (first line 'f cx cy _', last line 'H W')") from None
-    if h != w or f <= 0:
+    if not all(math.isfinite(v) for v in (f, cx, cy)):   # NaN passes every comparison below
+        raise DataError(f"{path}: focal and principal point must be finite numbers, got {f:g} {cx:g} {cy:g}")
+    if h != w or f <= 0 or h <= 0:
         raise DataError(f"{path}: focal {f:g} and size {h}x{w}: need a positive focal and square views")
     if abs(cx - w / 2) > 0.5 or abs(cy - h / 2) > 0.5:
         raise DataError(f"{path}: principal point ({cx:g}, {cy:g}) is not the centre of a {w}x{h} view; "
