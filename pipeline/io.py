@@ -111,6 +111,9 @@ def non_finite_counts(arrays: dict) -> dict[str, tuple[int, int]]:
 
     bad = {}
     arrays = {k: np.asarray(v) if isinstance(v, (float, np.floating)) else v for k, v in arrays.items()}
+    # A structured array (a NeRF scene: views, poses, focal) is checked field by field.
+    arrays = {name: value for k, v in arrays.items() for name, value in (
+        ((f"{k}.{f}", v[f]) for f in v.dtype.names) if isinstance(v, np.ndarray) and v.dtype.names else ((k, v),))}
     floats = {k: v for k, v in arrays.items()
               if (torch.is_tensor(v) and (v.is_floating_point() or v.is_complex()))
               or (isinstance(v, np.ndarray) and v.dtype.kind in "fc")}

@@ -292,5 +292,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _main() -> int:
+    """The command: Ctrl-C at any point is one line and exit 130 (io.save_text writes atomically, so
+    params.yaml is either the old or the new rendering)."""
+    try:
+        return main()
+    except KeyboardInterrupt:
+        print("interrupted: --out is as it was, or fully written (writes are atomic)", file=sys.stderr)
+        return 130
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_main())

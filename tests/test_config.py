@@ -241,3 +241,11 @@ def test_std_table_parts_must_cover_the_layers():
                        ([1.5, 5.5], "must be an integer")):
         with pytest.raises(ConfigError, match=r"^evaluate\.std_table\.parts(\[0\])?: .*" + why):
             config.from_dict({"loe": {"layers": 7}, "evaluate": {"std_table": {"parts": parts}}})
+
+
+def test_ctrl_c_in_the_preset_command_is_one_line(monkeypatch, capsys):
+    def interrupted(argv=None):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(preset, "main", interrupted)
+    assert preset._main() == 130
+    assert capsys.readouterr().err.strip() == "interrupted: --out is as it was, or fully written (writes are atomic)"

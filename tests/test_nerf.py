@@ -143,6 +143,10 @@ def write_scene(folder, views=6, side=8, focal=10.0, broken=None):
         (folder / "intrinsics.txt").write_text(f"{focal} {side / 2 + 2} {side / 2} 0.\n{side} {side}\n")
     if broken == "size":
         (folder / "intrinsics.txt").write_text(f"{2 * focal} {side} {side} 0.\n{2 * side} {2 * side}\n")
+    if broken == "bomb":   # a view whose header claims 400 Mpx (over PIL's decompression-bomb limit)
+        from test_robustness import png_claiming
+
+        (folder / "rgb" / "000002.png").write_bytes(png_claiming(20000, 20000))
     if broken in ("nan_focal", "nan_centre", "inf_focal", "inf_size", "latin1"):
         f, c, size = {"nan_focal": ("nan", side / 2, side), "nan_centre": (focal, "nan", side),
                       "inf_focal": ("inf", side / 2, side), "inf_size": (focal, side / 2, "inf"),
@@ -171,7 +175,8 @@ def test_the_srn_reader_on_a_hand_written_scene(tmp_path):
                          ("nan_centre", "intrinsics.txt: focal and principal point must be finite numbers"),
                          ("inf_focal", "intrinsics.txt: focal and principal point must be finite numbers"),
                          ("inf_size", "intrinsics.txt: not SRN intrinsics"),
-                         ("latin1", "intrinsics.txt: not SRN intrinsics")):
+                         ("latin1", "intrinsics.txt: not SRN intrinsics"),
+                         ("bomb", r"000002.png: not a readable image \(DecompressionBombError\)")):
         write_scene(tmp_path / broken, views=6, broken=broken)
         with pytest.raises(DataError, match=says):
             srn.read_scene(tmp_path / broken, 8, 2, HELD_OUT)

@@ -37,7 +37,7 @@ ENV = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin",
 
 def stage(name, cwd, check=False, **kw):
     r = subprocess.run([sys.executable, "-m", f"pipeline.stages.{name}"], cwd=cwd, capture_output=True, text=True,
-                       env=ENV, **kw)
+                       **{"env": ENV, **kw})
     if check:
         assert r.returncode == 0, r.stderr[-2000:]
     return r
@@ -94,6 +94,11 @@ def test_array_and_model_writers_refuse_non_finite_values(tmp_path):
         np.savez(f, a=np.array([np.nan]))
     with pytest.raises(NonFiniteError, match=r"bad\.npz: 'a' holds 1 of 1 .*refusing to use it"):
         io.load_npz(tmp_path / "bad.npz")
+    # A structured array (a NeRF scene: views, poses, focal) is checked field by field.
+    scenes = np.zeros(3, dtype=[("rgb", np.uint8, (2, 2, 3)), ("pose", np.float32, (4, 4)), ("focal", np.float32)])
+    scenes["focal"][1] = np.nan
+    with pytest.raises(NonFiniteError, match=r"d\.npz: 'train\.focal' holds 1 of 3 values that are NaN or inf"):
+        io.save_npz(tmp_path / "d.npz", train=scenes)
 
 
 def test_nan_latents_stop_train_hcdm_in_one_line_naming_stage_and_file(run_copy):
@@ -509,3 +514,14 @@ def test_hcdm_seed_gives_other_hcdms_over_one_stage_1_and_null_is_the_runs_seed(
         models[seed] = (run_copy / "data/hcdm/hcdm.pt").read_bytes()
     assert params["seed"] == 0 and models[0] == ours and models[1] != ours
     assert (run_copy / "data/fit_loe/loe.pt").read_bytes() == loe
+
+
+def test_a_corrupt_file_whose_name_is_not_utf8_is_one_line_in_the_terminal_and_the_log(tmp_path):
+    write_faces(tmp_path / "imgs", 4)
+    with open(os.fsencode(tmp_path / "imgs") + b"/bad\xff.png", "wb") as f:
+        f.write(b"garbage")
+    write_params(tmp_path, folder_params(tmp_path / "imgs"))
+    r = stage("prepare", tmp_path, env={**ENV, "PYTHONIOENCODING": "utf-8:strict"})
+    assert r.returncode == 2 and last_line(r).startswith(f"error: {tmp_path / 'imgs'}/bad\\udcff.png: cannot read image")
+    log = (tmp_path / "data/logs/prepare.log").read_text().strip().splitlines()
+    assert log[-1] == last_line(r)

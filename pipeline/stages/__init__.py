@@ -144,7 +144,8 @@ class StageLog:
         try:
             LOGS.mkdir(parents=True, exist_ok=True)
             path = LOGS / (f"{self.stage}.log" if rank == 0 else f"{self.stage}.rank{rank}.log")
-            self.file = open(path, "w", encoding="utf-8", buffering=1)
+            # A file name that is not UTF-8 (kept by Python as surrogates) is written escaped, never a crash.
+            self.file = open(path, "w", encoding="utf-8", errors="backslashreplace", buffering=1)
         except OSError as e:   # a log we cannot write must not stop the stage
             print(f"warning: no log file ({e})", file=sys.__stderr__)
             return
@@ -189,7 +190,11 @@ class _Tee(_io.TextIOBase):
         self.stream, self.log = stream, log
 
     def write(self, text: str) -> int:
-        self.stream.write(text)
+        try:
+            self.stream.write(text)
+        except UnicodeEncodeError:   # e.g. a file name that is not UTF-8, on a strict stdout
+            encoding = self.encoding or "utf-8"
+            self.stream.write(text.encode(encoding, "backslashreplace").decode(encoding))
         self.log.write(text)
         return len(text)
 
