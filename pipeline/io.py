@@ -81,9 +81,24 @@ def atomic_path(path: str | Path):
     try:
         yield Path(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        if e.filename not in (None, tmp):   # about another file: let it say so itself
+            raise
+        raise OSError(e.errno, full_disk_reason(path, e.strerror or str(e)), str(path)) from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def full_disk_reason(path: Path, reason: str) -> str:
+    """`reason`, or that the disk is full when it is (torch's zip writer says only 'unexpected pos ...')."""
+    import shutil
+
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return reason
+    return f"no space left on the disk ({free} bytes free): {reason}" if free < 1 << 20 else reason
 
 
 # --- finiteness: no NaN or inf is ever written as a result, or read as one ---
@@ -225,7 +240,7 @@ def save_torch(path: str | Path, obj) -> None:
             with open(tmp, "wb") as f:
                 torch.save(obj, f)
         except RuntimeError as e:   # torch reports a full disk as a RuntimeError from its zip writer
-            raise OSError(5, f"cannot write ({str(e)[:160]})", str(path)) from None
+            raise OSError(errno.EIO, f"cannot write ({str(e)[:160]})", str(tmp)) from None
 
 
 def save_png(path: str | Path, image: np.ndarray) -> None:

@@ -525,3 +525,28 @@ def test_a_corrupt_file_whose_name_is_not_utf8_is_one_line_in_the_terminal_and_t
     assert r.returncode == 2 and last_line(r).startswith(f"error: {tmp_path / 'imgs'}/bad\\udcff.png: cannot read image")
     log = (tmp_path / "data/logs/prepare.log").read_text().strip().splitlines()
     assert log[-1] == last_line(r)
+
+
+def test_a_full_disk_is_named_with_the_file_not_as_torch_zip_offsets(tmp_path, monkeypatch):
+    """torch's zip writer says 'unexpected pos 413376 vs 413264'; numpy's write has no file name."""
+    import collections
+    import shutil as sh
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(sh, "disk_usage", lambda p: usage(100, 100, 0))
+
+    def full(f, *a, **k):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(OSError) as e:
+        io.save_torch(tmp_path / "m.pt", {"w": torch.ones(3)})
+    assert e.value.filename == str(tmp_path / "m.pt")
+    assert e.value.strerror.startswith("no space left on the disk (0 bytes free): cannot write (")
+
+    def enospc(*a, **k):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(np, "savez", enospc)
+    with pytest.raises(OSError) as e:
+        io.save_npz(tmp_path / "l.npz", a=np.ones(3))
+    assert e.value.filename == str(tmp_path / "l.npz") and "no space left on the disk" in e.value.strerror
+    assert not list(tmp_path.iterdir())                                  # no temporary left behind
