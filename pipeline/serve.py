@@ -293,7 +293,8 @@ class Guard:
                 return await refuse(send, 403, "this page answers only to a loopback host name (127.0.0.1, "
                                                "localhost); start it with --host to serve others")
             origin = headers.get("origin")
-            if origin is not None and hostname(urlsplit(origin).netloc) not in LOOPBACK:
+            cross = headers.get("sec-fetch-site") == "cross-site"   # browsers say where a request comes from
+            if cross or (origin is not None and hostname(urlsplit(origin).netloc) not in LOOPBACK):
                 return await refuse(send, 403, "a request from another site's page is refused")
         else:
             given = query.get("token", [cookies.get(TOKEN_COOKIE, "")])[0]

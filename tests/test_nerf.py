@@ -143,6 +143,10 @@ def write_scene(folder, views=6, side=8, focal=10.0, broken=None):
         (folder / "intrinsics.txt").write_text(f"{focal} {side / 2 + 2} {side / 2} 0.\n{side} {side}\n")
     if broken == "size":
         (folder / "intrinsics.txt").write_text(f"{2 * focal} {side} {side} 0.\n{2 * side} {2 * side}\n")
+    if broken == "scaled":   # a 4x4 whose 3x3 part is twice a rotation: rays would be twice as long
+        pose = rendering.orbit(60, 10, 1.3).numpy()
+        pose[:3, :3] *= 2
+        (folder / "pose" / "000002.txt").write_text(" ".join(f"{v:.8f}" for v in pose.ravel()))
     if broken == "bomb":   # a view whose header claims 400 Mpx (over PIL's decompression-bomb limit)
         from test_robustness import png_claiming
 
@@ -176,6 +180,7 @@ def test_the_srn_reader_on_a_hand_written_scene(tmp_path):
                          ("inf_focal", "intrinsics.txt: focal and principal point must be finite numbers"),
                          ("inf_size", "intrinsics.txt: not SRN intrinsics"),
                          ("latin1", "intrinsics.txt: not SRN intrinsics"),
+                         ("scaled", r"000002.txt: the pose's 3x3 rotation is not a rotation"),
                          ("bomb", r"000002.png: not a readable image \(DecompressionBombError\)")):
         write_scene(tmp_path / broken, views=6, broken=broken)
         with pytest.raises(DataError, match=says):

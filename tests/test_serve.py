@@ -254,6 +254,8 @@ def test_another_sites_page_cannot_post_to_it(guarded):
     status, _, body = call(g, "POST", headers=[*json_post, ("Origin", "http://evil.example")], body=b"{}")
     assert status == 403 and "another site" in body["error"]
     assert call(g, "POST", headers=[*json_post, ("Origin", "http://127.0.0.1:8000")], body=b"{}")[0] == 200
+    assert call(g, "POST", headers=[*json_post, ("Sec-Fetch-Site", "cross-site")], body=b"{}")[0] == 403
+    assert call(g, "POST", headers=[*json_post, ("Sec-Fetch-Site", "same-origin")], body=b"{}")[0] == 200
     # A form or text/plain post needs no CORS preflight from another page: refused for its type.
     status, _, body = call(g, "POST", headers=[("Host", "127.0.0.1:8000"), ("Content-Type", "text/plain")],
                            body=b"{}")

@@ -100,3 +100,21 @@ def test_keep_freed_memory_applies_on_glibc_only(monkeypatch):
         assert stages.keep_freed_memory() is True       # glibc >= 2.35 accepts both settings
     monkeypatch.setattr(platform, "libc_ver", lambda *a, **k: ("musl", "1.2"))
     assert stages.keep_freed_memory() is False          # elsewhere: nothing to set, nothing fails
+
+
+def test_a_log_that_cannot_be_written_stops_logging_not_the_stage(tmp_path, monkeypatch, capsys):
+    """A full disk: the log's write raises; the stage's own output still reaches the terminal."""
+    monkeypatch.chdir(tmp_path)
+
+    class Full:
+        def write(self, text):
+            raise OSError(28, "No space left on device")
+
+        def close(self):
+            raise OSError(28, "No space left on device")
+    with StageLog("x") as log:
+        log.open(0)
+        log.file = Full()
+        print("first line")
+        print("second line")
+    assert log.file is None and capsys.readouterr().out == "first line\nsecond line\n"

@@ -157,7 +157,16 @@ class StageLog:
             self.write(f"# {text}\n")
 
     def write(self, text: str) -> None:
-        """Whole lines go straight to the file; a line redrawn with \\r is kept as its latest state."""
+        """Whole lines go straight to the file; a line redrawn with \\r is kept as its latest state. A log
+        that cannot be written (a full disk) stops logging; it never stops the stage or hides its error."""
+        if self.file is None:
+            return
+        try:
+            self._write(text)
+        except OSError:
+            self.file = None
+
+    def _write(self, text: str) -> None:
         *done, self.pending = (self.pending + text).split("\n")
         for line in done:
             self.file.write(line.rsplit("\r", 1)[-1] + "\n")
@@ -175,13 +184,17 @@ class StageLog:
     def __exit__(self, kind, error, trace):
         sys.stdout, sys.stderr = self.streams
         if self.file is not None:
-            if self.pending.strip():
-                self.file.write(self.pending.rsplit("\r", 1)[-1] + "\n")
-            if kind is not None and not issubclass(kind, SystemExit):   # a bug: its traceback belongs in the log too
-                import traceback
+            file = self.file
+            try:
+                if self.pending.strip():
+                    file.write(self.pending.rsplit("\r", 1)[-1] + "\n")
+                if kind is not None and not issubclass(kind, SystemExit):   # a bug: its traceback belongs in the log
+                    import traceback
 
-                self.file.write("".join(traceback.format_exception(kind, error, trace)))
-            self.file.close()
+                    file.write("".join(traceback.format_exception(kind, error, trace)))
+                file.close()
+            except OSError:   # a full disk: the stage's own line has reached the terminal already
+                pass
         return False
 
 

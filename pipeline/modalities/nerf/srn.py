@@ -63,6 +63,10 @@ def read_pose(path: Path) -> np.ndarray:
     pose = values.reshape(4, 4)
     if not np.allclose(pose[3], [0, 0, 0, 1], atol=1e-4):
         raise DataError(f"{path}: the last row of a camera-to-world pose must be 0 0 0 1")
+    rotation = pose[:3, :3]
+    if not np.allclose(rotation.T @ rotation, np.eye(3), atol=1e-3) or np.linalg.det(rotation) < 0:
+        raise DataError(f"{path}: the pose's 3x3 rotation is not a rotation (its columns must be orthonormal, "
+                        "determinant +1)")
     return pose
 
 
