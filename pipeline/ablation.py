@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from . import io
-from .experiments import exp_show, frame, select, summarise, summary_markdown
+from .experiments import add_commits_arg, runs, select, summarise, summary_markdown
 
 # The paper's Table 2 (CelebA-HQ, ShapeNet, SRN-Cars): std_1, std_12, std_23, std_34, std_45 per binary_len.
 PAPER_TABLE_2 = {
@@ -67,15 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pipeline.ablation", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("metrics/ablation"), help="writes OUT.json and OUT.md")
-    p.add_argument("-n", "--num", type=int, default=1,
-                   help="commits to include, newest first (as `dvc exp show -n`): experiments hang off the "
-                        "commit they were queued from")
+    add_commits_arg(p)
     a = p.parse_args(argv)
-    df = frame(exp_show(a.num))
-    if df.empty:
-        print("error: no experiment has metrics/generation.json yet; run the experiments first", file=sys.stderr)
-        return 2
-    payload, md = tables(df)
+    payload, md = tables(runs(a.num))
     io.save_json(a.out.with_suffix(".json"), payload)
     io.save_text(a.out.with_suffix(".md"), md)
     print(md)

@@ -146,6 +146,21 @@ def runs_markdown(df: pd.DataFrame, columns: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def add_commits_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-n", "--num", type=int, default=1,
+                   help="commits to include, newest first (as `dvc exp show -n`): experiments hang off the "
+                        "commit they were queued from")
+
+
+def runs(commits: int) -> pd.DataFrame:
+    """The runs of the last `commits` commits' experiments; SystemExit(2) with one line when there are none."""
+    df = frame(exp_show(commits))
+    if df.empty:
+        print("error: no experiment has metrics/generation.json yet; run the experiments first", file=sys.stderr)
+        raise SystemExit(2)
+    return df
+
+
 def exp_show(commits: int) -> dict | list:
     """`dvc exp show --json` of the last `commits` commits; SystemExit(2) with DVC's last line if it fails."""
     r = subprocess.run(["dvc", "exp", "show", "--json", "-n", str(commits)], capture_output=True, text=True)
@@ -164,14 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--columns", nargs="+", default=list(DEFAULT_COLUMNS), metavar="COLUMN",
                    help="metric columns (a trailing * takes a prefix); default: the Stage-2 comparison's")
     p.add_argument("--out", type=Path, required=True, help="writes OUT.json and OUT.md")
-    p.add_argument("-n", "--num", type=int, default=1,
-                   help="commits to include, newest first (as `dvc exp show -n`): experiments hang off the "
-                        "commit they were queued from")
+    add_commits_arg(p)
     a = p.parse_args(argv)
-    df = frame(exp_show(a.num))
-    if df.empty:
-        print("error: no experiment has metrics/generation.json yet; run the experiments first", file=sys.stderr)
-        return 2
+    df = runs(a.num)
     by = [f"params.{k}" for k in a.by]
     missing = [k for k, c in zip(a.by, by) if c not in df.columns]
     if missing:

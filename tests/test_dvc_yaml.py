@@ -37,8 +37,9 @@ def imports_of(path: Path) -> set[str]:
     return found
 
 
-def closure(module: str) -> set[Path]:
-    todo, seen = [module], set()
+def closure(*modules: str) -> set[Path]:
+    """The package's files that importing `modules` runs."""
+    todo, seen = list(modules), set()
     while todo:
         path = module_file(todo.pop())
         if path is None or path in seen:
@@ -150,18 +151,5 @@ def test_no_module_below_the_stages_imports_the_stage_runner():
 
 def closure_names(path: Path) -> set[str]:
     """Every package module `path` reaches through imports, by dotted name."""
-    found = set()
-    for f in closure_from(path):
-        found.add(".".join(f.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"))
-    return found
-
-
-def closure_from(path: Path) -> set[Path]:
-    todo, seen = list(imports_of(path)), {path}
-    while todo:
-        f = module_file(todo.pop())
-        if f is None or f in seen:
-            continue
-        seen.add(f)
-        todo.extend(imports_of(f))
-    return seen
+    return {".".join(f.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+            for f in closure(*imports_of(path))}
