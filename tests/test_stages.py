@@ -8,7 +8,8 @@ import torch
 
 from conftest import micro_params
 from pipeline import config
-from pipeline.stages import StageLog, _numbers, write_metrics
+from pipeline.stages import StageLog, write_metrics
+from pipeline.stages.report import _numbers
 from test_robustness import ENV, write_params
 
 
@@ -39,7 +40,7 @@ def test_a_stage_leaves_its_log_with_progress_timings_and_the_error_of_a_failed_
 def test_the_log_keeps_redrawn_progress_lines_sparsely(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     clock = iter([0.0, 1.0, 20.0, 21.0])   # the times of the four redraws
-    monkeypatch.setattr("pipeline.stages.time.time", lambda: next(clock))
+    monkeypatch.setattr("pipeline.stages.log.time.time", lambda: next(clock))
     before = sys.stdout, sys.stderr
     with StageLog("x", every=10.0) as log:
         log.open(0)

@@ -51,7 +51,7 @@ def inception_features(images: np.ndarray, batch_size: int = 16, progress: bool 
     """(N, H, W, 3) uint8 -> (N, 2048) float64 pool3 features.
 
     Batches of 16: on 2 CPU cores (with the stage runner's allocator setting,
-    `stages.keep_freed_memory`) 62-69 ms an image against 70-97 ms in batches
+    `stages.process.keep_freed_memory`) 62-69 ms an image against 70-97 ms in batches
     of 50, whose 300 MB activations miss the cache; a batch's features do not
     depend on its size beyond rounding (tests/test_fid.py)."""
     from tqdm import tqdm
