@@ -249,3 +249,15 @@ def test_ctrl_c_in_the_preset_command_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(preset, "main", interrupted)
     assert preset._main() == 130
     assert capsys.readouterr().err.strip() == "interrupted: --out is as it was, or fully written (writes are atomic)"
+
+
+def test_paper_presets_use_the_papers_stage_2():
+    """mNIF's latent denoiser (long skips, 8 blocks x 4096, x0 prediction) and the paper's HCDM schedule:
+    batch 32, lr 1e-4, 1000 epochs; SRN-Cars' auto-decoding 1000 epochs at batch 8 over Functa's 2458 scenes."""
+    for name, train in (("celebahq64", 27000), ("srncars128", 2458)):
+        h = preset.load(name).hcdm
+        assert (h.denoiser, h.objective, h.hidden, h.blocks) == ("skip_mlp", "x0", 4096, 8), name
+        assert (h.batch_size, h.lr) == (32, 1e-4) and abs(h.steps * h.batch_size - 1000 * train) < h.batch_size, name
+    srn = preset.load("srncars128")
+    assert srn.fit_loe.method == "autodecode" and srn.fit_loe.steps * srn.fit_loe.batch_size == 1000 * 2458
+    assert srn.sample.sampler == "ddpm"
