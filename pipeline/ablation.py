@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from . import io
-from .experiments import add_commits_arg, runs, select, summarise, summary_markdown
+from .experiments import add_selection_args, runs, select, summarise, summary_markdown
 
 # The paper's Table 2 (CelebA-HQ, ShapeNet, SRN-Cars): std_1, std_12, std_23, std_34, std_45 per binary_len.
 PAPER_TABLE_2 = {
@@ -50,6 +50,8 @@ def tables(df) -> tuple[dict, str]:
         table2 = table2.iloc[table2[BITS].astype(int).argsort()].reset_index(drop=True)
     quality = select(df, QUALITY)
     variants = summarise(df, [VARIANT, BITS], quality)
+    variants = variants.iloc[sorted(range(len(variants)), key=lambda i: (
+        variants[VARIANT][i], float(variants[BITS][i])))].reset_index(drop=True)
     md = ["## Binary condition length (paper Table 2): ours", "",
           "Standardised latents, the model's own chain (prefixes drawn from it); `floor` is what a prior that "
           "reproduced its training pairs code by code would give (`std_table_memorised`).", ""]
@@ -67,9 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pipeline.ablation", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("metrics/ablation"), help="writes OUT.json and OUT.md")
-    add_commits_arg(p)
+    add_selection_args(p)
     a = p.parse_args(argv)
-    payload, md = tables(runs(a.num))
+    try:
+        df = runs(a.num, a.where)
+    except SystemExit as e:   # runs() has said why, in one line
+        return int(e.code)
+    payload, md = tables(df)
     io.save_json(a.out.with_suffix(".json"), payload)
     io.save_text(a.out.with_suffix(".md"), md)
     print(md)

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from . import io
 
@@ -146,19 +147,38 @@ def runs_markdown(df: pd.DataFrame, columns: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def add_commits_arg(p: argparse.ArgumentParser) -> None:
+def add_selection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-n", "--num", type=int, default=1,
                    help="commits to include, newest first (as `dvc exp show -n`): experiments hang off the "
                         "commit they were queued from")
+    p.add_argument("--where", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="keep only the runs whose params.yaml has these values (e.g. binary_len=12)")
 
 
-def runs(commits: int) -> pd.DataFrame:
-    """The runs of the last `commits` commits' experiments; SystemExit(2) with one line when there are none."""
+def runs(commits: int, where: list[str] = ()) -> pd.DataFrame:
+    """The runs of the last `commits` commits' experiments whose params match `where` (KEY=VALUE, the value
+    read as YAML); SystemExit(2) with one line when there are none."""
     df = frame(exp_show(commits))
+    for item in where:
+        key, sep, value = item.partition("=")
+        if not sep or f"params.{key}" not in df.columns:
+            print(f"error: --where {item}: expected KEY=VALUE with KEY a params.yaml key of these experiments",
+                  file=sys.stderr)
+            raise SystemExit(2)
+        df = df[df[f"params.{key}"].map(lambda v, want=yaml.safe_load(value): same(v, want))].reset_index(drop=True)
     if df.empty:
-        print("error: no experiment has metrics/generation.json yet; run the experiments first", file=sys.stderr)
+        print("error: no experiment with metrics/generation.json" + (" matches --where" if where else " yet")
+              + "; run the experiments first", file=sys.stderr)
         raise SystemExit(2)
     return df
+
+
+def same(value, want) -> bool:
+    """A params cell against a wanted value: numbers by value (a column with gaps holds 12 as 12.0)."""
+    numbers = (int, float)
+    if isinstance(value, numbers) and isinstance(want, numbers) and not isinstance(want, bool):
+        return float(value) == float(want)
+    return value == want
 
 
 def exp_show(commits: int) -> dict | list:
@@ -179,9 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--columns", nargs="+", default=list(DEFAULT_COLUMNS), metavar="COLUMN",
                    help="metric columns (a trailing * takes a prefix); default: the Stage-2 comparison's")
     p.add_argument("--out", type=Path, required=True, help="writes OUT.json and OUT.md")
-    add_commits_arg(p)
+    add_selection_args(p)
     a = p.parse_args(argv)
-    df = runs(a.num)
+    try:
+        df = runs(a.num, a.where)
+    except SystemExit as e:   # runs() has said why, in one line
+        return int(e.code)
     by = [f"params.{k}" for k in a.by]
     missing = [k for k, c in zip(a.by, by) if c not in df.columns]
     if missing:

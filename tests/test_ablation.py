@@ -88,3 +88,17 @@ def test_an_experiment_the_workspace_repeats_is_kept_as_the_experiment():
                                                      {"std_1": 1.0, "std_12": 0.5}, seed=0)]}]}]
     df = frame(payload)
     assert list(df["experiment"]) == ["main", "x-s0"] and df.loc[1, "params.hcdm.seed"] == 0
+
+
+def test_where_keeps_the_runs_of_one_design(monkeypatch, tmp_path, capsys):
+    payload = [record("a", "skip-12", 12, "hierarchical", 50.0, {"std_1": 1.0}, seed=0),
+               record("b", "film-12", 12, "hierarchical", 60.0, {"std_1": 1.0}, seed=0, denoiser="mlp"),
+               record("c", "skip-8", 8, "hierarchical", 52.0, {"std_1": 1.0}, seed=0)]
+    monkeypatch.setattr("pipeline.experiments.exp_show", lambda n: payload)
+    assert collect_main(["--by", "hcdm.denoiser", "--where", "binary_len=12", "--out", str(tmp_path / "s")]) == 0
+    rows = json.loads((tmp_path / "s.json").read_text())["summary"]
+    assert {r["params.hcdm.denoiser"]: r["n"] for r in rows} == {"mlp": 1, "skip_mlp": 1}
+    assert collect_main(["--by", "hcdm.denoiser", "--where", "binary_len=99", "--out", str(tmp_path / "s")]) == 2
+    assert "matches --where" in capsys.readouterr().err
+    assert collect_main(["--by", "hcdm.denoiser", "--where", "nokey=1", "--out", str(tmp_path / "s")]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: --where nokey=1: expected KEY=VALUE")
