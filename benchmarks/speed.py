@@ -66,7 +66,7 @@ from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 from torch.utils.flop_counter import flop_registry  # noqa: E402
 
 from pipeline import config  # noqa: E402
-from pipeline.hcdm import HCDM  # noqa: E402
+from pipeline.hcdm import build_hcdm  # noqa: E402
 from pipeline.loe import LayersOfExperts  # noqa: E402
 from pipeline.meta import MetaLearner, MetaSGD  # noqa: E402
 from pipeline.modalities.plugins import build  # noqa: E402
@@ -181,8 +181,7 @@ def _legacy_autocast(precision: str, device: torch.device):
 
 def stage2(cfg, device: torch.device):
     h = cfg.hcdm
-    model = HCDM(cfg.loe.layers, cfg.loe.latent_dim, cfg.binary_len, h.variant, h.hidden, h.blocks,
-                 h.timesteps, h.schedule, h.dropout).to(device)
+    model = build_hcdm(cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=h.lr)
     latents = torch.randn(h.batch_size, cfg.loe.layers, cfg.loe.latent_dim, device=device)
     model.set_statistics(torch.randn(256, cfg.loe.layers, cfg.loe.latent_dim, device=device))
@@ -201,12 +200,11 @@ def protocol(cfg, device: torch.device, n: int, inception: Path | None) -> dict:
     from pipeline.modalities.image import fid
     from pipeline.generation import sample_latents
 
-    d, h, e = cfg.dataset, cfg.hcdm, cfg.evaluate
+    d, h = cfg.dataset, cfg.hcdm
     m = build(d.modality, resolution=d.resolution)
     loe = LayersOfExperts(m.d_in, m.d_out, cfg.loe.layers, cfg.loe.experts, cfg.loe.width, cfg.loe.latent_dim,
                           cfg.loe.w0).to(device).eval()
-    hcdm = HCDM(cfg.loe.layers, cfg.loe.latent_dim, cfg.binary_len, h.variant, h.hidden, h.blocks,
-                h.timesteps, h.schedule, h.dropout).to(device).eval()
+    hcdm = build_hcdm(cfg).to(device).eval()
     hcdm.set_statistics(torch.randn(256, cfg.loe.layers, cfg.loe.latent_dim, device=device))
     g = torch.Generator().manual_seed(0)
     out = {"samples": n, "sampler": "ddpm", "timesteps": h.timesteps, "layers": cfg.loe.layers}

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from pipeline import artifacts, config, io  # noqa: E402
 from pipeline.generation import memorised_std_table, std_tables  # noqa: E402
-from pipeline.hcdm import HCDM, HCDMTrainer  # noqa: E402
+from pipeline.hcdm import HCDMTrainer, build_hcdm  # noqa: E402
 from pipeline.stages.train_hcdm import native_bf16  # noqa: E402
 from pipeline.training import Checkpointer, StepLog, seed_everything  # noqa: E402
 
@@ -50,8 +50,7 @@ def one_run(cfg: config.Config, train: torch.Tensor, seed: int, floor_only: bool
     if h.precision == "bf16" and not native_bf16():
         h = dataclasses.replace(h, precision="fp32")
     generator = seed_everything(seed)
-    model = HCDM(cfg.loe.layers, cfg.loe.latent_dim, cfg.binary_len, h.variant, h.hidden, h.blocks, h.timesteps,
-                 h.schedule, h.dropout, h.denoiser, h.objective, h.compressor)
+    model = build_hcdm(dataclasses.replace(cfg, hcdm=h))
     out = {"parameters": sum(p.numel() for p in model.parameters()), "precision": h.precision}
     start = time.time()
     if floor_only:

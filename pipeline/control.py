@@ -95,23 +95,7 @@ def resolve(run: Run, spec: str, a: argparse.Namespace) -> Source:
     """The latent a SOURCE spec names; `a` supplies --inner-steps, --sampler and --steps."""
     kind, _, value = spec.partition(":")
     if kind in SPECS:   # a file of the user's, read by the run's modality
-        path, m = Path(value), run.data.modality
-        if kind != m.name:
-            raise UsageError(f"source {spec!r}: this run models {m.name}s; use {m.name}:PATH")
-        what = "folder" if m.instance_is_folder else "file"     # a NeRF scene is a folder of posed views
-        if not (path.is_dir() if m.instance_is_folder else path.is_file()):
-            raise UsageError(f"{path}: no such {kind} {what}")
-        signal = m.read_file(path)
-        model, meta_sgd, trained = run.loe
-        n, fit = trained["inner_steps"], {}
-        if trained["method"] == "autodecode":    # fitted as export_latents fits a test instance (params.yaml)
-            cfg = config.load()
-            e = cfg.export_latents
-            n, fit = e.autodecode_steps, {"fit_lr": e.autodecode_lr, "seed": cfg.seed,
-                                          "points": e.points or cfg.fit_loe.points_per_step}
-        n = a.inner_steps if a.inner_steps is not None else n
-        latent = analysis.fit_signal(model, meta_sgd, run.data.modality, signal, n, trained, **fit)
-        return Source(latent, signal)
+        return fit_file(run, read_file(run, spec), a)
     try:
         index = int(value)
     except ValueError:
@@ -125,6 +109,32 @@ def resolve(run: Run, spec: str, a: argparse.Namespace) -> Source:
             raise UsageError(f"source {spec!r}: index out of range [0, {len(pool)})")
         return Source(torch.from_numpy(pool[index]).float())
     raise UsageError(f"source {spec!r}: {EXPECTED}")
+
+
+def read_file(run: Run, spec: str) -> np.ndarray:
+    """The signal of a `<modality>:PATH` source, read by the run's modality (no model runs)."""
+    kind, _, value = spec.partition(":")
+    path, m = Path(value), run.data.modality
+    if kind != m.name:
+        raise UsageError(f"source {spec!r}: this run models {m.name}s; use {m.name}:PATH")
+    what = "folder" if m.instance_is_folder else "file"     # a NeRF scene is a folder of posed views
+    if not (path.is_dir() if m.instance_is_folder else path.is_file()):
+        raise UsageError(f"{path}: no such {kind} {what}")
+    return m.read_file(path)
+
+
+def fit_file(run: Run, signal: np.ndarray, a: argparse.Namespace) -> Source:
+    """A signal's latent, fitted as Stage-1 fits a test instance (inner loop, or auto-decoding)."""
+    model, meta_sgd, trained = run.loe
+    n, fit = trained["inner_steps"], {}
+    if trained["method"] == "autodecode":    # fitted as export_latents fits a test instance (params.yaml)
+        cfg = config.load()
+        e = cfg.export_latents
+        n, fit = e.autodecode_steps, {"fit_lr": e.autodecode_lr, "seed": cfg.seed,
+                                      "points": e.points or cfg.fit_loe.points_per_step}
+    n = a.inner_steps if a.inner_steps is not None else n
+    latent = analysis.fit_signal(model, meta_sgd, run.data.modality, signal, n, trained, **fit)
+    return Source(latent, signal)
 
 
 def check_k(run: Run, k: int) -> None:

@@ -403,6 +403,13 @@ class HCDMTrainer:
 LEGACY_ARCH = {"denoiser": "mlp", "objective": "eps", "compressor": "learned"}
 
 
+def build_hcdm(cfg) -> HCDM:
+    """The untrained HCDM a validated run config (`pipeline.config.Config`) describes."""
+    h = cfg.hcdm
+    return HCDM(cfg.loe.layers, cfg.loe.latent_dim, cfg.binary_len, h.variant, h.hidden, h.blocks, h.timesteps,
+                h.schedule, h.dropout, h.denoiser, h.objective, h.compressor)
+
+
 def save_hcdm(path: Path, model: HCDM) -> None:
     io.save_torch(path, {"arch": model.arch, "model": model.state_dict()})
 

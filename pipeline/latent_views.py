@@ -33,7 +33,10 @@ def kmeans(x: torch.Tensor, k: int, generator: torch.Generator, iters: int = 100
     centres = x[torch.randint(len(x), (1,), generator=generator)]
     for _ in range(1, k):
         d2 = torch.cdist(x, centres).min(1).values ** 2
-        centres = torch.cat([centres, x[torch.multinomial(d2 / d2.sum(), 1, generator=generator)]])
+        # Fewer distinct points than k (a four-image folder): every point is a centre already, so
+        # the rest are drawn uniformly and stay as empty clusters, not a division by zero.
+        weights = d2 if d2.sum() > 0 else torch.ones_like(d2)
+        centres = torch.cat([centres, x[torch.multinomial(weights, 1, generator=generator)]])
     labels = torch.full((len(x),), -1, dtype=torch.long)
     for _ in range(iters):
         new = torch.cdist(x, centres).argmin(1)
@@ -86,6 +89,9 @@ def code_clusters(hcdm: HCDM, train: torch.Tensor, generator: torch.Generator, c
     share of all train latents (what random neighbours would give).
     """
     z = hcdm.standardise(train.float())
+    neighbours = min(neighbours, len(z) - 1)   # a four-image folder has three others, not 25
+    if neighbours < 1:
+        return []
     codes = hcdm.condition_codes(z)
     picks = torch.randperm(len(z), generator=generator)[:anchors]
     out = []

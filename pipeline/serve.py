@@ -22,7 +22,8 @@ is refused, and a cross-site JSON post needs a CORS preflight we never
 grant). On any other address it prints a URL with a random token, and only
 requests carrying it (the page keeps it in a SameSite cookie) are served.
 Bodies over MAX_BODY are refused before they are read whole; an uploaded
-picture over MAX_UPLOAD_PIXELS is refused from its header, before decoding.
+picture over MAX_UPLOAD_PIXELS is refused from its header, before decoding,
+and an upload is read and decoded without holding the model lock.
 
 Stack: Starlette (a small, well-kept ASGI toolkit: routing, JSON, error
 handlers) served by uvicorn; the page is one plain HTML file with inline
@@ -174,14 +175,16 @@ class Session:
             raise Refused(f"{name}: not a file (bad base64)") from None
         too_big(name, raw)
         suffix = Path(str(name)).suffix.lower()[:10]
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp:   # read and decoded without the model lock
             path = Path(tmp) / f"upload{suffix}"
             path.write_bytes(raw)
             try:
-                src = control.resolve(self.run, f"{self.modality.name}:{path}", self.options)
+                signal = control.read_file(self.run, f"{self.modality.name}:{path}")
             except (DataError, control.UsageError) as e:
                 raise Refused(str(e).replace(str(path), str(name))) from None
-        shown = self.shown(src.latent[None])[0]
+        with self.lock:                              # the models run one request at a time
+            src = control.fit_file(self.run, signal, self.options)
+            shown = self.shown(src.latent[None])[0]
         original = self.modality.to_pictures(self.modality.targets(src.picture[None]))[0]
         return {**shown, "original": png_url(original)}
 
@@ -227,7 +230,7 @@ def app(session: Session):
     async def index(request: Request):
         return HTMLResponse(page)
 
-    def action(method, *fields):
+    def action(method, *fields, locked=True):
         async def endpoint(request: Request):
             try:
                 body = await request.json() if request.method == "POST" else dict(request.path_params)
@@ -242,6 +245,8 @@ def app(session: Session):
                 return JSONResponse({"error": f"missing {', '.join(missing)}"}, status_code=400)
 
             def work():
+                if not locked:   # the method takes the lock itself, for its model work only
+                    return method(*(body[f] for f in fields))
                 with session.lock:
                     return method(*(body[f] for f in fields))
             try:
@@ -264,7 +269,7 @@ def app(session: Session):
         Route("/api/interpolate", action(session.interpolate, "a", "b", "t"), methods=["POST"]),
         Route("/api/compose", action(session.compose, "base", "donor", "layers"), methods=["POST"]),
         Route("/api/retrieve", action(session.retrieve, "source", "top"), methods=["POST"]),
-        Route("/api/upload", action(session.upload, "name", "data"), methods=["POST"]),
+        Route("/api/upload", action(session.upload, "name", "data", locked=False), methods=["POST"]),
     ]
     return Starlette(routes=routes)
 

@@ -228,12 +228,20 @@ class DivergenceGuard:
     preset's LoE with the old expert step (64x64, batch 8, lr 1e-4): window
     medians of the grad norm 1.9 (steps 1-25), 12.8 (26-50), 1.4e4 (51-75),
     stopped at step 75 ("1932x its running median 7.36"); its train PSNR fell
-    15.0 -> 12.3, a 2.7 dB drop that alone would not trip 5 dB.
+    15.0 -> 12.3, a 2.7 dB drop that alone would not trip 5 dB. A fourth sign
+    catches a model whose normalisation keeps every number finite and the
+    gradient flat while the loss sits far above where it began: a window median
+    of the loss `LOSS_FACTOR` times the first step's. The x0 / long-skip HCDM
+    at hcdm.lr 1000 (the test suite's micro config) ends at a finite loss of
+    8.6e3 after 30 steps; its median over steps 1-25 is 1.8e5, 1e5x its first
+    step's 1.73. The image default's logged HCDM loss only falls (1.38 at
+    step 25, 0.14 at step 4000).
     """
 
     WINDOW = 25
     GRAD_FACTOR = 100.0
     DROP_DB = 5.0
+    LOSS_FACTOR = 100.0
 
     def __init__(self, stage: str, knobs: str, quality: str | None = None):
         self.stage, self.knobs, self.quality = stage, knobs, quality
@@ -241,10 +249,12 @@ class DivergenceGuard:
         self.score: list[float] = []         # this window's quality figures
         self.grad_medians: list[float] = []  # one per finished window
         self.best_score = -math.inf
+        self.losses: list[float] = []        # this window's losses
+        self.first_loss = None               # the first step's loss
         self.last_good = None                # (step, path) of the last checkpoint written
 
     def state_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("grad", "score", "grad_medians", "best_score")}
+        return {k: getattr(self, k) for k in ("grad", "score", "grad_medians", "best_score", "losses", "first_loss")}
 
     def load_state_dict(self, state: dict) -> None:
         for k, v in state.items():
@@ -260,6 +270,9 @@ class DivergenceGuard:
         if not math.isfinite(loss) or not math.isfinite(grad_norm):
             self._stop(step, f"the loss is {loss:.4g} and the gradient norm {grad_norm:.4g}")
         self.grad.append(grad_norm)
+        self.losses.append(loss)
+        if self.first_loss is None:
+            self.first_loss = loss
         if score is not None:
             self.score.append(score)
         if len(self.grad) < self.WINDOW:
@@ -271,13 +284,17 @@ class DivergenceGuard:
                 self._stop(step, f"the gradient norm's median over the last {self.WINDOW} steps is {median:.4g}, "
                                  f"{median / base:.0f}x its running median {base:.4g}")
         self.grad_medians.append(median)
+        loss_median = float(np.median(self.losses))
+        if self.first_loss > 0 and loss_median > self.LOSS_FACTOR * self.first_loss:
+            self._stop(step, f"the loss's median over the last {self.WINDOW} steps is {loss_median:.4g}, "
+                             f"{loss_median / self.first_loss:.0f}x the first step's {self.first_loss:.4g}")
         if self.score:
             current = float(np.median(self.score))
             if current < self.best_score - self.DROP_DB:
                 self._stop(step, f"the train {self.quality} fell to {current:.2f} (median of the last "
                                  f"{self.WINDOW} steps) from {self.best_score:.2f}")
             self.best_score = max(self.best_score, current)
-        self.grad, self.score = [], []
+        self.grad, self.score, self.losses = [], [], []
 
 
 def train_loop(step_fn, modules: dict[str, torch.nn.Module], params: list[torch.nn.Parameter],

@@ -19,6 +19,14 @@ def test_kmeans_separates_well_apart_blobs_exactly():
     assert min(torch.cdist(centres[i][None], found).min().item() for i in range(3)) < 0.3
 
 
+def test_kmeans_with_more_clusters_than_distinct_points_puts_each_point_on_its_own_centre():
+    x = torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 3.0]])
+    centres, labels = kmeans(x, 8, torch.Generator().manual_seed(0))
+    assert centres.shape == (8, 2) and torch.isfinite(centres).all()
+    assert torch.equal(centres[labels], x)   # every point sits exactly on its centre
+    assert labels[1] == labels[2] and len(set(labels.tolist())) == 3
+
+
 def test_pca_of_points_on_a_line_explains_everything_with_one_direction():
     t = torch.linspace(-1, 1, 101)
     direction = torch.tensor([3.0, 4.0, 0.0]) / 5

@@ -132,8 +132,10 @@ def test_dvc_repro_then_binary_len_experiment(tmp_path):
     # The ablation collector turns the experiments into the tables.
     sh("dvc exp run -S hcdm.variant=flat", work)
     out = sh(f"{sys.executable} -m pipeline.ablation", work)
-    rows = json.loads((work / "metrics/ablation.json").read_text())["experiments"]
-    assert {r["binary_len"] for r in rows} >= {3, 4} and "flat" in {r["variant"] for r in rows}
+    table = json.loads((work / "metrics/ablation.json").read_text())
+    assert [r["params.binary_len"] for r in table["table_2"]] == ["3", "4"]
+    assert {(r["params.hcdm.variant"], r["params.binary_len"], r["n"]) for r in table["variants"]} == {
+        ("flat", "3", 1), ("hierarchical", "3", 1), ("hierarchical", "4", 1)}
     assert "## Binary condition length" in out and (work / "metrics/ablation.md").exists()
 
     # Share the run: push the baseline and an experiment, then a fresh clone elsewhere.
@@ -196,9 +198,9 @@ def test_dvc_repro_on_shapes(tmp_path):
     sh("git add -A && git commit -qm base", work)
     sh("dvc exp run -S hcdm.variant=unconditional", work)
     out = sh(f"{sys.executable} -m pipeline.ablation", work)
-    rows = json.loads((work / "metrics/ablation.json").read_text())["experiments"]
-    assert {r["variant"] for r in rows} == {"hierarchical", "unconditional"}
-    assert all(r["coverage"] is not None and r["fid"] is None for r in rows)
+    rows = json.loads((work / "metrics/ablation.json").read_text())["variants"]
+    assert {r["params.hcdm.variant"] for r in rows} == {"hierarchical", "unconditional"}
+    assert all(r["generation.coverage mean"] is not None and "generation.fid mean" not in r for r in rows)
     assert "| coverage | mmd | one_nna |" in out and "fid" not in out.split("## Prior variants")[1]
 
 

@@ -231,7 +231,12 @@ def test_four_images_run_through_evaluate_and_analyze(tmp_path):
     assert said["evaluate"].count("warning: ") == len(gen["warnings"]) == 4
     assert gen["fid_protocol"]["precision_recall_k_used"] == 1 and gen["fid_protocol"]["reference_size"] == 2
     assert gen["fid_references"]["test_split_real"]["pr_k_used"] == 1 and np.isfinite(gen["kid"])
-    assert len(list((tmp_path / "metrics/analysis").glob("*.png"))) == 6
+    pictures = sorted(p.stem for p in (tmp_path / "metrics/analysis").glob("*.png"))
+    assert pictures == ["code_clusters", "compose", "conditionals", "interpolate", "render", "resample", "retrieve",
+                        "tree"]
+    views = json.loads((tmp_path / "metrics/detail/analyze.json").read_text())
+    layers = views["code_clusters"]   # 2 train images: each anchor's one neighbour is the other image
+    assert [v["layer"] for v in layers] == [2, 3] and all(len(v["anchors"]) == 2 for v in layers)
 
 
 # --- 3. odd data read right, or refused -----------------------------------------

@@ -103,6 +103,16 @@ def test_guard_stops_a_gradient_norm_that_stays_high_but_not_a_spike():
             guard.check(step, 0.1, 1000.0)
 
 
+def test_guard_stops_a_finite_loss_that_sits_far_above_its_first_step():
+    w = DivergenceGuard.WINDOW
+    guard = DivergenceGuard("train_hcdm", "hcdm.lr")
+    for step in range(1, w + 1):                      # a falling loss and a climb to 99x: no stop
+        guard.check(step, 2.0 if step == 1 else (1.0 if step < w else 198.0), 1.0)
+    with pytest.raises(TrainingDiverged, match=rf"at step {2 * w}: the loss's median .* is 400, 200x the first step's 2"):
+        for step in range(w + 1, 2 * w + 1):
+            guard.check(step, 400.0, 1.0)
+
+
 def test_guard_stops_a_collapsing_psnr():
     guard = DivergenceGuard("fit_loe", "fit_loe.lr", quality="psnr")
     w = DivergenceGuard.WINDOW

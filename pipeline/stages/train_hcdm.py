@@ -5,7 +5,7 @@ import torch
 
 from .. import artifacts, io
 from ..artifacts import CURVES, HCDM_CHECKPOINT, HCDM_MODEL, LATENTS, metrics_files
-from ..hcdm import HCDM, HCDMTrainer, save_hcdm
+from ..hcdm import HCDMTrainer, build_hcdm, save_hcdm
 from ..distributed import is_main
 from ..training import Checkpointer, StepLog, code_digest, file_digest, fingerprint, run_settings
 from ..errors import warn
@@ -26,8 +26,7 @@ def main(cfg, generator, start, device):
         warn(warnings, "hcdm.precision bf16 asked for, but this CPU has no native bf16 (AVX512-BF16 or AMX): "
                        "training in fp32 instead (set hcdm.precision fp32 to silence this)")
         h = dataclasses.replace(h, precision="fp32")
-    model = HCDM(cfg.loe.layers, cfg.loe.latent_dim, cfg.binary_len, h.variant, h.hidden, h.blocks,
-                 h.timesteps, h.schedule, h.dropout, h.denoiser, h.objective, h.compressor).to(device)
+    model = build_hcdm(dataclasses.replace(cfg, hcdm=h)).to(device)
     run_id = fingerprint(cfg.seed, cfg.binary_len, run_settings(h), file_digest(LATENTS), code_digest())
     io.discard(*OUTPUTS)   # a diverged run must not leave an older model looking current
     log = StepLog(CURVES / "train_hcdm.csv")
