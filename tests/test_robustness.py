@@ -217,7 +217,8 @@ def test_four_images_run_through_evaluate_and_analyze(tmp_path):
     write_faces(tmp_path / "imgs", 4)
     write_params(tmp_path, folder_params(tmp_path / "imgs"))
     said = {name: stage(name, tmp_path, check=True).stderr
-            for name in ("prepare", "fit_loe", "export_latents", "reference", "train_hcdm", "sample", "evaluate", "analyze")}
+            for name in ("prepare", "fit_loe", "export_latents", "reference", "factor_predictor", "train_hcdm", "sample",
+                         "evaluate", "hierarchy", "analyze")}
     # Weak figures are computed but flagged: on stderr and in the metrics file.
     assert json.loads((tmp_path / "metrics/prepare.json").read_text())["warnings"] == 1   # the count; the text:
     prep = json.loads((tmp_path / "metrics/detail/prepare.json").read_text())
@@ -231,6 +232,12 @@ def test_four_images_run_through_evaluate_and_analyze(tmp_path):
     assert said["evaluate"].count("warning: ") == len(gen["warnings"]) == 4
     assert gen["fid_protocol"]["precision_recall_k_used"] == 1 and gen["fid_protocol"]["reference_size"] == 2
     assert gen["fid_references"]["test_split_real"]["pr_k_used"] == 1 and np.isfinite(gen["kid"])
+    # A folder has no ground-truth factors: the two factor stages say so, in the metrics file and on stderr.
+    for name in ("factor_predictor", "hierarchy"):
+        assert json.loads((tmp_path / f"metrics/{name}.json").read_text()) == {"measured": 0, "warnings": 1}
+        reason = "dataset source 'folder' has no ground-truth factors"
+        assert json.loads((tmp_path / f"metrics/detail/{name}.json").read_text())["skipped"] == reason
+        assert said[name].count("warning: ") == 1 and f"warning: {name} not measured: {reason}" in said[name]
     pictures = sorted(p.stem for p in (tmp_path / "metrics/analysis").glob("*.png"))
     assert pictures == ["code_clusters", "compose", "conditionals", "interpolate", "render", "resample", "retrieve",
                         "tree"]

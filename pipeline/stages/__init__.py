@@ -35,9 +35,9 @@ from ..distributed import init_from_environment, is_main, rank, resolve_device
 from ..training import TrainingDiverged
 from .log import StageLog
 from .process import keep_freed_memory, seeded, set_threads
-from .report import elapsed, write_metrics
+from .report import elapsed, write_metrics, write_not_measured
 
-__all__ = ["run", "seeded", "elapsed", "write_metrics", "StageLog", "keep_freed_memory", "set_threads"]
+__all__ = ["run", "seeded", "elapsed", "write_metrics", "write_not_measured", "StageLog", "keep_freed_memory", "set_threads"]
 
 
 def stage_name(main) -> str:

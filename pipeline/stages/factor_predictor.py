@@ -6,7 +6,7 @@ import numpy as np
 from .. import artifacts, datasets, io
 from ..artifacts import DATASET, FACTOR_PREDICTOR, metrics_files
 from ..factors import factor_scores, train_predictor
-from . import elapsed, run, write_metrics
+from . import elapsed, run, write_metrics, write_not_measured
 
 # Removed when the stage stops early (dvc.yaml's outs, metrics and plots; curves and checkpoints stay).
 OUTPUTS = (FACTOR_PREDICTOR, *metrics_files("factor_predictor"))
@@ -17,7 +17,7 @@ def main(cfg, generator, start, device):
     if data.train_factors is None:
         reason = f"dataset source '{data.info['source']}' has no ground-truth factors"
         io.save_torch(FACTOR_PREDICTOR, {"skipped": reason})
-        write_metrics("factor_predictor", {"skipped": reason})
+        write_not_measured("factor_predictor", reason)
         return
     f = cfg.factor_predictor
     m = data.modality

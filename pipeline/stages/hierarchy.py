@@ -11,7 +11,7 @@ from ..artifacts import FIGURES, metrics_files
 from ..factors import load_factor_predictor, retained_variance
 from ..generation import control_depths, control_latents, load_trained, sample_latents
 from ..plots import line_plot, message
-from . import elapsed, run, write_metrics
+from . import elapsed, run, write_metrics, write_not_measured
 
 # Removed when the stage stops early (dvc.yaml's outs, metrics and plots; curves and checkpoints stay).
 OUTPUTS = (*metrics_files("hierarchy"), FIGURES / "hierarchy.png")
@@ -24,7 +24,7 @@ def main(cfg, generator, start, device):
     if skipped is None and len(control_depths(hcdm)) == 1:
         skipped = f"the {hcdm.variant} prior cannot fix a prefix h^1..h^k"
     if skipped is not None:
-        write_metrics("hierarchy", {"skipped": skipped})
+        write_not_measured("hierarchy", skipped)
         message(FIGURES / "hierarchy.png", f"hierarchy not measured: {skipped}")
         return
     predictor, names = saved

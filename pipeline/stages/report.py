@@ -23,6 +23,16 @@ def write_metrics(name: str, detail: dict, warnings: list[str] = (), omit: tuple
     io.save_json(scalars, {**headline, "warnings": len(warnings)} if warnings else headline)
 
 
+def write_not_measured(name: str, reason: str) -> None:
+    """A stage that has nothing to measure says so: a `warning:` line, and `measured: 0` with the warning's
+    count in the metrics file (not `{}`, which `dvc metrics diff` shows as nothing at all)."""
+    from ..errors import warn
+
+    warnings: list[str] = []
+    warn(warnings, f"{name} not measured: {reason}")
+    write_metrics(name, {"measured": 0, "skipped": reason}, warnings)
+
+
 def _numbers(d: dict, omit: tuple[str, ...], prefix: str = "") -> dict:
     from fnmatch import fnmatchcase
 
