@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from . import io
-from .experiments import add_selection_args, runs, select, summarise, summary_markdown
+from .experiments import parse_and_read, select, summarise, summary_markdown
 
 # The paper's Table 2 (CelebA-HQ, ShapeNet, SRN-Cars): std_1, std_12, std_23, std_34, std_45 per binary_len.
 PAPER_TABLE_2 = {
@@ -69,12 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pipeline.ablation", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("metrics/ablation"), help="writes OUT.json and OUT.md")
-    add_selection_args(p)
-    a = p.parse_args(argv)
-    try:
-        df = runs(a.num, a.where)
-    except SystemExit as e:   # runs() has said why, in one line
-        return int(e.code)
+    a, df = parse_and_read(p, argv)
+    if a is None:
+        return df
     payload, md = tables(df)
     io.save_json(a.out.with_suffix(".json"), payload)
     io.save_text(a.out.with_suffix(".md"), md)

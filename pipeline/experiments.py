@@ -155,6 +155,17 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
                    help="keep only the runs whose params.yaml has these values (e.g. binary_len=12)")
 
 
+def parse_and_read(p: argparse.ArgumentParser, argv: list[str] | None):
+    """A collector's command line: its own arguments plus -n/--where, then the selected runs.
+    Returns (arguments, runs), or (None, exit code) when there are none (runs() has said why, in one line)."""
+    add_selection_args(p)
+    a = p.parse_args(argv)
+    try:
+        return a, runs(a.num, a.where)
+    except SystemExit as e:
+        return None, int(e.code)
+
+
 def runs(commits: int, where: list[str] = ()) -> pd.DataFrame:
     """The runs of the last `commits` commits' experiments whose params match `where` (KEY=VALUE, the value
     read as YAML); SystemExit(2) with one line when there are none."""
@@ -199,12 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--columns", nargs="+", default=list(DEFAULT_COLUMNS), metavar="COLUMN",
                    help="metric columns (a trailing * takes a prefix); default: the Stage-2 comparison's")
     p.add_argument("--out", type=Path, required=True, help="writes OUT.json and OUT.md")
-    add_selection_args(p)
-    a = p.parse_args(argv)
-    try:
-        df = runs(a.num, a.where)
-    except SystemExit as e:   # runs() has said why, in one line
-        return int(e.code)
+    a, df = parse_and_read(p, argv)
+    if a is None:
+        return df
     by = [f"params.{k}" for k in a.by]
     missing = [k for k, c in zip(a.by, by) if c not in df.columns]
     if missing:
