@@ -30,7 +30,7 @@ class SyntheticData:
 
 @dataclass
 class FolderData:
-    train_count: int | None = None     # CelebA-HQ split: first N sorted files train, the rest test
+    train_count: int | None = None     # N files train, the rest test (CelebA-HQ: 27000, dataset.split sorted)
     train_fraction: float = 0.9        # used when train_count is null
     skip_corrupt: bool = False         # true: skip (and count in metrics/prepare.json) unreadable files, empty or
                                        # non-watertight meshes
@@ -42,6 +42,11 @@ class NerfData:
     colour: str = "raw"                # the field's RGB outputs: raw (as they are: mNIF's rgb_activation no_use,
                                        # Functa's minimal NeRF) | sigmoid (to [0, 1]): raw 28.7 dB novel views,
                                        # FID 52.4 on the nerf preset; sigmoid 27.4 dB, 55.1
+    near: float | None = None          # the renderer's depth range along each camera's axis; null: from the
+    far: float | None = None           # data, the scene centre's depth in every camera -/+ 5/13 of the cameras'
+                                       # mean distance (SRN-Cars' 1.3 gives mNIF's 0.8-1.8)
+    up: list[float] | None = None      # the world's up axis for turntables and pictures; null: the cameras'
+                                       # mean up, snapped to an axis within 15 degrees (SRN-Cars: +y)
 
 
 @dataclass
@@ -52,6 +57,8 @@ class Dataset:
     path: str | None = None            # the folder, when source is not synthetic
     resolution: int = 32               # images R x R; shapes R^3 voxels; motion frames; nerf views R x R
     views: int = 20                    # nerf: fitted views per scene (the embedded cars': rendered; SRN: kept)
+    split: str = "random"              # folders and AMASS files: random (a permutation seeded by `seed`, whatever
+                                       # the file names) | sorted (first ones train) | FILE (the test names, one a line)
     synthetic: SyntheticData = field(default_factory=SyntheticData)
     folder: FolderData = field(default_factory=FolderData)
     nerf: NerfData = field(default_factory=NerfData)   # radiance fields only
@@ -64,11 +71,14 @@ class LoE:
     width: int = 64                    # C: channels of each expert
     latent_dim: int = 32               # H: size of each layer's latent
     w0: float = 30.0                   # SIREN frequency factor
+    variant: str = "chinr"             # chinr (a latent per layer) | mnif (one latent mixes every layer's experts) |
+                                       # functa (a SIREN shifted by one latent): Table 1's baselines, hcdm.variant flat
 
 
 @dataclass
 class FitLoE:
     steps: int = 1500                  # outer steps
+    seed: int | None = None            # Stage-1's own seed (init, batches; the data keeps `seed`); null: seed
     batch_size: int = 32
     lr: float = 3e-4                   # outer AdamW learning rate (the experts': lr / sqrt(loe.experts))
     weight_decay: float = 0.0
@@ -212,7 +222,7 @@ AT_LEAST = {
     "factor_predictor.steps": 1, "factor_predictor.batch_size": 1, "hierarchy.anchors": 1,
     "hierarchy.completions": 2,
 }
-AT_LEAST_OR_NULL = {"hcdm.seed": 0, "fit_loe.latent_lr": 1e-12, "fit_loe.latent_weight_decay": 0, "threads": 1, "dataset.folder.train_count": 1, "dataset.folder.limit": 2, "fit_loe.points_per_step": 1,
+AT_LEAST_OR_NULL = {"hcdm.seed": 0, "fit_loe.seed": 0, "fit_loe.latent_lr": 1e-12, "fit_loe.latent_weight_decay": 0, "threads": 1, "dataset.folder.train_count": 1, "dataset.folder.limit": 2, "fit_loe.points_per_step": 1,
                     "export_latents.points": 1}
 POSITIVE = ("loe.w0", "export_latents.autodecode_lr", "fit_loe.lr", "fit_loe.inner_lr", "hcdm.lr", "factor_predictor.lr")
 CHOICES = {
@@ -221,6 +231,7 @@ CHOICES = {
     "dataset.nerf.colour": ("sigmoid", "raw"),
     "fit_loe.precision": ("fp32", "tf32", "bf16"),
     "fit_loe.method": ("meta", "autodecode"),
+    "loe.variant": ("chinr", "mnif", "functa"),
     "hcdm.variant": ("hierarchical", "unconditional", "flat"),
     "hcdm.denoiser": ("skip_mlp", "mlp"),
     "hcdm.objective": ("x0", "eps"),
@@ -264,14 +275,25 @@ def _rules(c: Config) -> list[tuple[str, bool, str]]:
          "compiles the meta-learning step: set it false with fit_loe.method autodecode"),
         ("dataset.resolution", 8 <= c.dataset.resolution <= 1024, "must be in [8, 1024]"),
         ("dataset.folder.train_fraction", 0.0 < c.dataset.folder.train_fraction < 1.0, "must be in (0, 1)"),
+        ("dataset.split", bool(c.dataset.split.strip()), "must be random, sorted or a file of test names"),
+        ("dataset.nerf.near", c.dataset.nerf.near is None or c.dataset.nerf.near > 0, "must be null or > 0"),
+        ("dataset.nerf.far", c.dataset.nerf.far is None or c.dataset.nerf.near is None
+         or c.dataset.nerf.far > c.dataset.nerf.near, "must be null or > dataset.nerf.near"),
+        ("dataset.nerf.up", c.dataset.nerf.up is None or (len(c.dataset.nerf.up) == 3 and any(c.dataset.nerf.up)),
+         "must be null or three numbers, not all zero (e.g. [0, 0, 1] for z up)"),
         ("fit_loe.meta_sgd_init", 0 <= c.fit_loe.meta_sgd_init[0] <= c.fit_loe.meta_sgd_init[1] <= 1,
          "must be [low, high] with 0 <= low <= high <= 1"),
+        ("hcdm.variant", c.loe.variant == "chinr" or c.hcdm.variant == "flat",
+         f"must be flat with loe.variant {c.loe.variant}: its latent is one vector for every layer, with no "
+         "layer chain to condition on"),
         ("hcdm.ema_decay", 0 <= c.hcdm.ema_decay < 1, "must be in [0, 1)"),
-        ("hcdm.hidden", c.hcdm.denoiser != "skip_mlp" or c.hcdm.hidden % 16 == 0,
-         "must be a multiple of 16 with hcdm.denoiser skip_mlp (its GroupNorm has 16 groups)"),
+        ("hcdm.hidden", c.hcdm.denoiser != "skip_mlp" or (c.hcdm.hidden % 16 == 0 and c.hcdm.hidden >= 32),
+         "must be a multiple of 16 and >= 32 with hcdm.denoiser skip_mlp (its GroupNorm has 16 groups; with one "
+         "channel a group it outputs its bias whatever the input)"),
         ("hcdm.blocks", c.hcdm.denoiser != "skip_mlp" or c.hcdm.blocks % 2 == 0,
          "must be even with hcdm.denoiser skip_mlp (its long skips pair the first half's blocks with the second's)"),
         ("hcdm.seed", c.hcdm.seed is None or c.hcdm.seed < 2 ** 32, "must be null or < 2**32"),
+        ("fit_loe.seed", c.fit_loe.seed is None or c.fit_loe.seed < 2 ** 32, "must be null or < 2**32"),
         ("hcdm.dropout", 0 <= c.hcdm.dropout < 1, "must be in [0, 1)"),
         ("sample.ddim_steps", 1 <= c.sample.ddim_steps <= c.hcdm.timesteps, "must be in [1, hcdm.timesteps]"),
         ("evaluate.fid_samples", c.evaluate.fid_samples >= 2, "must be >= 2"),

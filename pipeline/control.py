@@ -11,9 +11,8 @@ A SOURCE names one latent:
     gen:S      the chain h^1 -> h^L drawn with seed S
     sample:I   sample I of the `sample` stage (data/samples/samples.npz)
     train:I    test:I   instance I of the latent bank
-    image:PATH a picture of yours, fitted with the meta-learned inner loop
-    shape:PATH a shape of yours (.binvox, index .txt, or a watertight mesh), likewise
-
+    MODALITY:PATH  a file of yours in the run's modality, fitted as Stage-1 fits a test instance:
+{sources}
 Each command reads the trained LoE and HCDM from the DVC outputs of the
 current workspace and writes a PNG plus the latents it drew (`.npz`, same
 stem). Bad arguments end with one line naming the problem and exit code 2.
@@ -120,6 +119,8 @@ def read_file(run: Run, spec: str) -> np.ndarray:
     what = "folder" if m.instance_is_folder else "file"     # a NeRF scene is a folder of posed views
     if not (path.is_dir() if m.instance_is_folder else path.is_file()):
         raise UsageError(f"{path}: no such {kind} {what}")
+    if not m.instance_is_folder and m.folder_suffixes and path.suffix.lower() not in m.folder_suffixes:
+        raise UsageError(f"{path}: this {m.name} run reads {m.file_kind}, not a {path.suffix or 'suffix-less'} file")
     return m.read_file(path)
 
 
@@ -140,6 +141,13 @@ def fit_file(run: Run, signal: np.ndarray, a: argparse.Namespace) -> Source:
 def check_k(run: Run, k: int) -> None:
     if not 0 <= k < run.hcdm.layers:
         raise UsageError(f"-k {k}: must be in [0, {run.hcdm.layers - 1}] (the number of fixed layers)")
+
+
+def check_layer_wise(run: Run, what: str) -> None:
+    """A Table-1 baseline (loe.variant mnif or functa) has one latent for every layer: nothing to hold per layer."""
+    if not run.loe[0].per_layer_latents:
+        raise UsageError(f"{what}: this run's Stage-1 is loe.variant {run.loe[0].variant}, which has no per-layer "
+                         "latents (one latent drives every layer); sampling, interpolate, retrieve and render work")
 
 
 def check_writable(path: Path, flag: str) -> None:
@@ -188,6 +196,8 @@ def numbered(n: int) -> list[str]:
 
 def cmd_resample(run: Run, a) -> None:
     check_k(run, a.k)
+    if a.k > 0:
+        check_layer_wise(run, f"resample -k {a.k}")
     src = resolve(run, a.source, a)
     drawn = analysis.resample(run.hcdm, src.latent, a.k, a.n, torch.Generator().manual_seed(a.seed), a.sampler, a.steps)
     first, labels = head(run, src)
@@ -197,6 +207,7 @@ def cmd_resample(run: Run, a) -> None:
 
 
 def cmd_tree(run: Run, a) -> None:
+    check_layer_wise(run, "tree")
     src = resolve(run, a.source, a)
     branches = analysis.tree(run.hcdm, src.latent, a.n, torch.Generator().manual_seed(a.seed), a.sampler, a.steps)
     first, labels = head(run, src)
@@ -207,6 +218,7 @@ def cmd_tree(run: Run, a) -> None:
 
 
 def cmd_compose(run: Run, a) -> None:
+    check_layer_wise(run, "compose")
     base = resolve(run, a.source, a)
     donors = torch.stack([resolve(run, d, a).latent for d in a.donors])
     composed = analysis.compose(base.latent, donors)                              # (L, N, L, H)
@@ -226,6 +238,9 @@ def cmd_interpolate(run: Run, a) -> None:
     square = run.render(grid_latents.flatten(0, 1))
     square = pictures.grid(square, a.size, upscale=upscale(a, square), column_labels=ts,
                            row_labels=[f"s={t[2:]}" for t in ts])
+    if not run.loe[0].per_layer_latents:   # a baseline's latent has no layers to interpolate one at a time
+        save(a, square, corners=corners, bilinear=grid_latents)
+        return
     rows = run.render(layerwise.flatten(0, 1))
     rows = pictures.grid(rows, a.size, upscale=upscale(a, rows), column_labels=ts,
                          row_labels=[f"only h{l + 1}" for l in range(len(layerwise))])
@@ -237,6 +252,8 @@ def cmd_retrieve(run: Run, a) -> None:
     query = resolve(run, a.source, a)
     bank = torch.from_numpy(run.bank["train"]).float()
     found = analysis.retrieve(query.latent, bank, a.top)
+    if not run.loe[0].per_layer_latents:   # a baseline: by the whole latent only
+        found = {"all": found["all"]}
     first, labels = head(run, query)
     train = run.data.train
     m = run.data.modality
@@ -280,7 +297,10 @@ COMMANDS = {
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipeline.control", description=__doc__,
+    from .modalities.plugins import CLASSES
+
+    sources = "\n".join(f"      {name}:PATH  {CLASSES[name].file_kind}" for name in SPECS)
+    p = argparse.ArgumentParser(prog="python -m pipeline.control", description=__doc__.replace("{sources}", sources),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     for name, (_, help_text) in COMMANDS.items():

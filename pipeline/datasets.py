@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from . import io
+from . import config
 from .config import Config
 from .errors import DataError
 from .modalities import SPECS
@@ -90,26 +91,64 @@ def synthetic(cfg: Config, m: Modality) -> PreparedData:
 MIN_SPLIT = 2
 
 
-def split_count(cfg: Config, total: int, where: Path) -> int:
-    """How many of `total` sorted instances go to train: dataset.folder.train_count, else the fraction."""
+def split_count(cfg: Config, total: int, where: Path, compares: str = Modality.set_metrics) -> int:
+    """How many of `total` instances go to train: dataset.folder.train_count, else the fraction."""
     f = cfg.dataset.folder
     n_train = f.train_count
     if n_train is None:   # by ratio, keeping at least MIN_SPLIT instances on each side
         n_train = min(max(MIN_SPLIT, round(total * f.train_fraction)), total - MIN_SPLIT)
-    check_splits(where, n_train, total - n_train)
+    check_splits(where, n_train, total - n_train, compares)
     return n_train
 
 
-def check_splits(where, n_train: int, n_test: int) -> None:
-    """One line, before any training, when a split is too small for the stages after it."""
+def check_splits(where, n_train: int, n_test: int, compares: str = Modality.set_metrics) -> None:
+    """One line, before any training, when a split is too small for the stages after it; `compares`
+    names what compares sets (the modality's `set_metrics`)."""
     if min(n_train, n_test) < MIN_SPLIT:
         raise DataError(f"{where}: {n_train + n_test} instances split into {n_train} train / {n_test} test; each "
-                        f"split needs at least {MIN_SPLIT} (FID, KID and precision/recall compare sets): add files, "
+                        f"split needs at least {MIN_SPLIT} ({compares} compare sets): add files, "
                         "or change dataset.folder.train_count / train_fraction")
 
 
-def read_folder(cfg: Config, suffixes: tuple[str, ...], read) -> tuple[np.ndarray, list[str], Path]:
-    """Every file of the folder with one of `suffixes`, sorted, through `read(path)`."""
+def split_members(cfg: Config, names: list[str], where,
+                  compares: str = Modality.set_metrics) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) indices into `names` (files or groups, in sorted order) by dataset.split:
+
+    - `random`: a permutation seeded by `seed` (numpy's PCG64), so the split does not depend on
+      how the files are named or listed, and is the same on every machine; the sizes as
+      dataset.folder.train_count / train_fraction say. Each split keeps the sorted order.
+    - `sorted`: the first ones train, the rest test (CelebA-HQ's split as mNIF uses it).
+    - a FILE: the names it lists, one per line (a file name, or its stem), are the test split.
+    """
+    mode = cfg.dataset.split
+    n = len(names)
+    if mode in ("random", "sorted"):
+        n_train = split_count(cfg, n, where, compares)
+        order = np.arange(n) if mode == "sorted" else np.random.default_rng(cfg.seed).permutation(n)
+        return np.sort(order[:n_train]), np.sort(order[n_train:])
+    listed = Path(mode)
+    try:
+        wanted = [line.strip() for line in config.read_text(listed).splitlines() if line.strip()]
+    except OSError as e:
+        raise DataError(f"{listed}: dataset.split is not random, sorted or a readable file ({e.strerror or e})") \
+            from None
+    index = {}
+    for i, name in enumerate(names):
+        for key in (name, Path(name).name, Path(name).stem):
+            index.setdefault(key, i)
+    missing = [w for w in wanted if w not in index]
+    if missing:
+        raise DataError(f"{listed}: {len(missing)} of its {len(wanted)} test names are not in {where} "
+                        f"(first: {missing[0]!r}); list file names or stems, one per line")
+    test = np.unique([index[w] for w in wanted])
+    train = np.setdiff1d(np.arange(n), test)
+    check_splits(where, len(train), len(test), compares)
+    return train, test
+
+
+def read_folder(cfg: Config, suffixes: tuple[str, ...], read) -> tuple[np.ndarray, list[str], Path, list[str]]:
+    """Every file of the folder with one of `suffixes`, sorted, through `read(path)`: (stack, skipped
+    names, folder, the names read)."""
     d = cfg.dataset
     root = Path(d.path)
     if not root.is_dir():
@@ -117,10 +156,11 @@ def read_folder(cfg: Config, suffixes: tuple[str, ...], read) -> tuple[np.ndarra
     files = sorted(p for p in root.iterdir() if p.suffix.lower() in suffixes)
     if d.folder.limit is not None:
         files = files[: d.folder.limit]
-    signals, skipped = [], []
+    signals, skipped, names = [], [], []
     for p in files:
         try:
             signals.append(read(p))
+            names.append(p.name)
         except DataError:
             if not d.folder.skip_corrupt:
                 raise
@@ -128,17 +168,18 @@ def read_folder(cfg: Config, suffixes: tuple[str, ...], read) -> tuple[np.ndarra
     if len(signals) < 2 * MIN_SPLIT:
         raise DataError(f"{root}: found {len(signals)} readable files with suffixes {suffixes}; need at least "
                         f"{2 * MIN_SPLIT} ({MIN_SPLIT} train, {MIN_SPLIT} test)")
-    return np.stack(signals), skipped, root
+    return np.stack(signals), skipped, root, names
 
 
 def folder(cfg: Config, m: Modality) -> PreparedData:
-    """Every file of dataset.path the modality reads, sorted; the first ones train, the rest test."""
-    stack, skipped, root = read_folder(cfg, m.folder_suffixes, m.read_file)
-    n_train = split_count(cfg, len(stack), root)
+    """Every file of dataset.path the modality reads, split by dataset.split (`split_members`)."""
+    stack, skipped, root, names = read_folder(cfg, m.folder_suffixes, m.read_file)
+    train, test = split_members(cfg, names, root, m.set_metrics)
     return PreparedData(
-        modality=m, train=stack[:n_train], test=stack[n_train:], train_factors=None, test_factors=None,
+        modality=m, train=stack[train], test=stack[test], train_factors=None, test_factors=None,
         factor_names=[], factor_kinds=[],
-        info={"source": "folder", "path": str(root), "skipped_files": len(skipped), "skipped": skipped[:100]},
+        info={"source": "folder", "path": str(root), "skipped_files": len(skipped), "skipped": skipped[:100],
+              "split": cfg.dataset.split, "test_files": [names[i] for i in test][:200]},
     )
 
 
@@ -153,6 +194,7 @@ def prepare(cfg: Config) -> PreparedData:
     m = build(d.modality, resolution=d.resolution, **args)
     readers = {"synthetic": synthetic, "folder": folder}
     data = readers[d.source](cfg, m) if d.source in readers else m.read_source(cfg)   # e.g. IM-NET for shapes
-    check_splits(cfg.dataset.path or f"dataset.source {cfg.dataset.source}", len(data.train), len(data.test))
+    check_splits(cfg.dataset.path or f"dataset.source {cfg.dataset.source}", len(data.train), len(data.test),
+                 data.modality.set_metrics)
     data.modality.fit_to_train(data.train)
     return data

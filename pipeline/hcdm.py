@@ -150,14 +150,28 @@ SKIP_GROUPS = 16        # GroupNorm groups of mNIF's latent denoiser (num_hid_gr
 SKIP_TIME_DIM = 64      # its time-embedding width (num_time_emb_channels)
 
 
+class GroupNorm(nn.GroupNorm):
+    """nn.GroupNorm over (N, C) rows, computed as a layer norm of the (N, G, C/G) view: the same
+    statistics (each group's channels are contiguous), parameters and state-dict keys, equal to
+    nn.GroupNorm's output within 1e-6. Why: on 2 CPU cores torch's group norm of a (640, 256)
+    batch took 1.54 ms forward + backward against 0.64 ms for the layer-norm kernels, a quarter
+    of the default's HCDM training step."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 2:
+            return super().forward(x)
+        y = F.layer_norm(x.view(x.shape[0], self.num_groups, -1), (x.shape[1] // self.num_groups,), eps=self.eps)
+        return torch.addcmul(self.bias, y.view_as(x), self.weight) if self.affine else y.view_as(x)
+
+
 class SkipBlock(nn.Module):
     """mNIF's residual block: x + Lin(Drop(SiLU(GN(Lin(SiLU(GN(x))) + Lin(SiLU(emb))))), the last Lin zero."""
 
     def __init__(self, hidden: int, emb_dim: int, dropout: float):
         super().__init__()
-        self.inner = nn.Sequential(nn.GroupNorm(SKIP_GROUPS, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        self.inner = nn.Sequential(GroupNorm(SKIP_GROUPS, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
         self.emb = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, hidden))
-        self.outer = nn.Sequential(nn.GroupNorm(SKIP_GROUPS, hidden), nn.SiLU(), nn.Dropout(dropout),
+        self.outer = nn.Sequential(GroupNorm(SKIP_GROUPS, hidden), nn.SiLU(), nn.Dropout(dropout),
                                    nn.Linear(hidden, hidden))
         for lin in (self.inner[2], self.emb[1]):
             nn.init.kaiming_normal_(lin.weight)
@@ -183,7 +197,7 @@ class SkipMLP(Conditioned):
         self.add_conditioning(SKIP_TIME_DIM, layers, binary_len, time_layers=1)
         self.inp = nn.Linear(latent_dim, hidden)
         self.blocks = nn.ModuleList(SkipBlock(hidden, SKIP_TIME_DIM, dropout) for _ in range(blocks))
-        self.out = nn.Sequential(nn.GroupNorm(SKIP_GROUPS, hidden), nn.SiLU(), nn.Linear(hidden, latent_dim))
+        self.out = nn.Sequential(GroupNorm(SKIP_GROUPS, hidden), nn.SiLU(), nn.Linear(hidden, latent_dim))
         for lin in (self.inp, self.out[2], self.time[0]):
             nn.init.kaiming_normal_(lin.weight)
             nn.init.zeros_(lin.bias)
@@ -365,9 +379,7 @@ class HCDMTrainer:
 
     @torch.no_grad()
     def update_ema(self) -> None:
-        d = self.cfg.ema_decay
-        for e, p in zip(self.ema.parameters(), self.model.parameters()):
-            e.lerp_(p, 1 - d)
+        torch._foreach_lerp_(list(self.ema.parameters()), list(self.model.parameters()), 1 - self.cfg.ema_decay)
 
     def fit(self, latents: torch.Tensor, checkpointer: Checkpointer, log: StepLog, generator: torch.Generator,
             progress: bool = True) -> None:
@@ -376,7 +388,9 @@ class HCDMTrainer:
         self.model.set_statistics(latents)
         self.ema.load_state_dict(self.model.state_dict())
         params = list(self.model.parameters())
-        optimizer = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
+        # fused: one kernel over every tensor (2 CPU cores: 1.1 ms a step against 3.5 ms for the per-tensor
+        # loop at the default's 0.62 M parameters; the same update up to float rounding).
+        optimizer = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay, fused=True)
         scheduler = warmup_cosine(optimizer, c.warmup_steps, c.steps)
         self.model.train()
 

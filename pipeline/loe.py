@@ -8,6 +8,16 @@ alpha^l = g(h^l), and the mixed layer is applied with a sine activation:
 
 The last layer is linear (SIREN's output convention), so the network maps
 d_in coordinates to d_out values with no knowledge of the modality.
+
+`variant` gives the Table-1 baselines the same interface, latent shape (L, H)
+and training code, their latent read as one vector h = flat(h^1..h^L):
+
+- `chinr`: the gate of layer l reads h^l only (the paper's per-layer latents);
+- `mnif`: the gate of every layer reads the whole h (mNIF's LinearMixtureINR:
+  shared experts, one latent linearly mapped to every layer's coefficients);
+- `functa`: one weight matrix per layer (no experts) whose hidden layers get a
+  shift s^l = M^l h + m^l inside the sine (Functa's LatentModulatedSiren with a
+  linear latent-to-modulation map): y^{l+1} = sin(w0 (W^l y^l + b^l + s^l)).
 """
 from __future__ import annotations
 
@@ -19,11 +29,42 @@ from torch import nn
 from .batching import render_in_batches
 
 GATE_INIT_SCALE = 0.1
+VARIANTS = ("chinr", "mnif", "functa")
+
+
+class SinCos(torch.autograd.Function):
+    """(sin z, cos z) with a backward that reuses them: g_sin * cos z - g_cos * sin z.
+
+    The inner loop's forward needs both (sin for the next layer, cos for the hand-written gradient);
+    as two autograd nodes the outer backward recomputed each (cos for sin's derivative, sin for
+    cos's): 21 of a default step's 49 full-size trigonometric calls. The values are the same
+    bits as torch.sin / torch.cos and their derivatives (a test checks it)."""
+
+    @staticmethod
+    def forward(ctx, z):
+        s, c = torch.sin(z), torch.cos(z)
+        ctx.save_for_backward(s, c)
+        return s, c
+
+    @staticmethod
+    def backward(ctx, g_sin, g_cos):
+        s, c = ctx.saved_tensors
+        if g_cos is None:
+            return g_sin * c
+        if g_sin is None:
+            return -(g_cos * s)
+        return g_sin * c - g_cos * s
 
 
 class LayersOfExperts(nn.Module):
-    def __init__(self, d_in: int, d_out: int, layers: int, experts: int, width: int, latent_dim: int, w0: float):
+    def __init__(self, d_in: int, d_out: int, layers: int, experts: int, width: int, latent_dim: int, w0: float,
+                 variant: str = "chinr"):
         super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        self.variant = variant
+        if variant == "functa":
+            experts = 1                 # one plain SIREN layer: its one "expert" weighted 1
         self.d_in, self.d_out = d_in, d_out
         self.layers, self.experts, self.width, self.latent_dim, self.w0 = layers, experts, width, latent_dim, w0
         dims = [d_in] + [width] * (layers - 1) + [d_out]
@@ -42,11 +83,26 @@ class LayersOfExperts(nn.Module):
         # diverged within 40 steps (the inner steps overshoot once the outer loop
         # sharpens the network); small gates start gentle and the Meta-SGD rates
         # learn the step size instead (measured: 23.8 dB after 200 steps, stable).
-        self.gates = nn.ModuleList(nn.Linear(latent_dim, experts) for _ in range(layers))
+        # mnif reads the whole latent (L*H values) at every layer: the same small start per input.
+        gate_in = latent_dim * layers if variant == "mnif" else latent_dim
+        self.gates = nn.ModuleList(nn.Linear(gate_in, experts) for _ in range(layers if variant != "functa" else 0))
         for gate in self.gates:
-            bound = GATE_INIT_SCALE / math.sqrt(latent_dim)
+            bound = GATE_INIT_SCALE / math.sqrt(gate_in)
             nn.init.uniform_(gate.weight, -bound, bound)
             nn.init.constant_(gate.bias, 1 / math.sqrt(experts))
+        # functa: the latent-to-shift maps of the hidden layers, started like the gates (small weights)
+        # and with a zero bias, so a zero latent is the base SIREN exactly.
+        self.shifts = nn.ModuleList(nn.Linear(latent_dim * layers, width) for _ in range(layers - 1)) \
+            if variant == "functa" else nn.ModuleList()
+        for shift in self.shifts:
+            bound = GATE_INIT_SCALE / math.sqrt(latent_dim * layers)
+            nn.init.uniform_(shift.weight, -bound, bound)
+            nn.init.zeros_(shift.bias)
+
+    @property
+    def per_layer_latents(self) -> bool:
+        """Whether h^l belongs to layer l alone (the layer-wise control the paper is about)."""
+        return self.variant == "chinr"
 
     def expert_lr_scale(self) -> float:
         """What the experts' learning rate is multiplied by, so the mixed layer learns at the base rate.
@@ -68,12 +124,21 @@ class LayersOfExperts(nn.Module):
 
     def param_groups(self, lr: float) -> list[dict]:
         """AdamW groups: the gates at lr, the experts at lr * expert_lr_scale()."""
-        return [{"params": list(self.gates.parameters()), "lr": lr},
+        return [{"params": [*self.gates.parameters(), *self.shifts.parameters()], "lr": lr},
                 {"params": [*self.weights, *self.biases], "lr": lr * self.expert_lr_scale()}]
 
     def gating(self, latents: torch.Tensor) -> list[torch.Tensor]:
-        """(B, L, H) latents -> L gating vectors alpha^l of shape (B, K)."""
+        """(B, L, H) latents -> L gating vectors alpha^l of shape (B, K) (functa: ones, K = 1)."""
+        if self.variant == "functa":
+            return [latents.new_ones(latents.shape[0], 1)] * self.layers
+        if self.variant == "mnif":
+            flat = latents.flatten(1)
+            return [gate(flat) for gate in self.gates]
         return [gate(latents[:, l]) for l, gate in enumerate(self.gates)]
+
+    def shift(self, latents: torch.Tensor, l: int) -> torch.Tensor | None:
+        """functa: the shift s^l (B, width) of hidden layer l; None for the other variants and the last layer."""
+        return self.shifts[l](latents.flatten(1)) if l < len(self.shifts) else None
 
     def forward(self, coords: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
         """coords (P, d_in) shared or (B, P, d_in); latents (B, L, H) -> values (B, P, d_out)."""
@@ -93,9 +158,17 @@ class LayersOfExperts(nn.Module):
             a = alpha * self.w0 if l < last else alpha
             w = (a @ self.weights[l].flatten(1)).view(batch, *self.weights[l].shape[1:])   # (B, out, in)
             b = a @ self.biases[l]                                                           # (B, out)
+            shift = self.shift(latents, l)
+            if shift is not None:
+                b = b + self.w0 * shift          # inside the sine: w0 (W y + b + s), as a is w0 here
             z = torch.baddbmm(b[:, None, :], y, w.transpose(1, 2))                          # (B, P, out)
+            if saved is not None and l < last:
+                y_in = y
+                y, cos = SinCos.apply(z)
+                saved.append((y_in, w, cos))
+                continue
             if saved is not None:
-                saved.append((y, w, torch.cos(z) if l < last else None))
+                saved.append((y, w, None))
             y = torch.sin(z) if l < last else z
         return y
 
@@ -113,16 +186,25 @@ class LayersOfExperts(nn.Module):
         out = self._run(coords, latents, saved)
         g = (out - targets) * (2 / out[0].numel())                      # dLoss/dout (B, P, d_out)
         last = self.layers - 1
-        grads = []
+        grads, flat = [], 0
         for l in range(last, -1, -1):
             y, w, _ = saved[l]
-            dw = torch.bmm(g.transpose(1, 2), y)                           # (B, out, in)
-            da = dw.flatten(1) @ self.weights[l].flatten(1).T + g.sum(1) @ self.biases[l].T   # (B, K)
-            if l < last:
-                da = da * self.w0
-            grads.append(da @ self.gates[l].weight)                        # (B, H)
+            if self.variant == "functa":
+                if l < last:                                               # d/ds^l = w0 sum_p g, s^l = M^l h + m^l
+                    flat = flat + (g.sum(1) * self.w0) @ self.shifts[l].weight
+            else:
+                dw = torch.bmm(g.transpose(1, 2), y)                       # (B, out, in)
+                da = dw.flatten(1) @ self.weights[l].flatten(1).T + g.sum(1) @ self.biases[l].T   # (B, K)
+                if l < last:
+                    da = da * self.w0
+                if self.variant == "mnif":
+                    flat = flat + da @ self.gates[l].weight                # (B, L*H): every gate reads all of h
+                else:
+                    grads.append(da @ self.gates[l].weight)                # (B, H)
             if l > 0:
                 g = torch.bmm(g, w) * saved[l - 1][2]                      # through layer l, then sin' of l-1
+        if self.variant != "chinr":
+            return flat.view(latents.shape)
         return torch.stack(grads[::-1], 1)
 
     def render(self, coords: torch.Tensor, latents: torch.Tensor, batch_size: int = 256,
@@ -138,4 +220,4 @@ class LayersOfExperts(nn.Module):
 
     def hyperparameters(self) -> dict:
         return dict(d_in=self.d_in, d_out=self.d_out, layers=self.layers, experts=self.experts,
-                    width=self.width, latent_dim=self.latent_dim, w0=self.w0)
+                    width=self.width, latent_dim=self.latent_dim, w0=self.w0, variant=self.variant)

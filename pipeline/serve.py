@@ -116,7 +116,14 @@ class Session:
     def info(self) -> dict:
         return {"modality": self.modality.name, "layers": self.hcdm.layers, "latent_dim": int(self.bank["train"].shape[-1]),
                 "variant": self.hcdm.variant, "train": len(self.bank["train"]), "test": len(self.bank["test"]),
-                "can_fix_prefix": self.hcdm.variant != "flat"}
+                "stage1": self.run.loe[0].variant, "per_layer_latents": self.run.loe[0].per_layer_latents,
+                "can_fix_prefix": self.hcdm.variant != "flat" and self.run.loe[0].per_layer_latents}
+
+    def layer_wise(self, what: str) -> None:
+        try:
+            control.check_layer_wise(self.run, what)
+        except control.UsageError as e:
+            raise Refused(str(e)) from None
 
     def source(self, spec: str) -> dict:
         return self.shown(self.latent(spec)[None])[0]
@@ -127,6 +134,8 @@ class Session:
             raise Refused(f"k {k}: must be in [0, {self.hcdm.layers - 1}]")
         if not 1 <= n <= MAX_COMPLETIONS:
             raise Refused(f"n {n}: must be in [1, {MAX_COMPLETIONS}]")
+        if k > 0:
+            self.layer_wise(f"resample k {k}")
         anchor = self.latent(spec)
         try:
             drawn = analysis.resample(self.hcdm, anchor, k, n, torch.Generator().manual_seed(seed),
@@ -143,6 +152,7 @@ class Session:
         return self.shown(((1 - t) * za + t * zb)[None])[0]
 
     def compose(self, base: str, donor: str, layers) -> dict:
+        self.layer_wise("compose")
         zb, zd = self.latent(base), self.latent(donor)
         if not isinstance(layers, list) or not all(isinstance(l, int) and 1 <= l <= self.hcdm.layers for l in layers):
             raise Refused(f"layers {layers!r}: must be a list of layer numbers in [1, {self.hcdm.layers}]")

@@ -102,3 +102,31 @@ def test_where_keeps_the_runs_of_one_design(monkeypatch, tmp_path, capsys):
     assert "matches --where" in capsys.readouterr().err
     assert collect_main(["--by", "hcdm.denoiser", "--where", "nokey=1", "--out", str(tmp_path / "s")]) == 2
     assert capsys.readouterr().err.strip().startswith("error: --where nokey=1: expected KEY=VALUE")
+
+
+def method_record(rev, variant, seed, fid, psnr, seconds, prior="flat"):
+    r = record(rev, f"{variant}-s{seed}", 12, prior, fid)
+    r["data"]["params"]["params.yaml"]["data"].update(seed=seed, loe={"variant": variant}, fit_loe={"steps": 100})
+    r["data"]["metrics"].update({"metrics/reconstruction.json": {"data": {"test": {"psnr": psnr, "ssim": 0.9}}},
+                                 "metrics/fit_loe.json": {"data": {"parameters": 1000, "seconds": seconds}}})
+    return r
+
+
+def test_table_1_gives_each_method_exactly_its_mean_and_spread(tmp_path, monkeypatch):
+    from pipeline.table1 import main as table1_main
+    payload = [method_record("a0", "chinr", 0, 50.0, 30.0, 20.0, prior="hierarchical"),
+               method_record("a1", "chinr", 1, 52.0, 31.0, 22.0, prior="hierarchical"),
+               method_record("b0", "mnif", 0, 40.0, 29.0, 30.0), method_record("b1", "mnif", 1, 46.0, 28.0, 30.0),
+               method_record("c0", "functa", 0, 90.0, 25.0, 10.0)]
+    monkeypatch.setattr("pipeline.experiments.exp_show", lambda n: payload)
+    assert table1_main(["--out", str(tmp_path / "t1")]) == 0
+    rows = {r["params.loe.variant"]: r for r in json.loads((tmp_path / "t1.json").read_text())["table_1"]}
+    assert list(rows) == ["chinr", "mnif", "functa"]                       # the paper's order, not the alphabet's
+    assert rows["chinr"]["generation.fid mean"] == 51.0 and rows["chinr"]["n"] == 2
+    assert rows["chinr"]["generation.fid std"] == pytest.approx(math.sqrt(2.0))
+    assert rows["mnif"]["reconstruction.test.psnr mean"] == 28.5
+    assert rows["mnif"]["generation.fid std"] == pytest.approx(math.sqrt(18.0))
+    assert rows["chinr"]["stage1_ms_per_step mean"] == pytest.approx(210.0)   # 1000 * 21 s / 100 steps
+    assert rows["functa"]["n"] == 1 and rows["functa"]["generation.fid std"] is None
+    md = (tmp_path / "t1.md").read_text()
+    assert "| mnif | flat | 28.5 ± 0.71 |" in md and "| CHINR (paper) | 34.9 | 13.4 |" in md

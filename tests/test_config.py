@@ -27,6 +27,9 @@ def test_shipped_params_are_valid():
     ({"sample": {"ddim_steps": 5000}}, "sample.ddim_steps"),
     ({"sample": {"sampler": "euler"}}, "sample.sampler"),
     ({"typo_section": {}}, "typo_section"),
+    ({"loe": {"variant": "gasp"}}, "loe.variant"),
+    ({"loe": {"variant": "mnif"}}, "hcdm.variant"),          # one latent for all layers: no layer chain
+    ({"loe": {"variant": "functa"}, "hcdm": {"variant": "unconditional"}}, "hcdm.variant"),
 ])
 def test_bad_values_name_the_key(raw, key):
     with pytest.raises(ConfigError) as e:

@@ -41,9 +41,9 @@ def test_anti_aliased_edges():
     assert all(len(np.unique(im.reshape(-1, 3), axis=0)) > 30 for im in img)
 
 
-def folder_cfg(path, **folder):
-    return config.from_dict({"dataset": {"source": "folder", "path": str(path), "resolution": 16,
-                                         "folder": folder}})
+def folder_cfg(path, split="sorted", seed=0, **folder):
+    return config.from_dict({"seed": seed, "dataset": {"source": "folder", "path": str(path), "resolution": 16,
+                                                       "split": split, "folder": folder}})
 
 
 def write_images(folder, n, size=(40, 30)):
@@ -58,6 +58,38 @@ def test_folder_split_first_n_train(tmp_path):
     assert data.train.shape == (4, 16, 16, 3) and data.test.shape == (2, 16, 16, 3)
     data = datasets.prepare(folder_cfg(tmp_path, train_fraction=0.5))
     assert len(data.train) == 3
+
+
+def test_a_class_sorted_folder_gets_a_mixed_seeded_test_split(tmp_path):
+    """Files named by class (10 dark 'a_*', then 10 light 'b_*'): `sorted` puts only b's in the test split;
+    `random` (the default) mixes them, the same way on every run and whatever order the files are listed in."""
+    for i in range(10):
+        Image.fromarray(np.full((16, 16, 3), 20 + i, np.uint8)).save(tmp_path / f"a_{i:02d}.png")
+        Image.fromarray(np.full((16, 16, 3), 200 + i, np.uint8)).save(tmp_path / f"b_{i:02d}.png")
+    assert config.from_dict({}).dataset.split == "random"
+    sorted_split = datasets.prepare(folder_cfg(tmp_path, train_count=14))
+    assert (sorted_split.test > 128).all() and sorted_split.info["test_files"][0] == "b_04.png"
+    first = datasets.prepare(folder_cfg(tmp_path, split="random", train_count=14))
+    light = int((first.test[:, 0, 0, 0] > 128).sum())
+    assert len(first.test) == 6 and 0 < light < 6                          # both classes in the test split
+    again = datasets.prepare(folder_cfg(tmp_path, split="random", train_count=14))
+    assert again.info["test_files"] == first.info["test_files"] and np.array_equal(again.test, first.test)
+    other_seed = datasets.prepare(folder_cfg(tmp_path, split="random", seed=1, train_count=14))
+    assert other_seed.info["test_files"] != first.info["test_files"]
+    assert first.info["test_files"] == sorted(first.info["test_files"])     # each split keeps the name order
+
+
+def test_a_file_of_test_names_is_the_test_split(tmp_path):
+    write_images(tmp_path, 6)
+    listing = tmp_path.parent / f"{tmp_path.name}-test.txt"
+    listing.write_text("001.png\n004\n")                                   # names or stems
+    data = datasets.prepare(folder_cfg(tmp_path, split=str(listing)))
+    assert data.info["test_files"] == ["001.png", "004.png"] and len(data.train) == 4
+    listing.write_text("001.png\nnope.png\n")
+    with pytest.raises(DataError, match=r"-test\.txt: 1 of its 2 test names are not in .*'nope.png'"):
+        datasets.prepare(folder_cfg(tmp_path, split=str(listing)))
+    with pytest.raises(DataError, match="dataset.split is not random, sorted or a readable file"):
+        datasets.prepare(folder_cfg(tmp_path, split=str(tmp_path / "missing.txt")))
 
 
 def test_centre_crop_then_bicubic_resize(tmp_path):

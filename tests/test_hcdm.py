@@ -8,7 +8,7 @@ from pipeline.training import Checkpointer, StepLog
 
 
 def test_condition_codes_shape_binary_and_causal():
-    model = HCDM(layers=4, latent_dim=5, binary_len=6, hidden=16, blocks=2, timesteps=10)
+    model = HCDM(layers=4, latent_dim=5, binary_len=6, hidden=32, blocks=2, timesteps=10)
     z = torch.randn(3, 4, 5)
     codes = model.condition_codes(z)
     assert codes.shape == (3, 4, 6)
@@ -25,7 +25,7 @@ def test_condition_codes_shape_binary_and_causal():
 
 
 def test_compressor_learns_through_straight_through_estimator():
-    model = HCDM(layers=3, latent_dim=4, binary_len=5, hidden=16, blocks=2, timesteps=10)
+    model = HCDM(layers=3, latent_dim=4, binary_len=5, hidden=32, blocks=2, timesteps=10)
     g = torch.Generator().manual_seed(0)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(3):   # the zero-initialised output layers pass no gradient back at step 0
@@ -36,7 +36,7 @@ def test_compressor_learns_through_straight_through_estimator():
 
 
 def test_unconditional_model_has_zero_codes():
-    model = HCDM(layers=3, latent_dim=4, binary_len=5, variant="unconditional", hidden=16, blocks=2, timesteps=10)
+    model = HCDM(layers=3, latent_dim=4, binary_len=5, variant="unconditional", hidden=32, blocks=2, timesteps=10)
     assert (model.condition_codes(torch.randn(8, 3, 4)) == 0).all()
 
 
@@ -117,7 +117,7 @@ def test_unconditional_ablation_loses_the_dependency(unconditional_model):
 
 
 def test_control_latents_share_prefixes_exactly():
-    model = HCDM(layers=3, latent_dim=4, binary_len=3, hidden=16, blocks=2, timesteps=20).eval()
+    model = HCDM(layers=3, latent_dim=4, binary_len=3, hidden=32, blocks=2, timesteps=20).eval()
     anchors = torch.randn(2, 3, 4)
     tree = control_latents(model, anchors, completions=3, generator=torch.Generator().manual_seed(0),
                            sampler="ddim", steps=5)
@@ -128,7 +128,7 @@ def test_control_latents_share_prefixes_exactly():
 
 
 def test_std_table_has_one_entry_per_part():
-    model = HCDM(layers=4, latent_dim=3, binary_len=3, hidden=16, blocks=2, timesteps=20).eval()
+    model = HCDM(layers=4, latent_dim=3, binary_len=3, hidden=32, blocks=2, timesteps=20).eval()
     table = binary_std_table(model, samples=5, anchors=2, generator=torch.Generator().manual_seed(0),
                              sampler="ddim", steps=5)
     assert list(table) == ["std_1", "std_12", "std_23", "std_34"]
@@ -251,7 +251,7 @@ def test_prediction_reads_the_output_as_its_objective(objective):
 
 
 def test_random_compressor_stays_fixed_and_saves_like_a_learned_one():
-    model = HCDM(layers=3, latent_dim=4, binary_len=5, hidden=16, blocks=2, timesteps=10, compressor="random")
+    model = HCDM(layers=3, latent_dim=4, binary_len=5, hidden=32, blocks=2, timesteps=10, compressor="random")
     before = model.compressor.weight.clone()
     assert all(p is not model.compressor.weight for p in model.parameters())
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -261,7 +261,7 @@ def test_random_compressor_stays_fixed_and_saves_like_a_learned_one():
         model.loss(torch.randn(8, 3, 4, generator=g), g).backward()
         opt.step()
     assert torch.equal(model.compressor.weight, before)
-    learned = HCDM(layers=3, latent_dim=4, binary_len=5, hidden=16, blocks=2, timesteps=10)
+    learned = HCDM(layers=3, latent_dim=4, binary_len=5, hidden=32, blocks=2, timesteps=10)
     learned.load_state_dict(model.state_dict())      # same keys: a file says nothing of how W was made
     assert torch.equal(learned.compressor.weight, before)
 
@@ -285,7 +285,7 @@ def test_a_model_saved_before_the_denoiser_choice_loads_as_the_film_eps_design(t
 def test_memorised_floor_is_zero_for_unique_codes_and_the_group_spread_otherwise():
     from pipeline.generation import memorised_std_table
 
-    model = HCDM(layers=2, latent_dim=2, binary_len=1, hidden=16, blocks=2, timesteps=10, compressor="random")
+    model = HCDM(layers=2, latent_dim=2, binary_len=1, hidden=32, blocks=2, timesteps=10, compressor="random")
     # One bit from h^1: its sign along W's row. Two groups of h^2 values with known population spreads.
     model.compressor.weight.copy_(torch.tensor([[1.0, 0.0, 0.0, 0.0]]))
     h1 = torch.tensor([[1.0, 0], [2, 0], [3, 0], [-1, 0], [-2, 0], [-3, 0]])
@@ -316,3 +316,20 @@ def test_conditional_view_of_a_known_conditional_is_narrow(conditional_model, un
     assert shares["cond"] < 0.2 and shares["uncond"] > 0.6
     plot_conditionals(tmp_path / "v.png", [view])
     assert (tmp_path / "v.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_denoisers_group_norm_equals_torchs():
+    """hcdm.GroupNorm computes nn.GroupNorm's statistics through the layer-norm kernels (faster on a CPU)."""
+    from pipeline.hcdm import GroupNorm
+    torch.manual_seed(0)
+    ours, theirs = GroupNorm(16, 64), torch.nn.GroupNorm(16, 64)
+    with torch.no_grad():
+        theirs.weight.normal_()
+        theirs.bias.normal_()
+    ours.load_state_dict(theirs.state_dict())
+    x = (torch.randn(40, 64) * 3 + 1).requires_grad_(True)
+    assert torch.allclose(ours(x), theirs(x), rtol=0, atol=1e-5)
+    g = torch.randn(40, 64)
+    (a,) = torch.autograd.grad((ours(x) * g).sum(), x)
+    (b,) = torch.autograd.grad((theirs(x) * g).sum(), x)
+    assert torch.allclose(a, b, rtol=0, atol=1e-5)

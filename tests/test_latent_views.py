@@ -44,7 +44,7 @@ def test_a_code_that_decides_the_next_layers_cluster_gives_full_purity(tmp_path)
     s = (torch.arange(n) % 2).float() * 2 - 1
     h1 = torch.stack([s * (1 + torch.rand(n, generator=g)), torch.randn(n, generator=g)], 1)
     h2 = torch.stack([s * 5, torch.zeros(n)], 1) + 0.1 * torch.randn(n, 2, generator=g)
-    model = HCDM(layers=2, latent_dim=2, binary_len=1, hidden=16, blocks=2, timesteps=10, compressor="random")
+    model = HCDM(layers=2, latent_dim=2, binary_len=1, hidden=32, blocks=2, timesteps=10, compressor="random")
     model.compressor.weight.copy_(torch.tensor([[1.0, 0.0, 0.0, 0.0]]))
     model.mean.zero_(), model.std.fill_(1.0)
     views = code_clusters(model, torch.stack([h1, h2], 1), g, clusters=2, anchors=3, neighbours=20)

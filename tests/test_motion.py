@@ -229,3 +229,25 @@ def test_upsampling_error_is_zero_for_a_decode_that_is_the_slerped_source():
     shifted = m.extra_reconstruction_metrics(type("Late", (), {"render": lambda self, c, l, b=256: exact.roll(1, 1)})(),
                                              torch.zeros(3, 5, 8), {}, 8, poses)
     assert shifted["upsampled_body_rotation_error"].min() > 0.01    # one frame late: a measurable error
+
+
+def test_too_short_motion_files_are_listed_with_the_resolution_that_keeps_them(tmp_path):
+    from pipeline import config, datasets
+
+    for name, frames in (("a.npz", 90), ("b.npz", 125), ("c.npz", 500)):       # at 30 fps already
+        np.savez(tmp_path / name, poses=np.zeros((frames, 156)), mocap_framerate=np.array(30.0))
+    cfg = config.from_dict({"dataset": {"modality": "motion", "source": "amass", "path": str(tmp_path),
+                                        "resolution": 200}})
+    with pytest.raises(DataError) as e:
+        datasets.prepare(cfg)
+    message = str(e.value)
+    assert "1 motion files hold a clip of 200 frames" in message and "2 too short" in message
+    assert "a.npz 90, b.npz 125, c.npz 500" in message
+    assert "dataset.resolution 125 or less keeps a clip of 2 of them" in message and "\n" not in message
+
+
+def test_a_decode_at_twice_the_frames_shows_twice_the_panels():
+    m = MotionModality(32)
+    values = torch.zeros(1, 64, 165)
+    one, two = m.to_pictures(values[:, :32]), m.to_pictures(values, 2.0)
+    assert two.shape[2] == 2 * one.shape[2] and two.shape[1] == one.shape[1]

@@ -302,3 +302,78 @@ def test_auto_decoding_is_generic_and_resumes_the_same_table(tmp_path):
     latents, metrics = fit_latents(model, m, images[:2], table.latents.detach().mean(0), 5, 0.05, 2, None,
                                    progress=False)
     assert latents.shape == (2, 2, 4) and set(metrics) == {"psnr", "ssim"}
+
+
+def write_posed_scene(folder, poses, side=8, focal=10.0):
+    """An SRN scene folder with the given camera-to-world poses (views: flat colours)."""
+    from PIL import Image
+
+    (folder / "rgb").mkdir(parents=True)
+    (folder / "pose").mkdir()
+    (folder / "intrinsics.txt").write_text(f"{focal} {side / 2} {side / 2} 0.\n0. 0. 0.\n1.\n{side} {side}\n")
+    for i, pose in enumerate(poses):
+        Image.fromarray(np.full((side, side, 3), 10 * i, np.uint8)).save(folder / "rgb" / f"{i:06d}.png")
+        (folder / "pose" / f"{i:06d}.txt").write_text(" ".join(f"{v:.10f}" for v in np.asarray(pose).ravel()))
+
+
+Z_UP = np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]])     # world y -> z: a Blender-style capture
+
+
+def capture(root, scale=1.0, turn=np.eye(3), scenes=3, views=8):
+    """SRN-layout cars_train / cars_test of cameras orbiting at 1.3 x scale, the world turned by `turn`."""
+    rng = np.random.default_rng(0)
+    for split in ("cars_train", "cars_test"):
+        for s in range(scenes):
+            poses = []
+            for _ in range(views):
+                p = rendering.orbit(rng.uniform(0, 360), rng.uniform(0, 40), 1.3).numpy()
+                p[:3, :3], p[:3, 3] = turn @ p[:3, :3], scale * turn @ p[:3, 3]
+                poses.append(p)
+            write_posed_scene(root / split / f"s{s}", poses)
+
+
+def nerf_cfg(root, **nerf):
+    from pipeline import config
+
+    return config.from_dict({"dataset": {"modality": "nerf", "source": "srn", "path": str(root), "resolution": 8,
+                                         "views": 3, "nerf": nerf}})
+
+
+def test_scene_bounds_and_up_axis_come_from_the_cameras(tmp_path):
+    from pipeline import datasets
+
+    capture(tmp_path / "srn")
+    srn_like = datasets.prepare(nerf_cfg(tmp_path / "srn"))
+    m = srn_like.modality
+    assert (m.near, m.far) == pytest.approx((0.8, 1.8), abs=1e-3)     # cameras 1.3 away: mNIF's SRN bounds
+    assert m.up == pytest.approx((0.0, 1.0, 0.0), abs=1e-3)
+    capture(tmp_path / "blender", scale=4 / 1.3, turn=Z_UP)              # 4 units away, z up
+    blender = datasets.prepare(nerf_cfg(tmp_path / "blender")).modality
+    assert (blender.near, blender.far) == pytest.approx((0.8 * 4 / 1.3, 1.8 * 4 / 1.3), rel=1e-3)
+    assert blender.up == pytest.approx((0.0, 0.0, 1.0), abs=1e-3)
+    assert blender.radius == pytest.approx(4.0, rel=1e-4)
+    # The turntable of the z-up capture is the y-up one turned and scaled: upright, at the same relative distance.
+    s, turn = 4 / 1.3, torch.from_numpy(Z_UP).float()
+    ours, theirs = blender.viewpoints(6), m.viewpoints(6)
+    assert torch.allclose(ours[:, :3], s * theirs[:, :3] @ turn.T, atol=1e-4)
+    assert torch.allclose(ours[:, 3:], theirs[:, 3:] @ turn.T, atol=1e-5)
+    # ... and the renderer samples the same points of the object: the same picture from the same field.
+    p1, d1 = rendering.sample_points(theirs[:10], near=m.near, far=m.far)
+    p2, d2 = rendering.sample_points(ours[:10], near=blender.near, far=blender.far)
+    assert torch.allclose(p2, s * p1 @ turn.T, atol=1e-3) and torch.allclose(d2[:, :-1], s * d1[:, :-1], rtol=1e-3)
+    field = blender.field(LayersOfExperts(3, 4, 2, 2, 8, 4, 30.0))
+    assert (field.near, field.far) == (blender.near, blender.far)
+    # The header keeps them: a stage loading the prepared data renders with the same bounds.
+    again = NerfModality(**blender.construction_args())
+    assert (again.near, again.far, again.up) == (blender.near, blender.far, blender.up)
+
+
+def test_bounds_that_no_ray_can_reach_are_refused_naming_the_scene(tmp_path):
+    from pipeline import datasets
+
+    capture(tmp_path / "blender", scale=4 / 1.3, turn=Z_UP)
+    with pytest.raises(DataError, match=r"cars_train/s0: camera \d+ sees the scene centre at depth 4[.0-9]*, "
+                                        r"outside the renderer's \[0\.8, 1\.8\]"):
+        datasets.prepare(nerf_cfg(tmp_path / "blender", near=0.8, far=1.8))
+    given = datasets.prepare(nerf_cfg(tmp_path / "blender", near=2.0, far=6.0, up=[0, 0, 2])).modality
+    assert (given.near, given.far, given.up) == (2.0, 6.0, (0.0, 0.0, 1.0))

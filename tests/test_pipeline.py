@@ -138,6 +138,21 @@ def test_dvc_repro_then_binary_len_experiment(tmp_path):
         ("flat", "3", 1), ("hierarchical", "3", 1), ("hierarchical", "4", 1)}
     assert "## Binary condition length" in out and (work / "metrics/ablation.md").exists()
 
+    # Table 1's baselines run through the same stages; control refuses what needs per-layer latents.
+    for variant in ("mnif", "functa"):
+        sh(f"dvc exp run -n {variant} -S loe.variant={variant} -S hcdm.variant=flat", work)
+        loe_metrics = json.loads((work / "metrics/fit_loe.json").read_text())
+        assert loe_metrics["parameters"] > 0 and (work / "metrics/analysis/retrieve.png").exists()
+    r = subprocess.run([sys.executable, "-m", "pipeline.control", "compose"], cwd=work, capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip().startswith("error: compose: this run's Stage-1 is loe.variant "
+                                                             "functa, which has no per-layer latents"), r.stderr
+    assert "wrote" in sh(f"{sys.executable} -m pipeline.control interpolate --out i.png", work)
+    out = sh(f"{sys.executable} -m pipeline.table1", work)
+    methods = {(r["params.loe.variant"], r["params.hcdm.variant"])
+               for r in json.loads((work / "metrics/table1.json").read_text())["table_1"]}
+    assert {("chinr", "hierarchical"), ("chinr", "flat"), ("mnif", "flat"), ("functa", "flat")} <= methods
+    assert "## The paper's Table 1" in out
+
     # Share the run: push the baseline and an experiment, then a fresh clone elsewhere.
     sh("git reset -q --hard && dvc checkout -q", work)          # back to the committed baseline
     sh("git push -q origin HEAD && dvc push && dvc exp push origin bl3", work)

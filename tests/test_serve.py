@@ -111,7 +111,10 @@ def test_resample_keeps_the_prefix_and_bad_requests_are_messages(served):
         assert status == code and text in answer["error"], (body, answer)
     not_image = base64.b64encode(b"hello, not a picture").decode()
     status, answer = api(base, "/api/upload", {"name": "notes.txt", "data": not_image})
-    assert status == 400 and answer["error"].startswith("notes.txt: cannot read image")
+    assert status == 400 and answer["error"] == ("notes.txt: this image run reads a picture (.png, .jpg), "
+                                                 "centre-cropped and resized, not a .txt file")
+    status, answer = api(base, "/api/upload", {"name": "notes.png", "data": not_image})
+    assert status == 400 and answer["error"].startswith("notes.png: cannot read image")
     huge = base64.b64encode(bytes(9 * 2 ** 20)).decode()
     status, answer = api(base, "/api/upload", {"name": "big.png", "data": huge})
     assert status == 413 and answer["error"] == "big.png: larger than 8 MiB"
@@ -188,7 +191,7 @@ def test_the_page_in_a_real_browser(served, tmp_path):
         bad = tmp_path / "notes.txt"
         bad.write_text("not a picture")
         driver.find_element(By.ID, "upload").send_keys(str(bad))
-        wait.until(lambda d: "cannot read image" in d.find_element(By.ID, "message").text)
+        wait.until(lambda d: "this image run reads a picture" in d.find_element(By.ID, "message").text)
         driver.find_element(By.ID, "retrieve").click()
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#neighbours img")) == 6)
         assert driver.find_element(By.ID, "message").text == ""

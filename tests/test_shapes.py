@@ -116,9 +116,9 @@ def write_meshes(folder):
 def test_folder_of_meshes_is_voxelised_solid(tmp_path):
     write_meshes(tmp_path)
     cfg = config.from_dict({"dataset": {"modality": "shape", "source": "folder", "path": str(tmp_path),
-                                        "resolution": 24, "folder": {"train_count": 2}}})
+                                        "resolution": 24, "split": "sorted", "folder": {"train_count": 2}}})
     data = datasets.prepare(cfg)
-    grids = voxels.unpack(np.concatenate([data.train, data.test]), 24)
+    grids = voxels.unpack(np.concatenate([data.train, data.test]), 24)       # in file-name order
     fill = grids.reshape(4, -1).mean(1)
     # Normalised so the longest side spans 2 - 2/R: a sphere fills pi/6 of its cube, scaled.
     assert fill[0] == pytest.approx(np.pi / 6 * (1 - 1 / 24) ** 3, rel=0.06)

@@ -119,3 +119,18 @@ def test_a_log_that_cannot_be_written_stops_logging_not_the_stage(tmp_path, monk
         print("first line")
         print("second line")
     assert log.file is None and capsys.readouterr().out == "first line\nsecond line\n"
+
+
+def test_a_stage_1_that_memorises_or_a_meaningless_psnr_is_flagged(capsys):
+    from pipeline.stages.export_latents import generalisation_warnings
+
+    def report(train, test):
+        return {"train": {"instances": 50, "psnr": train}, "test": {"instances": 6, "psnr": test}}
+
+    assert generalisation_warnings(report(30.32, 30.09)) == []                 # the default: 0.2 dB apart
+    small = generalisation_warnings(report(26.3, 17.4))                          # 50 real photos
+    assert len(small) == 1 and "8.9 dB apart, over 3" in small[0] and "memorises its 50 train instances" in small[0]
+    static = generalisation_warnings(report(5.0, -16.4))
+    assert len(static) == 2 and "test PSNR -16.4 dB is below 0" in static[1]
+    assert generalisation_warnings({"train": {"instances": 3}, "test": {"instances": 2}}) == []   # no PSNR
+    assert capsys.readouterr().err.count("warning: ") == 3

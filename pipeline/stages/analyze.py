@@ -11,6 +11,7 @@ import torch
 from .. import artifacts, control, latent_views
 from ..artifacts import ANALYSIS_FIGURES, ANALYSIS_LATENTS, metrics_files
 from ..hcdm import load_hcdm
+from ..meta import load_loe
 from ..modalities.plugins import CLASSES
 from . import elapsed, run, write_metrics
 
@@ -18,21 +19,23 @@ from . import elapsed, run, write_metrics
 OUTPUTS = (ANALYSIS_LATENTS, ANALYSIS_FIGURES, *metrics_files("analyze"))
 
 
-def figures(n_test: int, render_scale: float = 4.0, chain: bool = True) -> dict[str, list[str]]:
+def figures(n_test: int, render_scale: float = 4.0, chain: bool = True, per_layer: bool = True) -> dict[str, list[str]]:
     """command -> arguments; each figure is named after its command. Test instance i
     is test:(i mod n_test), so a small test split still gets every figure; `render`
-    at the modality's own `render_scale`; a prior without a layer chain resamples at k = 0."""
+    at the modality's own `render_scale`; a prior without a layer chain resamples at k = 0;
+    a Stage-1 without per-layer latents (a Table-1 baseline) gets no tree and no compose."""
     def test(i):
         return f"test:{i % n_test}"
 
-    return {
+    commands = {
         "tree": ["--source", "gen:3", "-n", "6"],
-        "resample": ["--source", test(0), "-k", "2" if chain else "0", "-n", "6"],
+        "resample": ["--source", test(0), "-k", "2" if chain and per_layer else "0", "-n", "6"],
         "compose": ["--source", "gen:0", "--donors", *[f"gen:{i}" for i in range(1, 7)]],
         "interpolate": ["--corners", *[test(i) for i in range(4)], "--size", "6"],
         "retrieve": ["--source", test(5), "--top", "6"],
         "render": ["--source", "gen:0", "--scale", f"{render_scale:g}"],
     }
+    return commands if per_layer else {k: v for k, v in commands.items() if k not in ("tree", "compose")}
 
 
 def main(cfg, generator, start, device):
@@ -42,7 +45,8 @@ def main(cfg, generator, start, device):
     chain = hcdm.variant != "flat"   # a flat prior has no layer chain: only k = 0 (fresh samples)
     scale = CLASSES[cfg.dataset.modality].render_scale
     n_test = len(artifacts.load_latents()["test"])
-    for name, args in figures(n_test, scale, chain).items():
+    per_layer = load_loe()[0].per_layer_latents
+    for name, args in figures(n_test, scale, chain, per_layer).items():
         t = time.time()
         code = control.main([name, *args, "--out", str(ANALYSIS_FIGURES / f"{name}.png"),
                              "--npz", str(ANALYSIS_LATENTS / f"{name}.npz"), "--seed", str(cfg.seed),

@@ -73,7 +73,28 @@ def main(cfg, generator, start, device):
         **report, **({"inner_steps": e.inner_steps, "inner_loop_points": e.points or len(m.coordinates())}
                      if table is None else {"method": "autodecode", "fit_steps": e.autodecode_steps,
                                             "fit_lr": e.autodecode_lr}),
-        **m.metric_definitions, "seconds": elapsed(start)})
+        **m.metric_definitions, "seconds": elapsed(start)}, generalisation_warnings(report))
+
+
+GAP_DB = 3.0    # train - test PSNR above which Stage-1 is said to memorise (the default: 0.2 dB)
+
+
+def generalisation_warnings(report: dict) -> list[str]:
+    """`warning:` lines for a Stage-1 that memorises its train split or a PSNR that means nothing."""
+    warnings: list[str] = []
+    train, test = report["train"].get("psnr"), report["test"].get("psnr")
+    if train is None or test is None:
+        return warnings
+    if train - test > GAP_DB:
+        warn(warnings, f"Stage-1 reconstructs the train split at {train:.1f} dB PSNR but the test split at "
+                       f"{test:.1f} dB ({train - test:.1f} dB apart, over {GAP_DB:g}): it memorises its "
+                       f"{report['train']['instances']} train instances instead of generalising, and samples "
+                       "will look like them; add data, or lower fit_loe.steps, loe.experts or loe.width")
+    if test < 0:
+        warn(warnings, f"test PSNR {test:.1f} dB is below 0: the error exceeds the normalised signal itself, so "
+                       "this PSNR says nothing (a near-constant channel normalised by a tiny spread?); read the "
+                       "modality's raw error instead")
+    return warnings
 
 
 if __name__ == "__main__":

@@ -7,17 +7,19 @@ from ..autodecode import AutoDecoder
 from ..meta import MetaLearner, MetaSGD, save_loe
 from ..distributed import is_main
 from ..training import Checkpointer, StepLog, code_digest, file_digest, fingerprint, run_settings
-from . import elapsed, run, write_metrics
+from . import elapsed, run, seeded, write_metrics
 
 # Removed when the stage stops early (dvc.yaml's outs, metrics and plots; curves and checkpoints stay).
 OUTPUTS = (LOE, *metrics_files("fit_loe"))
 
 
 def main(cfg, generator, start, device):
+    if cfg.fit_loe.seed is not None:   # Stage-1's own seed: several Stage-1 runs over one dataset
+        generator = seeded(cfg.fit_loe.seed)
     data = datasets.load(artifacts.require(DATASET, "prepare"))
     m = data.modality
     model = LayersOfExperts(m.d_in, m.d_out, cfg.loe.layers, cfg.loe.experts, cfg.loe.width,
-                            cfg.loe.latent_dim, cfg.loe.w0)
+                            cfg.loe.latent_dim, cfg.loe.w0, cfg.loe.variant)
     meta_sgd = MetaSGD(cfg.loe.layers, cfg.loe.latent_dim, *cfg.fit_loe.meta_sgd_init)
     model, meta_sgd = model.to(device), meta_sgd.to(device)
     run_id = fingerprint(cfg.seed, config.to_dict(cfg.loe), run_settings(cfg.fit_loe), file_digest(DATASET), code_digest())

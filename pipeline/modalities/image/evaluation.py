@@ -50,6 +50,13 @@ def scores(cfg, device, m, loe, values, test_targets, test_latents, warnings: li
                 "images": len(pics), "pr_k_used": fid.pr_k_used(e.pr_k, min(len(real), len(feats)))}
 
     generated = score(m.to_pictures(values[: e.fid_samples]))
+    for name, meaning in (("precision", "no generated image lies in the real images' k-NN balls (samples off the "
+                                        "data, e.g. a Stage-1 that does not reconstruct)"),
+                          ("recall", "no real image lies in the generated images' k-NN balls (samples collapsed "
+                                     "onto a few modes or copies)")):
+        if generated[name] == 0:
+            warn(warnings, f"{name} is 0: {meaning}; look at the samples and the retrieval figure before reading "
+                           "FID, and give Stage-1 more data or fewer steps if its test PSNR lags its train PSNR")
     # References on the same scale: real unseen images (the floor), and the same
     # images after Stage-1 (what the LoE's fidelity alone costs).
     references = {"test_split_real": score(m.to_pictures(test_targets)),

@@ -49,6 +49,8 @@ class ImageModality(Modality):
     """RGB images on a square pixel grid; coordinates are a linspace over [-1, 1] inclusive (mNIF)."""
 
     name = "image"
+    file_kind = "a picture (.png, .jpg), centre-cropped and resized"
+    set_metrics = "FID, KID and precision/recall"
     d_in = 2
     folder_suffixes = (".png", ".jpg", ".jpeg")
     factor_names = tuple(synthetic.FACTOR_NAMES)

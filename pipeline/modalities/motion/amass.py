@@ -115,6 +115,11 @@ def read_poses(path: Path) -> tuple[np.ndarray, float]:
     return poses, rate
 
 
+def frames_at(poses: np.ndarray, rate: float, target_fps: float = FPS) -> int:
+    """How many frames a sequence of len(poses) frames at `rate` has at target_fps (as `resample` makes)."""
+    return int(np.floor((len(poses) - 1) * target_fps / rate + 1e-9)) + 1
+
+
 def clips(poses: np.ndarray, rate: float, frames: int) -> np.ndarray:
     """A sequence at `rate` -> (k, frames, 165) float32 clips at FPS, back to back (stride = frames); a
     remainder shorter than a clip is dropped."""

@@ -30,6 +30,8 @@ SPREAD = 3.0         # normalised value = (x - mean) / (SPREAD * std)
 
 class MotionModality(Modality):
     name = "motion"
+    file_kind = "an AMASS-style .npz clip (poses, mocap_framerate)"
+    set_metrics = "COV, MMD and 1-NNA of joint trajectories, and the feature Frechet distance"
     d_in = 1
     d_out = VALUES
     file_suffix = ".gif"
@@ -83,7 +85,7 @@ class MotionModality(Modality):
 
     def read_source(self, cfg):
         """An AMASS folder (nested as AMASS ships it): split by file, each file cut into clips."""
-        from ...datasets import PreparedData, check_splits, split_count
+        from ...datasets import PreparedData, check_splits, split_members
 
         if cfg.dataset.source != "amass":
             return super().read_source(cfg)
@@ -92,7 +94,7 @@ class MotionModality(Modality):
         files = amass.motion_files(root)
         if d.folder.limit is not None:
             files = files[: d.folder.limit]
-        per_file, skipped, short = [], [], 0
+        per_file, skipped, short, lengths = [], [], 0, {}
         for p in files:
             try:
                 poses, rate = amass.read_poses(p)
@@ -103,19 +105,34 @@ class MotionModality(Modality):
                 continue
             c = amass.clips(poses, rate, self.resolution)
             short += len(c) == 0
-            per_file.append(c)
-        kept = [c for c in per_file if len(c)]
+            per_file.append((str(p.relative_to(root)), c))
+            lengths[per_file[-1][0]] = amass.frames_at(poses, rate)
+        kept = [(name, c) for name, c in per_file if len(c)]
         if len(kept) < 2:
+            listed = ", ".join(f"{name} {n}" for name, n in list(lengths.items())[:10])
+            longest = sorted(lengths.values(), reverse=True)
+            fits = longest[1] if len(longest) >= 2 else 0            # the most frames two files both have
+            hint = (f"; dataset.resolution {fits} or less keeps a clip of {sum(n >= fits for n in longest)} of them"
+                    if fits >= 8 else "; add longer files (dataset.resolution is at least 8 frames)")
             raise DataError(f"{root}: {len(kept)} motion files hold a clip of {self.resolution} frames at "
                             f"{amass.FPS:g} fps ({len(files)} .npz files, {short} too short, {len(skipped)} "
-                            "unreadable); need at least 2 (one train, one test)")
-        n_train_files = split_count(cfg, len(kept), root) if len(kept) >= 4 else len(kept) - 1
-        train, test = np.concatenate(kept[:n_train_files]), np.concatenate(kept[n_train_files:])
-        check_splits(root, len(train), len(test))
+                            f"unreadable); need at least 2 (one train, one test). Frames at {amass.FPS:g} fps: "
+                            f"{listed}{hint}")
+        names = [name for name, _ in kept]
+        # Split by file (a file's clips are one performance: never on both sides), as dataset.split says.
+        if len(kept) >= 4:
+            train_files, test_files = split_members(cfg, names, root, self.set_metrics)
+        else:
+            train_files, test_files = np.arange(len(kept) - 1), np.array([len(kept) - 1])
+        n_train_files = len(train_files)
+        train = np.concatenate([kept[i][1] for i in train_files])
+        test = np.concatenate([kept[i][1] for i in test_files])
+        check_splits(root, len(train), len(test), self.set_metrics)
         return PreparedData(
             modality=self, train=train, test=test, train_factors=None, test_factors=None,
             factor_names=[], factor_kinds=[],
             info={"source": "amass", "path": str(root), "files": len(files), "train_files": n_train_files,
+                  "split": cfg.dataset.split, "test_file_names": [names[i] for i in test_files][:200],
                   "fps": amass.FPS, "clip_frames": self.resolution, "clip_stride": self.resolution,
                   "too_short_files": int(short), "skipped_files": len(skipped), "skipped": skipped[:100]})
 
@@ -132,7 +149,9 @@ class MotionModality(Modality):
         return values.detach().numpy() * (SPREAD * self.std) + self.mean
 
     def to_pictures(self, values: torch.Tensor, scale: float = 1.0) -> np.ndarray:
-        return np.stack([rendering.filmstrip(p) for p in self.poses(values)])
+        """Film strips of 6 frames evenly over each clip; a decode at `scale` times the frames shows
+        6 x scale of them (`control render --scale 2`: 12), so the finer decode is seen."""
+        return np.stack([rendering.filmstrip(p, panels=max(2, round(6 * scale))) for p in self.poses(values)])
 
     # -- metrics ---------------------------------------------------------------------------
     @staticmethod

@@ -39,12 +39,14 @@ def scene_dtype(views: int, side: int) -> np.dtype:
                      ("focal", np.float32)])
 
 
-def orbit_poses(azimuths, elevation: float = ELEVATION, radius: float = RADIUS) -> torch.Tensor:
-    return torch.stack([rendering.orbit(a, elevation, radius) for a in azimuths]).float()
+def orbit_poses(azimuths, elevation: float = ELEVATION, radius: float = RADIUS, up=rendering.Y_UP) -> torch.Tensor:
+    return torch.stack([rendering.orbit(a, elevation, radius, up) for a in azimuths]).float()
 
 
 class NerfModality(Modality):
     name = "nerf"
+    file_kind = "a scene folder in the SRN layout (rgb/, pose/, intrinsics.txt)"
+    set_metrics = "FID, KID and precision/recall of rendered views"
     d_in = 3
     d_out = 4                                  # the LoE's outputs: RGB and density before their activations
     file_suffix = ".gif"
@@ -57,22 +59,51 @@ class NerfModality(Modality):
         "psnr_definition": "novel views: the scene's held-out views (never fitted), PSNR of each view in [0, 1], "
                            "mean over views, then over scenes",
         "ssim_definition": "the same views, Wang et al. 2004 (11x11 Gaussian, sigma 1.5, valid windows)",
-        "rendering": f"{rendering.SAMPLES} evenly spaced depths in [{rendering.NEAR}, {rendering.FAR}], white "
-                     "background, pixel-centre rays"}
+        "rendering": f"{rendering.SAMPLES} evenly spaced depths in the data's [near, far] (the prepared "
+                     "header; SRN-Cars and the embedded cars: mNIF's 0.8-1.8), white background, pixel-centre rays"}
 
     def __init__(self, resolution: int, views: int = 20, focal: float | None = None, radius: float = RADIUS,
-                 colour: str = "sigmoid"):
+                 colour: str = "sigmoid", near: float | None = None, far: float | None = None, up=None):
         if colour not in rendering.COLOURS:
             raise ValueError(f"colour must be one of {rendering.COLOURS}, got {colour!r}")
         self.resolution, self.views, self.radius, self.colour = resolution, views, radius, colour
         self.focal = FOCAL * resolution if focal is None else focal    # pixels at `resolution`
+        # Given (params) or read from the prepared header; None: mNIF's SRN bounds, or derived by read_source.
+        self.asked = {"near": near, "far": far, "up": up}
+        self.near = rendering.NEAR if near is None else float(near)
+        self.far = rendering.FAR if far is None else float(far)
+        self.up = tuple(float(v) for v in (rendering.Y_UP if up is None else np.asarray(up) / np.linalg.norm(up)))
 
     def construction_args(self) -> dict:
         return {"resolution": self.resolution, "views": self.views, "focal": self.focal, "radius": self.radius,
-                "colour": self.colour}
+                "colour": self.colour, "near": self.near, "far": self.far, "up": list(self.up)}
 
     def field(self, model):
-        return rendering.RadianceField(model, colour=self.colour)
+        return rendering.RadianceField(model, colour=self.colour, near=self.near, far=self.far)
+
+    def fit_bounds(self, scenes: dict[str, np.ndarray], names: dict[str, list[str]], where: Path) -> dict:
+        """near / far / up from the cameras of every scene where the params leave them null; then every
+        camera must see the scene centre (the origin) within [near, far], or one line names the scene."""
+        poses = np.concatenate([v["pose"].reshape(-1, 4, 4) for v in scenes.values()])
+        near, far, distance = rendering.bounds_from_poses(poses)
+        if self.asked["near"] is None:
+            self.near = round(near, 4)
+        if self.asked["far"] is None:
+            self.far = round(far, 4)
+        if self.asked["up"] is None:
+            self.up = tuple(round(float(v), 4) for v in rendering.up_from_poses(poses))
+        for split, records in scenes.items():
+            for name, scene in zip(names[split], records):
+                depth = -(scene["pose"][:, :3, 3].astype(np.float64) * scene["pose"][:, :3, 2]).sum(-1)
+                bad = np.flatnonzero((depth < self.near) | (depth > self.far))
+                if len(bad):
+                    raise DataError(
+                        f"{where / name}: camera {bad[0]} sees the scene centre at depth "
+                        f"{depth[bad[0]]:.3g}, outside the renderer's [{self.near:g}, {self.far:g}] "
+                        "(dataset.nerf.near / far): its rays cannot reach the object; widen them, or set them null "
+                        "to derive them from the cameras")
+        return {"near": self.near, "far": self.far, "up": list(self.up), "camera_distance": round(distance, 4),
+                "derived": [k for k in ("near", "far", "up") if self.asked[k] is None]}
 
     # -- data ------------------------------------------------------------------------
     def pack(self, views: np.ndarray, poses: np.ndarray, focal: np.ndarray) -> np.ndarray:
@@ -105,12 +136,14 @@ class NerfModality(Modality):
         if not root.is_dir():
             raise DataError(f"{root}: dataset.path is not a folder")
         d, splits, info = cfg.dataset, {}, {"source": "srn", "path": str(root), "skipped_files": 0, "skipped": []}
+        names = {}
         for split in ("train", "test"):
             scenes = srn.scene_dirs(root, split)[: d.folder.limit]
-            records = []
+            records, names[split] = [], []
             for folder in scenes:
                 try:
                     records.append(srn.read_scene(folder, self.resolution, self.views, HELD_OUT))
+                    names[split].append(str(folder.relative_to(root)))
                 except DataError:
                     if not d.folder.skip_corrupt:
                         raise
@@ -124,10 +157,11 @@ class NerfModality(Modality):
             splits[split] = self.pack(np.stack([r[0] for r in records]), np.stack([r[1] for r in records]),
                                       np.array([r[2] for r in records], np.float32)) if records else \
                 np.empty(0, scene_dtype(self.views + HELD_OUT, self.resolution))
-        check_splits(root, len(splits["train"]), len(splits["test"]))
+        check_splits(root, len(splits["train"]), len(splits["test"]), self.set_metrics)
         first = splits["train"][0]
         self.focal = float(first["focal"])
         self.radius = float(np.linalg.norm(first["pose"][:, :3, 3], axis=-1).mean())
+        info["bounds"] = self.fit_bounds(splits, names, root)
         info["skipped_files"] = len(info["skipped"])
         return PreparedData(modality=self, train=splits["train"], test=splits["test"], train_factors=None,
                             test_factors=None, factor_names=[], factor_kinds=[], info=info)
@@ -141,8 +175,8 @@ class NerfModality(Modality):
     def coordinates(self, scale: float = 1.0, azimuths=HELD_OUT_AZIMUTHS) -> torch.Tensor:
         """Rays of the four held-out cameras (the pictures' views): (4 side^2, 6)."""
         side = self._side(scale)
-        return rendering.rays(orbit_poses(azimuths, radius=self.radius), self.focal * side / self.resolution,
-                              side).reshape(-1, 6)
+        return rendering.rays(orbit_poses(azimuths, radius=self.radius, up=self.up),
+                              self.focal * side / self.resolution, side).reshape(-1, 6)
 
     def viewpoints(self, n, scale=1.0):
         """A turntable: n cameras at the held-out cameras' elevation and distance, evenly around."""

@@ -6,7 +6,7 @@ them by diag(1, -1, -1, 1) and casts OpenGL rays (x, -y, -1); the world ray is
 the same as casting (u - cx, v - cy, f) / f through the pose as it is, which
 is what `rays` does. Pixels are sampled at their centres (u = i + 0.5).
 
-Rendering (`composite`): `SAMPLES` evenly spaced depths t in [NEAR, FAR] along
+Rendering (`composite`): `SAMPLES` evenly spaced depths t in [near, far] along
 the unnormalised direction d (t is then the depth along the camera's axis),
 no hierarchical pass; densities sigma = clip(elu(x, 0.1) + 0.1, 0, 10) and
 colours sigmoid(x) or, `colour` raw, x as it is (mNIF's `rgb_activation:
@@ -18,13 +18,52 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ...batching import render_in_batches
 
-NEAR, FAR, SAMPLES = 0.8, 1.8, 32
+NEAR, FAR, SAMPLES = 0.8, 1.8, 32            # mNIF's SRN-Cars bounds: the embedded cars' and SRN-Cars' default
 COLOURS = ("sigmoid", "raw")                  # dataset.nerf.colour
+Y_UP = (0.0, 1.0, 0.0)
+# The object's radius as a share of the cameras' distance when bounds are derived from the data: SRN-Cars'
+# cameras 1.3 from the centre give mNIF's 0.8-1.8; Blender captures (4.03 away, NeRF's own 2-6) 2.48-5.58.
+RADIUS_SHARE = 5 / 13
+
+
+def rotation_to(up) -> torch.Tensor:
+    """The rotation (3, 3) float64 taking +y to the unit vector along `up` (Rodrigues; +y itself: identity)."""
+    u = F.normalize(torch.as_tensor(up, dtype=torch.float64), dim=0)
+    y = torch.tensor(Y_UP, dtype=torch.float64)
+    axis, c = torch.linalg.cross(y, u), float(y @ u)
+    if axis.norm() < 1e-12:
+        return torch.eye(3, dtype=torch.float64) if c > 0 else torch.diag(torch.tensor([1.0, -1.0, -1.0],
+                                                                                       dtype=torch.float64))
+    k = torch.tensor([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]], dtype=torch.float64)
+    return torch.eye(3, dtype=torch.float64) + k + k @ k / (1 + c)
+
+
+def bounds_from_poses(poses: np.ndarray, radius_share: float = RADIUS_SHARE) -> tuple[float, float, float]:
+    """Camera-to-world poses (N, 4, 4) -> (near, far, mean distance): the scene centre's (the origin's)
+    depth along each camera's axis, less / plus `radius_share` of the cameras' mean distance."""
+    t = poses[:, :3, 3].astype(np.float64)
+    depth = -(t * poses[:, :3, 2]).sum(-1)                      # (0 - o) . forward
+    distance = float(np.linalg.norm(t, axis=-1).mean())
+    r = radius_share * distance
+    return max(float(depth.min()) - r, 0.05 * float(depth.min())), float(depth.max()) + r, distance
+
+
+def up_from_poses(poses: np.ndarray, snap_degrees: float = 15.0) -> np.ndarray:
+    """The cameras' mean up vector (OpenCV: image y points down, so up is -y of each camera), unit length,
+    snapped to the nearest world axis when within `snap_degrees` of it (cameras looking down at an object
+    tilt their up vectors towards it; their mean is a few degrees off the capture's axis)."""
+    up = -poses[:, :3, 1].astype(np.float64).mean(0)
+    up = up / max(np.linalg.norm(up), 1e-12)
+    axis = int(np.abs(up).argmax())
+    if abs(up[axis]) >= math.cos(math.radians(snap_degrees)):
+        up = np.eye(3)[axis] * np.sign(up[axis])
+    return up
 
 
 def look_at(eye: torch.Tensor, target: torch.Tensor | None = None, up=(0.0, 1.0, 0.0)) -> torch.Tensor:
@@ -39,11 +78,17 @@ def look_at(eye: torch.Tensor, target: torch.Tensor | None = None, up=(0.0, 1.0,
     return pose
 
 
-def orbit(azimuth_deg: float, elevation_deg: float, radius: float) -> torch.Tensor:
-    """The pose of a camera on a sphere around the origin, looking at it (y up; azimuth 0 on +z)."""
+def orbit(azimuth_deg: float, elevation_deg: float, radius: float, up=Y_UP) -> torch.Tensor:
+    """The pose of a camera on a sphere around the origin, looking at it (azimuth 0 on +z, elevation towards
+    +y, for `up` +y; another `up` turns that frame so +y goes to it)."""
     a, e = math.radians(azimuth_deg), math.radians(elevation_deg)
     eye = torch.tensor([radius * math.cos(e) * math.sin(a), radius * math.sin(e), radius * math.cos(e) * math.cos(a)])
-    return look_at(eye)
+    pose = look_at(eye)
+    if tuple(float(v) for v in up) == Y_UP:
+        return pose
+    turned = torch.eye(4, dtype=torch.float64)
+    turned[:3, :3] = rotation_to(up)
+    return turned @ pose
 
 
 def pixel_rays(poses: torch.Tensor, focal, side: int, pixels: torch.Tensor) -> torch.Tensor:
@@ -64,10 +109,11 @@ def rays(poses: torch.Tensor, focal, side: int) -> torch.Tensor:
     return pixel_rays(poses, f.expand(poses.shape[:-2]), side, pixels)
 
 
-def sample_points(ray: torch.Tensor, samples: int = SAMPLES) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rays (..., 6) -> points (..., S, 3) at evenly spaced depths in [NEAR, FAR], and the intervals (..., S)
+def sample_points(ray: torch.Tensor, samples: int = SAMPLES, near: float = NEAR,
+                  far: float = FAR) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rays (..., 6) -> points (..., S, 3) at evenly spaced depths in [near, far], and the intervals (..., S)
     scaled by |d| (the last one 1e10)."""
-    t = torch.linspace(NEAR, FAR, samples, device=ray.device, dtype=ray.dtype)
+    t = torch.linspace(near, far, samples, device=ray.device, dtype=ray.dtype)
     o, d = ray[..., None, :3], ray[..., None, 3:]
     points = o + t[:, None] * d
     delta = torch.cat([t[1:] - t[:-1], t.new_tensor([1e10])])
@@ -97,12 +143,12 @@ class RadianceField:
     way it decodes an image's.
     """
 
-    def __init__(self, model, samples: int = SAMPLES, colour: str = "sigmoid"):
-        self.model, self.samples, self.colour = model, samples, colour
+    def __init__(self, model, samples: int = SAMPLES, colour: str = "sigmoid", near: float = NEAR, far: float = FAR):
+        self.model, self.samples, self.colour, self.near, self.far = model, samples, colour, near, far
         self.layers, self.latent_dim, self.weights = model.layers, model.latent_dim, model.weights
 
     def __call__(self, ray: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
-        points, delta = sample_points(ray, self.samples)                        # (..., P, S, 3), (..., P, S)
+        points, delta = sample_points(ray, self.samples, self.near, self.far)   # (..., P, S, 3), (..., P, S)
         p, s = points.shape[-3:-1]
         raw = self.model(points.reshape(*points.shape[:-3], p * s, 3), latents)  # (B, P*S, 4)
         density, rgb = activate(raw.view(len(latents), p, s, 4), self.colour)

@@ -20,6 +20,8 @@ class ShapeModality(Modality):
     """
 
     name = "shape"
+    file_kind = "a shape (.binvox, an index .txt, or a watertight mesh)"
+    set_metrics = "COV, MMD and 1-NNA"
     d_in = 3
     d_out = 1
     file_suffix = ".ply"
