@@ -67,11 +67,13 @@ def flatten(d, prefix: str = "") -> dict:
 
 
 def frame(payload) -> pd.DataFrame:
-    """One row per run that has generation metrics, in listing order. A run listed again (the
+    """One row per run that has generation metrics, in listing order; a failed run is no row. A run listed again (the
     workspace repeating an experiment or its commit) is kept once: as the experiment if it is one
     (its name and params are the run's), else as its fullest listing."""
     rows, named = [], []
     for rec, experiment in records(payload, []):
+        if rec.get("error"):   # a failed run lists its baseline's metrics files as its own: not a result
+            continue
         data = rec["data"]
         params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
         metrics = {Path(name).stem: (m or {}).get("data") for name, m in (data.get("metrics") or {}).items()}

@@ -106,7 +106,8 @@ def test_where_keeps_the_runs_of_one_design(monkeypatch, tmp_path, capsys):
 
 def method_record(rev, variant, seed, fid, psnr, seconds, prior="flat"):
     r = record(rev, f"{variant}-s{seed}", 12, prior, fid)
-    r["data"]["params"]["params.yaml"]["data"].update(seed=seed, loe={"variant": variant}, fit_loe={"steps": 100})
+    r["data"]["params"]["params.yaml"]["data"].update(seed=seed, loe={"variant": variant},
+                                                      fit_loe={"steps": 100, "lr": 0.0025})
     r["data"]["metrics"].update({"metrics/reconstruction.json": {"data": {"test": {"psnr": psnr, "ssim": 0.9}}},
                                  "metrics/fit_loe.json": {"data": {"parameters": 1000, "seconds": seconds}}})
     return r
@@ -122,6 +123,9 @@ def test_table_1_gives_each_method_exactly_its_mean_and_spread(tmp_path, monkeyp
     assert table1_main(["--out", str(tmp_path / "t1")]) == 0
     rows = {r["params.loe.variant"]: r for r in json.loads((tmp_path / "t1.json").read_text())["table_1"]}
     assert list(rows) == ["chinr", "mnif", "functa"]                       # the paper's order, not the alphabet's
+    failed = method_record("c1", "functa", 1, 49.0, 30.0, 10.0)            # diverged: the baseline's files
+    failed["error"] = {"msg": "Experiment run failed", "type": ""}
+    assert list(frame([*payload, failed])["experiment"]) == [f"{r['name']}" for r in payload]
     assert rows["chinr"]["generation.fid mean"] == 51.0 and rows["chinr"]["n"] == 2
     assert rows["chinr"]["generation.fid std"] == pytest.approx(math.sqrt(2.0))
     assert rows["mnif"]["reconstruction.test.psnr mean"] == 28.5
@@ -129,4 +133,4 @@ def test_table_1_gives_each_method_exactly_its_mean_and_spread(tmp_path, monkeyp
     assert rows["chinr"]["stage1_ms_per_step mean"] == pytest.approx(210.0)   # 1000 * 21 s / 100 steps
     assert rows["functa"]["n"] == 1 and rows["functa"]["generation.fid std"] is None
     md = (tmp_path / "t1.md").read_text()
-    assert "| mnif | flat | 28.5 ± 0.71 |" in md and "| CHINR (paper) | 34.9 | 13.4 |" in md
+    assert "| mnif | flat | 0.0025 | 28.5 ± 0.71 |" in md and "| CHINR (paper) | 34.9 | 13.4 |" in md
