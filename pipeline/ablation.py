@@ -11,13 +11,11 @@ commit before, and so on. Runs that differ only in `hcdm.seed` are one row: mean
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-from . import io
-from .experiments import parse_and_read, select, summarise, summary_markdown
+from .experiments import collect, select, summarise, summary_markdown
 
 # The paper's Table 2 (CelebA-HQ, ShapeNet, SRN-Cars): std_1, std_12, std_23, std_34, std_45 per binary_len.
 PAPER_TABLE_2 = {
@@ -66,17 +64,7 @@ def tables(df) -> tuple[dict, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipeline.ablation", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=Path("metrics/ablation"), help="writes OUT.json and OUT.md")
-    a, df = parse_and_read(p, argv)
-    if a is None:
-        return df
-    payload, md = tables(df)
-    io.save_json(a.out.with_suffix(".json"), payload)
-    io.save_text(a.out.with_suffix(".md"), md)
-    print(md)
-    return 0
+    return collect("python -m pipeline.ablation", __doc__, Path("metrics/ablation"), tables, argv)
 
 
 if __name__ == "__main__":

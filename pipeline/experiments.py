@@ -157,6 +157,21 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
                    help="keep only the runs whose params.yaml has these values (e.g. binary_len=12)")
 
 
+def collect(prog: str, doc: str, out: Path, tables, argv: list[str] | None) -> int:
+    """A table collector's command: the selected runs through `tables(df) -> (JSON, markdown)`, written as
+    OUT.json and OUT.md and printed; exit code 2 (said in one line) when no run is selected."""
+    p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=out, help="writes OUT.json and OUT.md")
+    a, df = parse_and_read(p, argv)
+    if a is None:
+        return df
+    payload, md = tables(df)
+    io.save_json(a.out.with_suffix(".json"), payload)
+    io.save_text(a.out.with_suffix(".md"), md)
+    print(md)
+    return 0
+
+
 def parse_and_read(p: argparse.ArgumentParser, argv: list[str] | None):
     """A collector's command line: its own arguments plus -n/--where, then the selected runs.
     Returns (arguments, runs), or (None, exit code) when there are none (runs() has said why, in one line)."""

@@ -18,15 +18,13 @@ per step is its stage time over its steps, on the machine that ran it.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from . import io
-from .experiments import parse_and_read, select, summarise, summary_markdown
+from .experiments import collect, select, summarise, summary_markdown
 
 BY = ["params.loe.variant", "params.hcdm.variant", "params.fit_loe.lr"]   # a baseline tuned to its own lr: a row each
 COLUMNS = ("reconstruction.test.psnr", "reconstruction.test.ssim", "reconstruction.test.iou",
@@ -84,17 +82,7 @@ def tables(df: pd.DataFrame) -> tuple[dict, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipeline.table1", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=Path("metrics/table1"), help="writes OUT.json and OUT.md")
-    a, df = parse_and_read(p, argv)
-    if a is None:
-        return df
-    payload, md = tables(df)
-    io.save_json(a.out.with_suffix(".json"), payload)
-    io.save_text(a.out.with_suffix(".md"), md)
-    print(md)
-    return 0
+    return collect("python -m pipeline.table1", __doc__, Path("metrics/table1"), tables, argv)
 
 
 if __name__ == "__main__":
