@@ -47,6 +47,9 @@ class NerfData:
                                        # mean distance (SRN-Cars' 1.3 gives mNIF's 0.8-1.8)
     up: list[float] | None = None      # the world's up axis for turntables and pictures; null: the cameras'
                                        # mean up, snapped to an axis within 15 degrees (SRN-Cars: +y)
+    scale: float | None = None         # world units per unit of the field's frame: the field reads points
+                                       # turned to +y up and divided by it; null: the cameras' mean distance
+                                       # / 1.3 (SRN-Cars' radius), so a capture 4 units away reads as SRN's
 
 
 @dataclass
@@ -281,6 +284,7 @@ def _rules(c: Config) -> list[tuple[str, bool, str]]:
          or c.dataset.nerf.far > c.dataset.nerf.near, "must be null or > dataset.nerf.near"),
         ("dataset.nerf.up", c.dataset.nerf.up is None or (len(c.dataset.nerf.up) == 3 and any(c.dataset.nerf.up)),
          "must be null or three numbers, not all zero (e.g. [0, 0, 1] for z up)"),
+        ("dataset.nerf.scale", c.dataset.nerf.scale is None or c.dataset.nerf.scale > 0, "must be null or > 0"),
         ("fit_loe.meta_sgd_init", 0 <= c.fit_loe.meta_sgd_init[0] <= c.fit_loe.meta_sgd_init[1] <= 1,
          "must be [low, high] with 0 <= low <= high <= 1"),
         ("hcdm.variant", c.loe.variant == "chinr" or c.hcdm.variant == "flat",

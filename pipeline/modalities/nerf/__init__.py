@@ -13,4 +13,5 @@ This file stays light: the config reads SPEC without importing torch.
 from ..spec import Spec
 
 SPEC = Spec(name="nerf", summary="3-D points -> density and RGB, seen through volume rendering",
-            sources=("synthetic", "srn"), dataset_args=("views", "nerf.colour", "nerf.near", "nerf.far", "nerf.up"))
+            sources=("synthetic", "srn"), dataset_args=("views", "nerf.colour", "nerf.near", "nerf.far", "nerf.up",
+                          "nerf.scale"))

@@ -63,27 +63,31 @@ class NerfModality(Modality):
                      "header; SRN-Cars and the embedded cars: mNIF's 0.8-1.8), white background, pixel-centre rays"}
 
     def __init__(self, resolution: int, views: int = 20, focal: float | None = None, radius: float = RADIUS,
-                 colour: str = "sigmoid", near: float | None = None, far: float | None = None, up=None):
+                 colour: str = "sigmoid", near: float | None = None, far: float | None = None, up=None,
+                 scale: float | None = None):
         if colour not in rendering.COLOURS:
             raise ValueError(f"colour must be one of {rendering.COLOURS}, got {colour!r}")
         self.resolution, self.views, self.radius, self.colour = resolution, views, radius, colour
         self.focal = FOCAL * resolution if focal is None else focal    # pixels at `resolution`
-        # Given (params) or read from the prepared header; None: mNIF's SRN bounds, or derived by read_source.
-        self.asked = {"near": near, "far": far, "up": up}
+        # Given (params) or read from the prepared header; None: mNIF's SRN bounds and frame, or derived by
+        # read_source from the cameras.
+        self.asked = {"near": near, "far": far, "up": up, "scale": scale}
         self.near = rendering.NEAR if near is None else float(near)
         self.far = rendering.FAR if far is None else float(far)
         self.up = tuple(float(v) for v in (rendering.Y_UP if up is None else np.asarray(up) / np.linalg.norm(up)))
+        self.scale = 1.0 if scale is None else float(scale)
 
     def construction_args(self) -> dict:
         return {"resolution": self.resolution, "views": self.views, "focal": self.focal, "radius": self.radius,
-                "colour": self.colour, "near": self.near, "far": self.far, "up": list(self.up)}
+                "colour": self.colour, "near": self.near, "far": self.far, "up": list(self.up), "scale": self.scale}
 
     def field(self, model):
-        return rendering.RadianceField(model, colour=self.colour, near=self.near, far=self.far)
+        return rendering.RadianceField(model, colour=self.colour, near=self.near, far=self.far,
+                                       frame=(self.scale, self.up))
 
     def fit_bounds(self, scenes: dict[str, np.ndarray], names: dict[str, list[str]], where: Path) -> dict:
-        """near / far / up from the cameras of every scene where the params leave them null; then every
-        camera must see the scene centre (the origin) within [near, far], or one line names the scene."""
+        """near / far / up / scale from the cameras of every scene where the params leave them null; then
+        every camera must see the scene centre (the origin) within [near, far], or one line names the scene."""
         poses = np.concatenate([v["pose"].reshape(-1, 4, 4) for v in scenes.values()])
         near, far, distance = rendering.bounds_from_poses(poses)
         if self.asked["near"] is None:
@@ -92,6 +96,8 @@ class NerfModality(Modality):
             self.far = round(far, 4)
         if self.asked["up"] is None:
             self.up = tuple(round(float(v), 4) for v in rendering.up_from_poses(poses))
+        if self.asked["scale"] is None:      # the field sees every capture at SRN-Cars' camera distance
+            self.scale = round(distance / RADIUS, 4)
         for split, records in scenes.items():
             for name, scene in zip(names[split], records):
                 depth = -(scene["pose"][:, :3, 3].astype(np.float64) * scene["pose"][:, :3, 2]).sum(-1)
@@ -102,8 +108,9 @@ class NerfModality(Modality):
                         f"{depth[bad[0]]:.3g}, outside the renderer's [{self.near:g}, {self.far:g}] "
                         "(dataset.nerf.near / far): its rays cannot reach the object; widen them, or set them null "
                         "to derive them from the cameras")
-        return {"near": self.near, "far": self.far, "up": list(self.up), "camera_distance": round(distance, 4),
-                "derived": [k for k in ("near", "far", "up") if self.asked[k] is None]}
+        return {"near": self.near, "far": self.far, "up": list(self.up), "scale": self.scale,
+                "camera_distance": round(distance, 4),
+                "derived": [k for k in ("near", "far", "up", "scale") if self.asked[k] is None]}
 
     # -- data ------------------------------------------------------------------------
     def pack(self, views: np.ndarray, poses: np.ndarray, focal: np.ndarray) -> np.ndarray:

@@ -141,14 +141,28 @@ class RadianceField:
     Quacks like the LoE where stages use it (`render`, calling it, `layers`,
     `latent_dim`, `latent_grad`), so every stage decodes a NeRF latent the
     way it decodes an image's.
+
+    `frame` (scale, up): the field reads each world point turned so that `up`
+    is +y and divided by `scale`, and measures the intervals in those units, so
+    a capture 4 units away with z up gives the SIREN the points (and the
+    renderer the opacities) of the same scene at SRN-Cars' 1.3 with y up.
+    (1, +y), SRN-Cars' and the embedded cars' frame, leaves the points as they are.
     """
 
-    def __init__(self, model, samples: int = SAMPLES, colour: str = "sigmoid", near: float = NEAR, far: float = FAR):
+    def __init__(self, model, samples: int = SAMPLES, colour: str = "sigmoid", near: float = NEAR, far: float = FAR,
+                 frame: tuple[float, tuple] = (1.0, Y_UP)):
         self.model, self.samples, self.colour, self.near, self.far = model, samples, colour, near, far
         self.layers, self.latent_dim, self.weights = model.layers, model.latent_dim, model.weights
+        scale, up = frame
+        turned = tuple(float(v) for v in up) != Y_UP
+        # Row vectors: world x = R x_field with R = rotation_to(up), so x_field = x R / scale.
+        self.to_field = (rotation_to(up).float() / scale) if turned or scale != 1 else None
+        self.scale = float(scale)
 
     def __call__(self, ray: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
         points, delta = sample_points(ray, self.samples, self.near, self.far)   # (..., P, S, 3), (..., P, S)
+        if self.to_field is not None:
+            points, delta = points @ self.to_field.to(points), delta / self.scale
         p, s = points.shape[-3:-1]
         raw = self.model(points.reshape(*points.shape[:-3], p * s, 3), latents)  # (B, P*S, 4)
         density, rgb = activate(raw.view(len(latents), p, s, 4), self.colour)
