@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from pipeline import config, io  # noqa: E402
+from pipeline.modalities import scoring
 from pipeline.modalities.image import fid
 from pipeline.artifacts import REFERENCE  # noqa: E402
 from pipeline.generation import load_trained, sample_latents  # noqa: E402
@@ -43,7 +44,7 @@ def main() -> int:
     data, loe, hcdm = load_trained("cpu")
     m = data.modality
     real = io.load_npz(REFERENCE)["features"]
-    real_stats = fid.gaussian(real)
+    real_stats = scoring.gaussian(real)
     n_max = max(args.counts)
 
     t = time.time()
@@ -57,9 +58,9 @@ def main() -> int:
     rows = []
     for n in sorted(args.counts):
         f = feats[:n]
-        kid_mean, kid_std = fid.kid(real, f, e.kid_subsets, e.kid_subset_size, seed=cfg.seed)
-        precision, recall = fid.precision_recall(real, f, e.pr_k)
-        rows.append({"samples": n, "fid": round(fid.frechet_distance(*real_stats, *fid.gaussian(f)), 3),
+        kid_mean, kid_std = scoring.kid(real, f, e.kid_subsets, e.kid_subset_size, seed=cfg.seed)
+        precision, recall = scoring.precision_recall(real, f, e.pr_k)
+        rows.append({"samples": n, "fid": round(scoring.frechet_distance(*real_stats, *scoring.gaussian(f)), 3),
                      "kid": round(kid_mean, 5), "kid_std": round(kid_std, 5),
                      "precision": round(precision, 4), "recall": round(recall, 4)})
         print(rows[-1], flush=True)

@@ -7,6 +7,9 @@
 #                                            # and 1000 CelebA-size steps of fp32 eager beside tf32 and bf16 compiled
 #   bash benchmarks/gpu_session.sh autotune  # the CelebA step compiled as the pipeline does beside Inductor's
 #                                            # max-autotune (matmuls with fused sin/cos epilogues), and its profile
+#   bash benchmarks/gpu_session.sh fused     # the CelebA and ShapeNet steps eager / compiled / with the fused
+#                                            # Triton kernels (fit_loe.kernel triton), their profile, and 1000
+#                                            # CelebA-size steps of each: test PSNR against the fp32 eager path
 # VARIANTS, CPRESETS and QUALITY (precision:compile pairs) narrow the `compile` run; VARIANTS the `autotune` one.
 # Results land in $RESULTS (default benchmarks/results/gpu). TINY=1 runs the same path at toy sizes (CPU check).
 # OLD=dir times another checkout's pipeline/ beside this one; INCEPTION=file.pt uses that TorchScript Inception.
@@ -22,12 +25,22 @@ if [ "${TINY:-0}" = 1 ]; then
   SMALL="--set loe.experts=8 --set loe.width=16 --set loe.latent_dim=8 --set fit_loe.batch_size=4 --set export_latents.batch_size=8"
   PRESETS="params.yaml"; MAIN=params.yaml; VARIANTS=${VARIANTS:-"fp32 fp32+compile"}; PROF=fp32+compile
   CPRESETS=params.yaml; AVARIANTS=${AVARIANTS:-"fp32+compile fp32+autotune"}; APROF=fp32+autotune
+  # The kernels run under Triton's interpreter on a CPU: toy sizes only.
+  export TRITON_INTERPRET=1
+  TOY="$RESULTS/toy_params.yaml"
+  python -c "import yaml; p = yaml.safe_load(open('params.yaml')); p['loe'].update(layers=3, experts=4, width=16,
+latent_dim=4); p['fit_loe'].update(batch_size=2, points_per_step=64); p['hcdm'].update(hidden=32, blocks=2)
+yaml.safe_dump(p, open('$TOY', 'w'), sort_keys=False)"
+  FPRESETS="$TOY"; FVARIANTS=${FVARIANTS:-"fp32 fp32+triton"}; FPROF=fp32+triton
+  FQUALITY="torch:fp32 triton:fp32"; FSMALL="$SMALL --set fit_loe.points_per_step=64"; FSTEPS=4
 else
   STEPS=3000; PSTEPS=1000; TIMED=10; PROTO=5000; N="--train 1500 --test 100"; NS="--train 1000 --test 100"; SMALL=""
   PRESETS="params.yaml pipeline/presets/shapes32.yaml pipeline/presets/celebahq64.yaml pipeline/presets/shapenet64.yaml"
   MAIN=pipeline/presets/celebahq64.yaml; VARIANTS=${VARIANTS:-"fp32 tf32 tf32+compile bf16+compile"}
   PROF=tf32+compile; CPRESETS=${CPRESETS:-"$MAIN pipeline/presets/shapenet64.yaml"}
   AVARIANTS=${AVARIANTS:-"tf32+compile tf32+autotune"}; APROF=tf32+autotune
+  FPRESETS="$MAIN pipeline/presets/shapenet64.yaml"; FVARIANTS=${FVARIANTS:-"fp32 tf32 tf32+compile fp32+triton tf32+triton"}
+  FPROF=tf32+triton; FQUALITY="torch:fp32 triton:fp32 triton:tf32"; FSMALL=""; FSTEPS=$PSTEPS
 fi
 INC=${INCEPTION:+--inception $INCEPTION}
 LR="--set fit_loe.lr=0.0003"      # the short-schedule outer lr (measured on CPU: faster than 1e-4, stable)
@@ -63,6 +76,16 @@ compile)
       > "$RESULTS/compile_${v%:*}_${v#*:}.log" 2>&1 &
   done
   wait; tail -n 4 "$RESULTS"/compile_*.log ;;
+fused)
+  timeout ${SPEED_LIMIT:-900} python $B/speed.py --presets $FPRESETS --precisions $FVARIANTS --steps $TIMED \
+    --profile "$(basename ${FPRESETS%% *} .yaml):$FPROF" --out "$RESULTS/speed_fused.json" 2>&1 \
+    | tee "$RESULTS/speed_fused.log"
+  for v in $FQUALITY; do             # kernel:precision, each 1000 steps; the goal: within 0.2 dB of torch:fp32
+    python $B/preset_quality.py $MAIN --steps $FSTEPS --warmup 50 $N $LR $FSMALL --set fit_loe.kernel=${v%:*} \
+      --set fit_loe.precision=${v#*:} --limit ${LIMIT:-900} --out "$RESULTS/fused_${v%:*}_${v#*:}" \
+      > "$RESULTS/fused_${v%:*}_${v#*:}.log" 2>&1 &
+  done
+  wait; tail -n 4 "$RESULTS"/fused_*.log ;;
 autotune)
   timeout ${SPEED_LIMIT:-540} python $B/speed.py --presets $MAIN --precisions $AVARIANTS --steps $TIMED \
     --profile "$(basename $MAIN .yaml):$APROF" --out "$RESULTS/speed_autotune.json" 2>&1 | tee "$RESULTS/speed_autotune.log" ;;

@@ -39,7 +39,8 @@ def parse() -> argparse.Namespace:
     a.add_argument("--precisions", nargs="*", default=None,
                    help="default: fp32 tf32 bf16 on a GPU, fp32 on a CPU; PRECISION+compile times the step with "
                         "fit_loe.compile (on a GPU: CUDA graphs); PRECISION+autotune compiles it with Inductor's "
-                        "max-autotune (Triton matmul templates with their sin/cos epilogues fused; minutes to compile)")
+                        "max-autotune (Triton matmul templates with their sin/cos epilogues fused; minutes to compile); "
+                        "PRECISION+triton with fit_loe.kernel triton (pipeline/loe_triton.py)")
     a.add_argument("--steps", type=int, default=10, help="timed steps per measurement (after 2 warm-up steps)")
     a.add_argument("--protocol", type=int, default=0, help="samples for the generation-protocol timing (0: skip)")
     a.add_argument("--protocol-preset", type=Path, default=ROOT / "pipeline/presets/celebahq64.yaml")
@@ -125,6 +126,8 @@ def stage1(cfg, device: torch.device, variant: str):
     Stage-1 outer step; `variant` is a precision, or PRECISION+compile / PRECISION+autotune (FLOPs not
     counted: the same arithmetic as the eager step, and a dispatch mode must not see the compilation)."""
     precision, _, how = variant.partition("+")
+    kernel = "triton" if how == "triton" else "torch"
+    how = "" if how == "triton" else how
     d, c = cfg.dataset, cfg.fit_loe
     m = build(d.modality, resolution=d.resolution)
     model = LayersOfExperts(m.d_in, m.d_out, cfg.loe.layers, cfg.loe.experts, cfg.loe.width,
@@ -133,6 +136,9 @@ def stage1(cfg, device: torch.device, variant: str):
     fit = c.__class__(**{**config.to_dict(c), "precision": precision, **({"compile": bool(how)} if how else {})}) \
         if hasattr(c, "precision") else c
     learner = MetaLearner(model, meta, m, fit, device)
+    if kernel == "triton":                        # the fused LoE-layer kernels (fit_loe.kernel: triton)
+        from pipeline.loe_triton import use
+        use(model, kernel, device)
     if how == "autotune":
         # Not a pipeline setting until measured: the lever named after the compiled step's profile
         # (README, Paper scale on a GPU) is each layer's matmul with its sin/cos epilogue in one kernel,
@@ -159,7 +165,7 @@ def stage1(cfg, device: torch.device, variant: str):
         torch.backends.cuda.matmul.allow_tf32 = False
 
     start = time.perf_counter()
-    if how:
+    if how or kernel == "triton":              # Triton kernels are invisible to the FLOP counter: eager's count
         step()
         flops = None
     else:

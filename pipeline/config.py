@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,228 +23,222 @@ class ConfigError(ValueError):
     """A bad value or key in params.yaml; the message names the key."""
 
 
+def param(default, doc: str = "", *, min=None, above=None, max=None, below=None, choices=None):
+    """A parameter: its default, its comment (written beside it in params.yaml) and its range (>= min or
+    > above, <= max or < below, one of choices), in one place."""
+    return field(default=default, metadata={"doc": doc, "min": min, "above": above, "max": max, "below": below,
+                                            "choices": choices})
+
+
+def section(cls, doc: str = ""):
+    """A section of parameters (a dataclass), with its comment."""
+    return field(default_factory=cls, metadata={"doc": doc})
+
+
 @dataclass
 class SyntheticData:
-    train: int = 2000            # instances in the train split
-    test: int = 200              # instances in the test split
+    train: int = param(2000, "instances in the train split", min=2)
+    test: int = param(200, "instances in the test split", min=2)
 
 
 @dataclass
 class FolderData:
-    train_count: int | None = None     # N files train, the rest test (CelebA-HQ: 27000, dataset.split sorted)
-    train_fraction: float = 0.9        # used when train_count is null
-    skip_corrupt: bool = False         # true: skip (and count in metrics/prepare.json) unreadable files, empty or
-                                       # non-watertight meshes
-    limit: int | None = None           # read at most this many files (sorted order)
+    train_count: int | None = param(None, "N files train, the rest test (CelebA-HQ: 27000, dataset.split sorted)",
+                                          min=1)
+    train_fraction: float = param(0.9, "used when train_count is null", above=0, below=1)
+    skip_corrupt: bool = param(False, "true: skip (and count in metrics/prepare.json) unreadable files, empty or\n"
+                                      "non-watertight meshes")
+    limit: int | None = param(None, "read at most this many files (sorted order)", min=2)
 
 
 @dataclass
 class NerfData:
-    colour: str = "raw"                # the field's RGB outputs: raw (as they are: mNIF's rgb_activation no_use,
-                                       # Functa's minimal NeRF) | sigmoid (to [0, 1]): raw 28.7 dB novel views,
-                                       # FID 52.4 on the nerf preset; sigmoid 27.4 dB, 55.1
-    near: float | None = None          # the renderer's depth range along each camera's axis; null: from the
-    far: float | None = None           # data, the scene centre's depth in every camera -/+ 5/13 of the cameras'
-                                       # mean distance (SRN-Cars' 1.3 gives mNIF's 0.8-1.8)
-    up: list[float] | None = None      # the world's up axis for turntables and pictures; null: the cameras'
-                                       # mean up, snapped to an axis within 15 degrees (SRN-Cars: +y)
-    scale: float | None = None         # world units per unit of the field's frame: the field reads points
-                                       # turned to +y up and divided by it; null: the cameras' mean distance
-                                       # / 1.3 (SRN-Cars' radius), so a capture 4 units away reads as SRN's
+    colour: str = param("raw", "the field's RGB outputs: raw (as they are: mNIF's rgb_activation no_use,\n"
+                               "Functa's minimal NeRF) | sigmoid (to [0, 1]): raw 28.7 dB novel views,\n"
+                               "FID 52.4 on the nerf preset; sigmoid 27.4 dB, 55.1", choices=("sigmoid", "raw"))
+    near: float | None = param(None, "the renderer's depth range along each camera's axis; null: from the\n"
+                                     "data, the scene centre's depth in every camera -/+ 5/13 of the cameras'\n"
+                                     "mean distance (SRN-Cars' 1.3 gives mNIF's 0.8-1.8)", above=0)
+    far: float | None = param(None, "the range's far end (> near); null: from the data, as near")
+    up: list[float] | None = param(None, "the world's up axis for turntables and pictures; null: the cameras'\n"
+                                         "mean up, snapped to an axis within 15 degrees (SRN-Cars: +y)")
+    scale: float | None = param(None, "world units per unit of the field's frame: the field reads points\n"
+                                      "turned to +y up and divided by it; null: the cameras' mean distance\n"
+                                      "/ 1.3 (SRN-Cars' radius), so a capture 4 units away reads as SRN's", above=0)
 
 
 @dataclass
 class Dataset:
-    modality: str = "image"            # image (2-D -> RGB) | shape (3-D occupancy) | motion | nerf (presets: python -m pipeline.preset --list)
-    source: str = "synthetic"          # synthetic (embedded: generated by prepare) | folder (images, voxels, meshes) |
-                                       # imnet (IM-NET's ShapeNet HDF5) | amass | srn
-    path: str | None = None            # the folder, when source is not synthetic
-    resolution: int = 32               # images R x R; shapes R^3 voxels; motion frames; nerf views R x R
-    views: int = 20                    # nerf: fitted views per scene (the embedded cars': rendered; SRN: kept)
-    split: str = "random"              # folders and AMASS files: random (a permutation seeded by `seed`, whatever
-                                       # the file names) | sorted (first ones train) | FILE (the test names, one a line)
-    synthetic: SyntheticData = field(default_factory=SyntheticData)
-    folder: FolderData = field(default_factory=FolderData)
-    nerf: NerfData = field(default_factory=NerfData)   # radiance fields only
+    modality: str = param("image", "image (2-D -> RGB) | shape (3-D occupancy) | motion | nerf (presets: python "
+                                   "-m pipeline.preset --list)", choices=tuple(SPECS))
+    source: str = param("synthetic", "synthetic (embedded: generated by prepare) | folder (images, voxels, "
+                                     "meshes) |\n"
+                                     "imnet (IM-NET's ShapeNet HDF5) | amass | srn", choices=SOURCES)
+    path: str | None = param(None, "the folder, when source is not synthetic")
+    resolution: int = param(32, "images R x R; shapes R^3 voxels; motion frames; nerf views R x R", min=8,
+                          max=1024)
+    views: int = param(20, "nerf: fitted views per scene (the embedded cars': rendered; SRN: kept)", min=1)
+    split: str = param("random", "folders and AMASS files: random (a permutation seeded by `seed`, whatever\n"
+                                 "the file names) | sorted (first ones train) | FILE (the test names, one a line)")
+    synthetic: SyntheticData = section(SyntheticData)
+    folder: FolderData = section(FolderData)
+    nerf: NerfData = section(NerfData, "radiance fields only")
 
 
 @dataclass
 class LoE:
-    layers: int = 5                    # L: layers, one latent per layer
-    experts: int = 64                  # K: shared experts per layer
-    width: int = 64                    # C: channels of each expert
-    latent_dim: int = 32               # H: size of each layer's latent
-    w0: float = 30.0                   # SIREN frequency factor
-    variant: str = "chinr"             # chinr (a latent per layer) | mnif (one latent mixes every layer's experts) |
-                                       # functa (a SIREN shifted by one latent): Table 1's baselines, hcdm.variant flat
+    layers: int = param(5, "L: layers, one latent per layer", min=2)
+    experts: int = param(64, "K: shared experts per layer", min=1)
+    width: int = param(64, "C: channels of each expert", min=1)
+    latent_dim: int = param(32, "H: size of each layer's latent", min=1)
+    w0: float = param(30.0, "SIREN frequency factor", above=0)
+    variant: str = param("chinr", "chinr (a latent per layer) | mnif (one latent mixes every layer's experts) |\n"
+                                  "functa (a SIREN shifted by one latent): Table 1's baselines, hcdm.variant flat",
+                                  choices=("chinr", "mnif", "functa"))
 
 
 @dataclass
 class FitLoE:
-    steps: int = 1500                  # outer steps
-    seed: int | None = None            # Stage-1's own seed (init, batches; the data keeps `seed`); null: seed
-    batch_size: int = 32
-    lr: float = 3e-4                   # outer AdamW learning rate (the experts': lr / sqrt(loe.experts))
-    weight_decay: float = 0.0
-    warmup_steps: int = 50
-    grad_clip: float = 1.0             # max global grad norm; 0 disables
-    inner_steps: int = 3
-    inner_lr: float = 1.0              # multiplies the Meta-SGD per-dimension rates
-    meta_sgd_init: tuple[float, float] = (0.005, 0.1)
-    first_order: bool = False          # true: no gradient through the inner loop
-    precision: str = "fp32"            # fp32 | tf32 | bf16: the training step's matmuls on a GPU (CPU: always fp32)
-    compile: bool = False              # true: torch.compile of the whole step (CUDA graphs on a GPU; a CPU needs a
-                                       # C++ compiler)
-    init_std: float = 1e-4             # latent init N(0, init_std^2) during training (autodecode: the table's)
-    method: str = "meta"               # meta (CAVIA inner loop) | autodecode (a latent table; NeRF in the paper)
-    latent_lr: float | None = None     # autodecode: the table's AdamW lr (null: fit_loe.lr)
-    latent_weight_decay: float = 0.0   # autodecode: the table's AdamW weight decay
-    points_per_step: int | None = None # random subset of coordinates per step (null: all)
-    near_surface_fraction: float = 0.5 # shapes: share of each step's points within a voxel of the surface
-    checkpoint_every: int = 100
-    log_every: int = 10
+    steps: int = param(1500, "outer steps", min=1)
+    seed: int | None = param(None, "Stage-1's own seed (init, batches; the data keeps `seed`); null: seed", min=0)
+    batch_size: int = param(32, "instances per outer step", min=1)
+    lr: float = param(3e-4, "outer AdamW learning rate (the experts': lr / sqrt(loe.experts))", above=0)
+    weight_decay: float = param(0.0, "outer AdamW weight decay", min=0)
+    warmup_steps: int = param(50, "linear warm-up, then cosine to zero", min=0)
+    grad_clip: float = param(1.0, "max global grad norm; 0 disables", min=0)
+    inner_steps: int = param(3, "CAVIA inner steps on the latents, from zero", min=1)
+    inner_lr: float = param(1.0, "multiplies the Meta-SGD per-dimension rates", above=0)
+    meta_sgd_init: tuple[float, float] = param((0.005, 0.1), "[low, high] of the uniform draw of the Meta-SGD\n"
+                                                              "per-dimension inner rates at init")
+    first_order: bool = param(False, "true: no gradient through the inner loop")
+    precision: str = param("fp32", "fp32 | tf32 | bf16: the training step's matmuls on a GPU (CPU: always fp32)",
+                                   choices=("fp32", "tf32", "bf16"))
+    compile: bool = param(False, "true: torch.compile of the whole step (CUDA graphs on a GPU; a CPU needs a\n"
+                                 "C++ compiler)")
+    kernel: str = param("torch", "torch (eager ops) | triton (fused LoE-layer kernels: matmul + sin/cos, a GPU;\n"
+                                 "off until a GPU measurement says it is faster at equal quality)",
+                        choices=("torch", "triton"))
+    init_std: float = param(1e-4, "latent init N(0, init_std^2) during training (autodecode: the table's)", min=0)
+    method: str = param("meta", "meta (CAVIA inner loop) | autodecode (a latent table; NeRF in the paper)",
+                                choices=("meta", "autodecode"))
+    latent_lr: float | None = param(None, "autodecode: the table's AdamW lr (null: fit_loe.lr)", min=1e-12)
+    latent_weight_decay: float = param(0.0, "autodecode: the table's AdamW weight decay", min=0)
+    points_per_step: int | None = param(None, "random subset of coordinates per step (null: all)", min=1)
+    near_surface_fraction: float = param(0.5, "shapes: share of each step's points within a voxel of the surface",
+                                        min=0, max=1)
+    checkpoint_every: int = param(100, "steps between checkpoints (resume point)", min=1)
+    log_every: int = param(10, "steps between rows of metrics/curves/fit_loe.csv", min=1)
 
 
 @dataclass
 class ExportLatents:
-    inner_steps: int = 3               # steps from zero for every instance
-    batch_size: int = 256
-    points: int | None = None          # coordinates the inner loop sees per instance (null: all; shapes: drawn
-                                       # like training points, with fit_loe.near_surface_fraction)
-    autodecode_steps: int = 100        # autodecode: Adam steps on a new instance's latent, weights frozen
-    autodecode_lr: float = 0.01        # autodecode: their learning rate
+    inner_steps: int = param(3, "steps from zero for every instance", min=1)
+    batch_size: int = param(256, "instances fitted at a time", min=1)
+    points: int | None = param(None, "coordinates the inner loop sees per instance (null: all; shapes: drawn\n"
+                                     "like training points, with fit_loe.near_surface_fraction)", min=1)
+    autodecode_steps: int = param(100, "autodecode: Adam steps on a new instance's latent, weights frozen", min=0)
+    autodecode_lr: float = param(0.01, "autodecode: their learning rate", above=0)
 
 
 @dataclass
 class HCDM:
-    variant: str = "hierarchical"      # hierarchical | unconditional (fig. 8 ablation) | flat (Functa/mNIF-style)
-    denoiser: str = "skip_mlp"         # skip_mlp (mNIF's latent denoiser: GroupNorm blocks, U-Net-style long skips) |
-                                       # mlp (LayerNorm + FiLM residual MLP, no long skips)
-    objective: str = "x0"              # x0 (predict h_0 and form the reverse mean from it: Eq. 6, mNIF) | eps (noise)
-    compressor: str = "learned"        # learned (W trained through a straight-through estimator) | random (fixed W)
-    seed: int | None = None            # Stage-2's own seed (init, batches, noise; later stages keep `seed`); null: seed
-    hidden: int = 512                  # denoiser width (skip_mlp: a multiple of its 16 GroupNorm groups)
-    blocks: int = 4                    # residual blocks of the denoiser (skip_mlp: even, paired by the long skips)
-    timesteps: int = 1000
-    schedule: str = "cosine"           # cosine | linear
-    steps: int = 4000
-    batch_size: int = 128
-    lr: float = 5e-4
-    weight_decay: float = 0.0
-    warmup_steps: int = 100
-    grad_clip: float = 1.0
-    ema_decay: float = 0.999
-    dropout: float = 0.0
-    precision: str = "fp32"            # fp32 | bf16: the training step's forward under bf16 autocast (CPU or GPU);
-                                       # weights, optimiser and sampling stay fp32
-    checkpoint_every: int = 500
-    log_every: int = 25
+    variant: str = param("hierarchical", "hierarchical | unconditional (fig. 8 ablation) | flat (Functa/mNIF-style)",
+                                         choices=("hierarchical", "unconditional", "flat"))
+    denoiser: str = param("skip_mlp", "skip_mlp (mNIF's latent denoiser: GroupNorm blocks, U-Net-style long "
+                                      "skips) |\n"
+                                      "mlp (LayerNorm + FiLM residual MLP, no long skips)", choices=("skip_mlp", "mlp"))
+    objective: str = param("x0", "x0 (predict h_0 and form the reverse mean from it: Eq. 6, mNIF) | eps (noise)",
+                                 choices=("x0", "eps"))
+    compressor: str = param("learned", "learned (W trained through a straight-through estimator) | random (fixed W)",
+                                       choices=("learned", "random"))
+    seed: int | None = param(None, "Stage-2's own seed (init, batches, noise; later stages keep `seed`); null: seed",
+                                   min=0)
+    hidden: int = param(512, "denoiser width (skip_mlp: a multiple of its 16 GroupNorm groups)", min=1)
+    blocks: int = param(4, "residual blocks of the denoiser (skip_mlp: even, paired by the long skips)", min=1)
+    timesteps: int = param(1000, "T of the diffusion", min=2)
+    schedule: str = param("cosine", "cosine | linear", choices=("cosine", "linear"))
+    steps: int = param(4000, "training steps", min=1)
+    batch_size: int = param(128, "instances per step (every layer of each)", min=1)
+    lr: float = param(5e-4, "AdamW learning rate, warm-up then cosine to zero", above=0)
+    weight_decay: float = param(0.0, "AdamW weight decay", min=0)
+    warmup_steps: int = param(100, "linear warm-up steps", min=0)
+    grad_clip: float = param(1.0, "max global grad norm; 0 disables", min=0)
+    ema_decay: float = param(0.999, "EMA of the weights, used for sampling", min=0, below=1)
+    dropout: float = param(0.0, "dropout in the denoiser's blocks", min=0, below=1)
+    precision: str = param("fp32", "fp32 | bf16: the training step's forward under bf16 autocast (CPU or GPU);\n"
+                                   "weights, optimiser and sampling stay fp32", choices=("fp32", "bf16"))
+    checkpoint_every: int = param(500, "steps between checkpoints (resume point)", min=1)
+    log_every: int = param(25, "steps between rows of metrics/curves/train_hcdm.csv", min=1)
 
 
 @dataclass
 class Sample:
-    num_samples: int = 64
-    sampler: str = "ddim"              # ddpm (1000 ancestral steps) | ddim (eta = 0)
-    ddim_steps: int = 100              # ddim: steps of the sampler
-    batch_size: int = 256
-    control_anchors: int = 3           # anchors in the hierarchical control figure
-    control_completions: int = 6       # completions per (anchor, k)
-    grid_columns: int = 8
+    num_samples: int = param(64, "samples in data/samples (grid and files)", min=1)
+    sampler: str = param("ddim", "ddpm (1000 ancestral steps) | ddim (eta = 0)", choices=("ddpm", "ddim"))
+    ddim_steps: int = param(100, "ddim: steps of the sampler")
+    batch_size: int = param(256, "latents decoded at a time", min=1)
+    control_anchors: int = param(3, "anchors in the hierarchical control figure", min=1)
+    control_completions: int = param(6, "completions per (anchor, k)", min=1)
+    grid_columns: int = param(8, "columns of the samples grid", min=1)
 
 
 @dataclass
 class StdTable:
-    samples: int = 500                 # latents drawn for std_1 and per anchor for std_{l,l+1}
-    anchors: int = 10                  # fixed prefixes per part
-    parts: list[int] | None = None     # layers per part, e.g. [1, 1, 2, 2, 1] for L = 7 in 5 parts; null: one per layer
+    samples: int = param(500, "latents drawn for std_1 and per anchor for std_{l,l+1}", min=2)
+    anchors: int = param(10, "fixed prefixes per part", min=1)
+    parts: list[int] | None = param(None, "layers per part, e.g. [1, 1, 2, 2, 1] for L = 7 in 5 parts; null: one "
+                                          "per layer")
 
 
 @dataclass
 class Evaluate:
-    memorisation_samples: int = 1000
-    batch_size: int = 256
-    fid_samples: int = 500             # generated images for FID/KID/precision-recall (paper: 50000); the
-                                       # memorisation distance uses the first memorisation_samples of them
-    kid_subsets: int = 50
-    kid_subset_size: int = 500
-    pr_k: int = 3                      # k of the k-NN balls of precision/recall (mNIF: 3)
-    retrieval_queries: int = 8         # generated samples shown with their nearest training images
-    surface_points: int = 2048         # shapes: points per surface for Chamfer / COV / MMD / 1-NNA
-    std_table: StdTable = field(default_factory=StdTable)
+    memorisation_samples: int = param(1000, "generated samples searched for their nearest training instance", min=1)
+    batch_size: int = param(256, "latents decoded at a time", min=1)
+    fid_samples: int = param(500, "generated images for FID/KID/precision-recall (paper: 50000); the\n"
+                                  "memorisation distance uses the first memorisation_samples of them", min=2)
+    kid_subsets: int = param(50, "KID: random subsets averaged", min=1)
+    kid_subset_size: int = param(500, "KID: instances per subset (cut to the smaller set)", min=2)
+    pr_k: int = param(3, "k of the k-NN balls of precision/recall (mNIF: 3)", min=1)
+    retrieval_queries: int = param(8, "generated samples shown with their nearest training images", min=1)
+    surface_points: int = param(2048, "shapes: points per surface for Chamfer / COV / MMD / 1-NNA", min=1)
+    std_table: StdTable = section(StdTable)
 
 
 @dataclass
 class FactorPredictor:
-    steps: int = 1500
-    batch_size: int = 64
-    lr: float = 2e-3
+    steps: int = param(1500, "training steps (AdamW, one-cycle schedule)", min=1)
+    batch_size: int = param(64, "instances per step", min=1)
+    lr: float = param(2e-3, "peak learning rate", above=0)
 
 
 @dataclass
 class Hierarchy:
-    anchors: int = 8                   # fixed prefixes per k
-    completions: int = 16              # resamples per anchor
+    anchors: int = param(8, "fixed prefixes per k", min=1)
+    completions: int = param(16, "resamples per anchor", min=2)
 
 
 @dataclass
 class Config:
-    seed: int = 0
-    binary_len: int = 12               # length of the binary condition code c^l (paper Table 2: 8, 12, 15, 20)
-    device: str = "auto"               # auto (a GPU if present) | cpu | cuda | cuda:N
-    threads: int | None = None         # torch CPU threads per stage (null: all cores, or OMP_NUM_THREADS); changes
-                                       # speed, not results, so no stage reruns for it. Parallel runs:
-                                       # `dvc queue start --jobs 2` wants 1 on 2 cores
-    dataset: Dataset = field(default_factory=Dataset)
-    loe: LoE = field(default_factory=LoE)                      # (L, K, C, H) of the paper; CelebA-HQ: (7, 384, 128, 128)
-    fit_loe: FitLoE = field(default_factory=FitLoE)            # Stage-1
-    export_latents: ExportLatents = field(default_factory=ExportLatents)   # the latent bank
-    hcdm: HCDM = field(default_factory=HCDM)                   # Stage-2
-    sample: Sample = field(default_factory=Sample)
-    evaluate: Evaluate = field(default_factory=Evaluate)
-    factor_predictor: FactorPredictor = field(default_factory=FactorPredictor)   # CNN reading the embedded data's factors
-    hierarchy: Hierarchy = field(default_factory=Hierarchy)    # retained factor variance with h^1..h^k fixed
+    seed: int = param(0, "seeds the data, every stage and the sampling (a stage's own seed: null = this)", min=0)
+    binary_len: int = param(12, "length of the binary condition code c^l (paper Table 2: 8, 12, 15, 20)")
+    device: str = param("auto", "auto (a GPU if present) | cpu | cuda | cuda:N")
+    threads: int | None = param(None, "torch CPU threads per stage (null: all cores, or OMP_NUM_THREADS); changes\n"
+                                      "speed, not results, so no stage reruns for it. Parallel runs:\n"
+                                      "`dvc queue start --jobs 2` wants 1 on 2 cores", min=1)
+    dataset: Dataset = section(Dataset)
+    loe: LoE = section(LoE, "(L, K, C, H) of the paper; CelebA-HQ: (7, 384, 128, 128)")
+    fit_loe: FitLoE = section(FitLoE, "Stage-1")
+    export_latents: ExportLatents = section(ExportLatents, "the latent bank")
+    hcdm: HCDM = section(HCDM, "Stage-2")
+    sample: Sample = section(Sample)
+    evaluate: Evaluate = section(Evaluate)
+    factor_predictor: FactorPredictor = section(FactorPredictor, "CNN reading the embedded data's factors")
+    hierarchy: Hierarchy = section(Hierarchy, "retained factor variance with h^1..h^k fixed")
 
 
 # Params that change how fast a stage runs, never what it writes, so no stage depends on them
 # (tests/test_stages.py checks the claim for `threads`).
 RUNTIME_ONLY = ("threads",)
-
-# Range rules, checked after parsing; keys are dotted paths into Config.
-AT_LEAST = {
-    "seed": 0, "dataset.synthetic.train": 2, "dataset.synthetic.test": 2,
-    "loe.layers": 2, "loe.experts": 1, "loe.width": 1, "loe.latent_dim": 1,
-    "fit_loe.steps": 1, "fit_loe.batch_size": 1, "fit_loe.weight_decay": 0, "fit_loe.warmup_steps": 0,
-    "fit_loe.grad_clip": 0, "fit_loe.inner_steps": 1, "fit_loe.init_std": 0, "fit_loe.checkpoint_every": 1,
-    "fit_loe.log_every": 1, "export_latents.inner_steps": 1, "export_latents.batch_size": 1,
-    "export_latents.autodecode_steps": 0, "dataset.views": 1,
-    "hcdm.hidden": 1, "hcdm.blocks": 1, "hcdm.timesteps": 2, "hcdm.steps": 1, "hcdm.batch_size": 1,
-    "hcdm.weight_decay": 0, "hcdm.warmup_steps": 0, "hcdm.grad_clip": 0, "hcdm.checkpoint_every": 1,
-    "hcdm.log_every": 1, "sample.num_samples": 1, "sample.batch_size": 1, "sample.control_anchors": 1,
-    "sample.control_completions": 1, "sample.grid_columns": 1, "evaluate.memorisation_samples": 1,
-    "evaluate.batch_size": 1, "evaluate.kid_subsets": 1, "evaluate.kid_subset_size": 2, "evaluate.pr_k": 1,
-    "evaluate.retrieval_queries": 1, "evaluate.surface_points": 1, "evaluate.std_table.samples": 2, "evaluate.std_table.anchors": 1,
-    "factor_predictor.steps": 1, "factor_predictor.batch_size": 1, "hierarchy.anchors": 1,
-    "hierarchy.completions": 2,
-}
-AT_LEAST_OR_NULL = {"hcdm.seed": 0, "fit_loe.seed": 0, "fit_loe.latent_lr": 1e-12, "fit_loe.latent_weight_decay": 0, "threads": 1, "dataset.folder.train_count": 1, "dataset.folder.limit": 2, "fit_loe.points_per_step": 1,
-                    "export_latents.points": 1}
-POSITIVE = ("loe.w0", "export_latents.autodecode_lr", "fit_loe.lr", "fit_loe.inner_lr", "hcdm.lr", "factor_predictor.lr")
-CHOICES = {
-    "dataset.modality": tuple(SPECS),             # the registered plug-ins (pipeline/modalities)
-    "dataset.source": SOURCES,
-    "dataset.nerf.colour": ("sigmoid", "raw"),
-    "fit_loe.precision": ("fp32", "tf32", "bf16"),
-    "fit_loe.method": ("meta", "autodecode"),
-    "loe.variant": ("chinr", "mnif", "functa"),
-    "hcdm.variant": ("hierarchical", "unconditional", "flat"),
-    "hcdm.denoiser": ("skip_mlp", "mlp"),
-    "hcdm.objective": ("x0", "eps"),
-    "hcdm.compressor": ("learned", "random"),
-    "hcdm.schedule": ("cosine", "linear"),
-    "hcdm.precision": ("fp32", "bf16"),
-    "sample.sampler": ("ddpm", "ddim"),
-}
-
 
 def _value(cfg, key: str):
     for part in key.split("."):
@@ -251,12 +246,65 @@ def _value(cfg, key: str):
     return cfg
 
 
+def fields_of(cls=None, prefix: str = ""):
+    """(dotted key, field, type) of every parameter, in config order; sections are walked, not listed."""
+    cls = cls or Config
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from fields_of(hints[f.name], prefix + f.name + ".")
+        else:
+            yield prefix + f.name, f, hints[f.name]
+
+
+def docs() -> dict[str, str]:
+    """Dotted key -> its comment (sections too): what `python -m pipeline.preset` writes beside it."""
+    out = {}
+
+    def walk(cls, prefix):
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.metadata.get("doc"):
+                out[prefix + f.name] = f.metadata["doc"]
+            if dataclasses.is_dataclass(hints[f.name]):
+                walk(hints[f.name], prefix + f.name + ".")
+    walk(Config, "")
+    return out
+
+
+# Every key's allowed values, from its field (tests and tools read them here).
+CHOICES = {key: f.metadata["choices"] for key, f, _ in fields_of() if f.metadata.get("choices")}
+
+
+OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
+
+
+def _range_rules(c: Config) -> list[tuple[str, bool, str]]:
+    """(key, holds, what it must be) of each field's own range: `min`, `above`, `choices`; null passes where
+    the type allows it."""
+    rules = []
+    for key, f, hint in fields_of():
+        m, value = f.metadata, _value(c, key)
+        null = "null or " if type(None) in typing.get_args(hint) else ""
+        if value is None and null:
+            continue
+        low = next(((op, m[k]) for op, k in ((">=", "min"), (">", "above")) if m.get(k) is not None), None)
+        high = next(((op, m[k]) for op, k in (("<=", "max"), ("<", "below")) if m.get(k) is not None), None)
+        holds = all(OPS[op](value, bound) for op, bound in filter(None, (low, high)))
+        if low and high:
+            rules.append((key, holds, f"must be {null}in {'[' if low[0] == '>=' else '('}{low[1]}, "
+                                      f"{high[1]}{']' if high[0] == '<=' else ')'}"))
+        elif low or high:
+            rules.append((key, holds, f"must be {null}{(low or high)[0]} {(low or high)[1]}"))
+        if m.get("choices"):
+            rules.append((key, value in m["choices"], "must be one of " + ", ".join(map(repr, m["choices"]))))
+    return rules
+
+
 def _rules(c: Config) -> list[tuple[str, bool, str]]:
-    """(key, holds, what it must be) for every constraint on the parsed config."""
-    rules = [(k, _value(c, k) >= n, f"must be >= {n}") for k, n in AT_LEAST.items()]
-    rules += [(k, _value(c, k) is None or _value(c, k) >= n, f"must be null or >= {n}") for k, n in AT_LEAST_OR_NULL.items()]
-    rules += [(k, _value(c, k) > 0, "must be > 0") for k in POSITIVE]
-    rules += [(k, _value(c, k) in opts, "must be one of " + ", ".join(map(repr, opts))) for k, opts in CHOICES.items()]
+    """(key, holds, what it must be) for every constraint on the parsed config: each field's range, then the
+    rules that relate keys."""
+    rules = _range_rules(c)
     compressor_in = c.loe.layers * c.loe.latent_dim
     spec = SPECS.get(c.dataset.modality)   # None: the CHOICES rule above names the key
     return rules + [
@@ -273,24 +321,22 @@ def _rules(c: Config) -> list[tuple[str, bool, str]]:
         ("dataset.resolution", spec is None or c.dataset.resolution % spec.resolution_multiple == 0,
          f"must be a multiple of {spec.resolution_multiple if spec else 1} for dataset.modality "
          f"{c.dataset.modality} ({spec.resolution_reason if spec else ''})"),
-        ("fit_loe.near_surface_fraction", 0 <= c.fit_loe.near_surface_fraction <= 1, "must be in [0, 1]"),
+        ("fit_loe.kernel", c.fit_loe.kernel == "torch" or not c.fit_loe.compile,
+         "triton fuses what fit_loe.compile would: set fit_loe.compile false with it"),
+        ("fit_loe.kernel", c.fit_loe.kernel == "torch" or c.fit_loe.precision != "bf16",
+         "triton runs fp32 or tf32 matmuls: set fit_loe.precision fp32 or tf32 with it"),
         ("fit_loe.compile", not (c.fit_loe.compile and c.fit_loe.method == "autodecode"),
          "compiles the meta-learning step: set it false with fit_loe.method autodecode"),
-        ("dataset.resolution", 8 <= c.dataset.resolution <= 1024, "must be in [8, 1024]"),
-        ("dataset.folder.train_fraction", 0.0 < c.dataset.folder.train_fraction < 1.0, "must be in (0, 1)"),
         ("dataset.split", bool(c.dataset.split.strip()), "must be random, sorted or a file of test names"),
-        ("dataset.nerf.near", c.dataset.nerf.near is None or c.dataset.nerf.near > 0, "must be null or > 0"),
         ("dataset.nerf.far", c.dataset.nerf.far is None or c.dataset.nerf.near is None
          or c.dataset.nerf.far > c.dataset.nerf.near, "must be null or > dataset.nerf.near"),
         ("dataset.nerf.up", c.dataset.nerf.up is None or (len(c.dataset.nerf.up) == 3 and any(c.dataset.nerf.up)),
          "must be null or three numbers, not all zero (e.g. [0, 0, 1] for z up)"),
-        ("dataset.nerf.scale", c.dataset.nerf.scale is None or c.dataset.nerf.scale > 0, "must be null or > 0"),
         ("fit_loe.meta_sgd_init", 0 <= c.fit_loe.meta_sgd_init[0] <= c.fit_loe.meta_sgd_init[1] <= 1,
          "must be [low, high] with 0 <= low <= high <= 1"),
         ("hcdm.variant", c.loe.variant == "chinr" or c.hcdm.variant == "flat",
          f"must be flat with loe.variant {c.loe.variant}: its latent is one vector for every layer, with no "
          "layer chain to condition on"),
-        ("hcdm.ema_decay", 0 <= c.hcdm.ema_decay < 1, "must be in [0, 1)"),
         ("hcdm.hidden", c.hcdm.denoiser != "skip_mlp" or (c.hcdm.hidden % 16 == 0 and c.hcdm.hidden >= 32),
          "must be a multiple of 16 and >= 32 with hcdm.denoiser skip_mlp (its GroupNorm has 16 groups; with one "
          "channel a group it outputs its bias whatever the input)"),
@@ -298,9 +344,7 @@ def _rules(c: Config) -> list[tuple[str, bool, str]]:
          "must be even with hcdm.denoiser skip_mlp (its long skips pair the first half's blocks with the second's)"),
         ("hcdm.seed", c.hcdm.seed is None or c.hcdm.seed < 2 ** 32, "must be null or < 2**32"),
         ("fit_loe.seed", c.fit_loe.seed is None or c.fit_loe.seed < 2 ** 32, "must be null or < 2**32"),
-        ("hcdm.dropout", 0 <= c.hcdm.dropout < 1, "must be in [0, 1)"),
         ("sample.ddim_steps", 1 <= c.sample.ddim_steps <= c.hcdm.timesteps, "must be in [1, hcdm.timesteps]"),
-        ("evaluate.fid_samples", c.evaluate.fid_samples >= 2, "must be >= 2"),
         ("evaluate.std_table.parts", c.evaluate.std_table.parts is None or (
             min(c.evaluate.std_table.parts, default=0) >= 1 and sum(c.evaluate.std_table.parts) == c.loe.layers),
          f"must be null or a list of layer counts, each >= 1, summing to loe.layers = {c.loe.layers}"),

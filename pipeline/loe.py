@@ -57,6 +57,11 @@ class SinCos(torch.autograd.Function):
 
 
 class LayersOfExperts(nn.Module):
+    # How a hidden layer and the inner gradient through it run: "torch" (eager ops) or "triton" (the fused
+    # kernels of loe_triton.py: matmul with its sin/cos or product epilogue). Set by Stage-1 from
+    # fit_loe.kernel; not part of the saved model (the same function up to float rounding).
+    kernel = "torch"
+
     def __init__(self, d_in: int, d_out: int, layers: int, experts: int, width: int, latent_dim: int, w0: float,
                  variant: str = "chinr"):
         super().__init__()
@@ -161,6 +166,14 @@ class LayersOfExperts(nn.Module):
             shift = self.shift(latents, l)
             if shift is not None:
                 b = b + self.w0 * shift          # inside the sine: w0 (W y + b + s), as a is w0 here
+            if self.kernel == "triton" and l < last:
+                from .loe_triton import linear_sincos
+
+                y_in = y
+                y, cos = linear_sincos(y, w, b)                                             # (B, P, out) each
+                if saved is not None:
+                    saved.append((y_in, w, cos))
+                continue
             z = torch.baddbmm(b[:, None, :], y, w.transpose(1, 2))                          # (B, P, out)
             if saved is not None and l < last:
                 y_in = y
@@ -201,7 +214,11 @@ class LayersOfExperts(nn.Module):
                     flat = flat + da @ self.gates[l].weight                # (B, L*H): every gate reads all of h
                 else:
                     grads.append(da @ self.gates[l].weight)                # (B, H)
-            if l > 0:
+            if l > 0 and self.kernel == "triton":
+                from .loe_triton import matmul_mul
+
+                g = matmul_mul(g, w, saved[l - 1][2])                      # the same, the product fused
+            elif l > 0:
                 g = torch.bmm(g, w) * saved[l - 1][2]                      # through layer l, then sin' of l-1
         if self.variant != "chinr":
             return flat.view(latents.shape)

@@ -18,15 +18,10 @@ comment block at the top becomes params.yaml's header.
 from __future__ import annotations
 
 import argparse
-import ast
 import copy
 import dataclasses
-import functools
 import re
 import sys
-import tokenize
-import typing
-from io import StringIO
 from pathlib import Path
 
 import yaml
@@ -107,44 +102,6 @@ def read(path: Path) -> Preset:
     return Preset(path, header, values, comments)
 
 
-@functools.lru_cache(maxsize=1)
-def field_comments() -> dict[str, str]:
-    """Dotted key -> the comment after its field in config.py (and the comment-only lines aligned under it)."""
-    source = Path(config.__file__).read_text()
-    comment_at, code = {}, set()
-    for t in tokenize.generate_tokens(StringIO(source).readline):
-        if t.type == tokenize.COMMENT:
-            comment_at[t.start[0]] = (t.start[1], t.string[1:].strip())
-        elif t.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER):
-            code.add(t.start[0])
-    per_class: dict[str, dict[str, str]] = {}
-    for node in ast.parse(source).body:
-        if not isinstance(node, ast.ClassDef):
-            continue
-        fields = per_class.setdefault(node.name, {})
-        for st in node.body:
-            if isinstance(st, ast.AnnAssign) and isinstance(st.target, ast.Name) and st.lineno in comment_at:
-                column, text = comment_at[st.lineno]
-                line = st.lineno + 1
-                while line in comment_at and line not in code and comment_at[line][0] == column:
-                    text += "\n" + comment_at[line][1]
-                    line += 1
-                fields[st.target.id] = text
-
-    out = {}
-
-    def walk(cls, prefix: str):
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            key = prefix + f.name
-            if f.name in per_class.get(cls.__name__, {}):
-                out[key] = per_class[cls.__name__][f.name]
-            if dataclasses.is_dataclass(hints[f.name]):
-                walk(hints[f.name], key + ".")
-    walk(config.Config, "")
-    return out
-
-
 def _plain(value):
     """Config values as YAML writes them back (tuples as lists)."""
     if isinstance(value, dict):
@@ -174,7 +131,7 @@ def compose(name: str | Path = DEFAULT) -> tuple[config.Config, dict, dict[str, 
     Returns the validated Config, its values as a nested dict (in config order), the comment of each
     key (the preset's where it gives one, else the default run's, else config.py's) and the header."""
     raw = _plain(config.to_dict(config.Config()))
-    library = field_comments()                  # cached: copied, never changed
+    library = config.docs()
     comments = dict(library)
     chain = [path_of(DEFAULT)]
     path = path_of(name)

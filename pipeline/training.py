@@ -297,77 +297,112 @@ class DivergenceGuard:
         self.grad, self.score, self.losses = [], [], []
 
 
+class Trainer:
+    """The shared outer loop in three parts, each usable alone: `resume` (the checkpoint, if any, back into
+    the modules, optimiser, scheduler, RNG, guard and log), `step` (one optimiser step: backward, gradient
+    averaging, clipping, update; nothing read back from the device) and `report` (the pending steps through
+    the divergence guard in one device-to-host read, then the log row and the checkpoint when due).
+
+    Every module in `modules` and the optimiser, scheduler, RNG streams, guard and log are checkpointed
+    together, so a resumed run continues exactly where the interrupted one stopped. `after_step()` runs
+    after each optimiser step (EMA updates).
+    """
+
+    def __init__(self, modules: dict[str, torch.nn.Module], params: list[torch.nn.Parameter],
+                 optimizer: torch.optim.Optimizer, scheduler, total: int, grad_clip: float, log_every: int,
+                 checkpointer: Checkpointer, log: StepLog, generator: torch.Generator, desc: str,
+                 after_step=None, guard: DivergenceGuard | None = None):
+        from .distributed import is_main
+
+        self.modules, self.params, self.optimizer, self.scheduler = modules, params, optimizer, scheduler
+        self.total, self.grad_clip, self.log_every, self.desc = total, grad_clip, log_every, desc
+        self.checkpointer, self.log, self.generator, self.after_step = checkpointer, log, generator, after_step
+        self.guard = guard or DivergenceGuard(desc, f"{desc} learning rate")
+        self.main = is_main()
+        self.pending: list[torch.Tensor] = []    # (loss, grad norm, *metrics) of the steps not yet read back
+        self.names: list[str] = []
+
+    def resume(self) -> int:
+        """The step to start from: 0, or the checkpoint's step with everything restored."""
+        from .distributed import world_size
+
+        state = self.checkpointer.load()
+        if state is None:
+            return 0
+        for name, module in self.modules.items():
+            module.load_state_dict(state["modules"][name])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        restore_rng(self.generator, state["rng"])
+        self.log.rows = state["log"]
+        self.guard.load_state_dict(state.get("guard", {}))
+        self.guard.last_good = (state["step"], self.checkpointer.path)
+        if world_size() > 1:   # the checkpoint holds rank 0's streams: give every process its own again
+            self.generator.manual_seed(self.generator.initial_seed() * 1_000_003 + state["step"])
+        return state["step"]
+
+    def step(self, loss: torch.Tensor, metrics: dict) -> None:
+        """One optimiser step on `loss`; its loss, gradient norm and metrics wait on the device for `report`."""
+        from .distributed import average_gradients
+
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        average_gradients(self.params)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip if self.grad_clip > 0 else float("inf"))
+        self.optimizer.step()
+        self.scheduler.step()
+        if self.after_step is not None:
+            self.after_step()
+        self.names = list(metrics)
+        self.pending.append(torch.stack([loss.detach().float(), grad_norm.float(),
+                                         *(torch.as_tensor(metrics[k]).float().to(loss.device) for k in self.names)]))
+
+    def report(self, done: int) -> dict | None:
+        """After step `done`: on a log or checkpoint step, every pending step through the guard, then the
+        log row (returned) and the checkpoint; on other steps nothing (None)."""
+        logging = done % self.log_every == 0 or done == self.total
+        saving = self.main and self.checkpointer.due(done, self.total)
+        if not (logging or saving):
+            return None
+        values = torch.stack(self.pending).tolist()                      # the one device-to-host read
+        guard, names = self.guard, self.names
+        quality = names.index(guard.quality) if guard.quality in names else None
+        for i, (l_, g_, *m_) in enumerate(values):
+            guard.check(done - len(values) + 1 + i, l_, g_, None if quality is None else m_[quality])
+        self.pending = []
+        row = None
+        if logging:
+            l_, g_, *m_ = values[-1]
+            row = {"step": done, "loss": round(l_, 6), **{k: round(v, 4) for k, v in zip(names, m_)},
+                   "grad_norm": round(g_, 4), "lr": self.scheduler.get_last_lr()[0]}
+            self.log.append(**row)
+        if saving:
+            self.checkpointer.save({"step": done, "modules": {k: m.state_dict() for k, m in self.modules.items()},
+                                    "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                                    "rng": rng_state(self.generator), "log": self.log.rows,
+                                    "guard": guard.state_dict()}, final=done == self.total)
+            guard.last_good = (done, self.checkpointer.path)
+            self.log.write()
+        return row
+
+    def run(self, step_fn, progress: bool = True) -> None:
+        """`step_fn(step)` -> (loss, metrics) for one batch, from the resumed step to the last."""
+        from tqdm import tqdm
+
+        start = self.resume()
+        bar = tqdm(range(start, self.total), initial=start, total=self.total, desc=self.desc,
+                   disable=not (progress and self.main))
+        for step in bar:
+            self.step(*step_fn(step))
+            row = self.report(step + 1)
+            if row is not None:
+                bar.set_postfix({k: row[k] for k in ("loss", *self.names)})
+
+
 def train_loop(step_fn, modules: dict[str, torch.nn.Module], params: list[torch.nn.Parameter],
                optimizer: torch.optim.Optimizer, scheduler, total: int, grad_clip: float, log_every: int,
                checkpointer: Checkpointer, log: StepLog, generator: torch.Generator, desc: str,
                after_step=None, progress: bool = True, guard: DivergenceGuard | None = None) -> None:
-    """The shared outer loop: resume, step, clip, guard, log, checkpoint.
-
-    `step_fn(step)` returns (loss, metrics) for one batch; `after_step()` runs
-    after each optimiser step (EMA updates). Every module in `modules` and the
-    optimiser, scheduler, RNG streams, guard and log are checkpointed together,
-    so a resumed run continues exactly where the interrupted one stopped.
-
-    Nothing here reads a value back from the device on an ordinary step: the
-    loss, gradient norm and metrics of each step stay on the device until the
-    next log or checkpoint step, where they are read in one transfer and every
-    one of them goes through the divergence guard before anything is saved.
-    """
-    from tqdm import tqdm
-
-    from .distributed import average_gradients, is_main, world_size
-
-    main = is_main()
-    guard = guard or DivergenceGuard(desc, f"{desc} learning rate")
-    start = 0
-    state = checkpointer.load()
-    if state is not None:
-        for name, module in modules.items():
-            module.load_state_dict(state["modules"][name])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        restore_rng(generator, state["rng"])
-        log.rows = state["log"]
-        guard.load_state_dict(state.get("guard", {}))
-        guard.last_good = (state["step"], checkpointer.path)
-        start = state["step"]
-        if world_size() > 1:   # the checkpoint holds rank 0's streams: give every process its own again
-            generator.manual_seed(generator.initial_seed() * 1_000_003 + start)
-
-    pending = []               # (step, loss, grad norm, metrics) of the steps not yet read back
-    bar = tqdm(range(start, total), initial=start, total=total, desc=desc, disable=not (progress and main))
-    for step in bar:
-        loss, metrics = step_fn(step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        average_gradients(params)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float("inf"))
-        optimizer.step()
-        scheduler.step()
-        if after_step is not None:
-            after_step()
-        done = step + 1
-        names = list(metrics)
-        pending.append(torch.stack([loss.detach().float(), grad_norm.float(),
-                                    *(torch.as_tensor(metrics[k]).float().to(loss.device) for k in names)]))
-        logging, saving = done % log_every == 0 or done == total, main and checkpointer.due(done, total)
-        if not (logging or saving):
-            continue
-        values = torch.stack(pending).tolist()                      # the one device-to-host read
-        quality = names.index(guard.quality) if guard.quality in names else None
-        for i, (l_, g_, *m_) in enumerate(values):
-            guard.check(done - len(values) + 1 + i, l_, g_, None if quality is None else m_[quality])
-        pending = []
-        if logging:
-            l_, g_, *m_ = values[-1]
-            row = {"step": done, "loss": round(l_, 6), **{k: round(v, 4) for k, v in zip(names, m_)},
-                   "grad_norm": round(g_, 4), "lr": scheduler.get_last_lr()[0]}
-            log.append(**row)
-            bar.set_postfix({k: row[k] for k in ("loss", *names)})
-        if saving:
-            checkpointer.save({"step": done, "modules": {k: m.state_dict() for k, m in modules.items()},
-                               "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                               "rng": rng_state(generator), "log": log.rows, "guard": guard.state_dict()},
-                              final=done == total)
-            guard.last_good = (done, checkpointer.path)
-            log.write()
+    """`Trainer(...).run(step_fn)`: resume, then step and report to the last step."""
+    Trainer(modules, params, optimizer, scheduler, total, grad_clip, log_every, checkpointer, log, generator, desc,
+            after_step, guard).run(step_fn, progress)

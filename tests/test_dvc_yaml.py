@@ -1,52 +1,11 @@
 """dvc.yaml stays complete: a code change can never leave a result stale, and no param is owned by no stage."""
-import ast
 from pathlib import Path
 
 import yaml
 
 from conftest import ROOT
 
-PACKAGE = "pipeline"
-
-
-def module_file(name: str) -> Path | None:
-    """pipeline.x.y -> pipeline/x/y.py (or its package's __init__.py); None outside the package."""
-    if name != PACKAGE and not name.startswith(PACKAGE + "."):
-        return None
-    path = ROOT / Path(*name.split("."))
-    if path.with_suffix(".py").exists():
-        return path.with_suffix(".py")
-    if (path / "__init__.py").exists():
-        return path / "__init__.py"
-    return None
-
-
-def imports_of(path: Path) -> set[str]:
-    """Every module of the package that `path` imports, at any depth in the file (lazy imports too)."""
-    package = list(path.relative_to(ROOT).parts[:-1])   # the package the file is in (for __init__.py: its own)
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = package[: len(package) - (node.level - 1)] if node.level else []
-            module = ".".join(base + ([node.module] if node.module else []))
-            found.add(module)
-            found.update(f"{module}.{alias.name}" for alias in node.names)   # `from . import io`
-    found.update(".".join(package[:i]) for i in range(1, len(package) + 1))   # parent packages' __init__ run first
-    return found
-
-
-def closure(*modules: str) -> set[Path]:
-    """The package's files that importing `modules` runs."""
-    todo, seen = list(modules), set()
-    while todo:
-        path = module_file(todo.pop())
-        if path is None or path in seen:
-            continue
-        seen.add(path)
-        todo.extend(imports_of(path))
-    return seen
+from pipeline.deps import PACKAGE, closure, cycles, graph, imports_of, rewrite
 
 
 def stages() -> dict:
@@ -68,6 +27,35 @@ def test_every_stage_lists_every_module_it_runs():
         if lacking:
             missing[name] = lacking
     assert not missing, f"dvc.yaml deps miss modules the stage imports: {missing}"
+
+
+def test_dvc_yaml_module_deps_are_generated_from_the_imports():
+    """`python -m pipeline.deps` writes them; a module added or removed shows here until it is rerun."""
+    text = (ROOT / "dvc.yaml").read_text()
+    assert rewrite(text) == text, "dvc.yaml's module deps are stale: run `python -m pipeline.deps`"
+    # The rewrite keeps every other line: data deps, comments, params and outs.
+    stale = text.replace("      - pipeline/hcdm.py\n", "", 1).replace("      - pipeline/io.py\n", "      - pipeline/x.py\n", 1)
+    assert rewrite(stale) == text
+
+
+def test_the_package_has_no_import_cycle():
+    g = graph()
+    assert len(g) > 60 and "pipeline.prepared" in g["pipeline.datasets"]
+    assert cycles(g) == []
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]   # the check itself
+
+
+def test_plug_ins_sit_below_datasets_and_their_scorers_open_no_file():
+    """A plug-in never imports `datasets` (which builds plug-ins) or the stages; an evaluation plug-in gets
+    everything in `scoring.Scoring` and imports neither `artifacts` (where files are) nor `io`."""
+    g = graph()
+    plugins = [m for m in g if m.startswith(f"{PACKAGE}.modalities")]
+    assert {m: sorted(d) for m in plugins
+            if (d := {x for x in g[m] if x == f"{PACKAGE}.datasets" or x.startswith(f"{PACKAGE}.stages")})} == {}
+    scorers = [m for m in plugins if m.endswith(".evaluation") and m != f"{PACKAGE}.modalities.evaluation"]
+    assert len(scorers) == 4
+    assert {m: sorted(d) for m in scorers
+            if (d := g[m] & {f"{PACKAGE}.artifacts", f"{PACKAGE}.io", f"{PACKAGE}.factors"})} == {}
 
 
 def test_closure_is_what_the_stage_runs():

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from scipy import linalg
 
+from pipeline.modalities import scoring
 from pipeline.modalities.image import fid
 
 
@@ -12,20 +13,20 @@ def test_frechet_distance_matches_closed_form():
     mu1, mu2 = np.array([0.0, 1.0, 2.0]), np.array([1.0, 1.0, 0.0])
     s1, s2 = np.array([1.0, 4.0, 9.0]), np.array([4.0, 1.0, 1.0])
     expected = 1 + 4 + ((np.sqrt(s1) - np.sqrt(s2)) ** 2).sum()
-    assert fid.frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2)) == pytest.approx(expected, rel=1e-9)
+    assert scoring.frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2)) == pytest.approx(expected, rel=1e-9)
     # A full-covariance case against the definition.
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(4, 4)), rng.normal(size=(4, 4))
     c1, c2 = a @ a.T + np.eye(4), b @ b.T + np.eye(4)
     ref = np.trace(c1 + c2 - 2 * linalg.sqrtm(c1 @ c2).real)
-    assert fid.frechet_distance(np.zeros(4), c1, np.zeros(4), c2) == pytest.approx(ref, rel=1e-9)
+    assert scoring.frechet_distance(np.zeros(4), c1, np.zeros(4), c2) == pytest.approx(ref, rel=1e-9)
 
 
 def test_kid_is_unbiased_near_zero_for_one_distribution_and_positive_for_two():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(400, 16)), rng.normal(size=(400, 16))
-    same, _ = fid.kid(x, y, subsets=20, subset_size=200)
-    shifted, _ = fid.kid(x, y + 0.5, subsets=20, subset_size=200)
+    same, _ = scoring.kid(x, y, subsets=20, subset_size=200)
+    shifted, _ = scoring.kid(x, y + 0.5, subsets=20, subset_size=200)
     assert abs(same) < 0.01 and shifted > 0.05
 
 
@@ -33,7 +34,7 @@ def test_precision_recall_on_hand_made_sets():
     real = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     # k = 1: each real ball has radius 1. One fake inside, one far away.
     fake = np.array([[0.5, 0.5], [10.0, 10.0], [10.5, 10.0], [10.0, 10.5]])
-    precision, recall = fid.precision_recall(real, fake, k=1)
+    precision, recall = scoring.precision_recall(real, fake, k=1)
     assert precision == 0.25
     # Fake balls (k = 1): (0.5, 0.5) reaches 9.9 units, so every real point is covered.
     assert recall == 1.0
@@ -51,8 +52,8 @@ def test_extractor_is_deterministic_and_fid_of_a_set_with_itself_is_zero():
     f2 = fid.inception_features(images, batch_size=6)
     assert f1.shape == (6, 2048)
     assert np.allclose(f1, f2, atol=1e-4)
-    mu, sigma = fid.gaussian(np.concatenate([f1, f1 + 1e-3 * rng.normal(size=f1.shape)]))
-    assert abs(fid.frechet_distance(mu, sigma, mu, sigma)) < 1e-3
+    mu, sigma = scoring.gaussian(np.concatenate([f1, f1 + 1e-3 * rng.normal(size=f1.shape)]))
+    assert abs(scoring.frechet_distance(mu, sigma, mu, sigma)) < 1e-3
 
 
 def test_preprocess_matches_the_tf_input_range():
@@ -66,7 +67,7 @@ def test_frechet_distance_of_rank_deficient_covariances_matches_the_matrix_squar
     # covariances singular; the eigenvalue form must still equal scipy's sqrtm (mNIF's route).
     rng = np.random.default_rng(1)
     x, y = rng.normal(size=(40, 64)), 1.3 * rng.normal(size=(25, 64)) + 0.2
-    (mu1, c1), (mu2, c2) = fid.gaussian(x), fid.gaussian(y)
+    (mu1, c1), (mu2, c2) = scoring.gaussian(x), scoring.gaussian(y)
     assert np.linalg.matrix_rank(c1) == 39 and np.linalg.matrix_rank(c2) == 24
     ref = ((mu1 - mu2) ** 2).sum() + np.trace(c1 + c2 - 2 * linalg.sqrtm(c1 @ c2).real)
-    assert fid.frechet_distance(mu1, c1, mu2, c2) == pytest.approx(ref, rel=1e-9)
+    assert scoring.frechet_distance(mu1, c1, mu2, c2) == pytest.approx(ref, rel=1e-9)

@@ -25,7 +25,7 @@ from PIL import Image
 from conftest import ROOT, micro_params
 from pipeline.modalities.image.modality import load_image
 from pipeline import config, control, datasets, io
-from pipeline.modalities.image import fid
+from pipeline.modalities import scoring
 from pipeline.modalities.shape import voxels
 from pipeline.errors import DataError, NonFiniteError
 from pipeline.stages.analyze import figures
@@ -200,10 +200,10 @@ def test_precision_recall_on_two_member_sets_uses_the_other_member():
     real = np.array([[0.0], [1.0]])
     fake = np.array([[0.5], [3.0]])
     # real balls: radius 1 around 0 and 1 -> fake 0.5 inside, 3 outside; fake balls: radius 2.5 -> both reals inside
-    assert fid.precision_recall(real, fake, k=3) == (0.5, 1.0)
-    assert fid.pr_k_used(3, 2) == 1 and fid.pr_k_used(3, 500) == 3
+    assert scoring.precision_recall(real, fake, k=3) == (0.5, 1.0)
+    assert scoring.pr_k_used(3, 2) == 1 and scoring.pr_k_used(3, 500) == 3
     with pytest.raises(ValueError, match="two members per set"):
-        fid.precision_recall(real[:1], fake)
+        scoring.precision_recall(real[:1], fake)
 
 
 def test_analyze_picks_test_instances_that_exist():

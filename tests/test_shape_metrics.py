@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.modalities import scoring
 from pipeline.modalities.shape import metrics as shape_metrics
 from pipeline.modalities.shape import voxels
 from pipeline.loe import LayersOfExperts
@@ -34,7 +35,7 @@ def test_coverage_and_mmd_by_hand():
     d = torch.tensor([[1.0, 5, 9, 9],
                       [2, 1, 9, 9],
                       [9, 9, 9, 3]])                              # 3 generated x 4 reference
-    cov, mmd = shape_metrics.coverage_mmd(d)
+    cov, mmd = scoring.coverage_mmd(d)
     assert cov == 3 / 4                                           # references 0, 1, 3 are matched
     assert mmd == pytest.approx((1 + 1 + 9 + 3) / 4)              # column minima
 
@@ -45,7 +46,7 @@ def test_one_nna_by_hand():
     gen_ref = torch.tensor([[3.0, 0.5],                           # g0's nearest: r1 (wrong)
                             [2, 6]])                              # g1's nearest: g0 (right)
     # r0: nearest g1 (2) -> wrong; r1: nearest g0 (0.5) -> wrong. 1 of 4 right.
-    assert shape_metrics.one_nna(gen_gen, gen_ref, ref_ref) == 0.25
+    assert scoring.one_nna(gen_gen, gen_ref, ref_ref) == 0.25
 
 
 def test_identical_and_disjoint_sets():

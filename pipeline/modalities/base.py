@@ -19,10 +19,11 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from ..prepared import SET_METRICS
 
 if TYPE_CHECKING:
     from ..config import Config
-    from ..datasets import PreparedData
+    from ..prepared import PreparedData
 
 
 class Modality(ABC):
@@ -41,7 +42,7 @@ class Modality(ABC):
     # -- data ------------------------------------------------------------------------
     folder_suffixes: tuple[str, ...]     # the files a `dataset.source: folder` reads
     instance_is_folder: bool = False     # `read_file` reads a folder (a NeRF scene), not a file
-    set_metrics: str = "the generation metrics"   # what compares sets (why each split needs two members)
+    set_metrics: str = SET_METRICS       # what compares sets (why each split needs two members)
     file_kind: str = "a file"            # what a user's file of this modality is, for help and refusals
     factor_names: tuple[str, ...]        # the embedded data's ground-truth factors
     factor_kinds: tuple[str, ...]        # "continuous" | "categorical", per factor

@@ -1,7 +1,7 @@
 """The registry of generation scorers: `of(modality)` is the module that computes its reference
 (`reference(cfg, data, device) -> arrays`), how many samples it scores (`count(cfg, data)`), the
-scores (`scores(cfg, device, m, loe, values, test_targets, test_latents, warnings) -> dict`) and
-which of their keys stay out of the metrics file (`DETAIL_ONLY`).
+scores (`scores(s: scoring.Scoring) -> dict`, everything they read in one object; they open no file)
+and which of their keys stay out of the metrics file (`DETAIL_ONLY`).
 
 Only the `reference` and `evaluate` stages import this, so Inception or Chamfer code is not
 among the dependencies of the training stages."""

@@ -7,10 +7,12 @@ import numpy as np
 import torch
 
 from .. import artifacts, io, pictures
-from ..artifacts import FIGURES, metrics_files
+from ..artifacts import FIGURES, REFERENCE, metrics_files
+from ..factors import load_factor_predictor
 from ..generation import load_trained, memorised_std_table, part_std, sample_latents, std_tables
 from ..metrics import memorisation_distance, nearest_distances
 from ..modalities import evaluation
+from ..modalities.scoring import Scoring
 from ..errors import warn
 from . import elapsed, run, write_metrics
 
@@ -49,7 +51,8 @@ def main(cfg, generator, start, device):
                        f"{float(memo.mean()):.3g}) than the unseen test instances decoded by Stage-1 do "
                        f"({float(recon_memo.mean()):.3g}): the prior reproduces training instances more than it "
                        "makes new ones (see metrics/figures/retrieval.png)")
-    quality = scorer.scores(cfg, device, m, loe, values, test_targets, test_latents, warnings)
+    quality = scorer.scores(Scoring(cfg, device, data, dict(io.load_npz(artifacts.require(REFERENCE, "reference"))),
+                                    loe, values, test_targets, test_latents, load_factor_predictor(), warnings))
 
     # Retrieval view: each row a generated sample, then its nearest training instance.
     q = min(e.retrieval_queries, len(generated))

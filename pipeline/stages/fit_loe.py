@@ -3,6 +3,7 @@ auto-decoding (`fit_loe.method`)."""
 from .. import artifacts, config, datasets, io
 from ..artifacts import CURVES, DATASET, LOE, LOE_CHECKPOINT, metrics_files
 from ..loe import LayersOfExperts
+from ..loe_triton import use as use_kernel
 from ..autodecode import AutoDecoder
 from ..meta import MetaLearner, MetaSGD, save_loe
 from ..distributed import is_main
@@ -22,6 +23,7 @@ def main(cfg, generator, start, device):
                             cfg.loe.latent_dim, cfg.loe.w0, cfg.loe.variant)
     meta_sgd = MetaSGD(cfg.loe.layers, cfg.loe.latent_dim, *cfg.fit_loe.meta_sgd_init)
     model, meta_sgd = model.to(device), meta_sgd.to(device)
+    use_kernel(model, cfg.fit_loe.kernel, device)
     run_id = fingerprint(cfg.seed, config.to_dict(cfg.loe), run_settings(cfg.fit_loe), file_digest(DATASET), code_digest())
     io.discard(*OUTPUTS)      # a diverged run must not leave an older model looking current
     log = StepLog(CURVES / "fit_loe.csv")

@@ -3,9 +3,9 @@ against the train split (computed once by the `reference` stage), with the same 
 images and for test images after Stage-1 as references."""
 from __future__ import annotations
 
-from ... import artifacts, io
-from ...artifacts import REFERENCE
 from ...errors import warn
+from .. import scoring
+from ..scoring import Scoring
 from . import fid
 
 # Protocol text and set sizes: in metrics/detail/generation.json, not in the metrics file.
@@ -24,11 +24,12 @@ def count(cfg, data) -> int:
     return cfg.evaluate.fid_samples
 
 
-def scores(cfg, device, m, loe, values, test_targets, test_latents, warnings: list[str]) -> dict:
+def scores(s: Scoring) -> dict:
     """FID / KID / precision-recall of the first fid_samples generated images, with references."""
+    cfg, device, m, warnings = s.cfg, s.device, s.modality, s.warnings
     e = cfg.evaluate
-    real = io.load_npz(artifacts.require(REFERENCE, "reference"))["features"]
-    real_stats = fid.gaussian(real)
+    real = s.reference["features"]
+    real_stats = scoring.gaussian(real)
     dims = real.shape[1]
     for what, n in (("reference (train) set", len(real)), ("generated set", e.fid_samples)):
         if n <= dims:
@@ -37,19 +38,19 @@ def scores(cfg, device, m, loe, values, test_targets, test_latents, warnings: li
     kid_size = min(e.kid_subset_size, len(real), e.fid_samples)
     if kid_size < e.kid_subset_size:
         warn(warnings, f"KID subsets cut from {e.kid_subset_size} to {kid_size} images (the smaller set compared)")
-    k_used = fid.pr_k_used(e.pr_k, min(len(real), e.fid_samples))
+    k_used = scoring.pr_k_used(e.pr_k, min(len(real), e.fid_samples))
     if k_used < e.pr_k:
         warn(warnings, f"precision/recall k cut from {e.pr_k} to {k_used}: a set has only {k_used + 1} images")
 
     def score(pics):
         feats = fid.inception_features(pics, progress=True, device=device)
-        kid_mean, kid_std = fid.kid(real, feats, e.kid_subsets, e.kid_subset_size, seed=cfg.seed)
-        precision, recall = fid.precision_recall(real, feats, e.pr_k)
-        return {"fid": round(fid.frechet_distance(*real_stats, *fid.gaussian(feats)), 3), "kid": round(kid_mean, 5),
+        kid_mean, kid_std = scoring.kid(real, feats, e.kid_subsets, e.kid_subset_size, seed=cfg.seed)
+        precision, recall = scoring.precision_recall(real, feats, e.pr_k)
+        return {"fid": round(scoring.frechet_distance(*real_stats, *scoring.gaussian(feats)), 3), "kid": round(kid_mean, 5),
                 "kid_std": round(kid_std, 5), "precision": round(precision, 4), "recall": round(recall, 4),
-                "images": len(pics), "pr_k_used": fid.pr_k_used(e.pr_k, min(len(real), len(feats)))}
+                "images": len(pics), "pr_k_used": scoring.pr_k_used(e.pr_k, min(len(real), len(feats)))}
 
-    generated = score(m.to_pictures(values[: e.fid_samples]))
+    generated = score(m.to_pictures(s.values[: e.fid_samples]))
     for name, meaning in (("precision", "no generated image lies in the real images' k-NN balls (samples off the "
                                         "data, e.g. a Stage-1 that does not reconstruct)"),
                           ("recall", "no real image lies in the generated images' k-NN balls (samples collapsed "
@@ -59,8 +60,8 @@ def scores(cfg, device, m, loe, values, test_targets, test_latents, warnings: li
                            "FID, and give Stage-1 more data or fewer steps if its test PSNR lags its train PSNR")
     # References on the same scale: real unseen images (the floor), and the same
     # images after Stage-1 (what the LoE's fidelity alone costs).
-    references = {"test_split_real": score(m.to_pictures(test_targets)),
-                  "test_split_reconstructed": score(m.to_pictures(loe.render(m.coordinates(), test_latents)))}
+    references = {"test_split_real": score(m.to_pictures(s.test_targets)),
+                  "test_split_reconstructed": score(m.to_pictures(s.loe.render(m.coordinates(), s.test_latents)))}
     paper = e.fid_samples >= fid.PAPER_SAMPLES
     protocol = {"name": f"FID@{e.fid_samples}", "paper_protocol": paper,
                 "comparable_with_table_1": (f"yes: {fid.PAPER_SAMPLES} samples against the train split, as mNIF, if the "

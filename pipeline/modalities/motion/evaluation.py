@@ -10,12 +10,8 @@ import json
 import numpy as np
 import torch
 
-from ... import artifacts, datasets, io
-from ...artifacts import DATASET, REFERENCE
-from ...factors import load_factor_predictor
 from ...errors import warn
-from ..image.fid import frechet_distance, gaussian   # the Frechet distance itself, on other features
-from ..shape import metrics as set_metrics          # the same set scores as shapes, on another distance
+from ..scoring import Scoring, frechet_distance, gaussian, set_scores as scores_of_distances
 from .skeleton import BODY, forward_kinematics
 
 FRAME_STEP = 4        # every 4th frame (7.5 fps) of a trajectory enters the distance
@@ -36,7 +32,7 @@ def distances(a: np.ndarray, b: np.ndarray) -> torch.Tensor:
 def set_scores(generated: np.ndarray, reference: np.ndarray) -> dict:
     g = len(generated)
     both = np.concatenate([generated, reference])
-    cov, mmd, nna = set_metrics.set_scores(distances(both, both), g)
+    cov, mmd, nna = scores_of_distances(distances(both, both), g)
     return {"coverage": round(cov, 4), "mmd": round(mmd, 5), "one_nna": round(nna, 4), "clips": g}
 
 
@@ -59,14 +55,14 @@ def factor_features(predictor, m, values: torch.Tensor, batch_size: int = 256) -
         return torch.cat([predictor.features(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]).double().numpy()
 
 
-def scores(cfg, device, m, loe, values, test_targets, test_latents, warnings: list[str]) -> dict:
-    z = io.load_npz(artifacts.require(REFERENCE, "reference"))
-    ref, train_real = z["trajectories"], json.loads(str(z["train_split_real"]))
+def scores(s: Scoring) -> dict:
+    m, values, test_targets, warnings = s.modality, s.values, s.test_targets, s.warnings
+    ref, train_real = s.reference["trajectories"], json.loads(str(s.reference["train_split_real"]))
     n = len(ref)
-    reconstructed = loe.render(m.coordinates(), test_latents)
+    reconstructed = s.loe.render(m.coordinates(), s.test_latents)
     generated = set_scores(trajectories(m.poses(values[:n])), ref)
     recon = set_scores(trajectories(m.poses(reconstructed)), ref)
-    loaded = load_factor_predictor()
+    loaded = s.factor_predictor
     if isinstance(loaded, dict):        # no ground-truth factors (an AMASS folder): no feature extractor
         generated["fd_factor_features"] = None
         warn(warnings, f"no Frechet distance of motion features: {loaded['skipped']}")
@@ -76,7 +72,7 @@ def scores(cfg, device, m, loe, values, test_targets, test_latents, warnings: li
 
         def fd(vals):
             return round(frechet_distance(*test_stats, *gaussian(factor_features(predictor, m, vals))), 4)
-        train = datasets.load(artifacts.require(DATASET, "prepare")).train[:n]
+        train = s.data.train[:n]
         generated["fd_factor_features"] = fd(values[:n])
         train_real = {**train_real, "fd_factor_features": fd(m.targets(train))}
         recon["fd_factor_features"] = fd(reconstructed)

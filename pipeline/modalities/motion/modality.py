@@ -85,7 +85,7 @@ class MotionModality(Modality):
 
     def read_source(self, cfg):
         """An AMASS folder (nested as AMASS ships it): split by file, each file cut into clips."""
-        from ...datasets import PreparedData, check_splits, split_members
+        from ...prepared import PreparedData, check_splits, split_members
 
         if cfg.dataset.source != "amass":
             return super().read_source(cfg)

@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from ... import artifacts, datasets, io
-from ...artifacts import DATASET, REFERENCE
 from ...errors import warn
+from .. import scoring
 from ..image import fid
+from ..scoring import Scoring
 
 DETAIL_ONLY = ("fid_protocol", "fid_references.*.images")
 
 
 def view_images(m, values) -> np.ndarray:
     """Rendered or real pixels (B, V R^2, 3) -> (B V, R, R, 3) uint8, one image per view."""
-    views = m._views(values, 1.0)                                       # (B, V, 3, R, R) in [0, 1]
+    views = m.per_view(values, 1.0)                                       # (B, V, 3, R, R) in [0, 1]
     return (views.flatten(0, 1).permute(0, 2, 3, 1) * 255).round().byte().numpy()
 
 
@@ -34,29 +34,28 @@ def count(cfg, data) -> int:
     return cfg.evaluate.fid_samples
 
 
-def scores(cfg, device, m, loe, values, test_targets, test_latents, warnings: list[str]) -> dict:
+def scores(s: Scoring) -> dict:
+    cfg, device, m, data, values, warnings = s.cfg, s.device, s.modality, s.data, s.values, s.warnings
     e = cfg.evaluate
-    z = io.load_npz(artifacts.require(REFERENCE, "reference"))
-    real, train_real = z["features"], z["train_features"]
-    real_stats = fid.gaussian(real)
-    data = datasets.load(artifacts.require(DATASET, "prepare"))
+    real, train_real = s.reference["features"], s.reference["train_features"]
+    real_stats = scoring.gaussian(real)
     coords, _ = m.evaluation_points(data.test)
-    reconstructed = loe.render(coords, test_latents, e.batch_size)
+    reconstructed = s.loe.render(coords, s.test_latents, e.batch_size)
     if len(real) <= real.shape[1]:
         warn(warnings, f"FID's reference has {len(real)} views for {real.shape[1]}-d Inception features: its "
                        "covariance is rank-deficient and FID reads high; compare only FIDs of equal set sizes")
 
     def score(features):
         kid_size = min(e.kid_subset_size, len(real), len(features))
-        kid_mean, _ = fid.kid(real, features, e.kid_subsets, kid_size, seed=cfg.seed)
-        return {"fid": round(fid.frechet_distance(*real_stats, *fid.gaussian(features)), 3),
+        kid_mean, _ = scoring.kid(real, features, e.kid_subsets, kid_size, seed=cfg.seed)
+        return {"fid": round(scoring.frechet_distance(*real_stats, *scoring.gaussian(features)), 3),
                 "kid": round(kid_mean, 5), "images": len(features)}
 
     generated = score(fid.inception_features(view_images(m, values[: e.fid_samples]), progress=True, device=device))
     references = {"train_split_real": score(train_real),
                   "test_split_reconstructed": score(fid.inception_features(view_images(m, reconstructed),
                                                                            progress=True, device=device))}
-    protocol = {"name": f"FID of {e.fid_samples} generated scenes x {test_targets.shape[1] // m.resolution ** 2} "
+    protocol = {"name": f"FID of {e.fid_samples} generated scenes x {s.test_targets.shape[1] // m.resolution ** 2} "
                         "views", "generated_scenes": e.fid_samples,
                 "poses": "the held-out cameras (embedded cars: the same four for every scene; SRN: the pictures' "
                          "four cameras, not a test scene's own poses)",

@@ -100,7 +100,7 @@ class NerfModality(Modality):
             self.scale = round(distance / RADIUS, 4)
         for split, records in scenes.items():
             for name, scene in zip(names[split], records):
-                depth = -(scene["pose"][:, :3, 3].astype(np.float64) * scene["pose"][:, :3, 2]).sum(-1)
+                depth = rendering.centre_depths(scene["pose"])
                 bad = np.flatnonzero((depth < self.near) | (depth > self.far))
                 if len(bad):
                     raise DataError(
@@ -135,7 +135,7 @@ class NerfModality(Modality):
 
     def read_source(self, cfg):
         """An SRN-Cars root: its *train and *test folders of scenes."""
-        from ...datasets import PreparedData, check_splits
+        from ...prepared import PreparedData, check_splits
 
         if cfg.dataset.source != "srn":
             return super().read_source(cfg)
@@ -227,7 +227,7 @@ class NerfModality(Modality):
         return ray.to(device), target.to(device)
 
     # -- pictures and metrics ------------------------------------------------------------------
-    def _views(self, values: torch.Tensor, scale: float) -> torch.Tensor:
+    def per_view(self, values: torch.Tensor, scale: float) -> torch.Tensor:
         """(B, V side^2, 3) -> (B, V, 3, side, side) in [0, 1]."""
         side = self._side(scale)
         v = values.shape[1] // (side * side)
@@ -235,23 +235,23 @@ class NerfModality(Modality):
 
     def to_pictures(self, values, scale=1.0):
         """The views side by side: (B, side, V side, 3)."""
-        views = self._views(values, scale)                                       # (B, V, 3, s, s)
+        views = self.per_view(values, scale)                                       # (B, V, 3, s, s)
         return (views.permute(0, 3, 1, 4, 2).flatten(2, 3) * 255).round().to(torch.uint8).numpy()
 
     def reconstruction_metrics(self, values, targets):
-        pred, true = self._views(values, 1.0), self._views(targets, 1.0)
+        pred, true = self.per_view(values, 1.0), self.per_view(targets, 1.0)
         b, v = pred.shape[:2]
         return {"psnr": metrics.psnr(pred.flatten(0, 1), true.flatten(0, 1)).view(b, v).mean(1).numpy(),
                 "ssim": metrics.ssim(pred.flatten(0, 1), true.flatten(0, 1)).view(b, v).mean(1).numpy()}
 
     def predictor_input(self, values):
-        return self._views(values, 1.0).flatten(1, 2)                            # (B, 3 V, R, R)
+        return self.per_view(values, 1.0).flatten(1, 2)                            # (B, 3 V, R, R)
 
     def instance_file(self, values, scale=1.0):
         """An animated GIF, one frame per view (a turntable when decoded at `file_coordinates`)."""
         from PIL import Image
 
-        views = (self._views(values[None], scale)[0].permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()
+        views = (self.per_view(values[None], scale)[0].permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()
         frames = [Image.fromarray(v).resize((4 * v.shape[1],) * 2, Image.Resampling.NEAREST) for v in views]
         buf = io.BytesIO()
         frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=150, loop=0)

@@ -44,12 +44,16 @@ def rotation_to(up) -> torch.Tensor:
     return torch.eye(3, dtype=torch.float64) + k + k @ k / (1 + c)
 
 
+def centre_depths(poses: np.ndarray) -> np.ndarray:
+    """Camera-to-world poses (N, 4, 4) -> the scene centre's (the origin's) depth along each camera's axis."""
+    return -(poses[:, :3, 3].astype(np.float64) * poses[:, :3, 2]).sum(-1)      # (0 - o) . forward
+
+
 def bounds_from_poses(poses: np.ndarray, radius_share: float = RADIUS_SHARE) -> tuple[float, float, float]:
     """Camera-to-world poses (N, 4, 4) -> (near, far, mean distance): the scene centre's (the origin's)
     depth along each camera's axis, less / plus `radius_share` of the cameras' mean distance."""
-    t = poses[:, :3, 3].astype(np.float64)
-    depth = -(t * poses[:, :3, 2]).sum(-1)                      # (0 - o) . forward
-    distance = float(np.linalg.norm(t, axis=-1).mean())
+    depth = centre_depths(poses)
+    distance = float(np.linalg.norm(poses[:, :3, 3].astype(np.float64), axis=-1).mean())
     r = radius_share * distance
     return max(float(depth.min()) - r, 0.05 * float(depth.min())), float(depth.max()) + r, distance
 

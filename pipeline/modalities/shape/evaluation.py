@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import json
 
-from ... import artifacts, io
-from ...artifacts import REFERENCE
+from ..scoring import Scoring
 from .metrics import UNITS, generation_scores, point_clouds
 
 # Protocol text and set sizes: in metrics/detail/generation.json, not in the metrics file.
@@ -29,22 +28,22 @@ def count(cfg, data) -> int:
     return len(data.test)
 
 
-def scores(cfg, device, m, loe, values, test_targets, test_latents, warnings: list[str]) -> dict:
+def scores(s: Scoring) -> dict:
     """COV / MMD / 1-NNA of as many generated shapes as the reference (test) set, with references."""
-    z = io.load_npz(artifacts.require(REFERENCE, "reference"))
-    reference, train_real = z["points"], json.loads(str(z["train_split_real"]))
+    cfg, m = s.cfg, s.modality
+    reference, train_real = s.reference["points"], json.loads(str(s.reference["train_split_real"]))
     n, points = len(reference), reference.shape[1]
 
     def score(vals):
         clouds, empty = point_clouds(m.occupancy(vals).numpy(), points, cfg.seed + 1)
         return {**generation_scores(clouds, reference), "shapes": len(clouds), "without_surface": empty}
 
-    generated = score(values[:n])
+    generated = score(s.values[:n])
     # The same metrics for real train shapes (what a perfect generator scores on this
     # reference size; computed once by `reference`) and for the test shapes after
     # Stage-1 (the LoE's fidelity alone).
     references = {"train_split_real": train_real,
-                  "test_split_reconstructed": score(loe.render(m.coordinates(), test_latents))}
+                  "test_split_reconstructed": score(s.loe.render(m.coordinates(), s.test_latents))}
     protocol = {"generated": n, "reference_split": "test", "reference_size": n, "points_per_shape": points,
                 "surface": "marching cubes (scikit-image) at level 0.5 of the occupancy, points uniform by area",
                 "normalisation": "unit cube, shapes in canonical pose (not rescaled per shape)",

@@ -19,6 +19,8 @@ import torch
 from scipy.spatial import cKDTree
 from tqdm import tqdm
 
+from ..scoring import set_scores
+
 
 def _directed(points: np.ndarray, tree: cKDTree) -> float:
     """Mean squared distance from each point to its nearest point in the tree's cloud."""
@@ -48,40 +50,6 @@ def chamfer_matrix(x: np.ndarray, y: np.ndarray | None = None, progress: bool = 
             if same:
                 out[j, i] = out[i, j]
     return out
-
-
-def coverage_mmd(gen_to_ref: torch.Tensor) -> tuple[float, float]:
-    """(G, R) distances -> (COV, MMD).
-
-    COV: the share of reference shapes that are the nearest reference of at
-    least one generated shape. MMD: the mean over reference shapes of the
-    distance to their closest generated shape.
-    """
-    matched = torch.unique(gen_to_ref.argmin(1))
-    return len(matched) / gen_to_ref.shape[1], gen_to_ref.min(0).values.mean().item()
-
-
-def one_nna(gen_gen: torch.Tensor, gen_ref: torch.Tensor, ref_ref: torch.Tensor) -> float:
-    """Leave-one-out 1-nearest-neighbour accuracy of telling generated from reference shapes.
-
-    Each shape of the union is labelled by its nearest other shape; 0.5 means
-    the two sets are indistinguishable, 1.0 that they are disjoint (or the
-    generated set collapsed), values below 0.5 that generated shapes copy
-    reference ones.
-    """
-    top = torch.cat([gen_gen, gen_ref], 1)
-    bottom = torch.cat([gen_ref.T, ref_ref], 1)
-    d = torch.cat([top, bottom]).clone()
-    d.fill_diagonal_(float("inf"))
-    labels = torch.cat([torch.zeros(len(gen_gen)), torch.ones(len(ref_ref))])
-    return (labels[d.argmin(1)] == labels).float().mean().item()
-
-
-def set_scores(d: torch.Tensor, g: int) -> tuple[float, float, float]:
-    """Distances (G + R, G + R) within the union of a generated set (the first g) and a reference set
-    -> (COV, MMD, 1-NNA), whatever the distance."""
-    cov, mmd = coverage_mmd(d[:g, g:])
-    return cov, mmd, one_nna(d[:g, :g], d[:g, g:], d[g:, g:])
 
 
 def generation_scores(generated: np.ndarray, reference: np.ndarray, progress: bool = True) -> dict:

@@ -53,7 +53,7 @@ class ShapeModality(Modality):
 
     def read_source(self, cfg):
         """IM-NET's HDF5 release: its own train/test files; dataset.folder.limit caps each split."""
-        from ...datasets import PreparedData
+        from ...prepared import PreparedData
 
         if cfg.dataset.source != "imnet":
             return super().read_source(cfg)

@@ -1,0 +1,141 @@
+"""What the evaluation plug-ins share: the inputs every `scores` receives, in one object, and the
+set scores that do not depend on what the features or distances are of (Frechet distance, KID and
+precision/recall of feature vectors; coverage, MMD and 1-NNA of a distance matrix)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..prepared import PreparedData
+
+
+@dataclass
+class Scoring:
+    """Everything a plug-in's `scores(s)` reads; it opens no file itself (the `evaluate` stage loads them)."""
+    cfg: Config
+    device: torch.device
+    data: PreparedData              # the prepared dataset (train and test signals, the modality)
+    reference: dict[str, np.ndarray]  # what the plug-in's `reference` wrote
+    loe: Any                        # the trained Stage-1 as the modality renders it (`modality.field`)
+    values: torch.Tensor            # decoded generated samples (N, ...)
+    test_targets: torch.Tensor      # the test split's targets
+    test_latents: torch.Tensor      # the test split's latents from the latent bank
+    factor_predictor: Any           # (model, names) when the data has factors, else {"skipped": why}
+    warnings: list[str]             # `errors.warn` appends here
+
+    @property
+    def modality(self):
+        return self.data.modality
+
+
+# -- feature sets: Frechet distance, KID, precision/recall ----------------------------------------------------
+
+def gaussian(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return features.mean(0), np.cov(features, rowvar=False)
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)) between two Gaussians.
+
+    tr((S1 S2)^(1/2)) is the sum of the square roots of S1 S2's eigenvalues:
+    S1 S2 has the same eigenvalues as the PSD S1^(1/2) S2 S1^(1/2), so they are real and
+    >= 0 up to rounding (the imaginary or negative crumbs of a rank-deficient
+    product contribute nothing real). The reference implementation takes
+    scipy's matrix square root instead; on the default's 2048-d covariances
+    (the 2000 train features against 500 of them perturbed) the two agree to 1.6e-8 relative,
+    and eigenvalues take 2.0 s on 2 cores against sqrtm's 14.0 s.
+    """
+    eigenvalues = np.linalg.eigvals(sigma1 @ sigma2).astype(complex)
+    trace_sqrt = float(np.sqrt(eigenvalues).real.sum())
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt)
+
+
+def kid(real: np.ndarray, fake: np.ndarray, subsets: int = 50, subset_size: int = 500, seed: int = 0) -> tuple[float, float]:
+    """Kernel Inception Distance (Binkowski et al. 2018): unbiased MMD^2 with the
+    cubic polynomial kernel k(x, y) = (x.y / d + 1)^3, averaged over random
+    subsets; returns (mean, std)."""
+    rng = np.random.default_rng(seed)
+    m = min(subset_size, len(real), len(fake))
+    d = real.shape[1]
+    values = []
+    for _ in range(subsets):
+        x = real[rng.choice(len(real), m, replace=False)]
+        y = fake[rng.choice(len(fake), m, replace=False)]
+        kxx, kyy, kxy = (x @ x.T / d + 1) ** 3, (y @ y.T / d + 1) ** 3, (x @ y.T / d + 1) ** 3
+        off = ~np.eye(m, dtype=bool)
+        values.append(kxx[off].mean() + kyy[off].mean() - 2 * kxy.mean())
+    return float(np.mean(values)), float(np.std(values))
+
+
+def _kth_neighbour_radii(x: np.ndarray, k: int) -> np.ndarray:
+    d = np.sqrt(np.maximum(_sq_dists(x, x), 0))
+    return np.sort(d, axis=1)[:, k]          # column 0 is the point itself
+
+
+def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a ** 2).sum(1)[:, None] - 2 * a @ b.T + (b ** 2).sum(1)[None]
+
+
+def pr_k_used(k: int, n: int) -> int:
+    """The k a set of n members gets: its k-th other member, or its last one."""
+    return min(k, n - 1)
+
+
+def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall (Kynkaanniemi et al. 2019) with k-NN balls.
+
+    precision: share of fake samples inside some real sample's ball (radius =
+    distance to its k-th nearest real neighbour); recall: the converse. A set
+    of n <= k members uses its (n-1)-th neighbour: `pr_k_used` says which k
+    the smaller set got.
+    """
+    if min(len(real), len(fake)) < 2:
+        raise ValueError(f"precision/recall need two members per set, got {len(real)} real and {len(fake)} fake")
+
+    def coverage(support, queries):
+        radii = _kth_neighbour_radii(support, pr_k_used(k, len(support)))
+        d = np.sqrt(np.maximum(_sq_dists(queries, support), 0))
+        return float((d <= radii[None]).any(1).mean())
+
+    return coverage(real, fake), coverage(fake, real)
+
+
+# -- distance matrices: coverage, MMD, 1-NNA ------------------------------------------------------------------
+
+def coverage_mmd(gen_to_ref: torch.Tensor) -> tuple[float, float]:
+    """(G, R) distances -> (COV, MMD).
+
+    COV: the share of reference shapes that are the nearest reference of at
+    least one generated shape. MMD: the mean over reference shapes of the
+    distance to their closest generated shape.
+    """
+    matched = torch.unique(gen_to_ref.argmin(1))
+    return len(matched) / gen_to_ref.shape[1], gen_to_ref.min(0).values.mean().item()
+
+
+def one_nna(gen_gen: torch.Tensor, gen_ref: torch.Tensor, ref_ref: torch.Tensor) -> float:
+    """Leave-one-out 1-nearest-neighbour accuracy of telling generated from reference shapes.
+
+    Each shape of the union is labelled by its nearest other shape; 0.5 means
+    the two sets are indistinguishable, 1.0 that they are disjoint (or the
+    generated set collapsed), values below 0.5 that generated shapes copy
+    reference ones.
+    """
+    top = torch.cat([gen_gen, gen_ref], 1)
+    bottom = torch.cat([gen_ref.T, ref_ref], 1)
+    d = torch.cat([top, bottom]).clone()
+    d.fill_diagonal_(float("inf"))
+    labels = torch.cat([torch.zeros(len(gen_gen)), torch.ones(len(ref_ref))])
+    return (labels[d.argmin(1)] == labels).float().mean().item()
+
+
+def set_scores(d: torch.Tensor, g: int) -> tuple[float, float, float]:
+    """Distances (G + R, G + R) within the union of a generated set (the first g) and a reference set
+    -> (COV, MMD, 1-NNA), whatever the distance."""
+    cov, mmd = coverage_mmd(d[:g, g:])
+    return cov, mmd, one_nna(d[:g, :g], d[:g, g:], d[g:, g:])

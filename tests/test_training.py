@@ -1,0 +1,52 @@
+"""The shared outer loop, part by part: `Trainer.step` defers every read-back, `report` reads them in one go
+on log and checkpoint steps, `resume` puts a run back exactly where its checkpoint left it."""
+import torch
+
+from pipeline.training import Checkpointer, DivergenceGuard, StepLog, Trainer
+
+
+def make(tmp_path, total=6, log_every=3, every=2, seed=0):
+    torch.manual_seed(seed)
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    g = torch.Generator().manual_seed(0)
+    trainer = Trainer({"model": model}, list(model.parameters()), opt, sched, total, 0.0, log_every,
+                      Checkpointer(tmp_path / "checkpoint.pt", "f", every), StepLog(tmp_path / "log.csv"), g, "t",
+                      guard=DivergenceGuard("t", "the lr"))
+    x, y = torch.tensor([[1.0, 2.0]]), torch.tensor([[1.0]])
+
+    def step_fn(_):
+        return ((model(x) - y) ** 2).mean(), {"half": torch.tensor(0.5)}
+    return trainer, model, step_fn
+
+
+def test_report_reads_back_only_on_log_steps_and_gives_the_last_steps_loss(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHINR_CHECKPOINTS", str(tmp_path / "spare"))
+    trainer, model, step_fn = make(tmp_path, every=100)
+    losses = []
+    for done in (1, 2, 3):
+        loss, metrics = step_fn(done)
+        losses.append(loss.item())
+        trainer.step(loss, metrics)
+        row = trainer.report(done)
+        assert (row is None) == (done < 3) and len(trainer.pending) == (done if done < 3 else 0)
+    assert row["step"] == 3 and row["loss"] == round(losses[-1], 6) and row["half"] == 0.5 and row["lr"] == 0.1
+    assert trainer.log.rows == [row]
+
+
+def test_resume_restores_the_modules_and_continues_where_the_checkpoint_stopped(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHINR_CHECKPOINTS", str(tmp_path / "spare"))
+    whole, model, step_fn = make(tmp_path / "a", seed=1)
+    assert whole.resume() == 0
+    whole.run(step_fn, progress=False)
+    part, model_b, step_b = make(tmp_path / "b", seed=1)
+    for step in range(4):                     # interrupted after step 4 (a checkpoint every 2 steps)
+        part.step(*step_b(step))
+        part.report(step + 1)
+    again, model_c, step_c = make(tmp_path / "b", seed=2)        # another init: resume must overwrite it
+    assert again.resume() == 4 and torch.equal(model_c.weight, model_b.weight)
+    assert [r["step"] for r in again.log.rows] == [3]
+    again.run(step_c, progress=False)
+    assert torch.equal(model_c.weight, model.weight) and torch.equal(model_c.bias, model.bias)
+    assert [r["step"] for r in again.log.rows] == [r["step"] for r in whole.log.rows] == [3, 6]
