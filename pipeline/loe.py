@@ -166,20 +166,18 @@ class LayersOfExperts(nn.Module):
             shift = self.shift(latents, l)
             if shift is not None:
                 b = b + self.w0 * shift          # inside the sine: w0 (W y + b + s), as a is w0 here
-            if self.kernel == "triton" and l < last:
-                from .loe_triton import linear_sincos
-
+            if l < last and (saved is not None or self.kernel == "triton"):   # sin, and cos for the gradient
                 y_in = y
-                y, cos = linear_sincos(y, w, b)                                             # (B, P, out) each
+                if self.kernel == "triton":
+                    from .loe_triton import linear_sincos
+
+                    y, cos = linear_sincos(y, w, b)                                         # (B, P, out) each
+                else:
+                    y, cos = SinCos.apply(torch.baddbmm(b[:, None, :], y, w.transpose(1, 2)))
                 if saved is not None:
                     saved.append((y_in, w, cos))
                 continue
             z = torch.baddbmm(b[:, None, :], y, w.transpose(1, 2))                          # (B, P, out)
-            if saved is not None and l < last:
-                y_in = y
-                y, cos = SinCos.apply(z)
-                saved.append((y_in, w, cos))
-                continue
             if saved is not None:
                 saved.append((y, w, None))
             y = torch.sin(z) if l < last else z
