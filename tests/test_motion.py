@@ -193,6 +193,37 @@ def test_reconstruction_errors_of_a_known_perturbation():
     assert s["psnr"][0] > 0 and s["mse"][0] > 0
 
 
+def test_a_value_still_in_training_but_moving_in_test_costs_its_typical_motion_not_minus_16_db():
+    # Train: the embedded motions, hands at rest (std 0). Test: the same clips with the right hand's 45 values
+    # swinging 0.5 rad. A decode that holds the hand at rest (what Stage-1 learns) is wrong by exactly that
+    # swing; its PSNR is measured in units of the moving values' RMS std, not of a 0.01-rad floor.
+    poses, _ = synthetic.generate(8, 40, seed=0)
+    m = MotionModality(40)
+    m.fit_to_train(poses)
+    std = poses.reshape(-1, 165).astype(np.float64).std(0)
+    still = std < 0.01
+    moving_std = std[~still]
+    typical = np.sqrt(np.mean(moving_std ** 2))
+    assert np.allclose(m.std[still], typical) and np.array_equal(m.std[~still], moving_std.astype(np.float32))
+    hand = slice(120, 165)
+    assert still[hand].all()
+    test = poses.copy()
+    swing = 0.5 * np.sin(np.linspace(0, 2 * np.pi, 40))[None, :, None]
+    test[..., hand] += swing
+    s = m.reconstruction_metrics(m.targets(poses), m.targets(test))
+    mse = 45 / 165 * np.mean((swing / (3 * typical)) ** 2)            # only the hand is wrong
+    assert s["mse"][0] == pytest.approx(mse, rel=1e-4)
+    assert s["psnr"][0] == pytest.approx(10 * np.log10(4 / mse), abs=1e-3) and s["psnr"][0] > 10
+    old = 45 / 165 * np.mean((swing / 0.03) ** 2)                         # the 0.01-rad floor: 3 x 0.01
+    assert 10 * np.log10(4 / old) < -5                                   # what the floor reported
+    # The raw-angle error of the same decode: the hand joints' geodesic error, independent of normalisation.
+    assert s["rotation_error"][0] == pytest.approx(np.degrees(np.abs(swing)).mean() * 15 * np.sqrt(3) / 55,
+                                                   rel=1e-3)
+    (line,) = m.data_warnings(poses, test)
+    assert line.startswith("45 of 165 pose values never move in the train split but do in the test split")
+    assert m.data_warnings(poses, poses) == []
+
+
 def test_decoding_at_400_frames_resampled_to_200_matches_the_200_frame_decode():
     # A continuous function of t: the 400-frame decode, linearly interpolated at the 200 frames' times,
     # stays within a bound of the 200-frame decode, for a trained-like latent (fitted by the inner loop).

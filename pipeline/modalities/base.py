@@ -58,6 +58,10 @@ class Modality(ABC):
     def fit_to_train(self, train: np.ndarray) -> None:
         """Keep statistics of the train split's stored signals (e.g. a normalisation); nothing by default."""
 
+    def data_warnings(self, train: np.ndarray, test: np.ndarray) -> list[str]:
+        """What `prepare` should warn about the two splits' stored signals (none by default)."""
+        return []
+
     def construction_args(self) -> dict:
         """What `plugins.build` needs to make this modality again; kept in the prepared dataset's header."""
         return {"resolution": self.resolution}

@@ -24,6 +24,8 @@ def main(cfg, generator, start, device):
     if len(data.test) < SMALL_TEST_SPLIT:
         warn(warnings, f"the test split has {len(data.test)} instances (< {SMALL_TEST_SPLIT}): reconstruction figures "
                        "and FID/precision references measured on it are noisy")
+    for line in m.data_warnings(data.train, data.test):
+        warn(warnings, line)
     write_metrics("prepare", {
         "modality": m.name, "source": data.info["source"], "resolution": cfg.dataset.resolution,
         "train": len(data.train), "test": len(data.test), "skipped_files": data.info["skipped_files"],
