@@ -21,6 +21,38 @@ def _spare_checkpoints(tmp_path_factory):
     os.environ.setdefault("CHINR_CHECKPOINTS", str(tmp_path_factory.mktemp("spares")))
 
 
+TRAINED_STAGES = ("prepare", "fit_loe", "export_latents", "train_hcdm")
+
+
+@pytest.fixture(scope="session")
+def micro_trained(tmp_path_factory):
+    """The micro configuration run through train_hcdm once per session (each stage as `dvc repro` runs it, a
+    process of its own); modules copy it (`copy_of`) before they run more stages or spoil it."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    import yaml
+
+    work = tmp_path_factory.mktemp("micro-trained")
+    (work / "params.yaml").write_text(yaml.safe_dump(micro_params(), sort_keys=False))
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin",
+           "CHINR_CHECKPOINTS": str(Path(tempfile.gettempdir()) / "chinr-test-spares")}   # not ~/.cache
+    for name in TRAINED_STAGES:
+        r = subprocess.run([sys.executable, "-m", f"pipeline.stages.{name}"], cwd=work, capture_output=True,
+                           text=True, env=env)
+        assert r.returncode == 0, r.stderr[-2000:]
+    shutil.rmtree(work / "data" / "logs", ignore_errors=True)
+    return work
+
+
+def copy_of(run: Path, where: Path) -> Path:
+    import shutil
+
+    shutil.copytree(run, where)
+    return where
+
+
 def micro_params() -> dict:
     """A configuration small enough for the whole pipeline to run in seconds."""
     import yaml

@@ -6,22 +6,16 @@ import sys
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image
 
-from conftest import ROOT, micro_params
+from conftest import ROOT, copy_of
 from pipeline import analysis, control, meta, metrics, pictures
 
-STAGES = ("prepare", "fit_loe", "export_latents", "train_hcdm", "sample")
-
-
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    work = tmp_path_factory.mktemp("run")
-    (work / "params.yaml").write_text(yaml.safe_dump(micro_params(), sort_keys=False))
-    for stage in STAGES:
-        subprocess.run([sys.executable, "-m", f"pipeline.stages.{stage}"], cwd=work, check=True,
-                       capture_output=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+def run_dir(micro_trained, tmp_path_factory):
+    work = copy_of(micro_trained, tmp_path_factory.mktemp("run") / "run")
+    subprocess.run([sys.executable, "-m", "pipeline.stages.sample"], cwd=work, check=True,
+                   capture_output=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     return work
 
 

@@ -71,3 +71,20 @@ def test_frechet_distance_of_rank_deficient_covariances_matches_the_matrix_squar
     assert np.linalg.matrix_rank(c1) == 39 and np.linalg.matrix_rank(c2) == 24
     ref = ((mu1 - mu2) ** 2).sum() + np.trace(c1 + c2 - 2 * linalg.sqrtm(c1 @ c2).real)
     assert scoring.frechet_distance(mu1, c1, mu2, c2) == pytest.approx(ref, rel=1e-9)
+
+
+def test_frechet_distance_of_features_takes_the_small_svd_and_gives_the_matrix_square_roots_number():
+    # Fewer samples than dimensions: the (n, m) SVD route. A known value: y = c x gives S2 = c^2 S1, so the
+    # distance is (1 - c)^2 (|mu1|^2 + tr S1) exactly.
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(8, 64)) + 0.5
+    mu, c1 = scoring.gaussian(x)
+    assert scoring.frechet_distance_of(x, 1.5 * x) == pytest.approx(0.25 * ((mu ** 2).sum() + np.trace(c1)), rel=1e-12)
+    assert scoring.frechet_distance_of(x, x) == pytest.approx(0, abs=1e-9)
+    # Against scipy's sqrtm: it adds the square roots of the singular product's rounding crumbs (40 null
+    # eigenvalues near 1e-15, about 1e-6 in all), hence 1e-7 where the sets are rank-deficient.
+    for n, m, d, rel in ((40, 25, 64, 1e-7), (8, 48, 64, 1e-7), (300, 200, 16, 1e-9)):
+        x, y = rng.normal(size=(n, d)).astype(np.float32), (1.3 * rng.normal(size=(m, d)) + 0.2).astype(np.float32)
+        (mu1, c1), (mu2, c2) = scoring.gaussian(x), scoring.gaussian(y)
+        ref = ((mu1 - mu2) ** 2).sum() + np.trace(c1 + c2 - 2 * linalg.sqrtm(c1 @ c2).real)
+        assert scoring.frechet_distance_of(x, y) == pytest.approx(ref, rel=rel), (n, m, d)

@@ -49,6 +49,19 @@ def repro_in_new_repo(tmp_path, params: dict):
     return work
 
 
+@pytest.fixture(scope="module")
+def image_repo(tmp_path_factory):
+    """The micro image configuration after `dvc repro` in a fresh repository, once for this module."""
+    return repro_in_new_repo(tmp_path_factory.mktemp("image"), micro_params())
+
+
+def copy_repo(repo, tmp_path):
+    """A copy of a repository (git, DVC cache and workspace) to change without touching the original."""
+    work = tmp_path / "repo"
+    shutil.copytree(repo, work, symlinks=True)
+    return work
+
+
 def data_hashes(work) -> dict:
     """dvc.lock's hash of every output under data/ (metrics hold timings, so they differ between runs)."""
     lock = yaml.safe_load((work / "dvc.lock").read_text())
@@ -56,8 +69,8 @@ def data_hashes(work) -> dict:
             if o["path"].startswith("data/")}
 
 
-def test_dvc_repro_then_binary_len_experiment(tmp_path):
-    work = repro_in_new_repo(tmp_path, micro_params())
+def test_dvc_repro_then_binary_len_experiment(image_repo, tmp_path):
+    work = copy_repo(image_repo, tmp_path)
 
     # Same params, same bytes: Stage-1 trained again from scratch, the reference and the HCDM again, and
     # every data/ output keeps its hash, so a fresh clone's `dvc repro` leaves dvc.lock as it was and
@@ -293,7 +306,7 @@ def test_dvc_repro_on_nerf(tmp_path):
         sh(f"{sys.executable} -m pipeline.control render --source nerf:my_scene.png", work)
 
 
-def test_an_interrupted_experiment_resumes_when_run_again(tmp_path):
+def test_an_interrupted_experiment_resumes_when_run_again(image_repo, tmp_path):
     """Ctrl-C during `dvc exp run`, then the same command: Stage-2 resumes instead of starting over
     (before it does, dvc checks the baseline's checkpoint out over the experiment's own)."""
     import os
@@ -302,11 +315,11 @@ def test_an_interrupted_experiment_resumes_when_run_again(tmp_path):
 
     import torch
 
-    work = repro_in_new_repo(tmp_path, micro_params())
+    work = copy_repo(image_repo, tmp_path)
     sh("git add -A && git commit -qm base", work)
     spares = tmp_path / "spares"
     env = {**os.environ, "CHINR_CHECKPOINTS": str(spares)}
-    cmd = ["dvc", "exp", "run", "-S", "hcdm.steps=3000", "-S", "hcdm.checkpoint_every=50"]
+    cmd = ["dvc", "exp", "run", "-S", "hcdm.steps=1000", "-S", "hcdm.checkpoint_every=50"]
     p = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          start_new_session=True)
     deadline, step = time.time() + 300, 0

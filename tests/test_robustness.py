@@ -22,7 +22,7 @@ import torch
 import yaml
 from PIL import Image
 
-from conftest import ROOT, micro_params
+from conftest import ROOT, copy_of, micro_params
 from pipeline.modalities.image.modality import load_image
 from pipeline import config, control, datasets, io
 from pipeline.modalities import scoring
@@ -53,13 +53,9 @@ def write_params(work: Path, params: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(micro_trained, tmp_path_factory):
     """A micro run through train_hcdm, copied fresh for each test that spoils it."""
-    work = tmp_path_factory.mktemp("trained")
-    write_params(work, micro_params())
-    for name in ("prepare", "fit_loe", "export_latents", "train_hcdm"):
-        stage(name, work, check=True)
-    return work
+    return copy_of(micro_trained, tmp_path_factory.mktemp("trained") / "run")
 
 
 @pytest.fixture

@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, micro_params
-from test_robustness import stage, write_params
+from conftest import ROOT, copy_of
 
 
 def free_port() -> int:
@@ -29,16 +28,12 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(request, tmp_path_factory):
     """A server over a trained run, in a thread of this process; yields its base URL and workspace."""
     from pipeline import control, serve
 
-    work = os.environ.get("CHINR_SERVE_RUN")
-    if work is None:
-        work = tmp_path_factory.mktemp("served")
-        write_params(work, micro_params())
-        for name in ("prepare", "fit_loe", "export_latents", "train_hcdm"):
-            stage(name, work, check=True)
+    work = os.environ.get("CHINR_SERVE_RUN") or copy_of(request.getfixturevalue("micro_trained"),
+                                                         tmp_path_factory.mktemp("served") / "run")
     before = os.getcwd()
     os.chdir(work)
     try:

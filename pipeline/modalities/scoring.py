@@ -55,6 +55,27 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     return float(((mu1 - mu2) ** 2).sum() + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt)
 
 
+def frechet_distance_of(x: np.ndarray, y: np.ndarray) -> float:
+    """The Frechet distance between the Gaussians fitted to two feature sets (n, d), (m, d).
+
+    With fewer samples than dimensions (FID@500 against 2000 train images in 2048-d, every test
+    run) the covariances are S1 = A^T A and S2 = B^T B, A = (x - mean) / sqrt(n - 1), and the
+    non-zero eigenvalues of S1 S2 are those of (A B^T)(A B^T)^T: tr((S1 S2)^(1/2)) is the sum of
+    A B^T's singular values, an (n, m) SVD instead of a general (d, d) eigenproblem: exact where the
+    (d, d) routes add the square roots of the singular product's rounding crumbs (within 1.2e-7
+    relative of scipy's sqrtm at 8 against 48 in 2048-d, 3.5e-8 at 500 against 2000; tests). On 2
+    cores 0.36 s against 4.0 s for 500 against 2000 in 2048-d, 0.004 s against 5.3 s for 8 against 48.
+    """
+    if min(len(x), len(y)) <= x.shape[1]:
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)      # as np.cov computes
+        a = (x - x.mean(0)) / np.sqrt(len(x) - 1)
+        b = (y - y.mean(0)) / np.sqrt(len(y) - 1)
+        trace_sqrt = float(np.linalg.svd(a @ b.T, compute_uv=False).sum())
+        mean_gap = float(((x.mean(0) - y.mean(0)) ** 2).sum())
+        return float(mean_gap + (a ** 2).sum() + (b ** 2).sum() - 2 * trace_sqrt)
+    return frechet_distance(*gaussian(x), *gaussian(y))
+
+
 def kid(real: np.ndarray, fake: np.ndarray, subsets: int = 50, subset_size: int = 500, seed: int = 0) -> tuple[float, float]:
     """Kernel Inception Distance (Binkowski et al. 2018): unbiased MMD^2 with the
     cubic polynomial kernel k(x, y) = (x.y / d + 1)^3, averaged over random

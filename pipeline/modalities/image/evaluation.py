@@ -29,7 +29,6 @@ def scores(s: Scoring) -> dict:
     cfg, device, m, warnings = s.cfg, s.device, s.modality, s.warnings
     e = cfg.evaluate
     real = s.reference["features"]
-    real_stats = scoring.gaussian(real)
     dims = real.shape[1]
     for what, n in (("reference (train) set", len(real)), ("generated set", e.fid_samples)):
         if n <= dims:
@@ -46,7 +45,7 @@ def scores(s: Scoring) -> dict:
         feats = fid.inception_features(pics, progress=True, device=device)
         kid_mean, kid_std = scoring.kid(real, feats, e.kid_subsets, e.kid_subset_size, seed=cfg.seed)
         precision, recall = scoring.precision_recall(real, feats, e.pr_k)
-        return {"fid": round(scoring.frechet_distance(*real_stats, *scoring.gaussian(feats)), 3), "kid": round(kid_mean, 5),
+        return {"fid": round(scoring.frechet_distance_of(real, feats), 3), "kid": round(kid_mean, 5),
                 "kid_std": round(kid_std, 5), "precision": round(precision, 4), "recall": round(recall, 4),
                 "images": len(pics), "pr_k_used": scoring.pr_k_used(e.pr_k, min(len(real), len(feats)))}
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ...errors import warn
-from ..scoring import Scoring, frechet_distance, gaussian, set_scores as scores_of_distances
+from ..scoring import Scoring, frechet_distance_of, set_scores as scores_of_distances
 from .skeleton import BODY, forward_kinematics
 
 FRAME_STEP = 4        # every 4th frame (7.5 fps) of a trajectory enters the distance
@@ -68,10 +68,10 @@ def scores(s: Scoring) -> dict:
         warn(warnings, f"no Frechet distance of motion features: {loaded['skipped']}")
     else:
         predictor = loaded[0]
-        test_stats = gaussian(factor_features(predictor, m, test_targets))
+        test_features = factor_features(predictor, m, test_targets)
 
         def fd(vals):
-            return round(frechet_distance(*test_stats, *gaussian(factor_features(predictor, m, vals))), 4)
+            return round(frechet_distance_of(test_features, factor_features(predictor, m, vals)), 4)
         train = s.data.train[:n]
         generated["fd_factor_features"] = fd(values[:n])
         train_real = {**train_real, "fd_factor_features": fd(m.targets(train))}

@@ -38,7 +38,6 @@ def scores(s: Scoring) -> dict:
     cfg, device, m, data, values, warnings = s.cfg, s.device, s.modality, s.data, s.values, s.warnings
     e = cfg.evaluate
     real, train_real = s.reference["features"], s.reference["train_features"]
-    real_stats = scoring.gaussian(real)
     coords, _ = m.evaluation_points(data.test)
     reconstructed = s.loe.render(coords, s.test_latents, e.batch_size)
     if len(real) <= real.shape[1]:
@@ -48,7 +47,7 @@ def scores(s: Scoring) -> dict:
     def score(features):
         kid_size = min(e.kid_subset_size, len(real), len(features))
         kid_mean, _ = scoring.kid(real, features, e.kid_subsets, kid_size, seed=cfg.seed)
-        return {"fid": round(scoring.frechet_distance(*real_stats, *scoring.gaussian(features)), 3),
+        return {"fid": round(scoring.frechet_distance_of(real, features), 3),
                 "kid": round(kid_mean, 5), "images": len(features)}
 
     generated = score(fid.inception_features(view_images(m, values[: e.fid_samples]), progress=True, device=device))
