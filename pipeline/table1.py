@@ -3,10 +3,10 @@ prior its paper trains (one diffusion model over the whole latent, `hcdm.variant
 budget and code; collected from DVC experiments with the shared collector (`pipeline.experiments`).
 
     for s in 0 1 2; do
-      dvc exp run --queue -n chinr-s$s -S fit_loe.seed=$s
-      for v in mnif functa; do
-        dvc exp run --queue -n $v-s$s -S fit_loe.seed=$s -S loe.variant=$v -S hcdm.variant=flat
-      done
+      dvc exp run --queue -n chinr-s$s -S fit_loe.seed=$s -S hcdm.seed=$s
+      dvc exp run --queue -n mnif-s$s -S fit_loe.seed=$s -S hcdm.seed=$s -S loe.variant=mnif -S hcdm.variant=flat
+      dvc exp run --queue -n functa-s$s -S fit_loe.seed=$s -S hcdm.seed=$s -S loe.variant=functa \
+        -S hcdm.variant=flat -S fit_loe.lr=0.001       # functa diverges at the default 2.5e-3 (the guard stops it)
     done
     dvc queue start --jobs 1          # wait for `dvc queue status` to show them done
     python -m pipeline.table1         # -> metrics/table1.json, metrics/table1.md
