@@ -1,5 +1,6 @@
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,9 @@ def _spare_checkpoints(tmp_path_factory):
 
 
 TRAINED_STAGES = ("prepare", "fit_loe", "export_latents", "train_hcdm")
+# A stage run as a process of its own: only the package on the path, spare checkpoints not in ~/.cache.
+STAGE_ENV = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin",
+             "CHINR_CHECKPOINTS": str(Path(tempfile.gettempdir()) / "chinr-test-spares")}
 
 
 @pytest.fixture(scope="session")
@@ -30,26 +34,24 @@ def micro_trained(tmp_path_factory):
     process of its own); modules copy it (`copy_of`) before they run more stages or spoil it."""
     import shutil
     import subprocess
-    import tempfile
 
     import yaml
 
     work = tmp_path_factory.mktemp("micro-trained")
     (work / "params.yaml").write_text(yaml.safe_dump(micro_params(), sort_keys=False))
-    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin",
-           "CHINR_CHECKPOINTS": str(Path(tempfile.gettempdir()) / "chinr-test-spares")}   # not ~/.cache
     for name in TRAINED_STAGES:
         r = subprocess.run([sys.executable, "-m", f"pipeline.stages.{name}"], cwd=work, capture_output=True,
-                           text=True, env=env)
+                           text=True, env=STAGE_ENV)
         assert r.returncode == 0, r.stderr[-2000:]
     shutil.rmtree(work / "data" / "logs", ignore_errors=True)
     return work
 
 
 def copy_of(run: Path, where: Path) -> Path:
+    """A copy of a run or repository (workspace, and git and DVC cache if any) to change freely."""
     import shutil
 
-    shutil.copytree(run, where)
+    shutil.copytree(run, where, symlinks=True)
     return where
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT, micro_params
+from conftest import ROOT, copy_of, micro_params
 from pipeline.experiments import records
 
 pytestmark = pytest.mark.skipif(shutil.which("dvc") is None, reason="dvc is not installed")
@@ -55,13 +55,6 @@ def image_repo(tmp_path_factory):
     return repro_in_new_repo(tmp_path_factory.mktemp("image"), micro_params())
 
 
-def copy_repo(repo, tmp_path):
-    """A copy of a repository (git, DVC cache and workspace) to change without touching the original."""
-    work = tmp_path / "repo"
-    shutil.copytree(repo, work, symlinks=True)
-    return work
-
-
 def data_hashes(work) -> dict:
     """dvc.lock's hash of every output under data/ (metrics hold timings, so they differ between runs)."""
     lock = yaml.safe_load((work / "dvc.lock").read_text())
@@ -70,7 +63,7 @@ def data_hashes(work) -> dict:
 
 
 def test_dvc_repro_then_binary_len_experiment(image_repo, tmp_path):
-    work = copy_repo(image_repo, tmp_path)
+    work = copy_of(image_repo, tmp_path / "repo")
 
     # Same params, same bytes: Stage-1 trained again from scratch, the reference and the HCDM again, and
     # every data/ output keeps its hash, so a fresh clone's `dvc repro` leaves dvc.lock as it was and
@@ -315,7 +308,7 @@ def test_an_interrupted_experiment_resumes_when_run_again(image_repo, tmp_path):
 
     import torch
 
-    work = copy_repo(image_repo, tmp_path)
+    work = copy_of(image_repo, tmp_path / "repo")
     sh("git add -A && git commit -qm base", work)
     spares = tmp_path / "spares"
     env = {**os.environ, "CHINR_CHECKPOINTS": str(spares)}

@@ -11,7 +11,6 @@ import signal
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch
 import yaml
 from PIL import Image
 
-from conftest import ROOT, copy_of, micro_params
+from conftest import STAGE_ENV, copy_of, micro_params
 from pipeline.modalities.image.modality import load_image
 from pipeline import config, control, datasets, io
 from pipeline.modalities import scoring
@@ -31,8 +30,7 @@ from pipeline.errors import DataError, NonFiniteError
 from pipeline.stages.analyze import figures
 from pipeline.training import Checkpointer, run_settings
 
-ENV = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin",
-       "CHINR_CHECKPOINTS": str(Path(tempfile.gettempdir()) / "chinr-test-spares")}   # not ~/.cache
+ENV = STAGE_ENV
 
 
 def stage(name, cwd, check=False, **kw):

@@ -68,11 +68,10 @@ def frechet_distance_of(x: np.ndarray, y: np.ndarray) -> float:
     """
     if min(len(x), len(y)) <= x.shape[1]:
         x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)      # as np.cov computes
-        a = (x - x.mean(0)) / np.sqrt(len(x) - 1)
-        b = (y - y.mean(0)) / np.sqrt(len(y) - 1)
+        mu1, mu2 = x.mean(0), y.mean(0)
+        a, b = (x - mu1) / np.sqrt(len(x) - 1), (y - mu2) / np.sqrt(len(y) - 1)
         trace_sqrt = float(np.linalg.svd(a @ b.T, compute_uv=False).sum())
-        mean_gap = float(((x.mean(0) - y.mean(0)) ** 2).sum())
-        return float(mean_gap + (a ** 2).sum() + (b ** 2).sum() - 2 * trace_sqrt)
+        return float(((mu1 - mu2) ** 2).sum() + (a ** 2).sum() + (b ** 2).sum() - 2 * trace_sqrt)
     return frechet_distance(*gaussian(x), *gaussian(y))
 
 
