@@ -10,6 +10,15 @@ ROOT = Path(__file__).resolve().parents[1]
 REALDATA = ROOT.parent / "shared" / "realdata"
 sys.path.insert(0, str(ROOT))
 
+# Under pytest-xdist (README: `-n 2`) each worker gets its share of the cores, and so does every process it
+# starts (stages, dvc): two workers at two threads each on 2 cores would oversubscribe them (a Stage-1 step
+# 0.24 s -> ~2 s when processes share the cores that way).
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if WORKER:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1)
+                                            // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 
 @pytest.fixture(autouse=True)
 def _seed():
@@ -23,21 +32,36 @@ def _spare_checkpoints(tmp_path_factory):
 
 
 TRAINED_STAGES = ("prepare", "fit_loe", "export_latents", "train_hcdm")
-# A stage run as a process of its own: only the package on the path, spare checkpoints not in ~/.cache.
+# A stage run as a process of its own: only the package on the path, spare checkpoints not in ~/.cache
+# (one folder per xdist worker), the worker's threads.
 STAGE_ENV = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin",
-             "CHINR_CHECKPOINTS": str(Path(tempfile.gettempdir()) / "chinr-test-spares")}
+             "CHINR_CHECKPOINTS": str(Path(tempfile.gettempdir()) / f"chinr-test-spares{WORKER or ''}"),
+             **({"OMP_NUM_THREADS": os.environ["OMP_NUM_THREADS"]} if WORKER else {})}
 
 
 @pytest.fixture(scope="session")
 def micro_trained(tmp_path_factory):
     """The micro configuration run through train_hcdm once per session (each stage as `dvc repro` runs it, a
     process of its own); modules copy it (`copy_of`) before they run more stages or spoil it."""
+    if WORKER:    # built once for all workers: the first builds it under a lock, the others wait and reuse it
+        from filelock import FileLock
+
+        shared = tmp_path_factory.getbasetemp().parent    # this session's folder, above every worker's
+        with FileLock(str(shared / "micro-trained.lock")):
+            if not (shared / "micro-trained" / "done").exists():
+                _train_micro(shared / "micro-trained")
+                (shared / "micro-trained" / "done").touch()
+        return shared / "micro-trained"
+    return _train_micro(tmp_path_factory.mktemp("micro-trained"))
+
+
+def _train_micro(work: Path) -> Path:
     import shutil
     import subprocess
 
     import yaml
 
-    work = tmp_path_factory.mktemp("micro-trained")
+    work.mkdir(parents=True, exist_ok=True)
     (work / "params.yaml").write_text(yaml.safe_dump(micro_params(), sort_keys=False))
     for name in TRAINED_STAGES:
         r = subprocess.run([sys.executable, "-m", f"pipeline.stages.{name}"], cwd=work, capture_output=True,

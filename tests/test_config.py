@@ -4,7 +4,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, STAGE_ENV
 from pipeline import config, preset
 from pipeline.config import ConfigError
 
@@ -49,7 +49,7 @@ def test_stage_reports_bad_params_in_one_line(tmp_path):
     params["fit_loe"]["lr"] = -1
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     r = subprocess.run([sys.executable, "-m", "pipeline.stages.prepare"], cwd=tmp_path, capture_output=True,
-                       text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+                       text=True, env=STAGE_ENV)
     assert r.returncode == 2
     assert r.stderr.strip() == "error: fit_loe.lr: must be > 0"
     assert not (tmp_path / "data").exists()
@@ -232,7 +232,7 @@ def test_cuda_asked_for_on_a_cpu_machine_is_one_line(tmp_path):
     params["device"] = "cuda"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     r = subprocess.run([sys.executable, "-m", "pipeline.stages.prepare"], cwd=tmp_path, capture_output=True,
-                       text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+                       text=True, env=STAGE_ENV)
     assert r.returncode == 2
     assert r.stderr.strip() == "error: device: 'cuda' asked for, but torch sees no CUDA device (use auto or cpu)"
 

@@ -8,14 +8,14 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT, copy_of
+from conftest import STAGE_ENV, copy_of
 from pipeline import analysis, control, meta, metrics, pictures
 
 @pytest.fixture(scope="module")
 def run_dir(micro_trained, tmp_path_factory):
     work = copy_of(micro_trained, tmp_path_factory.mktemp("run") / "run")
     subprocess.run([sys.executable, "-m", "pipeline.stages.sample"], cwd=work, check=True,
-                   capture_output=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+                   capture_output=True, env=STAGE_ENV)
     return work
 
 
@@ -141,7 +141,7 @@ def test_undecodable_image_is_named(in_run, tmp_path, capsys):
 def test_untrained_workspace_is_reported(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     r = subprocess.run([sys.executable, "-m", "pipeline.control", "tree"], capture_output=True, text=True,
-                       env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+                       env=STAGE_ENV)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().startswith("error: data/") and "dvc repro" in r.stderr
 
@@ -149,7 +149,7 @@ def test_untrained_workspace_is_reported(tmp_path, monkeypatch):
 def test_analyze_stage_writes_every_figure(run_dir):
     work = run_dir
     r = subprocess.run([sys.executable, "-m", "pipeline.stages.analyze"], cwd=work, capture_output=True, text=True,
-                       env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+                       env=STAGE_ENV)
     assert r.returncode == 0, r.stderr[-2000:]
     for name in ("tree", "resample", "compose", "interpolate", "retrieve", "render"):
         assert (work / "metrics/analysis" / f"{name}.png").exists()

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import STAGE_ENV
 
 CHECK = r'''
 import torch, torch.distributed as dist
@@ -40,7 +40,7 @@ def test_two_processes_stay_in_sync(tmp_path):
     script = tmp_path / "check.py"
     script.write_text(CHECK.format(out=tmp_path))
     r = subprocess.run(["torchrun", "--nproc_per_node", "2", "--master_port", "29533", str(script)],
-                       capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin:" +
+                       capture_output=True, text=True, env={**STAGE_ENV, "PATH": "/usr/bin:/bin:" +
                                                             str(sys.executable).rsplit("/", 1)[0]}, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "rank 0 in sync" in r.stdout and "rank 1 in sync" in r.stdout

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import REALDATA, ROOT
+from conftest import REALDATA, ROOT, STAGE_ENV
 from pipeline.modalities.image.modality import load_image
 from pipeline import config
 from pipeline.modalities.shape import voxels
@@ -117,7 +117,7 @@ def test_mutated_params_through_a_stage_give_exit_2_and_one_line(tmp_path, seed)
             break
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     r = subprocess.run([sys.executable, "-m", "pipeline.stages.prepare"], cwd=tmp_path, capture_output=True, text=True,
-                       env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+                       env=STAGE_ENV)
     assert r.returncode == 2 and r.stderr.strip() == expected and not (tmp_path / "data").exists()
 
 

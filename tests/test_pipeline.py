@@ -62,6 +62,7 @@ def data_hashes(work) -> dict:
             if o["path"].startswith("data/")}
 
 
+@pytest.mark.xdist_group("image_repo")    # one worker builds the module's repository once
 def test_dvc_repro_then_binary_len_experiment(image_repo, tmp_path):
     work = copy_of(image_repo, tmp_path / "repo")
 
@@ -299,6 +300,7 @@ def test_dvc_repro_on_nerf(tmp_path):
         sh(f"{sys.executable} -m pipeline.control render --source nerf:my_scene.png", work)
 
 
+@pytest.mark.xdist_group("image_repo")    # one worker builds the module's repository once
 def test_an_interrupted_experiment_resumes_when_run_again(image_repo, tmp_path):
     """Ctrl-C during `dvc exp run`, then the same command: Stage-2 resumes instead of starting over
     (before it does, dvc checks the baseline's checkpoint out over the experiment's own)."""

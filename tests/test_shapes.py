@@ -297,7 +297,7 @@ def test_imnet_run_reports_accuracy_and_psnr_on_its_test_points(tmp_path):
 
     import yaml
 
-    from conftest import ROOT
+    from conftest import STAGE_ENV
     from test_pipeline import shape_micro_params
 
     data_dir = tmp_path / "imnet"
@@ -312,7 +312,7 @@ def test_imnet_run_reports_accuracy_and_psnr_on_its_test_points(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     for stage in ("prepare", "fit_loe", "export_latents"):
         r = subprocess.run([sys.executable, "-m", f"pipeline.stages.{stage}"], cwd=tmp_path, capture_output=True,
-                           text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+                           text=True, env=STAGE_ENV)
         assert r.returncode == 0, r.stderr[-2000:]
     test = json.loads((tmp_path / "metrics/reconstruction.json").read_text())["test"]
     assert 0 <= test["accuracy_points"] <= 1 and test["psnr_points"] > 0 and "accuracy_points" not in \

@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, micro_params
+from conftest import STAGE_ENV, micro_params
 from pipeline.modalities.image import synthetic as synthetic_faces
 from pipeline.loe import LayersOfExperts
 from pipeline.meta import MetaSGD, inner_loop, mse_to_psnr, per_instance_mse
@@ -133,7 +133,7 @@ def test_fit_loe_with_a_huge_lr_stops_with_one_line_and_writes_no_model(tmp_path
     params = micro_params()
     params["fit_loe"].update(lr=1000.0, steps=60, warmup_steps=0, checkpoint_every=5)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    env = STAGE_ENV
     for stage in ("prepare", "fit_loe"):
         r = subprocess.run([sys.executable, "-m", f"pipeline.stages.{stage}"], cwd=tmp_path, capture_output=True,
                            text=True, env=env)
