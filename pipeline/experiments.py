@@ -88,11 +88,29 @@ def frame(payload) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     if df.empty:
         return df
+    return distinct(df, named)
+
+
+def distinct(df: pd.DataFrame, named) -> pd.DataFrame:
+    """Each run once (IDENTITY): an experiment's listing before others, then the fullest."""
     key = [c for c in df.columns if c in IDENTITY or c.startswith("generation.std_table.")]
     rank = pd.DataFrame({"experiment": named, "filled": df.notna().sum(axis=1)})
     order = rank.sort_values(["experiment", "filled"], ascending=False, kind="stable").index
     kept = df.loc[order].astype({c: str for c in key}).drop_duplicates(subset=key).index
     return df.loc[sorted(kept)].reset_index(drop=True)
+
+
+def recorded(path: Path) -> pd.DataFrame:
+    """The runs an earlier table recorded (its JSON's `runs`); SystemExit(2) with one line naming the file."""
+    try:
+        payload = json.loads(Path(path).read_text())
+        rows = payload["runs"]
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise TypeError("`runs` is not a list of records")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        print(f"error: --also {path}: not a table's JSON with its `runs` ({type(e).__name__}: {e})", file=sys.stderr)
+        raise SystemExit(2)
+    return pd.DataFrame(rows)
 
 
 def select(df: pd.DataFrame, patterns) -> list[str]:
@@ -155,6 +173,9 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
                         "commit they were queued from")
     p.add_argument("--where", nargs="+", default=[], metavar="KEY=VALUE",
                    help="keep only the runs whose params.yaml has these values (e.g. binary_len=12)")
+    p.add_argument("--also", nargs="+", type=Path, default=[], metavar="TABLE.json",
+                   help="add the runs an earlier table's JSON recorded (its `runs`): seeds run in another clone "
+                        "or on another day join this repository's experiments")
 
 
 def collect(prog: str, doc: str, out: Path, tables, argv: list[str] | None) -> int:
@@ -178,15 +199,19 @@ def parse_and_read(p: argparse.ArgumentParser, argv: list[str] | None):
     add_selection_args(p)
     a = p.parse_args(argv)
     try:
-        return a, runs(a.num, a.where)
+        return a, runs(a.num, a.where, a.also)
     except SystemExit as e:
         return None, int(e.code)
 
 
-def runs(commits: int, where: list[str] = ()) -> pd.DataFrame:
-    """The runs of the last `commits` commits' experiments whose params match `where` (KEY=VALUE, the value
-    read as YAML); SystemExit(2) with one line when there are none."""
+def runs(commits: int, where: list[str] = (), also: list[Path] = ()) -> pd.DataFrame:
+    """The runs of the last `commits` commits' experiments, with those recorded in `also` (tables' JSON),
+    whose params match `where` (KEY=VALUE, the value read as YAML); SystemExit(2) with one line when there
+    are none."""
     df = frame(exp_show(commits))
+    if also:
+        earlier = [recorded(path) for path in also]
+        df = distinct(pd.concat([df, *earlier], ignore_index=True), [False] * (len(df) + sum(map(len, earlier))))
     for item in where:
         key, sep, value = item.partition("=")
         if not sep or f"params.{key}" not in df.columns:

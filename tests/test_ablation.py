@@ -134,3 +134,23 @@ def test_table_1_gives_each_method_exactly_its_mean_and_spread(tmp_path, monkeyp
     assert rows["functa"]["n"] == 1 and rows["functa"]["generation.fid std"] is None
     md = (tmp_path / "t1.md").read_text()
     assert "| mnif | flat | 0.0025 | 28.5 ± 0.71 |" in md and "| CHINR (paper) | 34.9 | 13.4 |" in md
+
+
+def test_also_joins_the_runs_an_earlier_table_recorded_once_each(tmp_path, monkeypatch, capsys):
+    """Seed 0 collected on one day, seeds 1 and 2 in another clone: the table over all three, a run listed
+    in both counted once; a file that is not a table's JSON is one line naming it."""
+    from pipeline.table1 import main as table1_main
+    monkeypatch.setattr("pipeline.experiments.exp_show",
+                        lambda n: [method_record("a0", "chinr", 0, 50.0, 30.0, 20.0, prior="hierarchical")])
+    assert table1_main(["--out", str(tmp_path / "day1")]) == 0
+    monkeypatch.setattr("pipeline.experiments.exp_show", lambda n: [
+        method_record("a1", "chinr", 1, 52.0, 31.0, 22.0, prior="hierarchical"),
+        method_record("a2", "chinr", 2, 57.0, 32.0, 22.0, prior="hierarchical")])
+    earlier = tmp_path / "day1.json"
+    assert table1_main(["--also", str(earlier), str(earlier), "--out", str(tmp_path / "all")]) == 0
+    row = json.loads((tmp_path / "all.json").read_text())["table_1"][0]
+    assert row["n"] == 3 and row["generation.fid mean"] == 53.0 and row["reconstruction.test.psnr mean"] == 31.0
+    assert row["generation.fid std"] == pytest.approx(math.sqrt((9 + 1 + 16) / 2))
+    (tmp_path / "bad.json").write_text('{"table_1": []}')
+    assert table1_main(["--also", str(tmp_path / "bad.json"), "--out", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err.strip().startswith(f"error: --also {tmp_path / 'bad.json'}: not a table's JSON")
