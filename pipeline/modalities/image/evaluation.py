@@ -66,7 +66,7 @@ def scores(s: Scoring) -> dict:
                 "comparable_with_table_1": (f"yes: {fid.PAPER_SAMPLES} samples against the train split, as mNIF, if the "
                                             "data is CelebA-HQ 64" if paper else
                                             f"no: {e.fid_samples} samples (Table 1: {fid.PAPER_SAMPLES}); FID falls as "
-                                            "the count grows (docs/evaluation.md: which numbers can be laid beside Table 1)"),
+                                            "the count grows (README: which numbers can be laid beside Table 1)"),
                 "generated": e.fid_samples, "reference_split": "train", "reference_size": len(real),
                 "features": "Inception-v3 pool3 (TF 2015-12-05 weights), 2048-d", "resize": fid.RESIZE,
                 "kid": f"unbiased, cubic kernel, {e.kid_subsets} subsets of {kid_size}",
