@@ -37,7 +37,7 @@ def parse() -> argparse.Namespace:
                    default=[ROOT / "params.yaml", *sorted(p for p in (ROOT / "pipeline/presets").glob("*.yaml")
                                                           if p.stem != "default")])   # params.yaml is default
     a.add_argument("--precisions", nargs="*", default=None,
-                   help="default: fp32 tf32 bf16 on a GPU, fp32 on a CPU; PRECISION+compile times the step with "
+                   help="default: fp32 tf32 bf16 on a GPU, fp32 on a CPU (and bf16 with AVX512-BF16 or AMX); PRECISION+compile times the step with "
                         "fit_loe.compile (on a GPU: CUDA graphs); PRECISION+autotune compiles it with Inductor's "
                         "max-autotune (Triton matmul templates with their sin/cos epilogues fused; minutes to compile); "
                         "PRECISION+triton with fit_loe.kernel triton (pipeline/loe_triton.py)")
@@ -270,7 +270,9 @@ def main() -> int:
 
     device = resolve_device("auto")
     gpu = device.type == "cuda"
-    precisions = args.precisions or (["fp32", "tf32", "bf16"] if gpu else ["fp32"])
+    from pipeline.training import native_bf16
+
+    precisions = args.precisions or (["fp32", "tf32", "bf16"] if gpu else ["fp32", *(["bf16"] * native_bf16())])
     rates = sorted({p.partition("+")[0] for p in precisions}, key=["fp32", "tf32", "bf16"].index)
     report = {"device": torch.cuda.get_device_name(device) if gpu else f"cpu ({torch.get_num_threads()} threads)",
               "torch": torch.__version__, "code": str(args.code)}

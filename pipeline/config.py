@@ -111,7 +111,8 @@ class FitLoE:
     meta_sgd_init: tuple[float, float] = param((0.005, 0.1), "[low, high] of the uniform draw of the Meta-SGD\n"
                                                               "per-dimension inner rates at init")
     first_order: bool = param(False, "true: no gradient through the inner loop")
-    precision: str = param("fp32", "fp32 | tf32 | bf16: the training step's matmuls on a GPU (CPU: always fp32)",
+    precision: str = param("fp32", "fp32 | tf32 | bf16: the training step's arithmetic (tf32: a GPU's; bf16 on a CPU\n"
+                                   "with AVX512-BF16 or AMX, else fp32 with a warning)",
                                    choices=("fp32", "tf32", "bf16"))
     compile: bool = param(False, "true: torch.compile of the whole step (CUDA graphs on a GPU; a CPU needs a\n"
                                  "C++ compiler)")

@@ -41,6 +41,19 @@ def code_digest() -> str:
     return h.hexdigest()
 
 
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware: AVX512-BF16 or AMX on x86 (oneDNN's own
+    `_is_mkldnn_bf16_supported` says yes to any AVX-512 CPU, which emulates it), oneDNN's test elsewhere."""
+    import platform
+
+    try:
+        if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686"):
+            return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def file_digest(path: str | Path) -> str:
     h = hashlib.md5()
     with open(path, "rb") as f:

@@ -153,3 +153,48 @@ def test_compiled_step_gives_the_eager_step_loss_and_gradients():
     assert torch.allclose(out[True][0], out[False][0], rtol=1e-4, atol=1e-7)
     for a, b in zip(out[True][1], out[False][1]):
         assert torch.allclose(a, b, rtol=1e-3, atol=1e-6 * b.abs().max().item())
+
+
+def test_bf16_stage_1_step_runs_in_bf16_on_a_cpu_and_stays_near_fp32():
+    """fit_loe.precision bf16 autocasts the step's forward on a CPU too: a different loss (bf16 rounding
+    was applied) within 2% of fp32's on the same batch."""
+    from pipeline.meta import autocast_context
+
+    cfg = config.FitLoE(batch_size=8)
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        model, meta_sgd = small_model()
+        learner = MetaLearner(model, meta_sgd, MOD, cfg)
+        targets, coords = MOD.targets(IMAGES[:8]), MOD.coordinates()
+        with autocast_context(precision, torch.device("cpu")):
+            losses[precision] = learner.step_loss(coords, targets, torch.Generator().manual_seed(0)).float().mean().item()
+    assert losses["bf16"] != losses["fp32"]
+    assert abs(losses["bf16"] - losses["fp32"]) < 0.02 * losses["fp32"]
+
+
+def test_fit_loe_bf16_on_a_cpu_without_native_bf16_trains_fp32_and_says_so(micro_trained, tmp_path, monkeypatch):
+    """Emulated bf16 is slower than fp32, so the stage falls back: the same weights as an fp32 run, and the
+    warning in its metrics."""
+    import json
+
+    import yaml
+
+    from conftest import copy_of
+    from pipeline.stages import fit_loe, seeded
+
+    finals = {}
+    for precision, native in (("fp32", True), ("bf16", False)):
+        work = copy_of(micro_trained, tmp_path / precision)
+        (work / "data" / "fit_loe" / "checkpoint.pt").unlink()
+        params = yaml.safe_load((work / "params.yaml").read_text())
+        params["fit_loe"]["precision"] = precision
+        (work / "params.yaml").write_text(yaml.safe_dump(params))
+        monkeypatch.chdir(work)
+        monkeypatch.setattr(fit_loe, "native_bf16", lambda native=native: native)
+        fit_loe.main(config.load(work / "params.yaml"), seeded(0), 0.0, torch.device("cpu"))
+        finals[precision] = json.loads((work / "metrics" / "detail" / "fit_loe.json").read_text())
+    assert finals["bf16"]["final_loss"] == finals["fp32"]["final_loss"]
+    assert "warnings" not in finals["fp32"]
+    assert finals["bf16"]["warnings"] == [
+        "fit_loe.precision bf16 asked for, but this CPU has no native bf16 (AVX512-BF16 or AMX): training in fp32 "
+        "instead (set fit_loe.precision fp32 to silence this)"]

@@ -1,5 +1,7 @@
 """Stage `fit_loe` (Stage-1): fit the Layers-of-Experts to the train split, by meta-learning (CAVIA) or
 auto-decoding (`fit_loe.method`)."""
+import dataclasses
+
 from .. import artifacts, config, datasets, io
 from ..artifacts import CURVES, DATASET, LOE, LOE_CHECKPOINT, metrics_files
 from ..loe import LayersOfExperts
@@ -7,7 +9,8 @@ from ..loe_triton import use as use_kernel
 from ..autodecode import AutoDecoder
 from ..meta import MetaLearner, MetaSGD, save_loe
 from ..distributed import is_main
-from ..training import Checkpointer, StepLog, code_digest, file_digest, fingerprint, run_settings
+from ..errors import warn
+from ..training import Checkpointer, StepLog, code_digest, file_digest, fingerprint, native_bf16, run_settings
 from . import elapsed, run, seeded, write_metrics
 
 # Removed when the stage stops early (dvc.yaml's outs, metrics and plots; curves and checkpoints stay).
@@ -17,6 +20,12 @@ OUTPUTS = (LOE, *metrics_files("fit_loe"))
 def main(cfg, generator, start, device):
     if cfg.fit_loe.seed is not None:   # Stage-1's own seed: several Stage-1 runs over one dataset
         generator = seeded(cfg.fit_loe.seed)
+    fit, warnings = cfg.fit_loe, []
+    if fit.precision == "bf16" and device.type == "cpu" and not native_bf16():
+        # Emulated bf16 is slower than fp32: the default's step 2-3x on an AVX-512 CPU without BF16.
+        warn(warnings, "fit_loe.precision bf16 asked for, but this CPU has no native bf16 (AVX512-BF16 or AMX): "
+                       "training in fp32 instead (set fit_loe.precision fp32 to silence this)")
+        fit = dataclasses.replace(fit, precision="fp32")
     data = datasets.load(artifacts.require(DATASET, "prepare"))
     m = data.modality
     model = LayersOfExperts(m.d_in, m.d_out, cfg.loe.layers, cfg.loe.experts, cfg.loe.width,
@@ -24,15 +33,15 @@ def main(cfg, generator, start, device):
     meta_sgd = MetaSGD(cfg.loe.layers, cfg.loe.latent_dim, *cfg.fit_loe.meta_sgd_init)
     model, meta_sgd = model.to(device), meta_sgd.to(device)
     use_kernel(model, cfg.fit_loe.kernel, device)
-    run_id = fingerprint(cfg.seed, config.to_dict(cfg.loe), run_settings(cfg.fit_loe), file_digest(DATASET), code_digest())
+    run_id = fingerprint(cfg.seed, config.to_dict(cfg.loe), run_settings(fit), file_digest(DATASET), code_digest())
     io.discard(*OUTPUTS)      # a diverged run must not leave an older model looking current
     log = StepLog(CURVES / "fit_loe.csv")
-    checkpointer = Checkpointer(LOE_CHECKPOINT, run_id, cfg.fit_loe.checkpoint_every)
+    checkpointer = Checkpointer(LOE_CHECKPOINT, run_id, fit.checkpoint_every)
     table = None
-    if cfg.fit_loe.method == "autodecode":
-        table = AutoDecoder(model, m, cfg.fit_loe, device).fit(data.train, checkpointer, log, generator).latents
+    if fit.method == "autodecode":
+        table = AutoDecoder(model, m, fit, device).fit(data.train, checkpointer, log, generator).latents
     else:
-        MetaLearner(model, meta_sgd, m, cfg.fit_loe, device).fit(data.train, checkpointer, log, generator)
+        MetaLearner(model, meta_sgd, m, fit, device).fit(data.train, checkpointer, log, generator)
     if not is_main():
         return
     save_loe(LOE, model, meta_sgd, cfg.fit_loe.inner_steps, cfg.fit_loe.inner_lr, train_latents=table)
@@ -41,7 +50,7 @@ def main(cfg, generator, start, device):
     write_metrics("fit_loe", {
         "steps": cfg.fit_loe.steps, "final_loss": last["loss"], "final_train_batch_psnr": last["psnr"],
         **({"meta_sgd_rate_mean": round(meta_sgd().mean().item(), 5)} if table is None else {"method": "autodecode"}),
-        "parameters": sum(p.numel() for p in model.parameters()), "seconds": elapsed(start)}, omit=("steps",))
+        "parameters": sum(p.numel() for p in model.parameters()), "seconds": elapsed(start)}, warnings, omit=("steps",))
 
 
 if __name__ == "__main__":

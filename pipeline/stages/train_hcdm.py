@@ -7,7 +7,7 @@ from .. import artifacts, io
 from ..artifacts import CURVES, HCDM_CHECKPOINT, HCDM_MODEL, LATENTS, metrics_files
 from ..hcdm import HCDMTrainer, build_hcdm, save_hcdm
 from ..distributed import is_main
-from ..training import Checkpointer, StepLog, code_digest, file_digest, fingerprint, run_settings
+from ..training import Checkpointer, StepLog, code_digest, file_digest, fingerprint, native_bf16, run_settings
 from ..errors import warn
 from . import elapsed, run, seeded, write_metrics
 
@@ -42,19 +42,6 @@ def main(cfg, generator, start, device):
         "final_loss_mean_last_logs": round(sum(r["loss"] for r in tail) / len(tail), 5),
         "parameters": sum(p.numel() for p in model.parameters()), "seconds": elapsed(start)}, warnings,
         omit=("binary_len", "steps"))   # params, shown as such
-
-
-def native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 in hardware: AVX512-BF16 or AMX on x86 (oneDNN's own
-    `_is_mkldnn_bf16_supported` says yes to any AVX-512 CPU, which emulates it), oneDNN's test elsewhere."""
-    import platform
-
-    try:
-        if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686"):
-            return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 if __name__ == "__main__":
