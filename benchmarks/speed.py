@@ -56,6 +56,7 @@ args = parse()
 # The presets as this checkout composes them (plain dicts), before the timed checkout's pipeline is imported.
 sys.path.insert(0, str(ROOT))
 from pipeline.preset import compose  # noqa: E402
+from pipeline.training import native_bf16  # noqa: E402
 COMPOSED = {path: compose(path)[1] for path in {*args.presets, args.protocol_preset}}
 for name in [m for m in sys.modules if m == "pipeline" or m.startswith("pipeline.")]:
     del sys.modules[name]
@@ -270,9 +271,8 @@ def main() -> int:
 
     device = resolve_device("auto")
     gpu = device.type == "cuda"
-    from pipeline.training import native_bf16
-
-    precisions = args.precisions or (["fp32", "tf32", "bf16"] if gpu else ["fp32", *(["bf16"] * native_bf16())])
+    cpu_bf16 = native_bf16() and args.code.resolve() == ROOT.resolve()   # an older checkout runs bf16 as fp32 on a CPU
+    precisions = args.precisions or (["fp32", "tf32", "bf16"] if gpu else ["fp32", *(["bf16"] * cpu_bf16)])
     rates = sorted({p.partition("+")[0] for p in precisions}, key=["fp32", "tf32", "bf16"].index)
     report = {"device": torch.cuda.get_device_name(device) if gpu else f"cpu ({torch.get_num_threads()} threads)",
               "torch": torch.__version__, "code": str(args.code)}

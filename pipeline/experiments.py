@@ -96,7 +96,8 @@ def distinct(df: pd.DataFrame, named) -> pd.DataFrame:
     key = [c for c in df.columns if c in IDENTITY or c.startswith("generation.std_table.")]
     rank = pd.DataFrame({"experiment": named, "filled": df.notna().sum(axis=1)})
     order = rank.sort_values(["experiment", "filled"], ascending=False, kind="stable").index
-    kept = df.loc[order].astype({c: str for c in key}).drop_duplicates(subset=key).index
+    values = df.loc[order, key].apply(pd.to_numeric, errors="coerce")   # None and NaN alike: missing
+    kept = values.drop_duplicates().index
     return df.loc[sorted(kept)].reset_index(drop=True)
 
 
@@ -211,7 +212,8 @@ def runs(commits: int, where: list[str] = (), also: list[Path] = ()) -> pd.DataF
     df = frame(exp_show(commits))
     if also:
         earlier = [recorded(path) for path in also]
-        df = distinct(pd.concat([df, *earlier], ignore_index=True), [False] * (len(df) + sum(map(len, earlier))))
+        df = distinct(pd.concat([df, *earlier], ignore_index=True),   # this repository's listing of a run first
+                      [True] * len(df) + [False] * sum(map(len, earlier)))
     for item in where:
         key, sep, value = item.partition("=")
         if not sep or f"params.{key}" not in df.columns:

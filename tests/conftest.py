@@ -3,21 +3,33 @@ import sys
 import tempfile
 from pathlib import Path
 
-import pytest
-import torch
+
+def usable_cores() -> int:
+    """The cores this process may run on (a container's limit, not the host's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+# Under pytest-xdist (tests/pytest.ini: a worker per usable core) each worker gets its share of the cores, and
+# so does every process it starts (stages, dvc): two workers at two threads each on 2 cores would oversubscribe
+# them (a Stage-1 step 0.24 s -> ~2 s when processes share the cores that way). Set before torch and numpy load,
+# so their thread pools are sized by it.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if WORKER:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, usable_cores() // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 REALDATA = ROOT.parent / "shared" / "realdata"
 sys.path.insert(0, str(ROOT))
-
-# Under pytest-xdist (README: `-n 2`) each worker gets its share of the cores, and so does every process it
-# starts (stages, dvc): two workers at two threads each on 2 cores would oversubscribe them (a Stage-1 step
-# 0.24 s -> ~2 s when processes share the cores that way).
-WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 if WORKER:
-    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1)
-                                            // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: one worker per usable core (xdist's own count reads the host's physical cores)."""
+    return usable_cores()
 
 
 @pytest.fixture(autouse=True)
@@ -46,12 +58,22 @@ def micro_trained(tmp_path_factory):
     if WORKER:    # built once for all workers: the first builds it under a lock, the others wait and reuse it
         from filelock import FileLock
 
+        import shutil
+
         shared = tmp_path_factory.getbasetemp().parent    # this session's folder, above every worker's
+        work, failed = shared / "micro-trained", shared / "micro-trained.failed"
         with FileLock(str(shared / "micro-trained.lock")):
-            if not (shared / "micro-trained" / "done").exists():
-                _train_micro(shared / "micro-trained")
-                (shared / "micro-trained" / "done").touch()
-        return shared / "micro-trained"
+            if failed.exists():                            # another worker's build failed: the same failure
+                pytest.fail(f"the shared micro run failed to build: {failed.read_text()}")
+            if not (work / "done").exists():
+                shutil.rmtree(work, ignore_errors=True)
+                try:
+                    _train_micro(work)
+                except BaseException as e:
+                    failed.write_text(str(e)[-2000:])
+                    raise
+                (work / "done").touch()
+        return work
     return _train_micro(tmp_path_factory.mktemp("micro-trained"))
 
 

@@ -154,3 +154,21 @@ def test_also_joins_the_runs_an_earlier_table_recorded_once_each(tmp_path, monke
     (tmp_path / "bad.json").write_text('{"table_1": []}')
     assert table1_main(["--also", str(tmp_path / "bad.json"), "--out", str(tmp_path / "x")]) == 2
     assert capsys.readouterr().err.strip().startswith(f"error: --also {tmp_path / 'bad.json'}: not a table's JSON")
+
+
+def test_also_knows_a_run_whose_recorded_table_left_a_metric_empty(tmp_path, monkeypatch):
+    """A shape run has no FID: the recorded table holds null where this repository's listing has nothing
+    (NaN); the run is still one run, and this repository's listing of it is the one kept."""
+    from pipeline.experiments import runs
+
+    gen = {"coverage": 0.5, "mmd": 0.002, "memorisation_distance": 14.0}
+    listing = {"rev": "e1", "name": "s-0", "data": {"rev": "e1", "params": {"params.yaml": {"data": {
+        "loe": {"variant": "chinr"}}}}, "metrics": {"metrics/generation.json": {"data": gen}}}}
+    monkeypatch.setattr("pipeline.experiments.exp_show", lambda n: [listing])
+    recorded = [{"experiment": "workspace", "params.loe.variant": "chinr", "generation.fid": None,
+                 "generation.kid": None, **{f"generation.{k}": v for k, v in gen.items()}},
+                {"experiment": "other", "params.loe.variant": "chinr", "generation.fid": None, "generation.kid": None,
+                 "generation.coverage": 0.4, "generation.mmd": 0.003, "generation.memorisation_distance": 13.0}]
+    (tmp_path / "t.json").write_text(json.dumps({"runs": recorded}))
+    df = runs(1, also=[tmp_path / "t.json"])
+    assert list(df["experiment"]) == ["s-0", "other"]
