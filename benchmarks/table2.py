@@ -29,8 +29,7 @@ sys.path.insert(0, str(ROOT))
 from pipeline import artifacts, config, io  # noqa: E402
 from pipeline.generation import memorised_std_table, std_tables  # noqa: E402
 from pipeline.hcdm import HCDMTrainer, build_hcdm  # noqa: E402
-from pipeline.training import native_bf16  # noqa: E402
-from pipeline.training import Checkpointer, StepLog, seed_everything  # noqa: E402
+from pipeline.training import Checkpointer, StepLog, native_bf16, seed_everything  # noqa: E402
 
 
 def with_overrides(raw: dict, overrides: list[str]) -> config.Config:

@@ -56,9 +56,9 @@ def micro_trained(tmp_path_factory):
     """The micro configuration run through train_hcdm once per session (each stage as `dvc repro` runs it, a
     process of its own); modules copy it (`copy_of`) before they run more stages or spoil it."""
     if WORKER:    # built once for all workers: the first builds it under a lock, the others wait and reuse it
-        from filelock import FileLock
-
         import shutil
+
+        from filelock import FileLock
 
         shared = tmp_path_factory.getbasetemp().parent    # this session's folder, above every worker's
         work, failed = shared / "micro-trained", shared / "micro-trained.failed"

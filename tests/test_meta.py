@@ -190,7 +190,7 @@ def test_fit_loe_bf16_on_a_cpu_without_native_bf16_trains_fp32_and_says_so(micro
         params["fit_loe"]["precision"] = precision
         (work / "params.yaml").write_text(yaml.safe_dump(params))
         monkeypatch.chdir(work)
-        monkeypatch.setattr(fit_loe, "native_bf16", lambda native=native: native)
+        monkeypatch.setattr("pipeline.training.native_bf16", lambda native=native: native)
         fit_loe.main(config.load(work / "params.yaml"), seeded(0), 0.0, torch.device("cpu"))
         finals[precision] = json.loads((work / "metrics" / "detail" / "fit_loe.json").read_text())
     assert finals["bf16"]["final_loss"] == finals["fp32"]["final_loss"]

@@ -133,10 +133,9 @@ def test_fit_loe_with_a_huge_lr_stops_with_one_line_and_writes_no_model(tmp_path
     params = micro_params()
     params["fit_loe"].update(lr=1000.0, steps=60, warmup_steps=0, checkpoint_every=5)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    env = STAGE_ENV
     for stage in ("prepare", "fit_loe"):
         r = subprocess.run([sys.executable, "-m", f"pipeline.stages.{stage}"], cwd=tmp_path, capture_output=True,
-                           text=True, env=env)
+                           text=True, env=STAGE_ENV)
     assert r.returncode == 2, r.stderr[-2000:]
     line = r.stderr.strip().splitlines()[-1]
     assert line.startswith("error: fit_loe diverged at step ") and "turn down fit_loe.lr, fit_loe.inner_lr" in line

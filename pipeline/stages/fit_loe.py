@@ -1,7 +1,5 @@
 """Stage `fit_loe` (Stage-1): fit the Layers-of-Experts to the train split, by meta-learning (CAVIA) or
 auto-decoding (`fit_loe.method`)."""
-import dataclasses
-
 from .. import artifacts, config, datasets, io
 from ..artifacts import CURVES, DATASET, LOE, LOE_CHECKPOINT, metrics_files
 from ..loe import LayersOfExperts
@@ -9,8 +7,7 @@ from ..loe_triton import use as use_kernel
 from ..autodecode import AutoDecoder
 from ..meta import MetaLearner, MetaSGD, save_loe
 from ..distributed import is_main
-from ..errors import warn
-from ..training import Checkpointer, StepLog, code_digest, file_digest, fingerprint, native_bf16, run_settings
+from ..training import Checkpointer, StepLog, code_digest, file_digest, fingerprint, precision_here, run_settings
 from . import elapsed, run, seeded, write_metrics
 
 # Removed when the stage stops early (dvc.yaml's outs, metrics and plots; curves and checkpoints stay).
@@ -20,12 +17,8 @@ OUTPUTS = (LOE, *metrics_files("fit_loe"))
 def main(cfg, generator, start, device):
     if cfg.fit_loe.seed is not None:   # Stage-1's own seed: several Stage-1 runs over one dataset
         generator = seeded(cfg.fit_loe.seed)
-    fit, warnings = cfg.fit_loe, []
-    if fit.precision == "bf16" and device.type == "cpu" and not native_bf16():
-        # Emulated bf16 is slower than fp32: the default's step 2-3x on an AVX-512 CPU without BF16.
-        warn(warnings, "fit_loe.precision bf16 asked for, but this CPU has no native bf16 (AVX512-BF16 or AMX): "
-                       "training in fp32 instead (set fit_loe.precision fp32 to silence this)")
-        fit = dataclasses.replace(fit, precision="fp32")
+    warnings: list[str] = []
+    fit = precision_here(cfg.fit_loe, "fit_loe.precision", device, warnings)
     data = datasets.load(artifacts.require(DATASET, "prepare"))
     m = data.modality
     model = LayersOfExperts(m.d_in, m.d_out, cfg.loe.layers, cfg.loe.experts, cfg.loe.width,

@@ -7,8 +7,7 @@ from .. import artifacts, io
 from ..artifacts import CURVES, HCDM_CHECKPOINT, HCDM_MODEL, LATENTS, metrics_files
 from ..hcdm import HCDMTrainer, build_hcdm, save_hcdm
 from ..distributed import is_main
-from ..training import Checkpointer, StepLog, code_digest, file_digest, fingerprint, native_bf16, run_settings
-from ..errors import warn
+from ..training import Checkpointer, StepLog, code_digest, file_digest, fingerprint, precision_here, run_settings
 from . import elapsed, run, seeded, write_metrics
 
 # Removed when the stage stops early (dvc.yaml's outs, metrics and plots; curves and checkpoints stay).
@@ -20,12 +19,8 @@ def main(cfg, generator, start, device):
     h = cfg.hcdm
     if h.seed is not None:   # Stage-2's own seed: several HCDMs over one Stage-1
         generator = seeded(h.seed)
-    warnings = []
-    if h.precision == "bf16" and device.type == "cpu" and not native_bf16():
-        # Emulated bf16 is 2-20x slower than fp32 (an AVX-512 CPU without BF16: 99 vs 43 ms a step).
-        warn(warnings, "hcdm.precision bf16 asked for, but this CPU has no native bf16 (AVX512-BF16 or AMX): "
-                       "training in fp32 instead (set hcdm.precision fp32 to silence this)")
-        h = dataclasses.replace(h, precision="fp32")
+    warnings: list[str] = []
+    h = precision_here(h, "hcdm.precision", device, warnings)
     model = build_hcdm(dataclasses.replace(cfg, hcdm=h)).to(device)
     run_id = fingerprint(cfg.seed, cfg.binary_len, run_settings(h), file_digest(LATENTS), code_digest())
     io.discard(*OUTPUTS)   # a diverged run must not leave an older model looking current
