@@ -156,18 +156,23 @@ def test_the_page_in_a_real_browser(served, tmp_path):
         wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1")
         anchor_id = driver.find_element(By.CSS_SELECTOR, "#anchor img").get_attribute("data-id")
         # The interpolation and composition panels follow the anchor; the slider redraws.
-        wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#interp img").get_attribute("src").startswith("data:"))
-        wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#composed img").get_attribute("src").startswith("data:"))
-        before = driver.find_element(By.CSS_SELECTOR, "#interp img").get_attribute("src")
+        # An <img> has no src until its request returns: get_attribute gives None until then, and an
+        # exception inside wait.until (other than a missing element) ends the wait at once.
+        def src(css):
+            return driver.find_element(By.CSS_SELECTOR, css).get_attribute("src") or ""
+
+        wait.until(lambda d: src("#interp img").startswith("data:"))
+        wait.until(lambda d: src("#composed img").startswith("data:"))
+        before = src("#interp img")
         driver.execute_script("const t = document.getElementById('t'); t.value = '1'; "
                               "t.dispatchEvent(new Event('input'));")
-        wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#interp img").get_attribute("src") != before)
+        wait.until(lambda d: src("#interp img") != before)
         assert anchor_id and driver.find_element(By.ID, "info").text.startswith("image run, hierarchical prior")
         Select(driver.find_element(By.ID, "k")).select_by_value("2")
         driver.find_element(By.ID, "resample").click()
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#completions img")) == 6)
         images = driver.find_elements(By.CSS_SELECTOR, "#completions img")
-        assert all(img.get_attribute("src").startswith("data:image/png;base64,") for img in images)
+        assert all((img.get_attribute("src") or "").startswith("data:image/png;base64,") for img in images)
         # The fixed-prefix invariant, read back from the server for what the page shows.
         anchor = latent(base, anchor_id)
         for img in images:
