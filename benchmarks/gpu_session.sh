@@ -7,10 +7,13 @@
 #                                            # and 1000 CelebA-size steps of fp32 eager beside tf32 and bf16 compiled
 #   bash benchmarks/gpu_session.sh autotune  # the CelebA step compiled as the pipeline does beside Inductor's
 #                                            # max-autotune (matmuls with fused sin/cos epilogues), and its profile
-#   bash benchmarks/gpu_session.sh fused     # the CelebA and ShapeNet steps eager / compiled / with the fused
-#                                            # Triton kernels (fit_loe.kernel triton), their profile, and 1000
-#                                            # CelebA-size steps of each: test PSNR against the fp32 eager path
-# VARIANTS, CPRESETS and QUALITY (precision:compile pairs) narrow the `compile` run; VARIANTS the `autotune` one.
+#   bash benchmarks/gpu_session.sh fused     # the fused Triton kernels' errors against float64 (fused_check.py),
+#                                            # the CelebA and ShapeNet steps eager / compiled / with the kernels
+#                                            # (fit_loe.kernel triton), their profile, and 1000 CelebA-size steps
+#                                            # of each: test PSNR against the fp32 eager path; fused-speed and
+#                                            # fused-quality run its two halves (two calls of a short lease)
+# VARIANTS, CPRESETS and QUALITY (precision:compile pairs) narrow the `compile` run; VARIANTS the `autotune` one;
+# FVARIANTS, FQUALITY (kernel:precision pairs) and FN (e.g. "--train 500 --test 100") the `fused` one.
 # Results land in $RESULTS (default benchmarks/results/gpu). TINY=1 runs the same path at toy sizes (CPU check).
 # OLD=dir times another checkout's pipeline/ beside this one; INCEPTION=file.pt uses that TorchScript Inception.
 set -u
@@ -33,6 +36,7 @@ latent_dim=4); p['fit_loe'].update(batch_size=2, points_per_step=64); p['hcdm'].
 yaml.safe_dump(p, open('$TOY', 'w'), sort_keys=False)"
   FPRESETS="$TOY"; FVARIANTS=${FVARIANTS:-"fp32 fp32+triton"}; FPROF=fp32+triton
   FQUALITY="torch:fp32 triton:fp32"; FSMALL="$SMALL --set fit_loe.points_per_step=64"; FSTEPS=4
+  FCHECK="--batch 2 --points 64"
 else
   STEPS=3000; PSTEPS=1000; TIMED=10; PROTO=5000; N="--train 1500 --test 100"; NS="--train 1000 --test 100"; SMALL=""
   PRESETS="params.yaml pipeline/presets/shapes32.yaml pipeline/presets/celebahq64.yaml pipeline/presets/shapenet64.yaml"
@@ -40,7 +44,8 @@ else
   PROF=tf32+compile; CPRESETS=${CPRESETS:-"$MAIN pipeline/presets/shapenet64.yaml"}
   AVARIANTS=${AVARIANTS:-"tf32+compile tf32+autotune"}; APROF=tf32+autotune
   FPRESETS="$MAIN pipeline/presets/shapenet64.yaml"; FVARIANTS=${FVARIANTS:-"fp32 tf32 tf32+compile fp32+triton tf32+triton"}
-  FPROF=tf32+triton; FQUALITY="torch:fp32 triton:fp32 triton:tf32"; FSMALL=""; FSTEPS=$PSTEPS
+  FPROF=tf32+triton; FQUALITY=${FQUALITY:-"torch:fp32 triton:fp32 triton:tf32"}; FSMALL=""; FSTEPS=$PSTEPS
+  FCHECK="--batch 4"
 fi
 INC=${INCEPTION:+--inception $INCEPTION}
 LR="--set fit_loe.lr=0.0003"      # the short-schedule outer lr (measured on CPU: faster than 1e-4, stable)
@@ -76,16 +81,22 @@ compile)
       > "$RESULTS/compile_${v%:*}_${v#*:}.log" 2>&1 &
   done
   wait; tail -n 4 "$RESULTS"/compile_*.log ;;
-fused)
+fused|fused-speed)
+  for p in $FPRESETS; do             # the numbers first: each kernel's error against float64 at the preset's sizes
+    python $B/fused_check.py $p $FCHECK --out "$RESULTS/fused_check_$(basename $p .yaml).json" 2>&1 \
+      | tee -a "$RESULTS/fused_check.log"
+  done
   timeout ${SPEED_LIMIT:-900} python $B/speed.py --presets $FPRESETS --precisions $FVARIANTS --steps $TIMED \
     --profile "$(basename ${FPRESETS%% *} .yaml):$FPROF" --out "$RESULTS/speed_fused.json" 2>&1 \
-    | tee "$RESULTS/speed_fused.log"
+    | tee "$RESULTS/speed_fused.log" ;;&
+fused|fused-quality)
   for v in $FQUALITY; do             # kernel:precision, each 1000 steps; the goal: within 0.2 dB of torch:fp32
-    python $B/preset_quality.py $MAIN --steps $FSTEPS --warmup 50 $N $LR $FSMALL --set fit_loe.kernel=${v%:*} \
-      --set fit_loe.precision=${v#*:} --limit ${LIMIT:-900} --out "$RESULTS/fused_${v%:*}_${v#*:}" \
+    python $B/preset_quality.py $MAIN --steps $FSTEPS --warmup 50 ${FN:-$N} $LR $FSMALL --set fit_loe.kernel=${v%:*} \
+      --set fit_loe.precision=${v#*:} --set fit_loe.compile=false --limit ${LIMIT:-900} \
+      --out "$RESULTS/fused_${v%:*}_${v#*:}" \
       > "$RESULTS/fused_${v%:*}_${v#*:}.log" 2>&1 &
   done
-  wait; tail -n 4 "$RESULTS"/fused_*.log ;;
+  wait; tail -n 4 "$RESULTS"/fused_*_*.log ;;
 autotune)
   timeout ${SPEED_LIMIT:-540} python $B/speed.py --presets $MAIN --precisions $AVARIANTS --steps $TIMED \
     --profile "$(basename $MAIN .yaml):$APROF" --out "$RESULTS/speed_autotune.json" 2>&1 | tee "$RESULTS/speed_autotune.log" ;;

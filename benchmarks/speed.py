@@ -134,7 +134,11 @@ def stage1(cfg, device: torch.device, variant: str):
     model = LayersOfExperts(m.d_in, m.d_out, cfg.loe.layers, cfg.loe.experts, cfg.loe.width,
                             cfg.loe.latent_dim, cfg.loe.w0).to(device)
     meta = MetaSGD(cfg.loe.layers, cfg.loe.latent_dim, *c.meta_sgd_init).to(device)
-    fit = c.__class__(**{**config.to_dict(c), "precision": precision, **({"compile": bool(how)} if how else {})}) \
+    # A plain precision is the eager step even where the preset compiles (the GPU presets set fit_loe.compile):
+    # each variant is what its name says, and none reuses another's compiled graph.
+    torch._dynamo.reset()
+    fit = c.__class__(**{**config.to_dict(c), "precision": precision,
+                         **({"compile": how == "compile"} if "compile" in config.to_dict(c) else {})}) \
         if hasattr(c, "precision") else c
     learner = MetaLearner(model, meta, m, fit, device)
     if kernel == "triton":                        # the fused LoE-layer kernels (fit_loe.kernel: triton)
@@ -312,6 +316,8 @@ def main() -> int:
         print(name, "hcdm", entry["hcdm"], flush=True)
         report[name] = entry
         rows.append((name, entry))
+        if args.out:                              # after each preset: a run cut by a time limit keeps what it measured
+            args.out.write_text(json.dumps(report, indent=2) + "\n")
     if args.profile:
         name, _, p = args.profile.partition(":")
         path = next(x for x in args.presets if x.stem == name or (name == "default" and x.name == "params.yaml"))
