@@ -139,6 +139,13 @@ def spare_store() -> Path | None:
 class Checkpointer:
     """The checkpoint of one run: its `persist: true` output, plus a spare copy named by the run's fingerprint.
 
+    A run is its fingerprint (params, data) and the code that trains it (`code`, by default the package's
+    digest): a checkpoint resumes only under both. An unfinished checkpoint holds the code digest; the
+    finished one does not, so its bytes, which `dvc.lock` records, follow the params and data alone and a
+    fresh clone reproduces them after any code change that leaves the computation alone. The code that
+    wrote a finished checkpoint is kept beside it instead (`<name>.code`, with the checkpoint's own digest:
+    a checkpoint `dvc checkout` put there is not vouched for, and starts afresh).
+
     Why the spare: before it runs, `dvc exp run` checks out the baseline's
     outputs, `persist` ones included, so an interrupted experiment's
     checkpoint is replaced by the baseline's (another fingerprint) and a rerun
@@ -148,10 +155,12 @@ class Checkpointer:
     so only interrupted runs leave one.
     """
 
-    def __init__(self, path: str | Path, fingerprint: str, every: int):
+    def __init__(self, path: str | Path, fingerprint: str, every: int, code: str | None = None):
         self.path = Path(path)
         self.fingerprint = fingerprint
+        self.code = code_digest() if code is None else code
         self.every = every
+        self.vouched = self.path.with_name(self.path.name + ".code")   # who wrote the finished checkpoint
         store = spare_store()
         # Named by the workspace's checkpoint path and the run: two clones never share a spare.
         where = hashlib.sha256(str(self.path.resolve()).encode()).hexdigest()[:8]
@@ -180,20 +189,37 @@ class Checkpointer:
                 print(f"[checkpoint] {path} is unreadable ({reason}); moved it to {aside} and starting afresh")
             return None
 
+    def _code_of(self, path: Path, state: dict) -> str | None:
+        """The code digest that wrote a checkpoint: its own, or for a finished one what `<name>.code` vouches."""
+        if "code" in state:
+            return state["code"]
+        try:
+            vouched = json.loads(self.vouched.read_text())
+        except (OSError, ValueError):
+            return None
+        if path == self.path and isinstance(vouched, dict) and vouched.get("md5") == file_digest(path):
+            return vouched.get("code")
+        return None
+
     def load(self) -> dict | None:
         """The saved state of this very run, or None (no file, another run's, or an unreadable one)."""
-        other = False
+        other = other_code = False
         for path in (self.path, self.spare):
             if path is None or not path.exists():
                 continue
             state = self._read(path)
             if state is None:
                 continue
-            if state.get("fingerprint") == self.fingerprint:
+            if state.get("fingerprint") != self.fingerprint:
+                other = True
+            elif self._code_of(path, state) != self.code:
+                other_code = True
+            else:
                 print(f"[checkpoint] resuming from {path} at step {state['step']}")
-                return state
-            other = True
-        if other:
+                return {k: v for k, v in state.items() if k != "code"}
+        if other_code:
+            print(f"[checkpoint] {self.path} was written by other code (or is not vouched for): starting afresh")
+        elif other:
             print(f"[checkpoint] {self.path} belongs to other params or data: starting afresh")
         return None
 
@@ -205,11 +231,15 @@ class Checkpointer:
         import os
         import shutil
 
-        io.save_torch(self.path, {**state, "fingerprint": self.fingerprint})
-        if self.spare is None:
+        if final:                                  # no code digest inside: the bytes DVC records
+            io.save_torch(self.path, {**state, "fingerprint": self.fingerprint})
+            io.save_text(self.vouched, json.dumps({"md5": file_digest(self.path), "code": self.code}) + "\n")
+            if self.spare is not None:
+                self.spare.unlink(missing_ok=True)
             return
-        if final:
-            self.spare.unlink(missing_ok=True)
+        self.vouched.unlink(missing_ok=True)       # the file is about to be another checkpoint
+        io.save_torch(self.path, {**state, "fingerprint": self.fingerprint, "code": self.code})
+        if self.spare is None:
             return
         try:
             self.spare.parent.mkdir(parents=True, exist_ok=True)

@@ -447,7 +447,8 @@ def test_a_spare_checkpoint_survives_dvc_replacing_the_output(tmp_path, monkeypa
     spare = run.spare
     assert spare.parent == tmp_path / "spares" and spare.name.endswith("-hcdm-checkpoint-fp-exp.pt")
     assert spare.exists() and os.path.samefile(spare, path)            # a hard link: nothing written twice
-    io.save_torch(path, {"step": 99, "modules": {}, "optimizer": {}, "fingerprint": "fp-baseline"})   # the checkout
+    # The checkout: the baseline's finished checkpoint, which the baseline's own run in this workspace vouched for.
+    Checkpointer(path, "fp-baseline", every=10).save({"step": 99, "modules": {}, "optimizer": {}}, final=True)
     assert torch.load(spare, weights_only=True)["step"] == 10          # a new file replaced the link, not its content
     assert Checkpointer(path, "fp-exp", every=10).load()["step"] == 10
     assert Checkpointer(path, "fp-baseline", every=10).load()["step"] == 99
@@ -461,6 +462,31 @@ def test_a_spare_checkpoint_survives_dvc_replacing_the_output(tmp_path, monkeypa
         raise RuntimeError("Could not determine home directory")
     monkeypatch.setattr(Path, "home", staticmethod(no_home))
     assert Checkpointer(path, "x", every=10).spare is None              # no home: no spare, no failure
+
+
+def test_a_finished_checkpoint_has_the_same_bytes_under_any_code_and_resumes_only_under_its_own(tmp_path, capsys):
+    """dvc.lock records the finished checkpoint: its bytes follow params and data, not the code digest; the
+    code that wrote it is vouched for beside it, with the file's digest, and only that code resumes it."""
+    state = {"step": 20, "modules": {"w": torch.arange(4.0)}, "optimizer": {}}
+    a, b = tmp_path / "a" / "checkpoint.pt", tmp_path / "b" / "checkpoint.pt"
+    Checkpointer(a, "fp", every=10, code="code-1").save(state, final=True)
+    Checkpointer(b, "fp", every=10, code="code-2").save(state, final=True)
+    assert a.read_bytes() == b.read_bytes() and "code" not in torch.load(a, weights_only=True)
+    assert Checkpointer(a, "fp", every=10, code="code-1").load()["step"] == 20
+    assert Checkpointer(a, "fp", every=10, code="code-2").load() is None
+    assert "was written by other code" in capsys.readouterr().out
+    # A checkpoint put in place by someone else (`dvc checkout` of another run's file): not vouched for.
+    io.save_torch(a, {**state, "step": 19, "fingerprint": "fp"})
+    assert Checkpointer(a, "fp", every=10, code="code-1").load() is None
+    # An unfinished checkpoint carries its code; other code does not resume it, its own does.
+    run = Checkpointer(a, "fp", every=10, code="code-1")
+    run.save({**state, "step": 10})
+    assert torch.load(a, weights_only=True)["code"] == "code-1" and not run.vouched.exists()
+    assert Checkpointer(a, "fp", every=10, code="code-2").load() is None
+    resumed = Checkpointer(a, "fp", every=10, code="code-1").load()
+    assert resumed["step"] == 10 and "code" not in resumed
+    assert Checkpointer(a, "other-params", every=10, code="code-1").load() is None
+    assert "belongs to other params or data" in capsys.readouterr().out
 
 
 def test_stale_temporaries_of_an_artifact_are_cleaned_on_the_next_write(tmp_path):
