@@ -21,12 +21,6 @@ import torch
 from conftest import ROOT, copy_of
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served(request, tmp_path_factory):
     """A server over a trained run, in a thread of this process; yields its base URL and workspace."""
@@ -38,14 +32,14 @@ def served(request, tmp_path_factory):
     os.chdir(work)
     try:
         session = serve.Session(control.Run(), steps=10)
-        port = free_port()
-        server = serve.server(session, port=port)
+        server = serve.server(session, port=0)     # the system picks a free port as it binds: no race
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         for _ in range(200):
             if server.started:
                 break
             time.sleep(0.05)
+        port = server.servers[0].sockets[0].getsockname()[1]
         yield f"http://127.0.0.1:{port}", Path(work), session
         server.should_exit = True
         thread.join(10)
