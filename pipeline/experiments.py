@@ -262,6 +262,11 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"error: --by {missing[0]}: not a key of params.yaml in these experiments", file=sys.stderr)
         return 2
+    older = df[by].isna().all(axis=1)          # a commit before these params: not one of the compared runs
+    if older.any():
+        print(f"note: left out {int(older.sum())} run(s) without any --by param (older commits): "
+              + ", ".join(map(str, df.loc[older, "experiment"])), file=sys.stderr)
+        df = df[~older].reset_index(drop=True)
     columns = select(df, a.columns)
     summary = summarise(df, by, columns)
     io.save_json(a.out.with_suffix(".json"), {

@@ -113,6 +113,17 @@ def method_record(rev, variant, seed, fid, psnr, seconds, prior="flat"):
     return r
 
 
+def test_a_run_from_before_the_compared_params_is_not_a_row(tmp_path, monkeypatch, capsys):
+    payload = [record(f"r{s}", f"x-s{s}", 12, "hierarchical", 40.0 + 2 * s, {"std_1": 1.0}, seed=s) for s in range(2)]
+    old = record("22ca781", None, 12, "hierarchical", 60.0, {"std_1": 1.0})
+    del old["data"]["params"]["params.yaml"]["data"]["hcdm"]["denoiser"]        # the commit predates the key
+    monkeypatch.setattr("pipeline.experiments.exp_show", lambda n: [*payload, old])
+    assert collect_main(["--by", "hcdm.denoiser", "--columns", "generation.fid", "--out", str(tmp_path / "d")]) == 0
+    out = json.loads((tmp_path / "d.json").read_text())
+    assert [r["experiment"] for r in out["runs"]] == ["x-s0", "x-s1"] and out["summary"][0]["generation.fid mean"] == 41.0
+    assert "22ca781" not in (tmp_path / "d.md").read_text() and "left out 1 run(s)" in capsys.readouterr().err
+
+
 def test_table_1_gives_each_method_exactly_its_mean_and_spread(tmp_path, monkeypatch):
     from pipeline.table1 import main as table1_main
     payload = [method_record("a0", "chinr", 0, 50.0, 30.0, 20.0, prior="hierarchical"),
