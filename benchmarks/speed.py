@@ -138,7 +138,7 @@ def stage1(cfg, device: torch.device, variant: str):
     # each variant is what its name says, and none reuses another's compiled graph.
     torch._dynamo.reset()
     fit = c.__class__(**{**config.to_dict(c), "precision": precision,
-                         **({"compile": how == "compile"} if "compile" in config.to_dict(c) else {})}) \
+                         **({"compile": how in ("compile", "autotune")} if "compile" in config.to_dict(c) else {})}) \
         if hasattr(c, "precision") else c
     learner = MetaLearner(model, meta, m, fit, device)
     if kernel == "triton":                        # the fused LoE-layer kernels (fit_loe.kernel: triton)

@@ -2,8 +2,9 @@
 log that `dvc plots` draws, and checkpoints that let an interrupted stage resume.
 
 A checkpoint carries a fingerprint of everything that defines the run (params
-and data). A stage resumes only from a checkpoint with its own fingerprint;
-any other is ignored, so changing params can never continue a stale run.
+and data). A stage resumes only from a checkpoint with its own fingerprint and
+written by the code now on disk; any other is ignored, so changing params or
+code can never continue a stale run.
 """
 from __future__ import annotations
 
@@ -142,9 +143,12 @@ class Checkpointer:
     A run is its fingerprint (params, data) and the code that trains it (`code`, by default the package's
     digest): a checkpoint resumes only under both. An unfinished checkpoint holds the code digest; the
     finished one does not, so its bytes, which `dvc.lock` records, follow the params and data alone and a
-    fresh clone reproduces them after any code change that leaves the computation alone. The code that
-    wrote a finished checkpoint is kept beside it instead (`<name>.code`, with the checkpoint's own digest:
-    a checkpoint `dvc checkout` put there is not vouched for, and starts afresh).
+    fresh clone reproduces them after any code change that leaves the computation alone. Who wrote a
+    finished checkpoint is vouched for by either of two records: `<name>.code` beside it (the code digest
+    of each finished checkpoint this workspace wrote, by the checkpoint's md5), or `dvc.lock`, when it
+    lists this very file as a stage's output and every module that stage runs is unchanged since (a
+    checkpoint `dvc pull` or `dvc checkout` brought, under the code that made it). Anything else starts
+    afresh.
 
     Why the spare: before it runs, `dvc exp run` checks out the baseline's
     outputs, `persist` ones included, so an interrupted experiment's
@@ -160,12 +164,13 @@ class Checkpointer:
         self.fingerprint = fingerprint
         self.code = code_digest() if code is None else code
         self.every = every
-        self.vouched = self.path.with_name(self.path.name + ".code")   # who wrote the finished checkpoint
+        self.vouched = self.path.with_name(self.path.name + ".code")   # who wrote the finished checkpoints
         store = spare_store()
-        # Named by the workspace's checkpoint path and the run: two clones never share a spare.
+        # Named by the workspace's checkpoint path and the run (params, data, code): two clones never share a
+        # spare, and a rerun under edited code never overwrites an interrupted run's.
         where = hashlib.sha256(str(self.path.resolve()).encode()).hexdigest()[:8]
         self.spare = None if store is None else \
-            store / f"{where}-{self.path.parent.name}-{self.path.stem}-{fingerprint}.pt"
+            store / f"{where}-{self.path.parent.name}-{self.path.stem}-{fingerprint}-{self.code[:8]}.pt"
         io.remove_stale_temporaries(self.path)   # a kill during a save leaves `.checkpoint.pt.*.tmp` behind
 
     def _read(self, path: Path) -> dict | None:
@@ -189,17 +194,27 @@ class Checkpointer:
                 print(f"[checkpoint] {path} is unreadable ({reason}); moved it to {aside} and starting afresh")
             return None
 
-    def _code_of(self, path: Path, state: dict) -> str | None:
-        """The code digest that wrote a checkpoint: its own, or for a finished one what `<name>.code` vouches."""
-        if "code" in state:
-            return state["code"]
+    VOUCHED_KEPT = 32                      # finished checkpoints `<name>.code` remembers (a few bytes each)
+
+    def _vouched(self) -> dict:
         try:
             vouched = json.loads(self.vouched.read_text())
         except (OSError, ValueError):
+            return {}
+        return vouched if isinstance(vouched, dict) else {}
+
+    def _code_of(self, path: Path, state: dict) -> str | None:
+        """The code digest that wrote a checkpoint: its own, or for a finished one what `<name>.code` or
+        `dvc.lock` vouches (None: unknown)."""
+        if "code" in state:
+            return state["code"]
+        if path != self.path:
             return None
-        if path == self.path and isinstance(vouched, dict) and vouched.get("md5") == file_digest(path):
-            return vouched.get("code")
-        return None
+        digest = file_digest(path)
+        code = self._vouched().get(digest)
+        if code is None and lock_vouches(path, digest):
+            code = self.code
+        return code
 
     def load(self) -> dict | None:
         """The saved state of this very run, or None (no file, another run's, or an unreadable one)."""
@@ -233,11 +248,12 @@ class Checkpointer:
 
         if final:                                  # no code digest inside: the bytes DVC records
             io.save_torch(self.path, {**state, "fingerprint": self.fingerprint})
-            io.save_text(self.vouched, json.dumps({"md5": file_digest(self.path), "code": self.code}) + "\n")
+            vouched = {k: v for k, v in self._vouched().items() if isinstance(v, str)}
+            vouched[file_digest(self.path)] = self.code
+            io.save_text(self.vouched, json.dumps(dict(list(vouched.items())[-self.VOUCHED_KEPT:]), indent=0) + "\n")
             if self.spare is not None:
                 self.spare.unlink(missing_ok=True)
             return
-        self.vouched.unlink(missing_ok=True)       # the file is about to be another checkpoint
         io.save_torch(self.path, {**state, "fingerprint": self.fingerprint, "code": self.code})
         if self.spare is None:
             return
@@ -251,6 +267,34 @@ class Checkpointer:
                     shutil.copyfile(self.path, tmp)
         except OSError as e:                       # the spare is a convenience: never fail a run for it
             print(f"[checkpoint] could not keep a spare copy in {self.spare.parent}: {e.strerror or e}")
+
+
+def lock_vouches(path: Path, digest: str, lock: Path = Path("dvc.lock")) -> bool:
+    """Whether `dvc.lock` (a stage's working directory is the repository's root) records `path`, with this
+    md5, as a stage's output, and every Python module in that stage's deps still has its recorded md5: the
+    code that made the file is the code on disk, as far as the stage runs it (its deps are its import
+    closure, `pipeline.deps`)."""
+    import os
+
+    import yaml
+
+    try:
+        stages = yaml.safe_load(lock.read_text())["stages"]
+        where = os.path.relpath(Path(path).resolve(), lock.resolve().parent)
+    except (OSError, ValueError, yaml.YAMLError, KeyError, TypeError):
+        return False
+    root = lock.resolve().parent
+    for stage in (stages or {}).values() if isinstance(stages, dict) else ():
+        if not isinstance(stage, dict):
+            continue
+        if any(isinstance(o, dict) and o.get("path") == where and o.get("md5") == digest
+               for o in stage.get("outs") or []):
+            modules = [str(d.get("path")) for d in stage.get("deps") or []
+                       if isinstance(d, dict) and str(d.get("path", "")).endswith(".py")]
+            recorded = {str(d.get("path")): d.get("md5") for d in stage.get("deps") or [] if isinstance(d, dict)}
+            return bool(modules) and all((root / m).is_file() and file_digest(root / m) == recorded[m]
+                                         for m in modules)
+    return False
 
 
 def rng_state(generator: torch.Generator) -> dict:

@@ -442,13 +442,15 @@ def test_a_spare_checkpoint_survives_dvc_replacing_the_output(tmp_path, monkeypa
     """`dvc exp run` checks the baseline's persist outputs out over an interrupted experiment's checkpoint."""
     monkeypatch.setenv("CHINR_CHECKPOINTS", str(tmp_path / "spares"))
     path = tmp_path / "hcdm" / "checkpoint.pt"
+    Checkpointer(path, "fp-baseline", every=10).save({"step": 99, "modules": {}, "optimizer": {}}, final=True)
+    baseline = path.read_bytes()                                       # the baseline's run, finished here
     run = Checkpointer(path, "fp-exp", every=10)
     run.save({"step": 10, "modules": {}, "optimizer": {}})
     spare = run.spare
-    assert spare.parent == tmp_path / "spares" and spare.name.endswith("-hcdm-checkpoint-fp-exp.pt")
+    assert spare.parent == tmp_path / "spares" and spare.name.endswith(f"-hcdm-checkpoint-fp-exp-{run.code[:8]}.pt")
     assert spare.exists() and os.path.samefile(spare, path)            # a hard link: nothing written twice
-    # The checkout: the baseline's finished checkpoint, which the baseline's own run in this workspace vouched for.
-    Checkpointer(path, "fp-baseline", every=10).save({"step": 99, "modules": {}, "optimizer": {}}, final=True)
+    path.unlink()                                                      # the checkout of the baseline's file:
+    path.write_bytes(baseline)                                         # a new file, as DVC writes it
     assert torch.load(spare, weights_only=True)["step"] == 10          # a new file replaced the link, not its content
     assert Checkpointer(path, "fp-exp", every=10).load()["step"] == 10
     assert Checkpointer(path, "fp-baseline", every=10).load()["step"] == 99
@@ -481,12 +483,37 @@ def test_a_finished_checkpoint_has_the_same_bytes_under_any_code_and_resumes_onl
     # An unfinished checkpoint carries its code; other code does not resume it, its own does.
     run = Checkpointer(a, "fp", every=10, code="code-1")
     run.save({**state, "step": 10})
-    assert torch.load(a, weights_only=True)["code"] == "code-1" and not run.vouched.exists()
+    assert torch.load(a, weights_only=True)["code"] == "code-1"
     assert Checkpointer(a, "fp", every=10, code="code-2").load() is None
     resumed = Checkpointer(a, "fp", every=10, code="code-1").load()
     assert resumed["step"] == 10 and "code" not in resumed
     assert Checkpointer(a, "other-params", every=10, code="code-1").load() is None
     assert "belongs to other params or data" in capsys.readouterr().out
+
+
+def test_dvc_lock_vouches_for_a_pulled_checkpoint_while_the_stage_s_modules_are_unchanged(tmp_path, monkeypatch):
+    """A checkpoint `dvc pull` brought has no `.code` beside it: dvc.lock says which code made it."""
+    from pipeline.training import file_digest
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pipeline").mkdir()
+    module = tmp_path / "pipeline" / "stage.py"
+    module.write_text("STEPS = 20\n")
+    path = Path("data/hcdm/checkpoint.pt")
+    io.save_torch(path, {"step": 20, "modules": {}, "optimizer": {}, "fingerprint": "fp"})   # as pulled
+    lock = {"schema": "2.0", "stages": {"train_hcdm": {
+        "cmd": "python -m pipeline.stages.train_hcdm",
+        "deps": [{"path": "pipeline/stage.py", "hash": "md5", "md5": file_digest(module)},
+                 {"path": "data/latents/latents.npz", "hash": "md5", "md5": "0" * 32}],
+        "outs": [{"path": str(path), "hash": "md5", "md5": file_digest(path)}]}}}
+    Path("dvc.lock").write_text(yaml.safe_dump(lock))
+    assert Checkpointer(path, "fp", every=10, code="any").load()["step"] == 20
+    assert Checkpointer(path, "other-params", every=10, code="any").load() is None
+    module.write_text("STEPS = 21\n")                                 # the stage's code changed since
+    assert Checkpointer(path, "fp", every=10, code="any").load() is None
+    module.write_text("STEPS = 20\n")
+    io.save_torch(path, {"step": 19, "modules": {}, "optimizer": {}, "fingerprint": "fp"})   # not the lock's file
+    assert Checkpointer(path, "fp", every=10, code="any").load() is None
 
 
 def test_stale_temporaries_of_an_artifact_are_cleaned_on_the_next_write(tmp_path):

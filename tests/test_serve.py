@@ -39,6 +39,7 @@ def served(request, tmp_path_factory):
             if server.started:
                 break
             time.sleep(0.05)
+        assert server.started, "the control page's server did not start in 10 s"
         port = server.servers[0].sockets[0].getsockname()[1]
         yield f"http://127.0.0.1:{port}", Path(work), session
         server.should_exit = True
