@@ -248,8 +248,9 @@ class Checkpointer:
 
         if final:                                  # no code digest inside: the bytes DVC records
             io.save_torch(self.path, {**state, "fingerprint": self.fingerprint})
-            vouched = {k: v for k, v in self._vouched().items() if isinstance(v, str)}
-            vouched[file_digest(self.path)] = self.code
+            digest = file_digest(self.path)
+            vouched = {k: v for k, v in self._vouched().items() if isinstance(v, str) and k != digest}
+            vouched[digest] = self.code            # the newest last: the oldest go first past VOUCHED_KEPT
             io.save_text(self.vouched, json.dumps(dict(list(vouched.items())[-self.VOUCHED_KEPT:]), indent=0) + "\n")
             if self.spare is not None:
                 self.spare.unlink(missing_ok=True)

@@ -491,6 +491,19 @@ def test_a_finished_checkpoint_has_the_same_bytes_under_any_code_and_resumes_onl
     assert "belongs to other params or data" in capsys.readouterr().out
 
 
+def test_the_code_record_keeps_the_newest_finished_checkpoints(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    kept = Checkpointer.VOUCHED_KEPT
+    for step in range(kept + 1):
+        Checkpointer(path, "fp", every=10, code=f"code-{step}").save({"step": step, "modules": {}, "optimizer": {}},
+                                                                    final=True)
+    Checkpointer(path, "fp", every=10, code="code-1").save({"step": 1, "modules": {}, "optimizer": {}}, final=True)
+    record = json.loads((tmp_path / "checkpoint.pt.code").read_text())
+    assert len(record) == kept and list(record.values())[-1] == "code-1"      # rewritten: the newest again
+    assert "code-0" not in record.values() and list(record.values())[0] == "code-2"   # the oldest went
+    assert Checkpointer(path, "fp", every=10, code="code-1").load()["step"] == 1
+
+
 def test_dvc_lock_vouches_for_a_pulled_checkpoint_while_the_stage_s_modules_are_unchanged(tmp_path, monkeypatch):
     """A checkpoint `dvc pull` brought has no `.code` beside it: dvc.lock says which code made it."""
     from pipeline.training import file_digest
