@@ -137,8 +137,9 @@ def stage1(cfg, device: torch.device, variant: str):
     # A plain precision is the eager step even where the preset compiles (the GPU presets set fit_loe.compile):
     # each variant is what its name says, and none reuses another's compiled graph.
     torch._dynamo.reset()
-    fit = c.__class__(**{**config.to_dict(c), "precision": precision,
-                         **({"compile": how in ("compile", "autotune")} if "compile" in config.to_dict(c) else {})}) \
+    settings = config.to_dict(c)
+    fit = c.__class__(**{**settings, "precision": precision,
+                         **({"compile": how in ("compile", "autotune")} if "compile" in settings else {})}) \
         if hasattr(c, "precision") else c
     learner = MetaLearner(model, meta, m, fit, device)
     if kernel == "triton":                        # the fused LoE-layer kernels (fit_loe.kernel: triton)

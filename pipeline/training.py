@@ -279,22 +279,16 @@ def lock_vouches(path: Path, digest: str, lock: Path = Path("dvc.lock")) -> bool
 
     import yaml
 
-    try:
-        stages = yaml.safe_load(lock.read_text())["stages"]
-        where = os.path.relpath(Path(path).resolve(), lock.resolve().parent)
-    except (OSError, ValueError, yaml.YAMLError, KeyError, TypeError):
-        return False
     root = lock.resolve().parent
-    for stage in (stages or {}).values() if isinstance(stages, dict) else ():
-        if not isinstance(stage, dict):
-            continue
-        if any(isinstance(o, dict) and o.get("path") == where and o.get("md5") == digest
-               for o in stage.get("outs") or []):
-            modules = [str(d.get("path")) for d in stage.get("deps") or []
-                       if isinstance(d, dict) and str(d.get("path", "")).endswith(".py")]
-            recorded = {str(d.get("path")): d.get("md5") for d in stage.get("deps") or [] if isinstance(d, dict)}
-            return bool(modules) and all((root / m).is_file() and file_digest(root / m) == recorded[m]
-                                         for m in modules)
+    where = os.path.relpath(Path(path).resolve(), root)
+    try:                                   # a lock DVC did not write (or none) vouches for nothing
+        for stage in yaml.safe_load(lock.read_text())["stages"].values():
+            if any(o["path"] == where and o.get("md5") == digest for o in stage.get("outs", [])):
+                modules = {d["path"]: d.get("md5") for d in stage.get("deps", []) if d["path"].endswith(".py")}
+                return bool(modules) and all((root / m).is_file() and file_digest(root / m) == md5
+                                             for m, md5 in modules.items())
+    except (OSError, ValueError, yaml.YAMLError, KeyError, TypeError, AttributeError):
+        return False
     return False
 
 
