@@ -42,13 +42,25 @@ def code_digest() -> str:
     return h.hexdigest()
 
 
+# oneDNN instruction sets (ONEDNN_MAX_CPU_ISA) below AVX512_CORE_BF16: bf16 is emulated under any of them.
+ONEDNN_ISAS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
+
+
 def native_bf16() -> bool:
     """Whether this CPU multiplies bf16 in hardware: AVX512-BF16 or AMX on x86 (oneDNN's own
-    `_is_mkldnn_bf16_supported` says yes to any AVX-512 CPU, which emulates it), oneDNN's test elsewhere."""
+    `_is_mkldnn_bf16_supported` says yes to any AVX-512 CPU, which emulates it), oneDNN's test elsewhere.
+
+    An instruction set capped below AVX-512 (ATEN_CPU_CAPABILITY=avx2 or ONEDNN_MAX_CPU_ISA=AVX2: how an
+    AVX-512 machine reproduces the bytes of one without it, docs/operations.md) counts as no bf16, as
+    on that machine."""
+    import os
     import platform
 
     try:
         if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686"):
+            if torch.backends.cpu.get_cpu_capability() != "AVX512" or \
+                    os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in ONEDNN_ISAS_WITHOUT_BF16:
+                return False
             return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):

@@ -198,3 +198,20 @@ def test_fit_loe_bf16_on_a_cpu_without_native_bf16_trains_fp32_and_says_so(micro
     assert finals["bf16"]["warnings"] == [
         "fit_loe.precision bf16 asked for, but this CPU has no native bf16 (AVX512-BF16 or AMX): training in fp32 "
         "instead (set fit_loe.precision fp32 to silence this)"]
+
+
+def test_a_cpu_capped_below_avx512_counts_as_having_no_native_bf16(monkeypatch):
+    """ATEN_CPU_CAPABILITY=avx2 or ONEDNN_MAX_CPU_ISA=AVX2 make an AVX-512 machine compute as one without it
+    (docs/operations.md): bf16 is then emulated, so Stage-1 and the HCDM train fp32 there, as on that machine."""
+    from pipeline import training
+
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    uncapped = training.native_bf16()
+    assert uncapped == bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")
+    assert training.native_bf16() is False
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    assert training.native_bf16() == uncapped
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert training.native_bf16() is False

@@ -86,6 +86,15 @@ def test_dvc_repro_then_binary_len_experiment(image_repo, tmp_path):
     assert headline["fid"] == gen["fid"] and "fid_protocol" not in headline and "binary_len" not in headline
     assert headline["fid_references"]["test_split_real"] == {
         k: gen["fid_references"]["test_split_real"][k] for k in ("fid", "kid", "precision", "recall")}
+    # The floor reference's features come from the reference stage: those of the real test images.
+    from pipeline import datasets
+    from pipeline.modalities.image import fid
+
+    data = datasets.load(work / "data/prepared/dataset.npz")
+    m = data.modality
+    kept = np.load(work / "data/reference/reference.npz")["test_features"]
+    assert kept.shape == (8, 2048) and gen["fid_references"]["test_split_real"]["images"] == 8
+    assert np.allclose(kept, fid.inception_features(m.to_pictures(m.targets(data.test))), rtol=1e-5, atol=1e-6)
     for f in (work / "metrics").glob("*.json"):
         leaves = list(leaves_of(json.loads(f.read_text())))
         assert leaves and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in leaves), f

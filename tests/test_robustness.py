@@ -214,8 +214,11 @@ def test_four_images_run_through_evaluate_and_analyze(tmp_path):
             for name in ("prepare", "fit_loe", "export_latents", "reference", "factor_predictor", "train_hcdm", "sample",
                          "evaluate", "hierarchy", "analyze")}
     # Weak figures are computed but flagged: on stderr and in the metrics file.
-    assert json.loads((tmp_path / "metrics/prepare.json").read_text())["warnings"] == 1   # the count; the text:
+    headline = json.loads((tmp_path / "metrics/prepare.json").read_text())
+    assert headline["warnings"] == 1   # the count; the text:
     prep = json.loads((tmp_path / "metrics/detail/prepare.json").read_text())
+    # The process's peak memory differs run to run: in the detail file, not among what `dvc metrics diff` compares.
+    assert prep["peak_rss_mib"] > 0 and "peak_rss_mib" not in headline and headline["train"] == prep["train"]
     assert prep["warnings"] == ["the test split has 2 instances (< 50): reconstruction figures and FID/precision "
                                 "references measured on it are noisy"] and "warning: the test split has 2" in said["prepare"]
     assert "SVCCA on 2 train instances for 8-d latents" in json.loads((tmp_path / "metrics/detail/svcca.json").read_text())["warnings"][0]

@@ -31,7 +31,7 @@ def main(cfg, generator, start, device):
         "train": len(data.train), "test": len(data.test), "skipped_files": data.info["skipped_files"],
         "stored_bytes_per_instance": int(data.train[0].nbytes), "factors": data.factor_names,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "seconds": elapsed(start)}, warnings)
+        "seconds": elapsed(start)}, warnings, omit=("peak_rss_mib",))   # memory: detail only (it differs run to run)
 
 
 if __name__ == "__main__":
