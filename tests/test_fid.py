@@ -2,6 +2,7 @@ import importlib.util
 
 import numpy as np
 import pytest
+import torch
 from scipy import linalg
 
 from pipeline.modalities import scoring
@@ -88,3 +89,39 @@ def test_frechet_distance_of_features_takes_the_small_svd_and_gives_the_matrix_s
         (mu1, c1), (mu2, c2) = scoring.gaussian(x), scoring.gaussian(y)
         ref = ((mu1 - mu2) ** 2).sum() + np.trace(c1 + c2 - 2 * linalg.sqrtm(c1 @ c2).real)
         assert scoring.frechet_distance_of(x, y) == pytest.approx(ref, rel=rel), (n, m, d)
+
+
+def test_evaluate_reads_the_real_test_images_features_from_the_reference_and_recomputes_them_without(
+        micro_trained, tmp_path, monkeypatch):
+    """The floor reference (real test images) is scored from the features the `reference` stage kept; from a
+    reference written without them, evaluate computes them and reports the same figures."""
+    import json
+
+    from conftest import copy_of
+    from pipeline import config, io
+    from pipeline.modalities.image import fid as fid_module
+    from pipeline.stages import evaluate, factor_predictor, reference, seeded
+
+    work = copy_of(micro_trained, tmp_path / "run")
+    monkeypatch.chdir(work)
+    cfg = config.load(work / "params.yaml")
+    cpu = torch.device("cpu")
+    for stage in (reference, factor_predictor):
+        stage.main(cfg, seeded(0), 0.0, cpu)
+    seen = []
+    compute = fid_module.inception_features
+    monkeypatch.setattr(fid_module, "inception_features",
+                        lambda images, *a, **k: seen.append(len(images)) or compute(images, *a, **k))
+    floors = []
+    for kept in (True, False):
+        if not kept:
+            arrays = dict(np.load(work / "data/reference/reference.npz"))
+            del arrays["test_features"]
+            io.save_npz(work / "data/reference/reference.npz", **arrays)
+        seen.clear()
+        evaluate.main(cfg, seeded(0), 0.0, cpu)
+        gen = json.loads((work / "metrics/detail/generation.json").read_text())
+        floors.append(gen["fid_references"]["test_split_real"])
+        # generated samples, then (without kept features) the real test images, then the reconstructions
+        assert seen == [cfg.evaluate.fid_samples] + ([] if kept else [8]) + [8]
+    assert floors[0] == floors[1]
