@@ -22,25 +22,21 @@ sys.path.insert(0, str(ROOT))
 from pipeline import config  # noqa: E402
 from pipeline.loe import LayersOfExperts  # noqa: E402
 from pipeline.meta import MetaLearner, MetaSGD  # noqa: E402
+from pipeline.modalities.plugins import build  # noqa: E402
 from pipeline.stages.process import keep_freed_memory  # noqa: E402
-
-
-class Identity:
-    """A modality whose field is the LoE itself (what `MetaLearner` asks of a modality here)."""
-
-    def field(self, model):
-        return model
 
 
 def main(params: Path) -> None:
     keep_freed_memory()
     cfg = config.load(params)
     c, f = cfg.loe, cfg.fit_loe
+    m = build(cfg.dataset.modality, resolution=cfg.dataset.resolution)   # the LoE's sizes, as speed.py builds it
     torch.manual_seed(0)
-    model = LayersOfExperts(2, 3, c.layers, c.experts, c.width, c.latent_dim, c.w0)
-    learner = MetaLearner(model, MetaSGD(c.layers, c.latent_dim, *f.meta_sgd_init), Identity(), f)
-    points = f.points_per_step or 1024
-    coords, targets = torch.rand(f.batch_size, points, 2) * 2 - 1, torch.rand(f.batch_size, points, 3) * 2 - 1
+    model = LayersOfExperts(m.d_in, m.d_out, c.layers, c.experts, c.width, c.latent_dim, c.w0)
+    learner = MetaLearner(model, MetaSGD(c.layers, c.latent_dim, *f.meta_sgd_init), m, f)
+    points = f.points_per_step or len(m.coordinates())
+    coords = torch.rand(f.batch_size, points, m.d_in) * 2 - 1
+    targets = torch.rand(f.batch_size, points, m.d_out) * 2 - 1
 
     def step():
         learner.step_loss(coords, targets, torch.Generator().manual_seed(0)).mean().backward()
