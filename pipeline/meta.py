@@ -14,6 +14,8 @@ lr; Functa's per-example inner loop does not).
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 from pathlib import Path
 from dataclasses import dataclass
 
@@ -135,6 +137,17 @@ def fit_latents(model: LayersOfExperts, meta_sgd: MetaSGD, modality: Modality, s
     return latents, reconstruct(field, modality, signals, latents, batch_size)
 
 
+def _must_save(*_, **__):
+    from torch.utils.checkpoint import CheckpointPolicy
+
+    return CheckpointPolicy.MUST_SAVE
+
+
+def _no_in_place_note(record: logging.LogRecord) -> bool:
+    """Drops torch's note, on compiling a checkpoint policy, to keep in-place ops out of it: the step has none."""
+    return "context_fn is passed to torch.utils.checkpoint" not in record.getMessage()
+
+
 @dataclass
 class MetaLearner:
     model: LayersOfExperts
@@ -153,8 +166,26 @@ class MetaLearner:
         self.field = self.modality.field(self.model)     # the LoE itself, or what renders through it
         self.graphs = self.cfg.compile and self.device.type == "cuda"
         mode = "reduce-overhead" if self.graphs else None
-        self.outer = torch.compile(self.outer_loss, mode=mode, dynamic=False, fullgraph=True) if self.cfg.compile \
+        traced = self.outer_loss
+        if self.cfg.compile and self.device.type == "cpu":
+            traced = self._outer_loss_saving_all
+            logging.getLogger("torch._higher_order_ops.wrap").addFilter(_no_in_place_note)
+        self.outer = torch.compile(traced, mode=mode, dynamic=False, fullgraph=True) if self.cfg.compile \
             else self.outer_loss
+
+    def _outer_loss_saving_all(self, coords: torch.Tensor, targets: torch.Tensor, init: torch.Tensor) -> torch.Tensor:
+        """outer_loss with every value the backward reads saved by the forward, as eager does (compiled on a CPU).
+
+        Left to itself, the compiler's partitioner saves each layer's pre-activation and recomputes sin and
+        cos from it in the backward kernels (it counts them as cheap element-wise work, as they are on a GPU):
+        56 full-size passes with a sin or cos in a default step against eager's 32, each about 0.5 ms on 2 CPU cores.
+        Saved instead, the compiled default step on 2 AMD EPYC cores (AVX-512) takes 121-130 ms against
+        134-142 ms (medians of 60 steps, three alternating runs; eager 175-181 ms): benchmarks/README.md.
+        """
+        from torch.utils.checkpoint import checkpoint, create_selective_checkpoint_contexts
+
+        policy = functools.partial(create_selective_checkpoint_contexts, _must_save)
+        return checkpoint(self.outer_loss, coords, targets, init, use_reentrant=False, context_fn=policy)
 
     def outer_loss(self, coords: torch.Tensor, targets: torch.Tensor, init: torch.Tensor) -> torch.Tensor:
         """Per-instance MSE after the inner loop from `init`, (B,)."""

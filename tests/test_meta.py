@@ -155,6 +155,35 @@ def test_compiled_step_gives_the_eager_step_loss_and_gradients():
         assert torch.allclose(a, b, rtol=1e-3, atol=1e-6 * b.abs().max().item())
 
 
+def test_the_compiled_cpu_step_recomputes_no_sin_or_cos_in_its_backward():
+    """On a CPU the compiled step saves what the backward reads: its backward graph evaluates only the cos
+    that the outer loss's own sines need (one per hidden layer, as eager's SinBackward does), where the
+    compiler's default partition recomputes the inner loop's sin and cos there."""
+    from functorch.compile import make_boxed_func, min_cut_rematerialization_partition
+    from torch._dynamo.backends.common import aot_autograd
+
+    model, meta_sgd = small_model()
+    coords, targets = MOD.coordinates(), MOD.targets(IMAGES[:4])
+    learner = MetaLearner(model, meta_sgd, MOD, config.FitLoE(compile=False))
+    trig = {}
+    for name, fn in (("saving", learner._outer_loss_saving_all), ("default", learner.outer_loss)):
+        graphs = []
+
+        def backward(gm, _):
+            graphs.append(gm)
+            return make_boxed_func(gm.forward)
+
+        torch._dynamo.reset()
+        backend = aot_autograd(fw_compiler=lambda gm, _: make_boxed_func(gm.forward), bw_compiler=backward,
+                               partition_fn=min_cut_rematerialization_partition)
+        loss = torch.compile(fn, backend=backend, fullgraph=True)(coords, targets, torch.zeros(4, 3, 6))
+        loss.mean().backward()
+        trig[name] = sum(n.target in (torch.ops.aten.sin.default, torch.ops.aten.cos.default)
+                         for n in graphs[0].graph.nodes)
+    assert trig["saving"] == model.layers - 1
+    assert trig["default"] > trig["saving"]
+
+
 def test_bf16_stage_1_step_runs_in_bf16_on_a_cpu_and_stays_near_fp32():
     """fit_loe.precision bf16 autocasts the step's forward on a CPU too: a different loss (bf16 rounding
     was applied) within 2% of fp32's on the same batch."""
