@@ -115,8 +115,8 @@ class FitLoE:
                                    "with AVX512-BF16 or AMX, else fp32 with a warning)",
                                    choices=("fp32", "tf32", "bf16"))
     compile: bool = param(False, "true: torch.compile of the whole step (CUDA graphs on a GPU; a CPU needs a\n"
-                                 "C++ compiler: on 2 cores 0.75x eager's step after a 22-31 s compile; not\n"
-                                 "bit-equal to eager)")
+                                 "C++ compiler: on 2 cores 0.75-0.87x eager's step after a 22-31 s compile;\n"
+                                 "not bit-equal to eager)")
     kernel: str = param("torch", "torch (eager ops) | triton (fused LoE-layer kernels: matmul + sin/cos, a GPU;\n"
                                  "measured 4-10% slower than eager on an H200: off)",
                         choices=("torch", "triton"))
