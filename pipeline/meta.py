@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 from tqdm import tqdm
 
 from . import artifacts, io
@@ -138,8 +139,6 @@ def fit_latents(model: LayersOfExperts, meta_sgd: MetaSGD, modality: Modality, s
 
 
 def _must_save(*_, **__):
-    from torch.utils.checkpoint import CheckpointPolicy
-
     return CheckpointPolicy.MUST_SAVE
 
 
@@ -166,12 +165,13 @@ class MetaLearner:
         self.field = self.modality.field(self.model)     # the LoE itself, or what renders through it
         self.graphs = self.cfg.compile and self.device.type == "cuda"
         mode = "reduce-overhead" if self.graphs else None
-        traced = self.outer_loss
-        if self.cfg.compile and self.device.type == "cpu":
-            traced = self._outer_loss_saving_all
-            logging.getLogger("torch._higher_order_ops.wrap").addFilter(_no_in_place_note)
-        self.outer = torch.compile(traced, mode=mode, dynamic=False, fullgraph=True) if self.cfg.compile \
-            else self.outer_loss
+        self.outer = self.outer_loss
+        if self.cfg.compile:
+            cpu = self.device.type == "cpu"
+            if cpu:
+                logging.getLogger("torch._higher_order_ops.wrap").addFilter(_no_in_place_note)
+            self.outer = torch.compile(self._outer_loss_saving_all if cpu else self.outer_loss, mode=mode,
+                                       dynamic=False, fullgraph=True)
 
     def _outer_loss_saving_all(self, coords: torch.Tensor, targets: torch.Tensor, init: torch.Tensor) -> torch.Tensor:
         """outer_loss with every value the backward reads saved by the forward, as eager does (compiled on a CPU).
@@ -182,8 +182,6 @@ class MetaLearner:
         Saved instead, the compiled default step on 2 AMD EPYC cores (AVX-512) takes 121-130 ms against
         134-142 ms (medians of 60 steps, three alternating runs; eager 175-181 ms): benchmarks/README.md.
         """
-        from torch.utils.checkpoint import checkpoint, create_selective_checkpoint_contexts
-
         policy = functools.partial(create_selective_checkpoint_contexts, _must_save)
         return checkpoint(self.outer_loss, coords, targets, init, use_reentrant=False, context_fn=policy)
 

@@ -13,6 +13,7 @@ import hashlib
 import io as _io
 import json
 import math
+import os
 import random
 from pathlib import Path
 
@@ -53,7 +54,6 @@ def native_bf16() -> bool:
     An instruction set capped below AVX-512 (ATEN_CPU_CAPABILITY=avx2 or ONEDNN_MAX_CPU_ISA=AVX2: how an
     AVX-512 machine reproduces the bytes of one without it, docs/operations.md) counts as no bf16, as
     on that machine."""
-    import os
     import platform
 
     try:
@@ -136,8 +136,6 @@ def run_settings(section) -> dict:
 def spare_store() -> Path | None:
     """Where an unfinished run's checkpoint is also kept, out of DVC's reach: $CHINR_CHECKPOINTS, else
     ~/.cache/chinr/checkpoints; CHINR_CHECKPOINTS= (empty) turns the spare copy off."""
-    import os
-
     where = os.environ.get("CHINR_CHECKPOINTS")
     if where == "":
         return None
@@ -255,7 +253,6 @@ class Checkpointer:
 
     def save(self, state: dict, final: bool = False) -> None:
         """Write the checkpoint; keep the spare in step with it until the run's final save removes it."""
-        import os
         import shutil
 
         if final:                                  # no code digest inside: the bytes DVC records
@@ -287,8 +284,6 @@ def lock_vouches(path: Path, digest: str, lock: Path = Path("dvc.lock")) -> bool
     md5, as a stage's output, and every Python module in that stage's deps still has its recorded md5: the
     code that made the file is the code on disk, as far as the stage runs it (its deps are its import
     closure, `pipeline.deps`)."""
-    import os
-
     import yaml
 
     root = lock.resolve().parent
