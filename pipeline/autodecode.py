@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
+from .progress import bar
 
 from .config import FitLoE
 from .distributed import broadcast_from_main
@@ -79,7 +79,7 @@ def fit_latents(model: LayersOfExperts, modality: Modality, signals: np.ndarray,
     device = model.weights[0].device
     field = modality.field(model)
     latents = []
-    for first in tqdm(range(0, len(signals), batch_size), desc="fit latents", disable=not progress, leave=False):
+    for first in bar(range(0, len(signals), batch_size), desc="fit latents", disable=not progress, leave=False):
         batch = signals[first:first + batch_size]
         draw = torch.Generator().manual_seed(seed * 1_000_003 + first)
         h = start.to(device).expand(len(batch), *start.shape).clone().requires_grad_()

@@ -295,11 +295,12 @@ def _range_rules(c: Config) -> list[tuple[str, bool, str]]:
         holds = all(OPS[op](value, bound) for op, bound in filter(None, (low, high)))
         if low and high:
             rules.append((key, holds, f"must be {null}in {'[' if low[0] == '>=' else '('}{low[1]}, "
-                                      f"{high[1]}{']' if high[0] == '<=' else ')'}"))
+                                      f"{high[1]}{']' if high[0] == '<=' else ')'}, got {value!r}"))
         elif low or high:
-            rules.append((key, holds, f"must be {null}{(low or high)[0]} {(low or high)[1]}"))
+            rules.append((key, holds, f"must be {null}{(low or high)[0]} {(low or high)[1]}, got {value!r}"))
         if m.get("choices"):
-            rules.append((key, value in m["choices"], "must be one of " + ", ".join(map(repr, m["choices"]))))
+            rules.append((key, value in m["choices"],
+                          "must be one of " + ", ".join(map(repr, m["choices"])) + f", got {value!r}"))
     return rules
 
 
@@ -311,10 +312,11 @@ def _rules(c: Config) -> list[tuple[str, bool, str]]:
     spec = SPECS.get(c.dataset.modality)   # None: the CHOICES rule above names the key
     return rules + [
         ("binary_len", 1 <= c.binary_len <= compressor_in,
-         f"must be >= 1 and <= the compressor's input size loe.layers*loe.latent_dim = {compressor_in}"),
+         f"must be >= 1 and <= the compressor's input size loe.layers*loe.latent_dim = {compressor_in}, "
+         f"got {c.binary_len}"),
         ("device", c.device in ("auto", "cpu", "cuda") or (c.device.startswith("cuda:") and c.device[5:].isdigit()),
-         "must be auto, cpu, cuda or cuda:N"),
-        ("seed", c.seed < 2 ** 32, "must be < 2**32 (numpy's seed range)"),
+         f"must be auto, cpu, cuda or cuda:N, got {c.device!r}"),
+        ("seed", c.seed < 2 ** 32, f"must be < 2**32 (numpy's seed range), got {c.seed}"),
         ("dataset.path", c.dataset.source == "synthetic" or bool(c.dataset.path),
          f"must name a folder when dataset.source is '{c.dataset.source}'"),
         ("dataset.source", spec is None or c.dataset.source in spec.sources,
@@ -322,7 +324,7 @@ def _rules(c: Config) -> list[tuple[str, bool, str]]:
          + ", ".join(spec.sources if spec else ())),
         ("dataset.resolution", spec is None or c.dataset.resolution % spec.resolution_multiple == 0,
          f"must be a multiple of {spec.resolution_multiple if spec else 1} for dataset.modality "
-         f"{c.dataset.modality} ({spec.resolution_reason if spec else ''})"),
+         f"{c.dataset.modality} ({spec.resolution_reason if spec else ''}), got {c.dataset.resolution}"),
         ("fit_loe.kernel", c.fit_loe.kernel == "torch" or not c.fit_loe.compile,
          "triton fuses what fit_loe.compile would: set fit_loe.compile false with it"),
         ("fit_loe.kernel", c.fit_loe.kernel == "torch" or c.fit_loe.precision != "bf16",

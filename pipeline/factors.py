@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
+from .progress import bar
 
 from . import artifacts, io
 
@@ -95,7 +95,7 @@ def train_predictor(inputs, n: int, factors: np.ndarray, kinds: list[str], steps
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     y = torch.from_numpy(factors).float()
     model.train()
-    for _ in tqdm(range(steps), desc="factor predictor", disable=not progress):
+    for _ in bar(range(steps), desc="factor predictor", disable=not progress):
         idx = torch.randint(n, (batch_size,), generator=generator)
         x = inputs(idx.numpy())
         # Light augmentation: random brightness keeps the predictor from keying on exact colours.

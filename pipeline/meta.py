@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
-from tqdm import tqdm
+from .progress import bar
 
 from . import artifacts, io
 from .config import FitLoE
@@ -128,7 +128,7 @@ def fit_latents(model: LayersOfExperts, meta_sgd: MetaSGD, modality: Modality, s
     rates = meta_sgd().detach()
     latents = []
     starts = range(0, len(signals), batch_size)
-    for start in tqdm(starts, desc="fit latents", disable=not progress, leave=False):
+    for start in bar(starts, desc="fit latents", disable=not progress, leave=False):
         batch = signals[start:start + batch_size]
         draw = torch.Generator().manual_seed(seed * 1_000_003 + start)
         coords, targets = modality.sample_points(batch, points, draw, surface_fraction, device)

@@ -98,13 +98,21 @@ def split_members(cfg: Config, names: list[str], where,
     return train, test
 
 
+def dataset_folder(path: str | Path) -> Path:
+    """`dataset.path` as a folder, or one line saying what it is instead."""
+    root = Path(path)
+    if not root.exists():
+        raise DataError(f"{root}: dataset.path does not exist")
+    if not root.is_dir():
+        raise DataError(f"{root}: dataset.path is a file, not a folder")
+    return root
+
+
 def read_folder(cfg: Config, suffixes: tuple[str, ...], read) -> tuple[np.ndarray, list[str], Path, list[str]]:
     """Every file of the folder with one of `suffixes`, sorted, through `read(path)`: (stack, skipped
     names, folder, the names read)."""
     d = cfg.dataset
-    root = Path(d.path)
-    if not root.is_dir():
-        raise DataError(f"{root}: dataset.path is not a folder")
+    root = dataset_folder(d.path)
     files = sorted(p for p in root.iterdir() if p.suffix.lower() in suffixes)
     if d.folder.limit is not None:
         files = files[: d.folder.limit]

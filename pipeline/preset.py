@@ -221,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--check", action="store_true", help="exit 1 if --out is not the preset's rendering")
     args = a.parse_args(argv)
     try:
+        if args.check and not args.name:
+            raise ConfigError("--check: name the preset to check --out against (e.g. python -m pipeline.preset "
+                              "default --check)")
         if args.list or not args.name:
             for n in names():
                 first = read(path_of(n)).header[:1]

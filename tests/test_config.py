@@ -51,7 +51,7 @@ def test_stage_reports_bad_params_in_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "pipeline.stages.prepare"], cwd=tmp_path, capture_output=True,
                        text=True, env=STAGE_ENV)
     assert r.returncode == 2
-    assert r.stderr.strip() == "error: fit_loe.lr: must be > 0"
+    assert r.stderr.strip() == "error: fit_loe.lr: must be > 0, got -1.0"
     assert not (tmp_path / "data").exists()
 
 
@@ -122,7 +122,7 @@ def test_bad_preset_input_is_one_clear_line(tmp_path, capsys):
     with pytest.raises(ConfigError, match=r"mine.yaml: fit_loe.stepz: unknown key"):
         preset.compose(bad)
     bad.write_text("fit_loe:\n  steps: -1\n")
-    with pytest.raises(ConfigError, match=r"mine.yaml: fit_loe.steps: must be >= 1$"):
+    with pytest.raises(ConfigError, match=r"mine.yaml: fit_loe.steps: must be >= 1, got -1$"):
         preset.compose(bad)
     assert preset.main(["nosuch", "--out", str(tmp_path / "p.yaml")]) == 2
     err = capsys.readouterr().err.strip()
@@ -149,6 +149,13 @@ def test_preset_command_writes_and_checks(tmp_path):
     assert preset.main(["default", "--out", str(out)]) == 0
     assert out.read_text() == (ROOT / "params.yaml").read_text()
     assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]          # nothing half-written beside it
+
+
+def test_preset_check_without_a_preset_name_is_an_error_not_the_list(tmp_path, capsys):
+    """It printed the presets and exited 0: a CI step `python -m pipeline.preset --check` always passed."""
+    assert preset.main(["--check", "--out", str(tmp_path / "params.yaml")]) == 2
+    assert capsys.readouterr().err.strip() == ("error: --check: name the preset to check --out against "
+                                              "(e.g. python -m pipeline.preset default --check)")
 
 
 def test_preset_out_never_replaces_a_link_a_device_or_a_folder(tmp_path, capsys):
@@ -199,13 +206,13 @@ def test_fid_samples_may_exceed_memorisation_samples():
     # The paper's 50k FID samples must not force 50k nearest-neighbour searches.
     cfg = config.from_dict({"evaluate": {"fid_samples": 50000, "memorisation_samples": 1000}})
     assert (cfg.evaluate.fid_samples, cfg.evaluate.memorisation_samples) == (50000, 1000)
-    with pytest.raises(ConfigError, match=r"^evaluate.fid_samples: must be >= 2$"):
+    with pytest.raises(ConfigError, match=r"^evaluate.fid_samples: must be >= 2, got 1$"):
         config.from_dict({"evaluate": {"fid_samples": 1}})
 
 
 def test_precision_is_checked():
     assert config.from_dict({"fit_loe": {"precision": "tf32"}}).fit_loe.precision == "tf32"
-    with pytest.raises(ConfigError, match=r"^fit_loe.precision: must be one of 'fp32', 'tf32', 'bf16'$"):
+    with pytest.raises(ConfigError, match=r"^fit_loe.precision: must be one of 'fp32', 'tf32', 'bf16', got 'fp16'$"):
         config.from_dict({"fit_loe": {"precision": "fp16"}})
 
 
@@ -216,9 +223,9 @@ def test_non_finite_numbers_are_refused(value):
 
 
 @pytest.mark.parametrize("raw, message", [
-    ({"device": "cuda:abc"}, "device: must be auto, cpu, cuda or cuda:N"),
-    ({"device": "cuda:"}, "device: must be auto, cpu, cuda or cuda:N"),
-    ({"seed": 2 ** 32}, "seed: must be < 2**32 (numpy's seed range)"),
+    ({"device": "cuda:abc"}, "device: must be auto, cpu, cuda or cuda:N, got 'cuda:abc'"),
+    ({"device": "cuda:"}, "device: must be auto, cpu, cuda or cuda:N, got 'cuda:'"),
+    ({"seed": 2 ** 32}, "seed: must be < 2**32 (numpy's seed range), got 4294967296"),
 ])
 def test_device_and_seed_ranges(raw, message):
     with pytest.raises(ConfigError, match=f"^{message}$".replace("(", r"\(").replace(")", r"\)").replace("*", r"\*")):

@@ -88,6 +88,14 @@ def test_every_param_is_owned_by_a_stage():
     assert not stale, f"dvc.yaml names params that params.yaml lacks: {stale}"
 
 
+def test_the_first_stage_validates_the_whole_params_file():
+    """Keys no stage reads (a top-level typo, `threads`) are validated too: check_params, first in dvc.yaml
+    (so first in `dvc repro`'s order), depends on every key of params.yaml."""
+    first, stage = next(iter(stages().items()))
+    assert first == "check_params" and stage["params"] == [{"params.yaml": None}]
+    assert not any(stage.get(kind) for kind in ("outs", "metrics", "plots"))
+
+
 def test_each_stage_removes_exactly_its_declared_outputs_when_it_stops():
     """A stage's OUTPUTS (removed when it stops early) are dvc.yaml's outs, metrics and plots,
     less the ones that must survive a failure: persist checkpoints and the training curves."""

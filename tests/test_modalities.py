@@ -20,7 +20,7 @@ def test_the_registries_name_the_same_plug_ins_and_feed_the_config():
         assert callable(scorer.reference) and callable(scorer.scores) and callable(scorer.count)
     with pytest.raises(ValueError, match=r"unknown modality 'audio' \(known: image, shape, motion, nerf\)"):
         plugins.build("audio", resolution=8)
-    with pytest.raises(config.ConfigError, match=r"^dataset.modality: must be one of 'image', 'shape', 'motion', 'nerf'"):
+    with pytest.raises(config.ConfigError, match=r"^dataset.modality: must be one of 'image', 'shape', 'motion', 'nerf', got "):
         config.from_dict({"dataset": {"modality": "audio"}})
     with pytest.raises(config.ConfigError, match=r"^dataset.source: srn is not a source of dataset.modality image"):
         config.from_dict({"dataset": {"modality": "image", "source": "srn", "path": "/data/srn"}})

@@ -310,6 +310,22 @@ def test_dvc_repro_on_nerf(tmp_path):
 
 
 @pytest.mark.xdist_group("image_repo")    # one worker builds the module's repository once
+@pytest.mark.xdist_group("image_repo")
+def test_an_experiment_with_an_unknown_or_bad_key_that_no_stage_reads_stops_at_once(image_repo, tmp_path):
+    """A top-level typo (DVC's own hint for an unknown `-S` key is `+key=value`) or a bad `threads`
+    changes no stage's params: before the check_params stage it was recorded as an experiment."""
+    work = copy_of(image_repo, tmp_path / "repo")
+    sh("git add -A && git commit -qm base", work)
+    for setting, line in (("+binary_lenght=15", "error: binary_lenght: unknown key (known: binary_len, "),
+                          ("threads=-1", "error: threads: must be null or >= 1, got -1")):
+        r = subprocess.run(["dvc", "exp", "run", "-S", setting], cwd=work, capture_output=True, text=True,
+                           timeout=300)
+        out = r.stdout + r.stderr
+        assert r.returncode != 0 and line in out, out[-3000:]
+        assert "Running stage 'check_params'" in out and "Running stage 'prepare'" not in out, out[-3000:]
+        sh("git checkout -q -- params.yaml dvc.lock", work)
+
+
 def test_an_interrupted_experiment_resumes_when_run_again(image_repo, tmp_path):
     """Ctrl-C during `dvc exp run`, then the same command: Stage-2 resumes instead of starting over
     (before it does, dvc checks the baseline's checkpoint out over the experiment's own)."""

@@ -186,8 +186,38 @@ def test_a_folder_too_small_to_split_is_refused_before_training(tmp_path):
         datasets.prepare(cfg)
     data = datasets.prepare(config.from_dict(folder_params(tmp_path / "imgs", train_fraction=0.95)))
     assert (len(data.train), len(data.test)) == (3, 2)       # the ratio keeps two on each side
-    with pytest.raises(config.ConfigError, match=r"^dataset\.synthetic\.test: must be >= 2$"):
+    with pytest.raises(config.ConfigError, match=r"^dataset\.synthetic\.test: must be >= 2, got 1$"):
         config.from_dict({"dataset": {"synthetic": {"test": 1}}})
+
+
+@pytest.mark.parametrize("modality, source", [("image", "folder"), ("motion", "amass"), ("nerf", "srn")])
+def test_a_dataset_path_that_is_missing_or_a_file_is_one_line_saying_which(tmp_path, modality, source):
+    (tmp_path / "a_file").write_text("x")
+    for path, what in ((tmp_path / "missing", "does not exist"), (tmp_path / "a_file", "is a file, not a folder")):
+        cfg = config.from_dict({"dataset": {"modality": modality, "source": source, "path": str(path)}})
+        with pytest.raises(DataError, match=f"^{path}: dataset.path {what}$"):
+            datasets.prepare(cfg)
+
+
+def test_a_folder_named_while_the_source_is_synthetic_is_said_not_to_be_read(tmp_path):
+    params = micro_params()
+    params["dataset"]["path"] = str(tmp_path / "faces")     # without dataset.source=folder
+    write_params(tmp_path, params)
+    r = stage("prepare", tmp_path, check=True)
+    line = (f"dataset.path ({tmp_path / 'faces'}) is not read: dataset.source is 'synthetic', the embedded data; "
+            "set dataset.source (folder) to read it")
+    assert f"warning: {line}" in r.stderr
+    assert line in json.loads((tmp_path / "metrics/detail/prepare.json").read_text())["warnings"]
+
+
+def test_check_params_stops_on_a_key_no_other_stage_reads(tmp_path):
+    for key, value, line in (("binary_lenght", 15, "error: binary_lenght: unknown key (known: binary_len, "),
+                             ("threads", -1, "error: threads: must be null or >= 1, got -1")):
+        write_params(tmp_path, {**micro_params(), key: value})
+        r = stage("check_params", tmp_path)
+        assert r.returncode == 2 and last_line(r).startswith(line), r.stderr[-2000:]
+    write_params(tmp_path, micro_params())
+    assert stage("check_params", tmp_path, check=True).stdout.strip() == "params.yaml: every key valid"
 
 
 def test_precision_recall_on_two_member_sets_uses_the_other_member():

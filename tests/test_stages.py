@@ -37,6 +37,21 @@ def test_a_stage_leaves_its_log_with_progress_timings_and_the_error_of_a_failed_
     assert "diverged" in log and "# fit_loe: finished" not in log
 
 
+def test_progress_bars_redraw_every_30_s_when_the_output_is_not_a_terminal(tmp_path):
+    """`dvc repro > run.log` filled the file with a redrawn bar ten times a second."""
+    params = micro_params()
+    params["fit_loe"].update(steps=60, checkpoint_every=60)
+    write_params(tmp_path, params)
+    assert run_stage("prepare", tmp_path).returncode == 0
+    redraws = {}
+    for every in ("", "0"):                     # the stage's own setting; one a user set (kept)
+        (tmp_path / "data/fit_loe/checkpoint.pt").unlink(missing_ok=True)
+        r = run_stage("fit_loe", tmp_path, **({"TQDM_MININTERVAL": every} if every else {}))
+        assert r.returncode == 0, r.stderr[-2000:]
+        redraws[every] = sum(line.startswith("fit_loe: ") for line in r.stderr.splitlines())   # text: \r read as \n
+    assert redraws[""] <= 3 < redraws["0"], redraws    # the first state, the last, and the closing one
+
+
 def test_the_log_keeps_redrawn_progress_lines_sparsely(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     clock = iter([0.0, 1.0, 20.0, 21.0])   # the times of the four redraws
@@ -72,7 +87,7 @@ def test_threads_change_speed_not_results(tmp_path):
     for part in ("model", "meta_sgd"):
         assert a[part].keys() == b[part].keys()
         assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
-    with pytest.raises(config.ConfigError, match=r"^threads: must be null or >= 1$"):
+    with pytest.raises(config.ConfigError, match=r"^threads: must be null or >= 1, got 0$"):
         config.from_dict({"threads": 0})
 
 

@@ -5,6 +5,7 @@ import resource
 from .. import datasets, io, pictures
 from ..artifacts import DATASET, DATASET_PREVIEW, metrics_files
 from ..errors import warn
+from ..modalities import SPECS
 from . import elapsed, run, write_metrics
 
 # Below this many test instances, every figure measured on the split is noisy.
@@ -21,6 +22,11 @@ def main(cfg, generator, start, device):
     preview = m.to_pictures(m.targets(data.train[:64]))
     io.save_png(DATASET_PREVIEW, pictures.grid(preview, 8, upscale=pictures.upscale_for(preview.shape[1])))
     warnings = []
+    if cfg.dataset.source == "synthetic" and cfg.dataset.path:
+        # Not an error: a preset that names a folder runs on the embedded data with `-S dataset.source=synthetic`.
+        formats = [s for s in SPECS[cfg.dataset.modality].sources if s != "synthetic"]
+        warn(warnings, f"dataset.path ({cfg.dataset.path}) is not read: dataset.source is 'synthetic', the embedded "
+                       f"data; set dataset.source ({' | '.join(formats)}) to read it")
     if len(data.test) < SMALL_TEST_SPLIT:
         warn(warnings, f"the test split has {len(data.test)} instances (< {SMALL_TEST_SPLIT}): reconstruction figures "
                        "and FID/precision references measured on it are noisy")

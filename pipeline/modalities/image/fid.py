@@ -54,11 +54,11 @@ def inception_features(images: np.ndarray, batch_size: int = 16, progress: bool 
     `stages.process.keep_freed_memory`) 62-69 ms an image against 70-97 ms in batches
     of 50, whose 300 MB activations miss the cache; a batch's features do not
     depend on its size beyond rounding (tests/test_fid.py)."""
-    from tqdm import tqdm
+    from ...progress import bar
 
     model = _extractor().to(device)
     out = []
     with torch.no_grad():
-        for i in tqdm(range(0, len(images), batch_size), desc="inception", disable=not progress, leave=False):
+        for i in bar(range(0, len(images), batch_size), desc="inception", disable=not progress, leave=False):
             out.append(model(preprocess(images[i:i + batch_size]).to(device)).double().cpu().numpy())
     return np.concatenate(out)

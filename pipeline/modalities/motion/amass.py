@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import DataError
+from ...prepared import dataset_folder
 from .skeleton import VALUES, matrix_to_axis_angle, rotation_matrices, unwrap
 
 FPS = 30.0            # every sequence is resampled to this rate (AMASS ships 60-250 fps)
@@ -131,6 +132,4 @@ def clips(poses: np.ndarray, rate: float, frames: int) -> np.ndarray:
 
 def motion_files(root: Path) -> list[Path]:
     """Every motion .npz under root (AMASS nests dataset/subject/file), sorted by path."""
-    if not root.is_dir():
-        raise DataError(f"{root}: dataset.path is not a folder")
-    return sorted(p for p in root.rglob("*.npz") if p.name not in SKIPPED_NAMES)
+    return sorted(p for p in dataset_folder(root).rglob("*.npz") if p.name not in SKIPPED_NAMES)

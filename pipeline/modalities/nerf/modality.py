@@ -135,13 +135,11 @@ class NerfModality(Modality):
 
     def read_source(self, cfg):
         """An SRN-Cars root: its *train and *test folders of scenes."""
-        from ...prepared import PreparedData, check_splits
+        from ...prepared import PreparedData, check_splits, dataset_folder
 
         if cfg.dataset.source != "srn":
             return super().read_source(cfg)
-        root = Path(cfg.dataset.path)
-        if not root.is_dir():
-            raise DataError(f"{root}: dataset.path is not a folder")
+        root = dataset_folder(cfg.dataset.path)
         d, splits, info = cfg.dataset, {}, {"source": "srn", "path": str(root), "skipped_files": 0, "skipped": []}
         names = {}
         for split in ("train", "test"):

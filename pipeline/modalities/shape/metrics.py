@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from scipy.spatial import cKDTree
-from tqdm import tqdm
+from ...progress import bar
 
 from ..scoring import set_scores
 
@@ -44,7 +44,7 @@ def chamfer_matrix(x: np.ndarray, y: np.ndarray | None = None, progress: bool = 
     trees_x = [cKDTree(p) for p in x]
     trees_y = trees_x if same else [cKDTree(p) for p in y]
     out = np.zeros((len(x), len(y)))
-    for i in tqdm(range(len(x)), desc="chamfer", disable=not progress, leave=False):
+    for i in bar(range(len(x)), desc="chamfer", disable=not progress, leave=False):
         for j in range(i + 1 if same else 0, len(y)):
             out[i, j] = _directed(x[i], trees_y[j]) + _directed(y[j], trees_x[i])
             if same:

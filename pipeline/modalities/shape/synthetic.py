@@ -24,7 +24,7 @@ Factors (the same seven for every category, so one predictor reads them all):
 from __future__ import annotations
 
 import numpy as np
-from tqdm import tqdm
+from ...progress import bar
 
 from .rendering import voxel_centres
 from .voxels import pack
@@ -255,7 +255,7 @@ def generate(n: int, side: int, seed: int, progress: bool = True) -> tuple[np.nd
     centres = voxel_centres(side)
     packed = np.empty((n, -(-side ** 3 // 8)), dtype=np.uint8)
     factors = np.empty((n, len(FACTORS)), dtype=np.float32)
-    for i in tqdm(range(n), desc="synthetic shapes", disable=not progress, leave=False):
+    for i in bar(range(n), desc="synthetic shapes", disable=not progress, leave=False):
         f = draw_factors(rng)
         packed[i] = pack(voxelise(f, side, centres)[None])[0]
         factors[i] = [f[name] for name in FACTOR_NAMES]
