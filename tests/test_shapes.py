@@ -181,7 +181,7 @@ def test_config_rejects_imnet_images_and_odd_shape_grids():
                                                  "its sources: synthetic, folder$"):
         config.from_dict({"dataset": {"source": "imnet", "path": "/x"}})
     with pytest.raises(config.ConfigError, match=r"^dataset.resolution: must be a multiple of 2 for dataset.modality "
-                                                 r"shape \(voxels are packed 8 to a byte\)$"):
+                                                 r"shape \(voxels are packed 8 to a byte\), got 31$"):
         config.from_dict({"dataset": {"modality": "shape", "resolution": 31}})
 
 
