@@ -514,13 +514,13 @@ class Trainer:
         from .progress import bar
 
         start = self.resume()
-        bar = bar(range(start, self.total), initial=start, total=self.total, desc=self.desc,
-                   disable=not (progress and self.main))
-        for step in bar:
+        steps = bar(range(start, self.total), initial=start, total=self.total, desc=self.desc,
+                    disable=not (progress and self.main))
+        for step in steps:
             self.step(*step_fn(step))
             row = self.report(step + 1)
             if row is not None:
-                bar.set_postfix({k: row[k] for k in ("loss", *self.names)}, refresh=False)   # shown at the next redraw
+                steps.set_postfix({k: row[k] for k in ("loss", *self.names)}, refresh=False)   # at the next redraw
 
 
 def train_loop(step_fn, modules: dict[str, torch.nn.Module], params: list[torch.nn.Parameter],
