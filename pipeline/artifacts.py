@@ -36,6 +36,9 @@ FIGURES = METRICS / "figures"
 CURVES = METRICS / "curves"
 DETAIL = METRICS / "detail"
 LOGS = Path("data/logs")
+# Written by check_params with the same bytes whenever params.yaml is valid: prepare depends on it, so that
+# every `dvc repro <target>` validates the file first, and a valid edit reruns nothing else by itself.
+PARAMS_CHECKED = DETAIL / "check_params.json"
 
 
 def metrics_files(name: str) -> tuple[Path, Path]:

@@ -89,11 +89,14 @@ def test_every_param_is_owned_by_a_stage():
 
 
 def test_the_first_stage_validates_the_whole_params_file():
-    """Keys no stage reads (a top-level typo, `threads`) are validated too: check_params, first in dvc.yaml
-    (so first in `dvc repro`'s order), depends on every key of params.yaml."""
+    """Keys no stage reads (a top-level typo, `threads`) are validated too: check_params depends on every
+    key of params.yaml."""
     first, stage = next(iter(stages().items()))
     assert first == "check_params" and stage["params"] == [{"params.yaml": None}]
-    assert not any(stage.get(kind) for kind in ("outs", "metrics", "plots"))
+    # Its one output, the same bytes whenever the file is valid, is prepare's dependency: every target's
+    # upstream, so `dvc repro <target>` validates the file first too.
+    assert stage["outs"] == [{"metrics/detail/check_params.json": {"cache": False}}]
+    assert "metrics/detail/check_params.json" in stages()["prepare"]["deps"]
 
 
 def test_each_stage_removes_exactly_its_declared_outputs_when_it_stops():

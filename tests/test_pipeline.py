@@ -309,23 +309,32 @@ def test_dvc_repro_on_nerf(tmp_path):
         sh(f"{sys.executable} -m pipeline.control render --source nerf:my_scene.png", work)
 
 
-@pytest.mark.xdist_group("image_repo")    # one worker builds the module's repository once
 @pytest.mark.xdist_group("image_repo")
-def test_an_experiment_with_an_unknown_or_bad_key_that_no_stage_reads_stops_at_once(image_repo, tmp_path):
+def test_a_bad_or_unknown_key_stops_an_experiment_before_any_stage_clears_its_outputs(image_repo, tmp_path):
     """A top-level typo (DVC's own hint for an unknown `-S` key is `+key=value`) or a bad `threads`
-    changes no stage's params: before the check_params stage it was recorded as an experiment."""
+    changes no stage's params: before the check_params stage it was recorded as an experiment. A bad
+    value of a key prepare reads stops at check_params too, before DVC clears prepare's outputs, and so
+    does a run of one target (prepare depends on check_params' output)."""
     work = copy_of(image_repo, tmp_path / "repo")
     sh("git add -A && git commit -qm base", work)
-    for setting, line in (("+binary_lenght=15", "error: binary_lenght: unknown key (known: binary_len, "),
-                          ("threads=-1", "error: threads: must be null or >= 1, got -1")):
-        r = subprocess.run(["dvc", "exp", "run", "-S", setting], cwd=work, capture_output=True, text=True,
-                           timeout=300)
+    dataset = work / "data/prepared/dataset.npz"
+    for command, line in ((["exp", "run", "-S", "+binary_lenght=15"], "error: binary_lenght: unknown key (known: "),
+                          (["exp", "run", "-S", "threads=-1"], "error: threads: must be null or >= 1, got -1"),
+                          (["exp", "run", "-S", "dataset.synthetic.test=1"],
+                           "error: dataset.synthetic.test: must be >= 2, got 1"),
+                          (["repro", "train_hcdm"], "error: binary_lenght: unknown key (known: ")):
+        if command[0] == "repro":
+            with open(work / "params.yaml", "a") as f:
+                f.write("binary_lenght: 15\n")
+        r = subprocess.run(["dvc", *command], cwd=work, capture_output=True, text=True, timeout=300)
         out = r.stdout + r.stderr
         assert r.returncode != 0 and line in out, out[-3000:]
         assert "Running stage 'check_params'" in out and "Running stage 'prepare'" not in out, out[-3000:]
-        sh("git checkout -q -- params.yaml dvc.lock", work)
+        assert dataset.is_file()
+        sh("git checkout -q -- params.yaml dvc.lock metrics && dvc checkout -q", work)
 
 
+@pytest.mark.xdist_group("image_repo")    # one worker builds the module's repository once
 def test_an_interrupted_experiment_resumes_when_run_again(image_repo, tmp_path):
     """Ctrl-C during `dvc exp run`, then the same command: Stage-2 resumes instead of starting over
     (before it does, dvc checks the baseline's checkpoint out over the experiment's own)."""

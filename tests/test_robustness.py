@@ -205,7 +205,7 @@ def test_a_folder_named_while_the_source_is_synthetic_is_said_not_to_be_read(tmp
     write_params(tmp_path, params)
     r = stage("prepare", tmp_path, check=True)
     line = (f"dataset.path ({tmp_path / 'faces'}) is not read: dataset.source is 'synthetic', the embedded data; "
-            "set dataset.source (folder) to read it")
+            "set dataset.source (folder) to read it, or dataset.path null")
     assert f"warning: {line}" in r.stderr
     assert line in json.loads((tmp_path / "metrics/detail/prepare.json").read_text())["warnings"]
 

@@ -16,17 +16,17 @@ OUTPUTS = (DATASET, DATASET_PREVIEW, *metrics_files("prepare"))
 
 
 def main(cfg, generator, start, device):
-    data = datasets.prepare(cfg)
-    datasets.save(DATASET, data, data.modality.construction_args())
-    m = data.modality
-    preview = m.to_pictures(m.targets(data.train[:64]))
-    io.save_png(DATASET_PREVIEW, pictures.grid(preview, 8, upscale=pictures.upscale_for(preview.shape[1])))
     warnings = []
     if cfg.dataset.source == "synthetic" and cfg.dataset.path:
         # Not an error: a preset that names a folder runs on the embedded data with `-S dataset.source=synthetic`.
         formats = [s for s in SPECS[cfg.dataset.modality].sources if s != "synthetic"]
         warn(warnings, f"dataset.path ({cfg.dataset.path}) is not read: dataset.source is 'synthetic', the embedded "
-                       f"data; set dataset.source ({' | '.join(formats)}) to read it")
+                       f"data; set dataset.source ({' | '.join(formats)}) to read it, or dataset.path null")
+    data = datasets.prepare(cfg)
+    datasets.save(DATASET, data, data.modality.construction_args())
+    m = data.modality
+    preview = m.to_pictures(m.targets(data.train[:64]))
+    io.save_png(DATASET_PREVIEW, pictures.grid(preview, 8, upscale=pictures.upscale_for(preview.shape[1])))
     if len(data.test) < SMALL_TEST_SPLIT:
         warn(warnings, f"the test split has {len(data.test)} instances (< {SMALL_TEST_SPLIT}): reconstruction figures "
                        "and FID/precision references measured on it are noisy")
