@@ -190,7 +190,8 @@ def test_a_folder_too_small_to_split_is_refused_before_training(tmp_path):
         config.from_dict({"dataset": {"synthetic": {"test": 1}}})
 
 
-@pytest.mark.parametrize("modality, source", [("image", "folder"), ("motion", "amass"), ("nerf", "srn")])
+@pytest.mark.parametrize("modality, source", [("image", "folder"), ("shape", "imnet"), ("motion", "amass"),
+                                              ("nerf", "srn")])
 def test_a_dataset_path_that_is_missing_or_a_file_is_one_line_saying_which(tmp_path, modality, source):
     (tmp_path / "a_file").write_text("x")
     for path, what in ((tmp_path / "missing", "does not exist"), (tmp_path / "a_file", "is a file, not a folder")):

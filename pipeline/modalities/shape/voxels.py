@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import DataError
+from ...prepared import dataset_folder
 from .rendering import voxel_centres
 
 MESH_SUFFIXES = (".obj", ".off", ".ply", ".stl")
@@ -189,8 +190,7 @@ def check_occupied(path, grid: np.ndarray, side: int) -> None:
 
 def imnet_files(root: Path) -> dict[str, Path]:
     """The train and test HDF5 files of an IM-NET release folder (`*train*.hdf5`, `*test*.hdf5`)."""
-    if not root.is_dir():
-        raise VoxelError(f"{root}: dataset.path must be the folder holding IM-NET's *train*.hdf5 and *test*.hdf5")
+    root = dataset_folder(root)            # the folder holding IM-NET's *train*.hdf5 and *test*.hdf5
     found = {}
     for split in ("train", "test"):
         matches = sorted(root.glob(f"*{split}*.hdf5"))
