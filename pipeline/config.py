@@ -293,14 +293,14 @@ def _range_rules(c: Config) -> list[tuple[str, bool, str]]:
         low = next(((op, m[k]) for op, k in ((">=", "min"), (">", "above")) if m.get(k) is not None), None)
         high = next(((op, m[k]) for op, k in (("<=", "max"), ("<", "below")) if m.get(k) is not None), None)
         holds = all(OPS[op](value, bound) for op, bound in filter(None, (low, high)))
+        got = f", got {value!r}"
         if low and high:
             rules.append((key, holds, f"must be {null}in {'[' if low[0] == '>=' else '('}{low[1]}, "
-                                      f"{high[1]}{']' if high[0] == '<=' else ')'}, got {value!r}"))
+                                      f"{high[1]}{']' if high[0] == '<=' else ')'}{got}"))
         elif low or high:
-            rules.append((key, holds, f"must be {null}{(low or high)[0]} {(low or high)[1]}, got {value!r}"))
+            rules.append((key, holds, f"must be {null}{(low or high)[0]} {(low or high)[1]}{got}"))
         if m.get("choices"):
-            rules.append((key, value in m["choices"],
-                          "must be one of " + ", ".join(map(repr, m["choices"])) + f", got {value!r}"))
+            rules.append((key, value in m["choices"], "must be one of " + ", ".join(map(repr, m["choices"])) + got))
     return rules
 
 

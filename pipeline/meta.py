@@ -142,6 +142,9 @@ def _must_save(*_, **__):
     return CheckpointPolicy.MUST_SAVE
 
 
+_SAVE_ALL = functools.partial(create_selective_checkpoint_contexts, _must_save)   # a checkpoint's context_fn
+
+
 def _no_in_place_note(record: logging.LogRecord) -> bool:
     """Drops torch's note, on compiling a checkpoint policy, to keep in-place ops out of it: the step has none."""
     return "context_fn is passed to torch.utils.checkpoint" not in record.getMessage()
@@ -182,8 +185,7 @@ class MetaLearner:
         Saved instead, the compiled default step on 2 AMD EPYC cores (AVX-512) takes 121-130 ms against
         134-142 ms (medians of 60 steps, three alternating runs; eager 175-181 ms): benchmarks/README.md.
         """
-        policy = functools.partial(create_selective_checkpoint_contexts, _must_save)
-        return checkpoint(self.outer_loss, coords, targets, init, use_reentrant=False, context_fn=policy)
+        return checkpoint(self.outer_loss, coords, targets, init, use_reentrant=False, context_fn=_SAVE_ALL)
 
     def outer_loss(self, coords: torch.Tensor, targets: torch.Tensor, init: torch.Tensor) -> torch.Tensor:
         """Per-instance MSE after the inner loop from `init`, (B,)."""
