@@ -49,7 +49,15 @@ def parse() -> argparse.Namespace:
     a.add_argument("--profile", default=None, metavar="PRESET:PRECISION",
                    help="print the kernels that take the time in that preset's Stage-1 step (torch.profiler)")
     a.add_argument("--out", type=Path, default=None)
-    return a.parse_args()
+    args = a.parse_args()
+    if args.profile:                              # resolved now: a name that is not timed stops before any timing
+        name, _, precision = args.profile.partition(":")
+        found = [x for x in args.presets if name in (x.stem, x.name, str(x)) or (name == "default" and x.name == "params.yaml")]
+        if not found:
+            a.error(f"--profile: {name!r} is not one of --presets "
+                    f"({', '.join('default' if x.name == 'params.yaml' else x.stem for x in args.presets)})")
+        args.profile = (found[0], precision or "fp32")
+    return args
 
 
 args = parse()
@@ -326,9 +334,8 @@ def main() -> int:
         if args.out:                              # after each preset: a run cut by a time limit keeps what it measured
             args.out.write_text(json.dumps(report, indent=2) + "\n")
     if args.profile:
-        name, _, p = args.profile.partition(":")
-        path = next(x for x in args.presets if x.stem == name or (name == "default" and x.name == "params.yaml"))
-        step, _, _, _ = stage1(load_preset(path), device, p or "fp32")
+        path, p = args.profile
+        step, _, _, _ = stage1(load_preset(path), device, p)
         report["profile"] = profile(step, device)
         print(report["profile"], flush=True)
     if args.protocol:
