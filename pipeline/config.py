@@ -136,8 +136,9 @@ class FitLoE:
 class ExportLatents:
     inner_steps: int = param(3, "steps from zero for every instance", min=1)
     batch_size: int = param(256, "instances fitted at a time", min=1)
-    points: int | None = param(None, "coordinates the inner loop sees per instance (null: all; shapes: drawn\n"
-                                     "like training points, with fit_loe.near_surface_fraction)", min=1)
+    points: int | None = param(None, "coordinates the inner loop sees per instance (null: all, or\n"
+                                     "fit_loe.points_per_step when auto-decoding; shapes: drawn like training\n"
+                                     "points, with fit_loe.near_surface_fraction)", min=1)
     autodecode_steps: int = param(100, "autodecode: Adam steps on a new instance's latent, weights frozen", min=0)
     autodecode_lr: float = param(0.01, "autodecode: their learning rate", above=0)
 
@@ -196,8 +197,9 @@ class StdTable:
 class Evaluate:
     memorisation_samples: int = param(1000, "generated samples searched for their nearest training instance", min=1)
     batch_size: int = param(256, "latents decoded at a time", min=1)
-    fid_samples: int = param(500, "generated images for FID/KID/precision-recall (paper: 50000); the\n"
-                                  "memorisation distance uses the first memorisation_samples of them", min=2)
+    fid_samples: int = param(500, "generated images for FID/KID/precision-recall (paper: 50000); one set of\n"
+                                  "max(fid_samples, memorisation_samples) samples is drawn: FID reads the first\n"
+                                  "fid_samples, the memorisation distance the first memorisation_samples", min=2)
     kid_subsets: int = param(50, "KID: random subsets averaged", min=1)
     kid_subset_size: int = param(500, "KID: instances per subset (cut to the smaller set)", min=2)
     pr_k: int = param(3, "k of the k-NN balls of precision/recall (mNIF: 3)", min=1)

@@ -152,3 +152,20 @@ def closure_names(path: Path) -> set[str]:
     """Every package module `path` reaches through imports, by dotted name."""
     return {".".join(f.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
             for f in closure(*imports_of(path))}
+
+
+def test_every_stage_that_computes_on_the_device_lists_the_device_param():
+    """A stage whose main reads its `device` argument gives other bits on another device, so `device` is one
+    of its params (a change must rerun it)."""
+    import ast
+
+    for name, stage in stages().items():
+        if name == "check_params":
+            continue
+        module = stage["cmd"].split()[-1]
+        tree = ast.parse((ROOT / (module.replace(".", "/") + ".py")).read_text())
+        main = next(f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name == "main")
+        reads = any(isinstance(n, ast.Name) and n.id == "device" and isinstance(n.ctx, ast.Load)
+                    for n in ast.walk(main))
+        assert reads == ("device" in stage.get("params", [])), f"{name}: reads device {reads}, lists it " \
+                                                               f"{'device' in stage.get('params', [])}"
