@@ -80,7 +80,7 @@ def main() -> int:
     a = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a.add_argument("--seconds", type=float, default=120)
     a.add_argument("--points", type=int, default=4096, help="(t, d) cells per instance per step")
-    a.add_argument("--w0", type=float, default=5.0, help="the motion preset's (30 does not learn motion; README)")
+    a.add_argument("--w0", type=float, default=5.0, help="the motion preset's (30 does not learn motion; docs/modalities/motion.md)")
     a.add_argument("--train", type=int, default=1000)
     a.add_argument("--test", type=int, default=100)
     a.add_argument("--out", type=Path, default=None)
