@@ -48,7 +48,7 @@ class FolderData:
     train_fraction: float = param(0.9, "used when train_count is null", above=0, below=1)
     skip_corrupt: bool = param(False, "true: skip (and count in metrics/prepare.json) unreadable files, empty or\n"
                                       "non-watertight meshes")
-    limit: int | None = param(None, "read at most this many files (sorted order)", min=2)
+    limit: int | None = param(None, "read at most this many files (in name order, digit runs by value)", min=2)
 
 
 @dataclass
@@ -79,7 +79,8 @@ class Dataset:
                           max=1024)
     views: int = param(20, "nerf: fitted views per scene (the embedded cars': rendered; SRN: kept)", min=1)
     split: str = param("random", "folders and AMASS files: random (a permutation seeded by `seed`, whatever\n"
-                                 "the file names) | sorted (first ones train) | FILE (the test names, one a line)")
+                                 "the file names) | sorted (first ones train; digit runs by value) | FILE (the\n"
+                                 "test names, one a line)")
     synthetic: SyntheticData = section(SyntheticData)
     folder: FolderData = section(FolderData)
     nerf: NerfData = section(NerfData, "radiance fields only")

@@ -18,7 +18,7 @@ from .errors import DataError
 from .modalities import SPECS
 from .modalities.base import Modality
 from .modalities.plugins import build
-from .prepared import PreparedData, check_splits, read_folder, split_members
+from .prepared import PreparedData, check_splits, list_folder, read_members, split_members
 
 
 def save(path: str | Path, data: PreparedData, modality_args: dict) -> None:
@@ -66,14 +66,25 @@ def synthetic(cfg: Config, m: Modality) -> PreparedData:
 
 
 def folder(cfg: Config, m: Modality) -> PreparedData:
-    """Every file of dataset.path the modality reads, split by dataset.split (`split_members`)."""
-    stack, skipped, root, names = read_folder(cfg, m.folder_suffixes, m.read_file)
-    train, test = split_members(cfg, names, root, m.set_metrics)
+    """Every file of dataset.path the modality reads, split by dataset.split (`split_members`).
+
+    The split is decided on the listed names before any file is read: a file skipped as unreadable
+    (dataset.folder.skip_corrupt) leaves its own side, and never moves another across the boundary
+    of a `sorted` split."""
+    root, files = list_folder(cfg, m.folder_suffixes)
+    names = [p.name for p in files]
+    groups = [m.group_of(name) for name in names]
+    train, test = split_members(cfg, names, root, m.set_metrics, groups)
+    signals, skipped = read_members(cfg, files, m.read_file)
+    train, test = [i for i in train if i in signals], [i for i in test if i in signals]
+    check_splits(f"{root} (less {len(skipped)} unreadable files skipped)" if skipped else root,
+                 len(train), len(test), m.set_metrics)
     return PreparedData(
-        modality=m, train=stack[train], test=stack[test], train_factors=None, test_factors=None,
-        factor_names=[], factor_kinds=[],
+        modality=m, train=np.stack([signals[i] for i in train]), test=np.stack([signals[i] for i in test]),
+        train_factors=None, test_factors=None, factor_names=[], factor_kinds=[],
         info={"source": "folder", "path": str(root), "skipped_files": len(skipped), "skipped": skipped[:100],
-              "split": cfg.dataset.split, "test_files": [names[i] for i in test][:200]},
+              "split": cfg.dataset.split, "groups": len(set(groups)),
+              "test_files": [names[i] for i in test][:200]},
     )
 
 

@@ -2,6 +2,7 @@
 the modality plug-ins and `datasets` both use (`datasets` builds plug-ins; plug-ins never import it)."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,59 +44,99 @@ class PreparedData:
 MIN_SPLIT = 2
 
 
-def split_count(cfg: Config, total: int, where: Path, compares: str = SET_METRICS) -> int:
-    """How many of `total` instances go to train: dataset.folder.train_count, else the fraction."""
+def split_count(cfg: Config, total: int, where, compares: str = SET_METRICS) -> int:
+    """How many of `total` members (files, or groups of files) go to train: dataset.folder.train_count, else
+    the fraction, keeping MIN_SPLIT on each side where there are 2 * MIN_SPLIT members, one below."""
     f = cfg.dataset.folder
     n_train = f.train_count
-    if n_train is None:   # by ratio, keeping at least MIN_SPLIT instances on each side
-        n_train = min(max(MIN_SPLIT, round(total * f.train_fraction)), total - MIN_SPLIT)
-    check_splits(where, n_train, total - n_train, compares)
+    if n_train is None:
+        keep = MIN_SPLIT if total >= 2 * MIN_SPLIT else 1
+        n_train = min(max(keep, round(total * f.train_fraction)), total - keep)
+    if n_train >= total:
+        check_splits(where, total, 0, compares)
     return n_train
 
 
-def check_splits(where, n_train: int, n_test: int, compares: str = SET_METRICS) -> None:
+def check_splits(where, n_train: int, n_test: int, compares: str = SET_METRICS, least: int = MIN_SPLIT) -> None:
     """One line, before any training, when a split is too small for the stages after it; `compares`
     names what compares sets (the modality's `set_metrics`)."""
-    if min(n_train, n_test) < MIN_SPLIT:
+    if min(n_train, n_test) < least:
         raise DataError(f"{where}: {n_train + n_test} instances split into {n_train} train / {n_test} test; each "
-                        f"split needs at least {MIN_SPLIT} ({compares} compare sets): add files, "
+                        f"split needs at least {least} ({compares} compare sets): add files, "
                         "or change dataset.folder.train_count / train_fraction")
 
 
-def split_members(cfg: Config, names: list[str], where,
-                  compares: str = SET_METRICS) -> tuple[np.ndarray, np.ndarray]:
-    """(train, test) indices into `names` (files or groups, in sorted order) by dataset.split:
+_DIGITS = re.compile(r"(\d+)")
 
-    - `random`: a permutation seeded by `seed` (numpy's PCG64), so the split does not depend on
-      how the files are named or listed, and is the same on every machine; the sizes as
-      dataset.folder.train_count / train_fraction say. Each split keeps the sorted order.
+
+def natural_key(name: str) -> tuple:
+    """A name's sort key with its digit runs compared by value: `2.png` before `10.png`. CelebA-HQ ships
+    `0.jpg` to `29999.jpg` unpadded; in plain string order a `sorted` split with train_count 27000 would test
+    every name starting with 8 or 9 instead of 27000-29999. Zero-padded names keep their string order."""
+    parts = _DIGITS.split(name)      # text, digits, text, ...: the same type at the same position
+    return tuple(int(t) if i % 2 else t for i, t in enumerate(parts)), name
+
+
+def split_members(cfg: Config, names: list[str], where, compares: str = SET_METRICS,
+                  groups: list[str] | None = None, least: int = MIN_SPLIT) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) indices into `names` (in natural order) by dataset.split, whole groups to one side:
+
+    - `groups[i]` names the instance file i belongs to (3D-RecGAN's 16 views of one object); the split
+      draws groups, so no group has files on both sides. None: each file its own.
+    - `random`: a permutation of the groups seeded by `seed` (numpy's PCG64), so the split does not depend
+      on how the files are named or listed, and is the same on every machine; the sizes as
+      dataset.folder.train_count / train_fraction say (counting groups). Each split keeps the order.
     - `sorted`: the first ones train, the rest test (CelebA-HQ's split as mNIF uses it).
-    - a FILE: the names it lists, one per line (a file name, or its stem), are the test split.
+    - a FILE: the names it lists, one per line, are the test split: a file name, its stem, its path below
+      the folder (with or without suffix), or a group; a file's whole group goes with it. A name that
+      matches files of several groups is refused, with the matches.
+
+    Each side must then hold `least` files.
     """
     mode = cfg.dataset.split
-    n = len(names)
+    groups = list(names) if groups is None else list(groups)
+    position = {g: k for k, g in enumerate(dict.fromkeys(groups))}     # the groups, in the files' order
+    member = np.array([position[g] for g in groups], dtype=np.int64)
     if mode in ("random", "sorted"):
-        n_train = split_count(cfg, n, where, compares)
-        order = np.arange(n) if mode == "sorted" else np.random.default_rng(cfg.seed).permutation(n)
-        return np.sort(order[:n_train]), np.sort(order[n_train:])
-    listed = Path(mode)
+        g = len(position)
+        n_train = split_count(cfg, g, where, compares)
+        ranked = np.arange(g) if mode == "sorted" else np.random.default_rng(cfg.seed).permutation(g)
+        test_groups = ranked[n_train:]
+    else:
+        test_groups = _listed_groups(Path(mode), names, groups, position, where)
+    in_test = np.isin(member, test_groups)
+    train, test = np.flatnonzero(~in_test), np.flatnonzero(in_test)
+    check_splits(where, len(train), len(test), compares, least)
+    return train, test
+
+
+def _listed_groups(listed: Path, names: list[str], groups: list[str], position: dict[str, int],
+                   where) -> np.ndarray:
+    """The groups a split file's names pick (see split_members)."""
     try:
         wanted = [line.strip() for line in config.read_text(listed).splitlines() if line.strip()]
     except OSError as e:
         raise DataError(f"{listed}: dataset.split is not random, sorted or a readable file ({e.strerror or e})") \
             from None
-    index = {}
-    for i, name in enumerate(names):
-        for key in (name, Path(name).name, Path(name).stem):
-            index.setdefault(key, i)
+
+    def keys(name: str) -> set[str]:
+        path = Path(name)
+        return {name, path.name, path.stem, str(path.with_suffix(""))}
+
+    index: dict[str, set[int]] = {}
+    for name, group in zip(names, groups):
+        for key in keys(name) | {group}:
+            index.setdefault(key, set()).add(position[group])
     missing = [w for w in wanted if w not in index]
     if missing:
         raise DataError(f"{listed}: {len(missing)} of its {len(wanted)} test names are not in {where} "
-                        f"(first: {missing[0]!r}); list file names or stems, one per line")
-    test = np.unique([index[w] for w in wanted])
-    train = np.setdiff1d(np.arange(n), test)
-    check_splits(where, len(train), len(test), compares)
-    return train, test
+                        f"(first: {missing[0]!r}); list file names, stems or paths below it, one per line")
+    for w in wanted:
+        if len(index[w]) > 1:
+            matches = [name for name, group in zip(names, groups) if w in keys(name) | {group}]
+            raise DataError(f"{listed}: {w!r} matches {len(matches)} files ({', '.join(matches[:5])}"
+                            f"{', ...' if len(matches) > 5 else ''}); name one by its path below {where}")
+    return np.unique([k for w in wanted for k in index[w]])
 
 
 def dataset_folder(path: str | Path) -> Path:
@@ -108,26 +149,28 @@ def dataset_folder(path: str | Path) -> Path:
     return root
 
 
-def read_folder(cfg: Config, suffixes: tuple[str, ...], read) -> tuple[np.ndarray, list[str], Path, list[str]]:
-    """Every file of the folder with one of `suffixes`, sorted, through `read(path)`: (stack, skipped
-    names, folder, the names read)."""
+def list_folder(cfg: Config, suffixes: tuple[str, ...]) -> tuple[Path, list[Path]]:
+    """(folder, its files with one of `suffixes` in natural order, cut to dataset.folder.limit)."""
     d = cfg.dataset
     root = dataset_folder(d.path)
-    files = sorted(p for p in root.iterdir() if p.suffix.lower() in suffixes)
+    files = sorted((p for p in root.iterdir() if p.suffix.lower() in suffixes), key=lambda p: natural_key(p.name))
     if d.folder.limit is not None:
         files = files[: d.folder.limit]
-    signals, skipped, names = [], [], []
-    for p in files:
+    if len(files) < 2 * MIN_SPLIT:
+        raise DataError(f"{root}: found {len(files)} files with suffixes {suffixes}; need at least "
+                        f"{2 * MIN_SPLIT} ({MIN_SPLIT} train, {MIN_SPLIT} test)")
+    return root, files
+
+
+def read_members(cfg: Config, files: list[Path], read) -> tuple[dict[int, np.ndarray], list[str]]:
+    """({index: read(file)} for the files read, names of those skipped as unreadable with
+    dataset.folder.skip_corrupt; without it the first unreadable file's DataError stops the run)."""
+    signals, skipped = {}, []
+    for i, p in enumerate(files):
         try:
-            signals.append(read(p))
-            names.append(p.name)
+            signals[i] = read(p)
         except DataError:
-            if not d.folder.skip_corrupt:
+            if not cfg.dataset.folder.skip_corrupt:
                 raise
             skipped.append(p.name)
-    if len(signals) < 2 * MIN_SPLIT:
-        raise DataError(f"{root}: found {len(signals)} readable files with suffixes {suffixes}; need at least "
-                        f"{2 * MIN_SPLIT} ({MIN_SPLIT} train, {MIN_SPLIT} test)")
-    return np.stack(signals), skipped, root, names
-
-
+    return signals, skipped

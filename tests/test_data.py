@@ -105,8 +105,46 @@ def test_corrupt_image_is_named_or_skipped_and_counted(tmp_path):
     (tmp_path / "002_bad.jpg").write_bytes(b"not a jpeg at all")
     with pytest.raises(DataError, match="002_bad.jpg"):
         datasets.prepare(folder_cfg(tmp_path))
-    data = datasets.prepare(folder_cfg(tmp_path, skip_corrupt=True))
-    assert data.info["skipped_files"] == 1 and len(data.train) + len(data.test) == 4
+    data = datasets.prepare(folder_cfg(tmp_path, skip_corrupt=True, train_count=2))
+    assert data.info["skipped_files"] == 1 and data.info["skipped"] == ["002_bad.jpg"]
+    assert len(data.train) == 2 and data.info["test_files"] == ["002.png", "003.png"]
+    # A skip that leaves a side too small says so, with the count of files skipped.
+    with pytest.raises(DataError, match=r"\(less 1 unreadable files skipped\): 4 instances split into 3 train / 1"):
+        datasets.prepare(folder_cfg(tmp_path, skip_corrupt=True))
+
+
+def test_a_skipped_file_leaves_its_own_side_and_never_moves_the_sorted_boundary(tmp_path):
+    write_images(tmp_path, 10, size=(8, 8))
+    names = [f"{i:03d}.png" for i in range(10)]
+    (tmp_path / names[3]).write_bytes(b"not a png")          # a train file: the test split stays 7, 8, 9
+    data = datasets.prepare(folder_cfg(tmp_path, skip_corrupt=True, train_count=7))
+    assert data.info["test_files"] == names[7:] and len(data.train) == 6
+
+
+def test_sorted_split_orders_unpadded_numbers_by_value(tmp_path):
+    """CelebA-HQ ships 0.jpg ... 29999.jpg: the test split of `sorted` with train_count is the last numbers."""
+    write_images(tmp_path, 12, size=(8, 8))
+    for i in range(12):
+        (tmp_path / f"{i:03d}.png").rename(tmp_path / f"{i}.png")
+    data = datasets.prepare(folder_cfg(tmp_path, train_count=9))
+    assert data.info["test_files"] == ["9.png", "10.png", "11.png"]
+    # ... and each split keeps that order: the pixels of 10.png come after 9.png's.
+    padded = tmp_path.parent / f"{tmp_path.name}_padded"
+    padded.mkdir()
+    write_images(padded, 12, size=(8, 8))
+    padded = datasets.prepare(folder_cfg(padded, train_count=9))
+    np.testing.assert_array_equal(data.test, padded.test)
+
+
+def test_a_split_file_name_that_matches_two_files_is_refused_with_both(tmp_path):
+    write_images(tmp_path, 4)
+    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(tmp_path / "000.jpg")   # stem 000, as 000.png's
+    listing = tmp_path.parent / f"{tmp_path.name}_test.txt"
+    listing.write_text("000\n003\n")
+    with pytest.raises(DataError, match=r"'000' matches 2 files \(000.jpg, 000.png\); name one by its path"):
+        datasets.prepare(folder_cfg(tmp_path, split=str(listing)))
+    listing.write_text("000.jpg\n003\n")
+    assert datasets.prepare(folder_cfg(tmp_path, split=str(listing))).info["test_files"] == ["000.jpg", "003.png"]
 
 
 def test_missing_folder_is_named(tmp_path):

@@ -282,3 +282,49 @@ def test_a_decode_at_twice_the_frames_shows_twice_the_panels():
     values = torch.zeros(1, 64, 165)
     one, two = m.to_pictures(values[:, :32]), m.to_pictures(values, 2.0)
     assert two.shape[2] == 2 * one.shape[2] and two.shape[1] == one.shape[1]
+
+
+def amass_folder(root, names, frames=64):
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        np.savez(root / name, poses=np.zeros((frames, 156)), mocap_framerate=np.array(30.0))
+
+
+def amass_cfg(root, **dataset):
+    from pipeline import config
+
+    return config.from_dict({"dataset": {"modality": "motion", "source": "amass", "path": str(root),
+                                         "resolution": 16, **dataset}})
+
+
+def test_smplx_body_shape_files_are_not_read_as_motions(tmp_path):
+    from pipeline import datasets
+
+    amass_folder(tmp_path, ["S1/a_stageii.npz", "S1/b_stageii.npz", "S2/c_stageii.npz", "S2/d_stageii.npz"])
+    for subject in ("S1", "S2"):
+        np.savez(tmp_path / subject / "female_stagei.npz", betas=np.zeros(16))
+    data = datasets.prepare(amass_cfg(tmp_path))
+    assert data.info["files"] == 4 and data.info["body_shape_files"] == 2 and data.info["skipped_files"] == 0
+
+
+def test_two_or_three_motion_files_follow_the_split_setting(tmp_path):
+    from pipeline import datasets
+
+    amass_folder(tmp_path, ["a.npz", "b.npz", "c.npz"])
+    listing = tmp_path.parent / f"{tmp_path.name}_test.txt"
+    listing.write_text("a\n")
+    assert datasets.prepare(amass_cfg(tmp_path, split=str(listing))).info["test_file_names"] == ["a.npz"]
+    assert datasets.prepare(amass_cfg(tmp_path, split="sorted")).info["test_file_names"] == ["c.npz"]
+
+
+def test_a_motion_name_in_two_subjects_must_be_named_by_its_path(tmp_path):
+    from pipeline import datasets
+
+    amass_folder(tmp_path, ["S1/Box_1_poses.npz", "S2/Box_1_poses.npz", "S3/Walk_poses.npz", "S3/Jog_poses.npz"])
+    listing = tmp_path.parent / f"{tmp_path.name}_test.txt"
+    listing.write_text("Box_1_poses\n")
+    with pytest.raises(DataError, match=r"'Box_1_poses' matches 2 files \(S1/Box_1_poses.npz, S2/Box_1_poses.npz\)"):
+        datasets.prepare(amass_cfg(tmp_path, split=str(listing)))
+    listing.write_text("S2/Box_1_poses\nS3/Jog_poses.npz\n")
+    assert datasets.prepare(amass_cfg(tmp_path, split=str(listing))).info["test_file_names"] == \
+        ["S2/Box_1_poses.npz", "S3/Jog_poses.npz"]

@@ -178,7 +178,7 @@ def test_a_folder_too_small_to_split_is_refused_before_training(tmp_path):
     write_params(tmp_path, folder_params(tmp_path / "imgs"))
     r = stage("prepare", tmp_path)
     assert r.returncode == 2 and not (tmp_path / "data/prepared/dataset.npz").exists()
-    assert last_line(r) == (f"error: {tmp_path / 'imgs'}: found 3 readable files with suffixes ('.png', '.jpg', "
+    assert last_line(r) == (f"error: {tmp_path / 'imgs'}: found 3 files with suffixes ('.png', '.jpg', "
                             "'.jpeg'); need at least 4 (2 train, 2 test)")
     write_faces(tmp_path / "imgs", 5)
     cfg = config.from_dict(folder_params(tmp_path / "imgs", train_count=4))
@@ -332,11 +332,13 @@ def flat_tetrahedron(path: Path) -> None:
 
 def test_empty_grids_and_degenerate_meshes_stop_prepare(tmp_path):
     (tmp_path / "empty.binvox").write_bytes(binvox_bytes((8, 8, 8), [(0, 255), (0, 255), (0, 2)]))
-    (tmp_path / "tiny_256_256_256.txt").write_text("0 0 0\n")     # one voxel of 256^3: nothing left at 16^3
     flat_tetrahedron(tmp_path / "flat.ply")
-    for name in ("empty.binvox", "tiny_256_256_256.txt", "flat.ply"):
+    for name in ("empty.binvox", "flat.ply"):
         with pytest.raises(DataError, match=rf"{name}: no occupied voxel at 16\^3"):
             voxels.read_file(tmp_path / name, 16)
+    # One voxel of 256^3 is kept at 16^3 (IM-NET's any-occupied rule), not refused as empty.
+    (tmp_path / "tiny_256_256_256.txt").write_text("0 0 0\n")
+    assert voxels.read_file(tmp_path / "tiny_256_256_256.txt", 16).sum() == 1
 
 
 # --- 4. one line, never a traceback -------------------------------------------

@@ -51,6 +51,11 @@ class Modality(ABC):
     def read_file(self, path: Path) -> np.ndarray:
         """One file of the user's -> the stored signal at this resolution; DataError naming the file if bad."""
 
+    def group_of(self, name: str) -> str:
+        """The instance a file of the user's belongs to: a split never puts one group's files on both
+        sides (e.g. views of one object). Each file is its own by default."""
+        return name
+
     @abstractmethod
     def generate(self, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """The embedded dataset: n stored signals and their (n, F) ground-truth factors, from the seed."""

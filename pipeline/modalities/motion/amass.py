@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import DataError
-from ...prepared import dataset_folder
+from ...prepared import dataset_folder, natural_key
 from .skeleton import VALUES, matrix_to_axis_angle, rotation_matrices, unwrap
 
 FPS = 30.0            # every sequence is resampled to this rate (AMASS ships 60-250 fps)
@@ -26,6 +26,7 @@ Z_UP_TO_Y_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
 SMPLH_VALUES = 156
 RATE_KEYS = ("mocap_framerate", "mocap_frame_rate")
 SKIPPED_NAMES = ("shape.npz",)   # AMASS's per-subject body-shape files: no poses, not motions
+SKIPPED_SUFFIX = "_stagei.npz"   # ... and the SMPL-X release's (`female_stagei.npz`; motions end `_stageii.npz`)
 RATES = (1.0, 2000.0)            # frame rates read (AMASS: 60-250 fps); 1e-4 fps would resample 3 s into 58 GiB
 MAX_ANGLE = 100.0                # radians; an axis-angle rotation is within [0, pi] (a few turns once unwrapped)
 
@@ -130,6 +131,14 @@ def clips(poses: np.ndarray, rate: float, frames: int) -> np.ndarray:
     return seq[: k * frames].reshape(k, frames, VALUES)
 
 
+def is_body_shape(path: Path) -> bool:
+    """A per-subject body-shape file of AMASS's (SMPL-H `shape.npz`, SMPL-X `<gender>_stagei.npz`)."""
+    return path.name in SKIPPED_NAMES or path.name.endswith(SKIPPED_SUFFIX)
+
+
 def motion_files(root: Path) -> list[Path]:
-    """Every motion .npz under root (AMASS nests dataset/subject/file), sorted by path."""
-    return sorted(p for p in dataset_folder(root).rglob("*.npz") if p.name not in SKIPPED_NAMES)
+    """Every motion .npz under root (AMASS nests dataset/subject/file) but the body-shape files, in natural
+    order of their paths below root (digit runs by value)."""
+    root = dataset_folder(root)
+    return sorted((p for p in root.rglob("*.npz") if not is_body_shape(p)),
+                  key=lambda p: natural_key(p.relative_to(root).as_posix()))

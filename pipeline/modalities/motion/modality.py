@@ -148,11 +148,9 @@ class MotionModality(Modality):
                             f"unreadable); need at least 2 (one train, one test). Frames at {amass.FPS:g} fps: "
                             f"{listed}{hint}")
         names = [name for name, _ in kept]
-        # Split by file (a file's clips are one performance: never on both sides), as dataset.split says.
-        if len(kept) >= 4:
-            train_files, test_files = split_members(cfg, names, root, self.set_metrics)
-        else:
-            train_files, test_files = np.arange(len(kept) - 1), np.array([len(kept) - 1])
+        # Split by file (a file's clips are one performance: never on both sides), as dataset.split says;
+        # one file a side will do (the clips are counted next), so 2 or 3 files split too.
+        train_files, test_files = split_members(cfg, names, root, self.set_metrics, least=1)
         n_train_files = len(train_files)
         train = np.concatenate([kept[i][1] for i in train_files])
         test = np.concatenate([kept[i][1] for i in test_files])
@@ -161,6 +159,7 @@ class MotionModality(Modality):
             modality=self, train=train, test=test, train_factors=None, test_factors=None,
             factor_names=[], factor_kinds=[],
             info={"source": "amass", "path": str(root), "files": len(files), "train_files": n_train_files,
+                  "body_shape_files": sum(amass.is_body_shape(p) for p in root.rglob("*.npz")),
                   "split": cfg.dataset.split, "test_file_names": [names[i] for i in test_files][:200],
                   "fps": amass.FPS, "clip_frames": self.resolution, "clip_stride": self.resolution,
                   "too_short_files": int(short), "skipped_files": len(skipped), "skipped": skipped[:100]})

@@ -48,6 +48,11 @@ class ShapeModality(Modality):
     def read_file(self, path):
         return voxels.pack(voxels.read_file(path, self.resolution)[None])[0]
 
+    def group_of(self, name):
+        """3D-RecGAN's grids are views of an object (`train_3d__chair_0001_0_1_2_062_047_037.txt`: three
+        orientation indices, then the box dims): its views are one group, so no object is on both sides."""
+        return voxels.object_of(name)
+
     def generate(self, n, seed):
         return synthetic.generate(n, self.resolution, seed)
 

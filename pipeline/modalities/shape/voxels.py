@@ -48,12 +48,17 @@ def unpack(packed: np.ndarray, side: int) -> np.ndarray:
 
 
 def resample(grid: np.ndarray, side: int) -> np.ndarray:
-    """A cubic 0/1 grid at any side -> (side, side, side) bool."""
+    """A cubic 0/1 grid at any side -> (side, side, side) bool.
+
+    Shrinking keeps a voxel when any part of it is occupied, as IM-NET builds its 64^3 grids from 256^3
+    (`np.max` over each block): a chair leg one voxel thick survives halving, where the block's mean
+    (1/4 for that leg) would erase it. Enlarging is trilinear on the 0/1 grid, >= 0.5."""
     if grid.shape[0] == side:
         return grid.astype(bool)
     x = torch.from_numpy(grid.astype(np.float32))[None, None]
-    y = F.interpolate(x, size=(side,) * 3, mode="trilinear", align_corners=False, antialias=False) \
-        if grid.shape[0] < side else F.adaptive_avg_pool3d(x, side)
+    if grid.shape[0] > side:
+        return (F.adaptive_max_pool3d(x, side)[0, 0] > 0).numpy()
+    y = F.interpolate(x, size=(side,) * 3, mode="trilinear", align_corners=False, antialias=False)
     return (y[0, 0] >= 0.5).numpy()
 
 
@@ -113,6 +118,14 @@ def binvox_dims(path: Path, f) -> list[int]:
 
 
 _DIMS = re.compile(r"_(\d+)_(\d+)_(\d+)$")
+_RECGAN_VIEW = re.compile(r"^(?:train|test)_3d__(?P<object>.+?)(?:_\d+){6}\.txt$", re.IGNORECASE)
+
+
+def object_of(name: str) -> str:
+    """The object a 3D-RecGAN view file shows (`train_3d__chair_0001_0_1_2_062_047_037.txt` -> `chair_0001`:
+    three orientation indices and three box dims follow the object); any other name is its own object."""
+    m = _RECGAN_VIEW.match(name)
+    return m.group("object") if m else name
 
 
 def read_index_text(path: Path, side: int) -> np.ndarray:
@@ -256,7 +269,11 @@ def read_imnet(path: Path, side: int, limit: int | None = None, chunk: int = 256
         n = len(voxels) if limit is None else min(limit, len(voxels))
         out = []
         for start in range(0, n, chunk):
-            block = np.asarray(voxels[start:min(n, start + chunk)]).reshape(-1, *voxels.shape[1:4])
+            try:   # a file cut short or damaged past its header fails here, in h5py's words without the path
+                block = np.asarray(voxels[start:min(n, start + chunk)]).reshape(-1, *voxels.shape[1:4])
+            except (OSError, ValueError) as e:
+                raise VoxelError(f"{path}: cannot read shapes {start}..{min(n, start + chunk) - 1} of 'voxels' "
+                                 f"({e})") from None
             if block.dtype.kind in "fc" and not np.isfinite(block).all():
                 first = start + int(np.argwhere(~np.isfinite(block).reshape(len(block), -1).all(1))[0, 0])
                 raise VoxelError(f"{path}: 'voxels' holds NaN or inf (first in shape {first}); occupancy must be 0/1")
