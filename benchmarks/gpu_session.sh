@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Every GPU measurement of the paper-scale work in one or two runs (see benchmarks/README.md):
+#   bash benchmarks/gpu_session.sh tests     # tests/test_gpu.py: every modality's micro pipeline with device cuda
 #   bash benchmarks/gpu_session.sh speed     # device rates, every preset's step times, the old code's, a profile
 #   bash benchmarks/gpu_session.sh quality   # 3000-step Stage-1 runs of the CelebA and ShapeNet presets' LoEs
 #   bash benchmarks/gpu_session.sh precision # 1000 steps at fp32 / tf32 / bf16, and the 5000-sample protocol
@@ -51,6 +52,8 @@ INC=${INCEPTION:+--inception $INCEPTION}
 LR="--set fit_loe.lr=0.0003"      # the short-schedule outer lr (measured on CPU: faster than 1e-4, stable)
 
 case "${1:-all}" in
+tests)
+  python -m pytest -q -n 0 -rs tests/test_gpu.py 2>&1 | tee "$RESULTS/tests_gpu.log" ;;
 speed|all)
   python $B/speed.py --presets $PRESETS --steps $TIMED --profile "$(basename $MAIN .yaml):tf32" \
     --out "$RESULTS/speed.json" 2>&1 | tee "$RESULTS/speed.log"

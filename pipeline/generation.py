@@ -105,7 +105,8 @@ def memorised_std_table(hcdm: HCDM, data: torch.Tensor, parts: list[int] | None 
         _, group = torch.unique(codes[:, lo], dim=0, return_inverse=True)
         counts = torch.bincount(group).double()                              # (groups,)
         values = z[:, lo:hi].flatten(1).double()
-        mean = torch.zeros(len(counts), values.shape[1], dtype=torch.float64).index_add_(0, group, values)
+        mean = torch.zeros(len(counts), values.shape[1], dtype=torch.float64, device=values.device).index_add_(
+            0, group, values)
         square = torch.zeros_like(mean).index_add_(0, group, values ** 2)
         mean, square = mean / counts[:, None], square / counts[:, None]
         group_std = (square - mean ** 2).clamp_min(0).sqrt().mean(1)           # (groups,)

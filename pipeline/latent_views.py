@@ -92,7 +92,8 @@ def code_clusters(hcdm: HCDM, train: torch.Tensor, generator: torch.Generator, c
     neighbours = min(neighbours, len(z) - 1)   # a four-image folder has three others, not 25
     if neighbours < 1:
         return []
-    codes = hcdm.condition_codes(z)
+    device = next(hcdm.parameters()).device   # the model may be on a GPU (analyze's `device`), the latents not
+    codes = hcdm.condition_codes(z.to(device)).cpu()
     picks = torch.randperm(len(z), generator=generator)[:anchors]
     out = []
     for l in range(1, hcdm.layers):

@@ -235,12 +235,16 @@ def test_dvc_repro_on_shapes(tmp_path):
     assert "| coverage | mmd | one_nna |" in out and "fid" not in out.split("## Prior variants")[1]
 
 
-def test_dvc_repro_on_motion(tmp_path):
-    """The same dvc.yaml runs the motion modality end to end; control decodes a clip at twice the frames."""
+def motion_micro_params() -> dict:
     p = micro_params()
     p["dataset"].update(modality="motion", resolution=32, synthetic={"train": 40, "test": 6})
     p["loe"].update(w0=5.0)
-    work = repro_in_new_repo(tmp_path, p)
+    return p
+
+
+def test_dvc_repro_on_motion(tmp_path):
+    """The same dvc.yaml runs the motion modality end to end; control decodes a clip at twice the frames."""
+    work = repro_in_new_repo(tmp_path, motion_micro_params())
 
     prep = json.loads((work / "metrics/detail/prepare.json").read_text())
     assert prep["modality"] == "motion" and prep["stored_bytes_per_instance"] == 32 * 165 * 4
@@ -269,14 +273,18 @@ def test_dvc_repro_on_motion(tmp_path):
         assert gif.n_frames == round(64 * 25 / 60) and gif.info["duration"] == 40
 
 
-def test_dvc_repro_on_nerf(tmp_path):
-    """The same dvc.yaml runs the radiance-field modality, auto-decoded, end to end; control renders a
-    turntable from new viewpoints."""
+def nerf_micro_params() -> dict:
     p = micro_params()
     p["dataset"].update(modality="nerf", resolution=8, views=4, synthetic={"train": 24, "test": 6})
     p["fit_loe"].update(method="autodecode", points_per_step=64, batch_size=4, lr=0.001, latent_lr=0.01)
     p["export_latents"].update(autodecode_steps=3, points=64, batch_size=8)
-    work = repro_in_new_repo(tmp_path, p)
+    return p
+
+
+def test_dvc_repro_on_nerf(tmp_path):
+    """The same dvc.yaml runs the radiance-field modality, auto-decoded, end to end; control renders a
+    turntable from new viewpoints."""
+    work = repro_in_new_repo(tmp_path, nerf_micro_params())
 
     fit = json.loads((work / "metrics/detail/fit_loe.json").read_text())     # text stays in the detail file
     assert fit["method"] == "autodecode" and "meta_sgd_rate_mean" not in fit

@@ -1,0 +1,50 @@
+"""On a GPU (`device: cuda`): the micro pipeline of every modality runs through `dvc repro`, and the tables
+computed on the model's device equal the CPU's. Skipped without CUDA; `bash benchmarks/gpu_session.sh tests`
+runs them on a lent GPU."""
+import shutil
+
+import pytest
+import torch
+
+from conftest import micro_params
+from test_pipeline import motion_micro_params, nerf_micro_params, repro_in_new_repo, shape_micro_params
+
+from pipeline.generation import memorised_std_table
+from pipeline.hcdm import HCDM
+from pipeline.latent_views import code_clusters
+
+pytestmark = [pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+              pytest.mark.skipif(shutil.which("dvc") is None, reason="dvc is not installed")]
+
+
+@pytest.mark.parametrize("params", [micro_params, shape_micro_params, motion_micro_params, nerf_micro_params])
+def test_every_stage_of_each_modality_runs_on_a_gpu(tmp_path, params):
+    p = params()
+    p["device"] = "cuda"
+    work = repro_in_new_repo(tmp_path, p)
+    assert (work / "metrics/analyze.json").exists() and (work / "metrics/hierarchy.json").exists()
+
+
+def model_and_latents():
+    g = torch.Generator().manual_seed(0)
+    model = HCDM(layers=3, latent_dim=4, binary_len=3, hidden=32, blocks=2, timesteps=10)
+    latents = torch.randn(64, 3, 4, generator=g)
+    model.mean.copy_(latents.mean(0)), model.std.copy_(latents.std(0))
+    return model, latents
+
+
+def test_the_memorised_floor_on_a_gpu_is_the_cpus():
+    model, latents = model_and_latents()
+    cpu = memorised_std_table(model, latents)
+    gpu = memorised_std_table(model.to("cuda"), latents)
+    assert gpu["distinct_codes"] == cpu["distinct_codes"]
+    for key, value in cpu["standardised"].items():
+        assert gpu["standardised"][key] == pytest.approx(value, abs=1e-6)
+
+
+def test_code_clusters_of_a_model_on_a_gpu_are_the_cpus():
+    model, latents = model_and_latents()
+    cpu = code_clusters(model, latents, torch.Generator().manual_seed(1), clusters=2, anchors=2, neighbours=5)
+    gpu = code_clusters(model.to("cuda"), latents, torch.Generator().manual_seed(1), clusters=2, anchors=2,
+                        neighbours=5)
+    assert [[a["purity"] for a in v["anchors"]] for v in gpu] == [[a["purity"] for a in v["anchors"]] for v in cpu]
