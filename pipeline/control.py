@@ -90,6 +90,16 @@ class Source:
     picture: np.ndarray | None = None  # the user's own signal, shown beside its reconstruction
 
 
+SEEDS = 2 ** 63   # torch.Generator.manual_seed takes up to 2**64 - 1, and negatives wrap: one range, said
+
+
+def generator(seed: int, what: str) -> torch.Generator:
+    """A CPU generator seeded by `seed`, or a UsageError naming `what` for a seed outside [0, 2**63)."""
+    if not 0 <= seed < SEEDS:
+        raise UsageError(f"{what}: the seed must be in [0, 2**63), got {seed}")
+    return torch.Generator().manual_seed(seed)
+
+
 def resolve(run: Run, spec: str, a: argparse.Namespace) -> Source:
     """The latent a SOURCE spec names; `a` supplies --inner-steps, --sampler and --steps."""
     kind, _, value = spec.partition(":")
@@ -100,7 +110,7 @@ def resolve(run: Run, spec: str, a: argparse.Namespace) -> Source:
     except ValueError:
         raise UsageError(f"source {spec!r}: {EXPECTED}") from None
     if kind == "gen":
-        g = torch.Generator().manual_seed(index)
+        g = generator(index, f"source {spec!r}")
         return Source(run.hcdm.sample(1, g, sampler=a.sampler, steps=a.steps)[0])
     if kind in ("sample", "train", "test"):
         pool = run.samples if kind == "sample" else run.bank[kind]
@@ -199,7 +209,7 @@ def cmd_resample(run: Run, a) -> None:
     if a.k > 0:
         check_layer_wise(run, f"resample -k {a.k}")
     src = resolve(run, a.source, a)
-    drawn = analysis.resample(run.hcdm, src.latent, a.k, a.n, torch.Generator().manual_seed(a.seed), a.sampler, a.steps)
+    drawn = analysis.resample(run.hcdm, src.latent, a.k, a.n, generator(a.seed, "--seed"), a.sampler, a.steps)
     first, labels = head(run, src)
     pics = np.concatenate([first, run.render(drawn)])
     save(a, pictures.grid(pics, len(first) + a.n, upscale=upscale(a, pics), column_labels=labels + numbered(a.n),
@@ -209,7 +219,7 @@ def cmd_resample(run: Run, a) -> None:
 def cmd_tree(run: Run, a) -> None:
     check_layer_wise(run, "tree")
     src = resolve(run, a.source, a)
-    branches = analysis.tree(run.hcdm, src.latent, a.n, torch.Generator().manual_seed(a.seed), a.sampler, a.steps)
+    branches = analysis.tree(run.hcdm, src.latent, a.n, generator(a.seed, "--seed"), a.sampler, a.steps)
     first, labels = head(run, src)
     rows = [np.concatenate([first, run.render(branches[k])]) for k in range(len(branches))]
     save(a, pictures.grid(np.concatenate(rows), len(first) + a.n, upscale=upscale(a, first),

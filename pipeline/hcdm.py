@@ -336,6 +336,8 @@ class HCDM(nn.Module):
             return x
         if sampler != "ddim":
             raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")
+        if steps < 1:                              # no step would return the starting noise as a draw
+            raise ValueError(f"DDIM steps must be >= 1, got {steps}")
         ts = torch.linspace(self.timesteps - 1, 0, steps).round().long().unique_consecutive()
         for i, t in enumerate(ts.tolist()):
             tt = torch.full((n,), t, dtype=torch.long, device=device)

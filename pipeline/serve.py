@@ -138,7 +138,7 @@ class Session:
             self.layer_wise(f"resample k {k}")
         anchor = self.latent(spec)
         try:
-            drawn = analysis.resample(self.hcdm, anchor, k, n, torch.Generator().manual_seed(seed),
+            drawn = analysis.resample(self.hcdm, anchor, k, n, control.generator(seed, "seed"),
                                       self.options.sampler, self.options.steps)
         except ValueError as e:   # e.g. a flat prior asked for a prefix
             raise Refused(str(e)) from None
@@ -383,6 +383,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=50, help="DDIM steps per draw (default: %(default)s)")
     p.add_argument("--inner-steps", type=int, default=None, help="inner steps to fit an uploaded file")
     a = p.parse_args(argv)
+    for name in ("steps", "inner_steps"):
+        value = getattr(a, name)
+        if value is not None and value < 1:
+            print(f"error: --{name.replace('_', '-')} {value}: must be >= 1", file=sys.stderr)
+            return 2
     if not 0 < a.port < 65536:
         print(f"error: --port {a.port}: must be in [1, 65535]", file=sys.stderr)
         return 2

@@ -125,6 +125,8 @@ def test_render_is_continuous_across_resolutions(in_run):
     (["tree", "--source", "train:999"], "train:999"),
     (["tree", "--source", "bogus"], "expected gen:S"),
     (["render", "--scale", "0"], "--scale 0.0"),
+    (["resample", "--seed", str(2 ** 64)], f"--seed: the seed must be in [0, 2**63), got {2 ** 64}"),
+    (["tree", "--source", "gen:-1"], "source 'gen:-1': the seed must be in [0, 2**63), got -1"),
 ])
 def test_bad_arguments_give_one_line(in_run, capsys, args, message):
     assert ctl(*args) == 2

@@ -333,3 +333,9 @@ def test_the_denoisers_group_norm_equals_torchs():
     (a,) = torch.autograd.grad((ours(x) * g).sum(), x)
     (b,) = torch.autograd.grad((theirs(x) * g).sum(), x)
     assert torch.allclose(a, b, rtol=0, atol=1e-5)
+
+
+def test_ddim_with_no_step_is_refused_not_returned_as_noise():
+    model = HCDM(layers=2, latent_dim=2, binary_len=1, hidden=32, blocks=2, timesteps=10)
+    with pytest.raises(ValueError, match="DDIM steps must be >= 1, got 0"):
+        model.sample(2, torch.Generator().manual_seed(0), sampler="ddim", steps=0)

@@ -95,7 +95,9 @@ def test_resample_keeps_the_prefix_and_bad_requests_are_messages(served):
            ({"source": "test:999", "k": 1, "n": 2, "seed": 0}, 400, "index out of range"),
            ({"source": "id:nope", "k": 1, "n": 2, "seed": 0}, 404, "unknown or expired"),
            ({"source": "gen:0", "k": "x", "n": 2, "seed": 0}, 400, "k 'x': must be an integer"),
-           ({"source": "gen:0", "k": 1}, 400, "missing n, seed")]
+           ({"source": "gen:0", "k": 1}, 400, "missing n, seed"),
+           ({"source": "gen:0", "k": 1, "n": 2, "seed": 2 ** 64}, 400, "seed: the seed must be in [0, 2**63)"),
+           ({"source": f"gen:{2 ** 64}", "k": 1, "n": 2, "seed": 0}, 400, "the seed must be in [0, 2**63)")]
     for body, code, text in bad:
         status, answer = api(base, "/api/resample", body)
         assert status == code and text in answer["error"], (body, answer)
@@ -321,3 +323,11 @@ def test_deep_json_huge_pictures_and_the_size_boundary(served):
         with pytest.raises(serve.Refused) as e:
             session.upload("blob.bin", base64.b64encode(b"\0" * size).decode())
         assert ("larger than 8 MiB" in str(e.value)) == too_large
+
+
+@pytest.mark.parametrize("flag", ["--steps", "--inner-steps"])
+def test_a_step_count_below_one_is_one_line_before_anything_loads(capsys, flag):
+    from pipeline import serve
+
+    assert serve.main([flag, "0"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {flag} 0: must be >= 1"
