@@ -7,7 +7,8 @@ into `metrics/ablation.json` and a markdown table, on the shared collector (`pip
     python -m pipeline.ablation       # -> metrics/ablation.json, metrics/ablation.md
 
 Every experiment of the current commit (and the workspace) becomes a run; `-n 2` also takes the
-commit before, and so on. Runs that differ only in `hcdm.seed` are one row: mean ± spread.
+commit before, and so on. Runs that differ only in a seed are one row: mean ± spread; runs that differ in
+another param too (Table 1's mNIF- and Functa-style flat priors, `loe.variant`) are rows of their own.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from .experiments import collect, select, summarise, summary_markdown
+from .experiments import collect, numeric_order, select, summarise, summary_markdown
 
 # The paper's Table 2 (CelebA-HQ, ShapeNet, SRN-Cars): std_1, std_12, std_23, std_34, std_45 per binary_len.
 PAPER_TABLE_2 = {
@@ -43,19 +44,21 @@ def tables(df) -> tuple[dict, str]:
     """(JSON, markdown): Table 2 over the hierarchical runs by binary_len, the prior variants side by side."""
     hier = df[df[VARIANT] == "hierarchical"] if VARIANT in df else df.iloc[:0]
     std_cols = select(df, TABLE_2)
-    table2 = summarise(hier, [BITS], std_cols) if len(hier) and std_cols else None
-    if table2 is not None:   # numeric order of binary_len, not string order
-        table2 = table2.iloc[table2[BITS].astype(int).argsort()].reset_index(drop=True)
+    table2, t2_keys = summarise(hier, [BITS], std_cols) if len(hier) and std_cols else (None, [BITS])
+    if table2 is not None:   # numeric order of binary_len (a column with gaps holds 12 as "12.0"), not string order
+        table2 = table2.iloc[sorted(range(len(table2)), key=lambda i: numeric_order(table2[BITS][i]))
+                             ].reset_index(drop=True)
     quality = select(df, QUALITY)
-    variants = summarise(df, [VARIANT, BITS], quality)
+    variants, v_keys = summarise(df, [VARIANT, BITS], quality)
     variants = variants.iloc[sorted(range(len(variants)), key=lambda i: (
-        variants[VARIANT][i], float(variants[BITS][i])))].reset_index(drop=True)
+        variants[VARIANT][i], numeric_order(variants[BITS][i]), *(str(variants[k][i]) for k in v_keys[2:])))
+    ].reset_index(drop=True)
     md = ["## Binary condition length (paper Table 2): ours", "",
           "Standardised latents, the model's own chain (prefixes drawn from it); `floor` is what a prior that "
           "reproduced its training pairs code by code would give (`std_table_memorised`).", ""]
-    md += [summary_markdown(table2, [BITS], std_cols) if table2 is not None else "(no hierarchical run)\n",
+    md += [summary_markdown(table2, t2_keys, std_cols) if table2 is not None else "(no hierarchical run)\n",
            "## The paper's Table 2", "", paper_markdown(), "## Prior variants", "",
-           summary_markdown(variants, [VARIANT, BITS], quality)]
+           summary_markdown(variants, v_keys, quality)]
     payload = {"table_2": json.loads(table2.to_json(orient="records")) if table2 is not None else [],
                "paper_table_2": {k: {str(b): v for b, v in rows.items()} for k, rows in PAPER_TABLE_2.items()},
                "variants": json.loads(variants.to_json(orient="records")),

@@ -10,7 +10,8 @@ JSON and markdown.
 
 Columns are `params.<key>` (params.yaml) and `<metrics file>.<key>` (e.g. `generation.fid`,
 `hierarchy.mean_retained_variance.k=1`). Spread is the sample standard deviation (ddof 1) over
-the runs of a group; n counts them.
+the runs of a group; n counts them. Only seeds are pooled: runs that differ in another param than --by
+are rows of their own, that param a column (a note says which).
 """
 from __future__ import annotations
 
@@ -32,11 +33,14 @@ DEFAULT_COLUMNS = (
     "generation.memorisation_distance", "generation.std_table.*", "generation.std_table_memorised.*",
     "hierarchy.mean_retained_variance.k=1", "hierarchy.mean_retained_variance.k=2",
 )
-# Metrics that identify a run's result: the same run listed twice (the workspace and its commit, a
-# branch, an experiment whose params were rendered with one more key) has these to the last digit,
-# which two runs of other params or seeds never share; it is kept once.
-IDENTITY = ("generation.fid", "generation.kid", "generation.coverage", "generation.mmd",
-            "generation.memorisation_distance")
+# A run's identity is its results: the same run listed twice (the workspace and its commit, a branch, an
+# experiment whose params were rendered with one more key, a table's recorded copy) has every metric to the
+# last digit, which two runs of other params or seeds never share; it is kept once. Timings are left out (a
+# rerun that gives the same bytes is the same result), and so is what a collector derives from them.
+VOLATILE = ("seconds", "peak_rss_mib", "stage1_ms_per_step")
+# Params whose runs are replicates of one setting: a table pools them into a mean and a spread (the seeds;
+# `threads` changes the speed only).
+REPLICATES = ("seed", "threads")
 
 
 def records(node, out: list, experiment: bool = False) -> list:
@@ -67,24 +71,32 @@ def flatten(d, prefix: str = "") -> dict:
 
 
 def frame(payload) -> pd.DataFrame:
-    """One row per run that has generation metrics, in listing order; a failed run is no row. A run listed again (the
-    workspace repeating an experiment or its commit) is kept once: as the experiment if it is one
-    (its name and params are the run's), else as its fullest listing."""
-    rows, named = [], []
+    """One row per run that has generation metrics, in listing order; a failed run is no row (both are
+    named in a note on stderr). A run listed again (the workspace repeating an experiment or its commit)
+    is kept once: as the experiment if it is one (its name and params are the run's), else as its
+    fullest listing."""
+    rows, named, failed, unfinished = [], [], [], []
     for rec, experiment in records(payload, []):
+        rev = str(rec["rev"])
+        name = rec.get("name") or (rev if rev == "workspace" else rev[:7])
         if rec.get("error"):   # a failed run lists its baseline's metrics files as its own: not a result
+            failed.append(name)
             continue
         data = rec["data"]
         params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
         metrics = {Path(name).stem: (m or {}).get("data") for name, m in (data.get("metrics") or {}).items()}
         if not metrics.get("generation"):
+            unfinished.append(name)
             continue
-        rev = str(rec["rev"])
-        row = {"experiment": rec.get("name") or (rev if rev == "workspace" else rev[:7]), **flatten(params, "params.")}
+        row = {"experiment": name, **flatten(params, "params.")}
         for stem, values in metrics.items():
             row.update(flatten(values, f"{stem}."))
         rows.append(row)
         named.append(experiment)
+    for what, names in (("failed", failed), ("without metrics/generation.json (not run to the end)", unfinished)):
+        if names:
+            print(f"note: left out {len(names)} run(s) {what}: {', '.join(names[:20])}"
+                  + (", ..." if len(names) > 20 else ""), file=sys.stderr)
     df = pd.DataFrame(rows)
     if df.empty:
         return df
@@ -92,12 +104,16 @@ def frame(payload) -> pd.DataFrame:
 
 
 def distinct(df: pd.DataFrame, named) -> pd.DataFrame:
-    """Each run once (IDENTITY): an experiment's listing before others, then the fullest."""
-    key = [c for c in df.columns if c in IDENTITY or c.startswith("generation.std_table.")]
+    """Each run once, identified by every metric all the rows have (timings aside: VOLATILE): an
+    experiment's listing before others, then the fullest."""
+    values = df[[c for c in df.columns if c != "experiment" and not c.startswith("params.")
+                 and c.rsplit(".", 1)[-1] not in VOLATILE]].apply(pd.to_numeric, errors="coerce")
+    values = values.loc[:, values.notna().all()]     # None and NaN alike: missing; a metric some rows lack is no key
+    if values.empty:
+        return df.reset_index(drop=True)
     rank = pd.DataFrame({"experiment": named, "filled": df.notna().sum(axis=1)})
     order = rank.sort_values(["experiment", "filled"], ascending=False, kind="stable").index
-    values = df.loc[order, key].apply(pd.to_numeric, errors="coerce")   # None and NaN alike: missing
-    kept = values.drop_duplicates().index
+    kept = values.loc[order].drop_duplicates().index
     return df.loc[sorted(kept)].reset_index(drop=True)
 
 
@@ -123,14 +139,38 @@ def select(df: pd.DataFrame, patterns) -> list[str]:
     return out
 
 
-def summarise(df: pd.DataFrame, by: list[str], columns: list[str]) -> pd.DataFrame:
-    """Per group of `by` values: `<column> mean`, `<column> std` (ddof 1; NaN for one run) and `n`."""
+def varying(df: pd.DataFrame, by: list[str]) -> list[str]:
+    """The params columns besides `by` and the seeds (REPLICATES) that hold two values or more among the runs."""
+    return [c for c in df.columns if c.startswith("params.") and c not in by
+            and not c.rsplit(".", 1)[-1].endswith(REPLICATES) and df[c].dropna().astype(str).nunique() > 1]
+
+
+def summarise(df: pd.DataFrame, by: list[str], columns: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """(per group: `<column> mean`, `<column> std` (ddof 1; NaN for one run) and `n`; the group keys).
+
+    Only replicates are pooled: runs that differ in a param other than `by` and the seeds (binary_len among
+    Table 1's runs, loe.variant among the ablation's flat priors) are rows of their own, that param a key
+    column after `by` (said in a note on stderr)."""
+    extra = varying(df, by)
+    if extra:
+        print(f"note: rows also split by {', '.join(c[len('params.'):] for c in extra)}: they differ between "
+              "these runs, and only seeds are pooled (narrow the runs with --where)", file=sys.stderr)
+    keys = [*by, *extra]
     numeric = df[columns].apply(pd.to_numeric, errors="coerce")
-    groups = pd.concat([df[by].astype(str), numeric], axis=1).groupby(by, sort=True)
+    labels = df[keys].map(lambda v: "–" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
+    groups = pd.concat([labels, numeric], axis=1).groupby(keys, sort=True, dropna=False)   # a missing value: "–"
     out = groups[columns].agg(["mean", "std"])
     out.columns = [f"{c} {stat}" for c, stat in out.columns]
     out["n"] = groups.size()
-    return out.reset_index()
+    return out.reset_index(), keys
+
+
+def numeric_order(label: str) -> tuple:
+    """A group label's sort key: numbers by value ("8" before "12.0"), then text, a missing value ("–") last."""
+    try:
+        return 0, float(label), ""
+    except ValueError:
+        return (2, 0.0, "") if label == "–" else (1, 0.0, label)
 
 
 def cell(mean, std=None) -> str:
@@ -268,12 +308,12 @@ def main(argv: list[str] | None = None) -> int:
               + ", ".join(map(str, df.loc[older, "experiment"])), file=sys.stderr)
         df = df[~older].reset_index(drop=True)
     columns = select(df, a.columns)
-    summary = summarise(df, by, columns)
+    summary, keys = summarise(df, by, columns)
     io.save_json(a.out.with_suffix(".json"), {
-        "by": a.by, "spread": "sample standard deviation (ddof 1) over the runs of a group",
+        "by": [k[len("params."):] for k in keys], "spread": "sample standard deviation (ddof 1) over the runs of a group",
         "summary": json.loads(summary.to_json(orient="records")),
-        "runs": json.loads(df[["experiment", *by, *columns]].to_json(orient="records"))})
-    text = summary_markdown(summary, by, columns) + "\n" + runs_markdown(df, [*by, *columns])
+        "runs": json.loads(df.to_json(orient="records"))})   # whole rows: --also knows each run again by them
+    text = summary_markdown(summary, keys, columns) + "\n" + runs_markdown(df, [*keys, *columns])
     io.save_text(a.out.with_suffix(".md"), text)
     print(text)
     return 0

@@ -43,9 +43,10 @@ def test_the_collector_gives_exactly_the_mean_and_spread_over_seeds():
                                "mlp": [(60.0, 0.8, 0.3), (61.0, 0.8, 0.5), (65.0, 0.9, 0.1)]}.items()
                for s, (fid, s12, r) in enumerate(rows)]
     df = frame(payload)
-    out = summarise(df, ["params.hcdm.denoiser"], ["generation.fid", "generation.std_table.std_12",
-                                                    "hierarchy.mean_retained_variance.k=1"]).set_index(
-        "params.hcdm.denoiser")
+    out, keys = summarise(df, ["params.hcdm.denoiser"], ["generation.fid", "generation.std_table.std_12",
+                                                          "hierarchy.mean_retained_variance.k=1"])
+    out = out.set_index("params.hcdm.denoiser")
+    assert keys == ["params.hcdm.denoiser"]                                 # only the seeds differ besides
     assert out.loc["skip_mlp", "generation.fid mean"] == 42.0
     assert out.loc["skip_mlp", "generation.fid std"] == pytest.approx(math.sqrt(8.0))       # ddof 1: (2^2*2)/1
     assert out.loc["mlp", "generation.fid mean"] == 62.0
@@ -144,7 +145,8 @@ def test_table_1_gives_each_method_exactly_its_mean_and_spread(tmp_path, monkeyp
     assert rows["chinr"]["stage1_ms_per_step mean"] == pytest.approx(210.0)   # 1000 * 21 s / 100 steps
     assert rows["functa"]["n"] == 1 and rows["functa"]["generation.fid std"] is None
     md = (tmp_path / "t1.md").read_text()
-    assert "| mnif | flat | 0.0025 | 28.5 ± 0.71 |" in md and "| CHINR (paper) | 34.9 | 13.4 |" in md
+    assert "| mnif | flat | 0.0025 | 28.5 ± 0.71 |" in md and "| CHINR (paper) | 34.9 | 0.963 | 13.4 | 22.3 | 0.988 | 0.441 | 0.0011 | 26.2 | 0.772 | 77.9 | 15.971 |" in md
+    assert "| Functa (Dupont et al., 2022a) | 26.6 | 0.801 | 40.4 | – |" in md
 
 
 def test_also_joins_the_runs_an_earlier_table_recorded_once_each(tmp_path, monkeypatch, capsys):
@@ -183,3 +185,57 @@ def test_also_knows_a_run_whose_recorded_table_left_a_metric_empty(tmp_path, mon
     (tmp_path / "t.json").write_text(json.dumps({"runs": recorded}))
     df = runs(1, also=[tmp_path / "t.json"])
     assert list(df["experiment"]) == ["s-0", "other"]
+
+
+def test_runs_with_the_same_generation_metrics_but_other_later_results_are_two_runs(monkeypatch, tmp_path, capsys):
+    """hierarchy.completions changes only the hierarchy stage: two runs with equal generation metrics."""
+    payload = [record(f"r{c}", f"c{c}", 12, "hierarchical", 40.0, {"std_1": 1.0}, seed=0, retained=r)
+               for c, r in ((8, 0.3), (16, 0.5))]
+    for rec, c in zip(payload, (8, 16)):
+        rec["data"]["params"]["params.yaml"]["data"]["hierarchy"] = {"completions": c}
+    df = frame(payload)
+    assert list(df["experiment"]) == ["c8", "c16"]
+    monkeypatch.setattr("pipeline.experiments.exp_show", lambda n: payload)
+    assert collect_main(["--by", "hierarchy.completions", "--columns", "hierarchy.*", "--out", str(tmp_path / "h")]) == 0
+    rows = json.loads((tmp_path / "h.json").read_text())["summary"]
+    assert {r["params.hierarchy.completions"]: r["hierarchy.mean_retained_variance.k=1 mean"] for r in rows} == \
+        {"8": 0.3, "16": 0.5}
+    # The recorded table knows each run again (whole rows are saved): joined with itself, still two runs.
+    from pipeline.experiments import runs
+
+    monkeypatch.setattr("pipeline.experiments.exp_show", lambda n: [])
+    assert list(runs(1, also=[tmp_path / "h.json"] * 2)["experiment"]) == ["c8", "c16"]
+
+
+def test_runs_that_differ_in_more_than_seeds_are_never_pooled(tmp_path, monkeypatch, capsys):
+    """Table 1 over a commit that also queued the binary-length ablation: binary_len 8 is a row of its own."""
+    from pipeline.table1 import main as table1_main
+    payload = [method_record("a0", "chinr", 0, 50.0, 30.0, 20.0, prior="hierarchical"),
+               method_record("a1", "chinr", 1, 52.0, 31.0, 22.0, prior="hierarchical"),
+               method_record("b8", "chinr", 0, 70.0, 30.0, 20.0, prior="hierarchical")]
+    payload[2]["data"]["params"]["params.yaml"]["data"]["binary_len"] = 8
+    monkeypatch.setattr("pipeline.experiments.exp_show", lambda n: payload)
+    assert table1_main(["--out", str(tmp_path / "t1")]) == 0
+    rows = json.loads((tmp_path / "t1.json").read_text())["table_1"]
+    assert [(r["params.binary_len"], r["n"], r["generation.fid mean"]) for r in rows] == [("12", 2, 51.0), ("8", 1, 70.0)]
+    assert "note: rows also split by binary_len" in capsys.readouterr().err
+
+
+def test_the_ablation_takes_a_run_without_binary_len(monkeypatch, tmp_path):
+    """A run of a commit before binary_len existed: the column holds 12.0 and NaN, ordered by value."""
+    payload = [record("a", "bl12", 12, "hierarchical", 50.0, {"std_1": 1.0, "std_12": 0.6}),
+               record("b", "bl8", 8, "hierarchical", 51.0, {"std_1": 1.0, "std_12": 0.9}),
+               record("c", "old", None, "hierarchical", 52.0, {"std_1": 1.0, "std_12": 0.7})]
+    del payload[2]["data"]["params"]["params.yaml"]["data"]["binary_len"]
+    out, _ = tables(frame(payload))
+    assert [r["params.binary_len"] for r in out["table_2"]] == ["8.0", "12.0", "–"]
+
+
+def test_failed_and_unfinished_runs_are_named_when_left_out(capsys):
+    failed = record("f", "diverged", 12, "hierarchical", 40.0)
+    failed["error"] = {"msg": "Experiment run failed", "type": ""}
+    unfinished = {"rev": "u", "name": "queued", "data": {"rev": "u", "params": {}, "metrics": {}}}
+    assert list(frame([record("a", "ok", 12, "hierarchical", 41.0), failed, unfinished])["experiment"]) == ["ok"]
+    err = capsys.readouterr().err
+    assert "note: left out 1 run(s) failed: diverged" in err
+    assert "note: left out 1 run(s) without metrics/generation.json (not run to the end): queued" in err
