@@ -378,10 +378,20 @@ class HCDMTrainer:
     def __init__(self, model: HCDM, cfg: HCDMConfig):
         self.model, self.cfg = model, cfg
         self.ema = copy.deepcopy(model).requires_grad_(False)
+        # The sampling copy averages the denoiser but takes the live compressor W: a code is the sign pattern
+        # of W v, and an averaged W gives codes no training step saw (the default's final EMA W flipped 1% of
+        # the train latents' bits, 14% of the codes of h^2..h^5). With the live W, FID@500 49.30 against
+        # 49.46, std_12 0.402 against 0.407: within the seeds' spread, and the codes are the trained ones.
+        live = {id(p) for p in model.compressor.parameters()}
+        pairs = list(zip(self.ema.parameters(), model.parameters()))
+        self.averaged = [pair for pair in pairs if id(pair[1]) not in live]
+        self.copied = [pair for pair in pairs if id(pair[1]) in live]
 
     @torch.no_grad()
     def update_ema(self) -> None:
-        torch._foreach_lerp_(list(self.ema.parameters()), list(self.model.parameters()), 1 - self.cfg.ema_decay)
+        torch._foreach_lerp_([e for e, _ in self.averaged], [p for _, p in self.averaged], 1 - self.cfg.ema_decay)
+        for e, p in self.copied:
+            e.copy_(p)
 
     def fit(self, latents: torch.Tensor, checkpointer: Checkpointer, log: StepLog, generator: torch.Generator,
             progress: bool = True) -> None:

@@ -10,8 +10,8 @@ from pipeline.modalities.shape.modality import ShapeModality
 
 
 def test_spread_and_retained_variance_known_values():
-    assert spread(np.array([0.0, 2.0]), "continuous") == 1.0
-    assert spread(np.array([0, 0, 1, 1]), "categorical") == 0.5
+    assert spread(np.array([0.0, 2.0]), "continuous") == 2.0                 # ddof 1
+    assert spread(np.array([0, 0, 1, 1]), "categorical") == pytest.approx(0.5 * 4 / 3)
     rng = np.random.default_rng(0)
     free = np.stack([rng.normal(size=4000), rng.integers(0, 2, 4000)], 1)
     # Factor 0 pinned within each group to a tenth of its spread; factor 1 untouched.
@@ -19,6 +19,16 @@ def test_spread_and_retained_variance_known_values():
                        for c in rng.normal(size=10)])
     r = retained_variance(groups, free, ["continuous", "categorical"])
     assert r[0] == pytest.approx(0.01, rel=0.2) and r[1] == pytest.approx(1.0, abs=0.05)
+
+
+def test_an_uninformative_prefix_retains_all_the_spread_at_the_stages_sizes():
+    """8 anchors x 16 completions against their 128 draws pooled (the hierarchy stage's k = 0): 1, not 0.945."""
+    rng = np.random.default_rng(1)
+    ratios = []
+    for _ in range(200):
+        groups = np.stack([np.stack([rng.normal(size=16), rng.integers(0, 3, 16)], 1) for _ in range(8)])
+        ratios.append(retained_variance(groups, groups.reshape(128, 2), ["continuous", "categorical"]))
+    assert np.mean(ratios, 0) == pytest.approx([1.0, 1.0], abs=0.01)
 
 
 def test_factor_scores_known_values():

@@ -339,3 +339,19 @@ def test_ddim_with_no_step_is_refused_not_returned_as_noise():
     model = HCDM(layers=2, latent_dim=2, binary_len=1, hidden=32, blocks=2, timesteps=10)
     with pytest.raises(ValueError, match="DDIM steps must be >= 1, got 0"):
         model.sample(2, torch.Generator().manual_seed(0), sampler="ddim", steps=0)
+
+
+def test_the_sampling_copy_averages_the_denoiser_and_takes_the_live_compressor(tmp_path):
+    """Codes are W's sign pattern: the EMA copy samples with the codes training used, not an averaged W's."""
+    g = torch.Generator().manual_seed(0)
+    cfg = config.HCDM(hidden=32, blocks=2, timesteps=10, steps=30, batch_size=32, lr=1e-2, warmup_steps=2,
+                      ema_decay=0.9, log_every=10, checkpoint_every=10_000)
+    model = HCDM(layers=2, latent_dim=2, binary_len=2, hidden=32, blocks=2, timesteps=10)
+    trainer = HCDMTrainer(model, cfg)
+    trainer.fit(two_layer_data(256, g), Checkpointer(tmp_path / "c.pt", "x", 10_000), StepLog(tmp_path / "l.csv"), g,
+                progress=False)
+    assert torch.equal(trainer.ema.compressor.weight, model.compressor.weight)
+    z = torch.randn(64, 2, 2, generator=g)
+    assert torch.equal(trainer.ema.condition_codes(z), model.condition_codes(z))
+    averaged = [name for name, p in trainer.ema.named_parameters() if not torch.equal(p, dict(model.named_parameters())[name])]
+    assert len(averaged) == len(list(model.parameters())) - 1          # every denoiser weight is the average

@@ -381,3 +381,15 @@ def test_a_damaged_imnet_chunk_is_named_with_its_file(tmp_path):
                                         "resolution": 32}})
     with pytest.raises(DataError, match=rf"{path}: cannot read shapes 0\.\.\d+ of 'voxels' \("):
         datasets.prepare(cfg)
+
+
+def test_a_decoded_shape_is_compared_as_its_occupancy_not_its_soft_values():
+    from pipeline.metrics import memorisation_distance
+
+    m = ShapeModality(8)
+    grids = voxels.pack(np.stack([sphere_grid(8, r) for r in (0.5, 0.8)]))
+    targets = m.targets(grids).flatten(1)                              # values in {-1, +1}
+    soft = 0.8 * targets                                               # the right side of 0 everywhere
+    train = m.to_unit(targets)
+    assert memorisation_distance(m.decoded_to_unit(soft), train).max() == 0
+    assert memorisation_distance(m.to_unit(soft), train).min() == pytest.approx(0.1 * np.sqrt(8 ** 3), rel=1e-5)

@@ -135,6 +135,11 @@ class Modality(ABC):
         """Values in [-1, 1] -> [0, 1], the range in which distances are reported."""
         return ((values + 1) / 2).clamp(0, 1)
 
+    def decoded_to_unit(self, values: torch.Tensor) -> torch.Tensor:
+        """A decode as the sample it stands for, in [0, 1]: what the memorisation search compares with the
+        data's `to_unit` (the decode's values themselves by default)."""
+        return self.to_unit(values)
+
     def sample_points(self, signals: np.ndarray, count: int | None, generator: torch.Generator,
                       surface_fraction: float = 0.0, device: torch.device | str = "cpu"
                       ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -33,7 +33,7 @@ def main(cfg, generator, start, device):
     count = max(e.memorisation_samples, scorer.count(cfg, data))
     latents = sample_latents(hcdm, count, generator, s.sampler, s.ddim_steps, e.batch_size)
     values = loe.render(coords, latents, e.batch_size)
-    generated = m.to_unit(values[: e.memorisation_samples]).flatten(1)
+    generated = m.decoded_to_unit(values[: e.memorisation_samples]).flatten(1)
     train_targets = m.targets(data.train)
     train = m.to_unit(train_targets).flatten(1)
     test_targets = m.targets(data.test)
@@ -44,7 +44,7 @@ def main(cfg, generator, start, device):
     test_latents = torch.from_numpy(bank["test"])
     # Unseen instances as the LoE decodes them (fitted latents): what a new sample should look like to the
     # nearest-neighbour search. Samples much nearer the train set than these reproduce training instances.
-    recon = m.to_unit(loe.render(coords, test_latents.float(), e.batch_size)).flatten(1)
+    recon = m.decoded_to_unit(loe.render(coords, test_latents.float(), e.batch_size)).flatten(1)
     recon_memo = memorisation_distance(recon, train)
     if float(memo.mean()) < float(recon_memo.mean()):
         warn(warnings, f"generated samples sit nearer the training instances (memorisation distance "

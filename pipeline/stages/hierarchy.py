@@ -43,7 +43,8 @@ def main(cfg, generator, start, device):
         "mean_retained_variance": {k: round(float(np.mean(list(row.values()))), 4) for k, row in table.items()},
         "retained_variance": table,
         "definition": "mean over anchors of the within-anchor spread of the predicted factor, divided by its "
-                      "spread over all k=0 samples; spread = variance (continuous) or Gini impurity (categorical)",
+                      "spread over all k=0 samples; spread = unbiased variance (ddof 1; continuous) or Gini impurity "
+                      "times n / (n - 1) (categorical), so an uninformative prefix reads 1",
         "anchors": h.anchors, "completions": h.completions, "variant": hcdm.variant, "seconds": elapsed(start)},
         omit=("retained_variance", "anchors", "completions"))
     line_plot(FIGURES / "hierarchy.png", list(range(depths)),

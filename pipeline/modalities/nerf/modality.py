@@ -46,7 +46,7 @@ def orbit_poses(azimuths, elevation: float = ELEVATION, radius: float = RADIUS, 
 class NerfModality(Modality):
     name = "nerf"
     file_kind = "a scene folder in the SRN layout (rgb/, pose/, intrinsics.txt)"
-    set_metrics = "FID, KID and precision/recall of rendered views"
+    set_metrics = "FID and KID of rendered views"
     d_in = 3
     d_out = 4                                  # the LoE's outputs: RGB and density before their activations
     file_suffix = ".gif"
