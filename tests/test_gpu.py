@@ -48,3 +48,16 @@ def test_code_clusters_of_a_model_on_a_gpu_are_the_cpus():
     gpu = code_clusters(model.to("cuda"), latents, torch.Generator().manual_seed(1), clusters=2, anchors=2,
                         neighbours=5)
     assert [[a["purity"] for a in v["anchors"]] for v in gpu] == [[a["purity"] for a in v["anchors"]] for v in cpu]
+
+
+def test_shape_scores_on_a_gpu_are_the_k_d_trees():
+    import numpy as np
+
+    from pipeline.modalities.shape.metrics import generation_scores
+
+    rng = np.random.default_rng(0)
+    generated, reference = (rng.random((12, 256, 3)).astype(np.float32) for _ in range(2))
+    cpu = generation_scores(generated, reference, progress=False)
+    gpu = generation_scores(generated, reference, progress=False, device="cuda")
+    assert gpu["coverage"] == cpu["coverage"] and gpu["one_nna"] == cpu["one_nna"]
+    assert gpu["mmd"] == pytest.approx(cpu["mmd"], rel=1e-4)

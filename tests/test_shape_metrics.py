@@ -31,6 +31,16 @@ def test_chamfer_of_a_known_displacement():
     assert m[0, 1] == pytest.approx(shape_metrics.chamfer(x[0], x[1]))
 
 
+def test_the_dense_search_a_gpu_runs_gives_the_k_d_trees_matrix():
+    """The GPU route (run here on the CPU): the same Chamfer matrix as the trees', across block edges."""
+    rng = np.random.default_rng(1)
+    x = (rng.random((7, 300, 3)).astype(np.float32) - 0.5)
+    dense = shape_metrics.chamfer_matrix_dense(x, "cpu", block=3)
+    trees = shape_metrics.chamfer_matrix(x)
+    np.testing.assert_allclose(dense, trees, rtol=2e-5, atol=1e-9)
+    assert np.array_equal(dense, dense.T) and (np.diag(dense) == 0).all()
+
+
 def test_coverage_and_mmd_by_hand():
     d = torch.tensor([[1.0, 5, 9, 9],
                       [2, 1, 9, 9],

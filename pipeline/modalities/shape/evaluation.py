@@ -18,7 +18,7 @@ def reference(cfg, data, device) -> dict:
     m, points = data.modality, cfg.evaluate.surface_points
     clouds, empty = point_clouds(m.occupancy(m.targets(data.test)).numpy(), points, cfg.seed)
     real, real_empty = point_clouds(m.occupancy(m.targets(data.train[:len(clouds)])).numpy(), points, cfg.seed + 1)
-    real_scores = {**generation_scores(real, clouds), "shapes": len(real), "without_surface": real_empty}
+    real_scores = {**generation_scores(real, clouds, device=device), "shapes": len(real), "without_surface": real_empty}
     return {"points": clouds, "split": "test", "empty": empty, "resolution": cfg.dataset.resolution,
             "train_split_real": json.dumps(real_scores, allow_nan=False)}
 
@@ -36,7 +36,8 @@ def scores(s: Scoring) -> dict:
 
     def score(vals):
         clouds, empty = point_clouds(m.occupancy(vals).numpy(), points, cfg.seed + 1)
-        return {**generation_scores(clouds, reference), "shapes": len(clouds), "without_surface": empty}
+        return {**generation_scores(clouds, reference, device=s.device), "shapes": len(clouds),
+                "without_surface": empty}
 
     generated = score(s.values[:n])
     # The same metrics for real train shapes (what a perfect generator scores on this
@@ -46,7 +47,10 @@ def scores(s: Scoring) -> dict:
                   "test_split_reconstructed": score(s.loe.render(m.coordinates(), s.test_latents))}
     protocol = {"generated": n, "reference_split": "test", "reference_size": n, "points_per_shape": points,
                 "surface": "marching cubes (scikit-image) at level 0.5 of the occupancy, points uniform by area",
-                "normalisation": "unit cube, shapes in canonical pose (not rescaled per shape)",
+                "normalisation": "unit cube; each file rescaled when read (a mesh's longest side fills the cube, a "
+                                 "3D-RecGAN grid's box is centred and resized): not comparable with Table 1"
+                                 if cfg.dataset.source == "folder" else
+                                 "unit cube, shapes as the source gives them (not rescaled per shape)",
                 "units": UNITS, "comparable_with_table_1": "MMD scale yes (unit cube, 2048 points); the sets are not "
                                                             "the paper's unless the data is IM-NET's test split",
                 "chamfer": "mean squared nearest-neighbour distance, both directions, summed"}
