@@ -418,3 +418,35 @@ def test_bounds_that_no_ray_can_reach_are_refused_naming_the_scene(tmp_path):
         datasets.prepare(nerf_cfg(tmp_path / "blender", near=0.8, far=1.8))
     given = datasets.prepare(nerf_cfg(tmp_path / "blender", near=2.0, far=6.0, up=[0, 0, 2])).modality
     assert (given.near, given.far, given.up) == (2.0, 6.0, (0.0, 0.0, 1.0))
+
+
+def test_generated_scenes_are_rendered_at_the_test_scenes_own_held_out_cameras(monkeypatch):
+    """mNIF's SRN protocol: generated scene i is seen from test scene (i mod n)'s held-out poses."""
+    from pipeline import config
+    from pipeline.modalities.nerf import evaluation
+    from pipeline.modalities.scoring import Scoring
+    from pipeline.prepared import PreparedData
+
+    m = NerfModality(8, views=2)
+    signals, _ = m.generate(3, seed=0)
+    signals["pose"][1, -HELD_OUT:, :3, 3] *= 1.5                 # scene 1's cameras further out than scene 0's
+    data = PreparedData(m, signals[:1], signals, None, None, [], [], {})
+    seen = []
+
+    class Field:
+        def render(self, coords, latents, batch_size=256):
+            seen.append(coords)
+            return torch.zeros(len(latents), coords.shape[-2], 3)
+
+    monkeypatch.setattr(evaluation.fid, "inception_features", lambda images, **_: np.random.default_rng(
+        len(images)).normal(size=(len(images), 4)))
+    cfg = config.from_dict({"dataset": {"modality": "nerf", "resolution": 8, "views": 2},
+                            "evaluate": {"fid_samples": 5, "kid_subsets": 2, "kid_subset_size": 4}})
+    reference = {"features": np.random.default_rng(0).normal(size=(12, 4)),
+                 "train_features": np.random.default_rng(1).normal(size=(12, 4))}
+    s = Scoring(cfg, torch.device("cpu"), data, reference, Field(), torch.zeros(8, 4 * 64, 3),
+                m.targets(signals), torch.zeros(3, 2, 4), None, [], torch.zeros(8, 2, 4))
+    out = evaluation.scores(s)
+    test_rays, _ = m.evaluation_points(signals)
+    assert torch.equal(seen[-1], test_rays[torch.tensor([0, 1, 2, 0, 1])])
+    assert "test scene (i mod test scenes)'s held-out cameras" in out["fid_protocol"]["poses"]

@@ -27,6 +27,7 @@ class Scoring:
     test_latents: torch.Tensor      # the test split's latents from the latent bank
     factor_predictor: Any           # (model, names) when the data has factors, else {"skipped": why}
     warnings: list[str]             # `errors.warn` appends here
+    latents: torch.Tensor | None = None   # the generated samples' latents (N, L, H), `values` decoded from them
 
     @property
     def modality(self):

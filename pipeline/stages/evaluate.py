@@ -52,7 +52,8 @@ def main(cfg, generator, start, device):
                        f"({float(recon_memo.mean()):.3g}): the prior reproduces training instances more than it "
                        "makes new ones (see metrics/figures/retrieval.png)")
     quality = scorer.scores(Scoring(cfg, device, data, dict(io.load_npz(artifacts.require(REFERENCE, "reference"))),
-                                    loe, values, test_targets, test_latents, load_factor_predictor(), warnings))
+                                    loe, values, test_targets, test_latents, load_factor_predictor(), warnings,
+                                    latents))
 
     # Retrieval view: each row a generated sample, then its nearest training instance.
     q = min(e.retrieval_queries, len(generated))

@@ -1,11 +1,13 @@
-"""How generated radiance fields are scored, as mNIF does it on SRN-Cars: each generated latent is
-rendered at a test scene's poses (the embedded cars' four held-out cameras, the same for every scene) and
+"""How generated radiance fields are scored, as mNIF does it on SRN-Cars: generated latent i is
+rendered at test scene i's held-out poses, cycling through the test scenes (the embedded cars' four
+held-out cameras are the same for every scene; SRN's are each scene's own), and
 FID / KID of Inception-v3 pool3 features of those views is measured against the ground-truth held-out
 views of the test scenes. References on the same scale: the train scenes' real held-out views (as many
 scenes as the test split) and the test scenes' views rendered from their fitted latents."""
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from ...errors import warn
 from .. import scoring
@@ -50,14 +52,17 @@ def scores(s: Scoring) -> dict:
         return {"fid": round(scoring.frechet_distance_of(real, features), 3),
                 "kid": round(kid_mean, 5), "images": len(features)}
 
+    if s.latents is not None:    # at the test scenes' own held-out cameras, cycling (evaluate's `values` are at fixed ones)
+        drawn = s.latents[: e.fid_samples].float()
+        values = s.loe.render(coords[torch.arange(len(drawn)) % len(coords)], drawn, e.batch_size)
     generated = score(fid.inception_features(view_images(m, values[: e.fid_samples]), progress=True, device=device))
     references = {"train_split_real": score(train_real),
                   "test_split_reconstructed": score(fid.inception_features(view_images(m, reconstructed),
                                                                            progress=True, device=device))}
     protocol = {"name": f"FID of {e.fid_samples} generated scenes x {s.test_targets.shape[1] // m.resolution ** 2} "
                         "views", "generated_scenes": e.fid_samples,
-                "poses": "the held-out cameras (embedded cars: the same four for every scene; SRN: the pictures' "
-                         "four cameras, not a test scene's own poses)",
+                "poses": "generated scene i at test scene (i mod test scenes)'s held-out cameras (embedded cars: "
+                         "the same four for every scene; SRN: each scene's own)",
                 "reference": f"ground-truth held-out views of the {len(data.test)} test scenes",
                 "features": "Inception-v3 pool3 (TF 2015-12-05 weights), 2048-d", "resize": fid.RESIZE,
                 "comparable_with_table_1": "no: Table 1 renders SRN-Cars scenes at 128x128 (FID 77.9)"}
