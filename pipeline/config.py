@@ -43,7 +43,8 @@ class SyntheticData:
 
 @dataclass
 class FolderData:
-    train_count: int | None = param(None, "N files train, the rest test (CelebA-HQ: 27000, dataset.split sorted)",
+    train_count: int | None = param(None, "N files train, the rest test (CelebA-HQ: 27000, dataset.split sorted);\n"
+                                          "where files group (3D-RecGAN's views of an object), N objects",
                                           min=1)
     train_fraction: float = param(0.9, "used when train_count is null", above=0, below=1)
     skip_corrupt: bool = param(False, "true: skip (and count in metrics/prepare.json) unreadable files, empty or\n"

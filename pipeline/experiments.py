@@ -22,6 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -34,13 +35,14 @@ DEFAULT_COLUMNS = (
     "hierarchy.mean_retained_variance.k=1", "hierarchy.mean_retained_variance.k=2",
 )
 # A run's identity is its results: the same run listed twice (the workspace and its commit, a branch, an
-# experiment whose params were rendered with one more key, a table's recorded copy) has every metric to the
-# last digit, which two runs of other params or seeds never share; it is kept once. Timings are left out (a
-# rerun that gives the same bytes is the same result), and so is what a collector derives from them.
+# experiment whose params were rendered with one more key, a table's recorded copy) agrees on every metric
+# both listings have, to the last digit, which two runs of other params or seeds never do; it is kept once.
+# Timings are left out (a rerun that gives the same bytes is the same result), and so is what a collector
+# derives from them.
 VOLATILE = ("seconds", "peak_rss_mib", "stage1_ms_per_step")
-# Params whose runs are replicates of one setting: a table pools them into a mean and a spread (the seeds;
-# `threads` changes the speed only).
-REPLICATES = ("seed", "threads")
+# Params whose runs are replicates of one setting: a table pools them into a mean and a spread (the seeds),
+# and params that change no result (threads, how often a stage logs or checkpoints).
+REPLICATES = ("seed", "threads", "log_every", "checkpoint_every")
 
 
 def records(node, out: list, experiment: bool = False) -> list:
@@ -104,16 +106,17 @@ def frame(payload) -> pd.DataFrame:
 
 
 def distinct(df: pd.DataFrame, named) -> pd.DataFrame:
-    """Each run once, identified by every metric all the rows have (timings aside: VOLATILE): an
-    experiment's listing before others, then the fullest."""
+    """Each run once: two rows are one run when they share a metric and agree on every metric both have
+    (timings aside: VOLATILE). An experiment's listing is kept before others, then the fullest."""
     values = df[[c for c in df.columns if c != "experiment" and not c.startswith("params.")
-                 and c.rsplit(".", 1)[-1] not in VOLATILE]].apply(pd.to_numeric, errors="coerce")
-    values = values.loc[:, values.notna().all()]     # None and NaN alike: missing; a metric some rows lack is no key
-    if values.empty:
-        return df.reset_index(drop=True)
+                 and c.rsplit(".", 1)[-1] not in VOLATILE]].apply(pd.to_numeric, errors="coerce").to_numpy(float)
     rank = pd.DataFrame({"experiment": named, "filled": df.notna().sum(axis=1)})
-    order = rank.sort_values(["experiment", "filled"], ascending=False, kind="stable").index
-    kept = values.loc[order].drop_duplicates().index
+    kept: list[int] = []
+    for i in rank.sort_values(["experiment", "filled"], ascending=False, kind="stable").index:
+        both = ~np.isnan(values[i]) & ~np.isnan(values[kept])                # (kept, metrics): None and NaN alike
+        same = both.any(1) & ((values[kept] == values[i]) | ~both).all(1)
+        if not same.any():
+            kept.append(i)
     return df.loc[sorted(kept)].reset_index(drop=True)
 
 
@@ -157,7 +160,8 @@ def summarise(df: pd.DataFrame, by: list[str], columns: list[str]) -> tuple[pd.D
               "these runs, and only seeds are pooled (narrow the runs with --where)", file=sys.stderr)
     keys = [*by, *extra]
     numeric = df[columns].apply(pd.to_numeric, errors="coerce")
-    labels = df[keys].map(lambda v: "–" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
+    labels = df[keys].apply(lambda column: column.map(   # Series.map: DataFrame.map needs pandas 2.1
+        lambda v: "–" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)))
     groups = pd.concat([labels, numeric], axis=1).groupby(keys, sort=True, dropna=False)   # a missing value: "–"
     out = groups[columns].agg(["mean", "std"])
     out.columns = [f"{c} {stat}" for c, stat in out.columns]

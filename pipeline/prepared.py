@@ -44,7 +44,7 @@ class PreparedData:
 MIN_SPLIT = 2
 
 
-def split_count(cfg: Config, total: int, where, compares: str = SET_METRICS) -> int:
+def split_count(cfg: Config, total: int, where, compares: str = SET_METRICS, least: int = MIN_SPLIT) -> int:
     """How many of `total` members (files, or groups of files) go to train: dataset.folder.train_count, else
     the fraction, keeping MIN_SPLIT on each side where there are 2 * MIN_SPLIT members, one below."""
     f = cfg.dataset.folder
@@ -53,7 +53,7 @@ def split_count(cfg: Config, total: int, where, compares: str = SET_METRICS) -> 
         keep = MIN_SPLIT if total >= 2 * MIN_SPLIT else 1
         n_train = min(max(keep, round(total * f.train_fraction)), total - keep)
     if n_train >= total:
-        check_splits(where, total, 0, compares)
+        check_splits(where, total, 0, compares, least)
     return n_train
 
 
@@ -97,9 +97,12 @@ def split_members(cfg: Config, names: list[str], where, compares: str = SET_METR
     groups = list(names) if groups is None else list(groups)
     position = {g: k for k, g in enumerate(dict.fromkeys(groups))}     # the groups, in the files' order
     member = np.array([position[g] for g in groups], dtype=np.int64)
+    if len(position) < 2:
+        raise DataError(f"{where}: its {len(names)} files are views of one object ({groups[0]}); a split needs two "
+                        "objects or more, one a side")
     if mode in ("random", "sorted"):
         g = len(position)
-        n_train = split_count(cfg, g, where, compares)
+        n_train = split_count(cfg, g, where, compares, least)
         ranked = np.arange(g) if mode == "sorted" else np.random.default_rng(cfg.seed).permutation(g)
         test_groups = ranked[n_train:]
     else:

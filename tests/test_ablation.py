@@ -195,6 +195,9 @@ def test_runs_with_the_same_generation_metrics_but_other_later_results_are_two_r
         rec["data"]["params"]["params.yaml"]["data"]["hierarchy"] = {"completions": c}
     df = frame(payload)
     assert list(df["experiment"]) == ["c8", "c16"]
+    # A run of an older commit without hierarchy metrics does not make them any less a key of the others.
+    older = record("old", "older", 12, "hierarchical", 45.0, {"std_1": 1.0}, seed=0)
+    assert list(frame([*payload, older])["experiment"]) == ["c8", "c16", "older"]
     monkeypatch.setattr("pipeline.experiments.exp_show", lambda n: payload)
     assert collect_main(["--by", "hierarchy.completions", "--columns", "hierarchy.*", "--out", str(tmp_path / "h")]) == 0
     rows = json.loads((tmp_path / "h.json").read_text())["summary"]
@@ -219,6 +222,10 @@ def test_runs_that_differ_in_more_than_seeds_are_never_pooled(tmp_path, monkeypa
     rows = json.loads((tmp_path / "t1.json").read_text())["table_1"]
     assert [(r["params.binary_len"], r["n"], r["generation.fid mean"]) for r in rows] == [("12", 2, 51.0), ("8", 1, 70.0)]
     assert "note: rows also split by binary_len" in capsys.readouterr().err
+    # Params that change no result pool like seeds: another log interval is the same setting.
+    payload[1]["data"]["params"]["params.yaml"]["data"]["fit_loe"]["log_every"] = 50
+    assert table1_main(["--where", "binary_len=12", "--out", str(tmp_path / "t2")]) == 0
+    assert [r["n"] for r in json.loads((tmp_path / "t2.json").read_text())["table_1"]] == [2]
 
 
 def test_the_ablation_takes_a_run_without_binary_len(monkeypatch, tmp_path):

@@ -328,3 +328,12 @@ def test_a_motion_name_in_two_subjects_must_be_named_by_its_path(tmp_path):
     listing.write_text("S2/Box_1_poses\nS3/Jog_poses.npz\n")
     assert datasets.prepare(amass_cfg(tmp_path, split=str(listing))).info["test_file_names"] == \
         ["S2/Box_1_poses.npz", "S3/Jog_poses.npz"]
+
+
+def test_a_too_short_motion_file_leaves_its_own_side_of_a_sorted_split(tmp_path):
+    from pipeline import datasets
+
+    amass_folder(tmp_path, ["a.npz", "c.npz", "d.npz"])
+    amass_folder(tmp_path, ["b.npz"], frames=8)                       # shorter than one 16-frame clip
+    data = datasets.prepare(amass_cfg(tmp_path, split="sorted", folder={"train_count": 2}))
+    assert data.info["test_file_names"] == ["c.npz", "d.npz"] and data.info["train_files"] == 1

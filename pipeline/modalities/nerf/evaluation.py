@@ -36,6 +36,26 @@ def count(cfg, data) -> int:
     return cfg.evaluate.fid_samples
 
 
+# `scores` renders the generated scenes itself (at the test scenes' cameras): `evaluate` renders its fixed
+# views only for the memorisation search.
+RENDERS_OWN_SAMPLES = True
+
+
+def generated_features(s: Scoring, coords: torch.Tensor) -> np.ndarray:
+    """Inception features of generated scene i rendered at test scene (i mod n)'s held-out rays `coords`
+    (n, V R^2, 6), a batch of scenes at a time (5000 SRN scenes at once would be 8 GB of rays)."""
+    from ...progress import bar
+
+    e = s.cfg.evaluate
+    drawn = s.latents[: e.fid_samples].float()
+    index = torch.arange(len(drawn)) % len(coords)
+    features = []
+    for i in bar(range(0, len(drawn), e.batch_size), desc="generated views", leave=False):
+        views = s.loe.render(coords[index[i:i + e.batch_size]], drawn[i:i + e.batch_size], e.batch_size)
+        features.append(fid.inception_features(view_images(s.modality, views), device=s.device))
+    return np.concatenate(features)
+
+
 def scores(s: Scoring) -> dict:
     cfg, device, m, data, values, warnings = s.cfg, s.device, s.modality, s.data, s.values, s.warnings
     e = cfg.evaluate
@@ -52,10 +72,8 @@ def scores(s: Scoring) -> dict:
         return {"fid": round(scoring.frechet_distance_of(real, features), 3),
                 "kid": round(kid_mean, 5), "images": len(features)}
 
-    if s.latents is not None:    # at the test scenes' own held-out cameras, cycling (evaluate's `values` are at fixed ones)
-        drawn = s.latents[: e.fid_samples].float()
-        values = s.loe.render(coords[torch.arange(len(drawn)) % len(coords)], drawn, e.batch_size)
-    generated = score(fid.inception_features(view_images(m, values[: e.fid_samples]), progress=True, device=device))
+    generated = score(generated_features(s, coords) if s.latents is not None else
+                      fid.inception_features(view_images(m, values[: e.fid_samples]), progress=True, device=device))
     references = {"train_split_real": score(train_real),
                   "test_split_reconstructed": score(fid.inception_features(view_images(m, reconstructed),
                                                                            progress=True, device=device))}
