@@ -132,7 +132,7 @@ def _listed_groups(listed: Path, names: list[str], groups: list[str], position: 
             index.setdefault(key, set()).add(position[group])
     missing = [w for w in wanted if w not in index]
     if missing:
-        raise DataError(f"{listed}: {len(missing)} of its {len(wanted)} test names are not in {where} "
+        raise DataError(f"{listed}: {len(missing)} of its {len(wanted)} test names not in {where} "
                         f"(first: {missing[0]!r}); list file names, stems or paths below it, one per line")
     for w in wanted:
         if len(index[w]) > 1:

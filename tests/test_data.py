@@ -86,7 +86,7 @@ def test_a_file_of_test_names_is_the_test_split(tmp_path):
     data = datasets.prepare(folder_cfg(tmp_path, split=str(listing)))
     assert data.info["test_files"] == ["001.png", "004.png"] and len(data.train) == 4
     listing.write_text("001.png\nnope.png\n")
-    with pytest.raises(DataError, match=r"-test\.txt: 1 of its 2 test names are not in .*'nope.png'"):
+    with pytest.raises(DataError, match=r"-test\.txt: 1 of its 2 test names not in .*'nope.png'"):
         datasets.prepare(folder_cfg(tmp_path, split=str(listing)))
     with pytest.raises(DataError, match="dataset.split is not random, sorted or a readable file"):
         datasets.prepare(folder_cfg(tmp_path, split=str(tmp_path / "missing.txt")))

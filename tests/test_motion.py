@@ -272,7 +272,7 @@ def test_too_short_motion_files_are_listed_with_the_resolution_that_keeps_them(t
     with pytest.raises(DataError) as e:
         datasets.prepare(cfg)
     message = str(e.value)
-    assert "1 motion files hold a clip of 200 frames" in message and "2 too short" in message
+    assert "1 motion file(s) hold a clip of 200 frames" in message and "2 too short" in message
     assert "a.npz 90, b.npz 125, c.npz 500" in message
     assert "dataset.resolution 125 or less keeps a clip of 2 of them" in message and "\n" not in message
 
@@ -337,3 +337,11 @@ def test_a_too_short_motion_file_leaves_its_own_side_of_a_sorted_split(tmp_path)
     amass_folder(tmp_path, ["b.npz"], frames=8)                       # shorter than one 16-frame clip
     data = datasets.prepare(amass_cfg(tmp_path, split="sorted", folder={"train_count": 2}))
     assert data.info["test_file_names"] == ["c.npz", "d.npz"] and data.info["train_files"] == 1
+
+
+def test_a_single_motion_file_is_told_to_add_a_second_not_a_longer_one(tmp_path):
+    from pipeline import datasets
+
+    amass_folder(tmp_path, ["only.npz"], frames=125)                  # 7 clips of 16 frames, one file
+    with pytest.raises(DataError, match="add a second motion file: the split is by file"):
+        datasets.prepare(amass_cfg(tmp_path))

@@ -49,10 +49,10 @@ def main(cfg, generator, start, device):
     # nearest-neighbour search. Samples much nearer the train set than these reproduce training instances.
     recon = m.decoded_to_unit(loe.render(coords, test_latents.float(), e.batch_size)).flatten(1)
     recon_memo = memorisation_distance(recon, train)
-    if float(memo.mean()) < float(recon_memo.mean()):
+    if float(memo.mean()) < 0.99 * float(recon_memo.mean()):    # 1% below: a tie is no finding
         warn(warnings, f"generated samples sit nearer the training instances (memorisation distance "
-                       f"{float(memo.mean()):.3g}) than the unseen test instances decoded by Stage-1 do "
-                       f"({float(recon_memo.mean()):.3g}): the prior reproduces training instances more than it "
+                       f"{float(memo.mean()):.4g}) than the unseen test instances decoded by Stage-1 do "
+                       f"({float(recon_memo.mean()):.4g}): the prior reproduces training instances more than it "
                        "makes new ones (see metrics/figures/retrieval.png)")
     quality = scorer.scores(Scoring(cfg, device, data, dict(io.load_npz(artifacts.require(REFERENCE, "reference"))),
                                     loe, values, test_targets, test_latents, load_factor_predictor(), warnings,

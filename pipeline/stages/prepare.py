@@ -13,6 +13,8 @@ SMALL_TEST_SPLIT = 50
 
 # Removed when the stage stops early (dvc.yaml's outs, metrics and plots; curves and checkpoints stay).
 OUTPUTS = (DATASET, DATASET_PREVIEW, *metrics_files("prepare"))
+SPLIT_DETAIL = ("split", "groups", "files", "train_files", "body_shape_files", "test_files", "test_file_names",
+                "skipped")
 
 
 def main(cfg, generator, start, device):
@@ -29,15 +31,22 @@ def main(cfg, generator, start, device):
     io.save_png(DATASET_PREVIEW, pictures.grid(preview, 8, upscale=pictures.upscale_for(preview.shape[1])))
     if len(data.test) < SMALL_TEST_SPLIT:
         warn(warnings, f"the test split has {len(data.test)} instances (< {SMALL_TEST_SPLIT}): reconstruction figures "
-                       "and FID/precision references measured on it are noisy")
+                       f"and the {m.set_metrics} measured on it are noisy")
+    if data.info.get("skipped"):
+        skipped = data.info["skipped"]
+        warn(warnings, f"skipped {data.info['skipped_files']} unreadable files (dataset.folder.skip_corrupt): "
+                       + ", ".join(skipped[:10]) + (", ..." if data.info["skipped_files"] > 10 else ""))
     for line in m.data_warnings(data.train, data.test):
         warn(warnings, line)
+    # What a user's source was split into, by name (detail file only; the embedded data has none of these).
+    split = {k: data.info[k] for k in SPLIT_DETAIL if k in data.info}
     write_metrics("prepare", {
         "modality": m.name, "source": data.info["source"], "resolution": cfg.dataset.resolution,
         "train": len(data.train), "test": len(data.test), "skipped_files": data.info["skipped_files"],
         "stored_bytes_per_instance": int(data.train[0].nbytes), "factors": data.factor_names,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "seconds": elapsed(start)}, warnings, omit=("peak_rss_mib",))   # memory: detail only (it differs run to run)
+        "seconds": elapsed(start), **split},
+        warnings, omit=("peak_rss_mib", *SPLIT_DETAIL))   # memory: detail only (it differs run to run)
 
 
 if __name__ == "__main__":

@@ -141,9 +141,13 @@ class MotionModality(Modality):
             listed = ", ".join(f"{name} {n}" for name, n in list(lengths.items())[:10])
             longest = sorted(lengths.values(), reverse=True)
             fits = longest[1] if len(longest) >= 2 else 0            # the most frames two files both have
-            hint = (f"; dataset.resolution {fits} or less keeps a clip of {sum(n >= fits for n in longest)} of them"
-                    if fits >= 8 else "; add longer files (dataset.resolution is at least 8 frames)")
-            raise DataError(f"{root}: {len(kept)} motion files hold a clip of {self.resolution} frames at "
+            if len(longest) < 2:          # one readable file: no resolution helps, the split is by file
+                hint = ("; add a second motion file: the split is by file, so one sequence never has clips on both "
+                        "sides")
+            else:
+                hint = (f"; dataset.resolution {fits} or less keeps a clip of {sum(n >= fits for n in longest)} of "
+                        "them" if fits >= 8 else "; add longer files (dataset.resolution is at least 8 frames)")
+            raise DataError(f"{root}: {len(kept)} motion file(s) hold a clip of {self.resolution} frames at "
                             f"{amass.FPS:g} fps ({len(files)} .npz files, {short} too short, {len(skipped)} "
                             f"unreadable); need at least 2 (one train, one test). Frames at {amass.FPS:g} fps: "
                             f"{listed}{hint}")
