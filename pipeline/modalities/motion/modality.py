@@ -154,16 +154,16 @@ class MotionModality(Modality):
         # Split by file (a file's clips are one performance: never on both sides), as dataset.split says, on
         # every listed file: one skipped as unreadable or too short leaves its own side and moves no other
         # across a `sorted` boundary. One file a side will do (the clips are counted next), so 2 or 3 split too.
-        listed = [str(p.relative_to(root)) for p in files]
+        paths = [str(p.relative_to(root)) for p in files]
         clips = dict(kept)
-        sides = [[i for i in side if listed[i] in clips]
-                 for side in split_members(cfg, listed, root, self.set_metrics, least=1)]
+        sides = [[i for i in side if paths[i] in clips]
+                 for side in split_members(cfg, paths, root, self.set_metrics, least=1)]
         for side, chosen in zip(("train", "test"), sides):
             if not chosen:
                 raise DataError(f"{root}: no {side} file holds a clip of {self.resolution} frames (too short or "
-                                f"unreadable: {', '.join(n for n in listed if n not in clips)[:300]}); add files or "
+                                f"unreadable: {', '.join(n for n in paths if n not in clips)[:300]}); add files or "
                                 "change dataset.split / dataset.folder.train_count")
-        names = [listed[i] for i in sides[0] + sides[1]]
+        names = [paths[i] for i in sides[0] + sides[1]]
         train_files, test_files = np.arange(len(sides[0])), np.arange(len(sides[0]), len(names))
         n_train_files = len(train_files)
         train = np.concatenate([clips[names[i]] for i in train_files])
