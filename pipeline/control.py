@@ -273,7 +273,8 @@ def cmd_retrieve(run: Run, a) -> None:
                           row_labels=["all" if name == "all" else f"by h{name[5:]}" for name in found]),
          query=query.latent, **{name: idx for name, idx in found.items()})
     for name, idx in found.items():
-        print(f"{name}: train {idx.tolist()}")
+        print(f"nearest train instances {'by the whole latent' if name == 'all' else f'by h{name[5:]}'}: "
+              f"{idx.tolist()}")
 
 
 def cmd_render(run: Run, a) -> None:

@@ -93,7 +93,7 @@ def test_interpolation_end_points_are_exact(in_run):
     assert load("i.npz")["bilinear"].shape == (4, 4, 3, 8)
 
 
-def test_retrieve_finds_the_training_image_itself(in_run, tmp_path):
+def test_retrieve_finds_the_training_image_itself(in_run, tmp_path, capsys):
     from pipeline import datasets
 
     train = datasets.load("data/prepared/dataset.npz").train
@@ -101,6 +101,8 @@ def test_retrieve_finds_the_training_image_itself(in_run, tmp_path):
     assert ctl("retrieve", "--source", f"image:{tmp_path / 'q.png'}", "--top", 3, "--out", "q.png") == 0
     z = load("q.npz")
     assert z["all"][0] == 7
+    said = capsys.readouterr().out
+    assert f"nearest train instances by the whole latent: {z['all'].tolist()}" in said and "by h2: " in said
     assert set(z) >= {"all", "layer1", "layer2", "layer3", "query"}
 
 
