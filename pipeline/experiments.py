@@ -221,6 +221,9 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--also", nargs="+", type=Path, default=[], metavar="TABLE.json",
                    help="add the runs an earlier table's JSON recorded (its `runs`): seeds run in another clone "
                         "or on another day join this repository's experiments")
+    p.add_argument("--pool", nargs="+", default=[], metavar="KEY",
+                   help="params.yaml keys whose values do not make another setting here (e.g. dataset.path of the "
+                        "same data in two clones): their runs pool like seeds instead of making rows of their own")
 
 
 def collect(prog: str, doc: str, out: Path, tables, argv: list[str] | None) -> int:
@@ -244,15 +247,15 @@ def parse_and_read(p: argparse.ArgumentParser, argv: list[str] | None):
     add_selection_args(p)
     a = p.parse_args(argv)
     try:
-        return a, runs(a.num, a.where, a.also)
+        return a, runs(a.num, a.where, a.also, a.pool)
     except SystemExit as e:
         return None, int(e.code)
 
 
-def runs(commits: int, where: list[str] = (), also: list[Path] = ()) -> pd.DataFrame:
+def runs(commits: int, where: list[str] = (), also: list[Path] = (), pool: list[str] = ()) -> pd.DataFrame:
     """The runs of the last `commits` commits' experiments, with those recorded in `also` (tables' JSON),
-    whose params match `where` (KEY=VALUE, the value read as YAML); SystemExit(2) with one line when there
-    are none."""
+    whose params match `where` (KEY=VALUE, the value read as YAML), less the params in `pool` (their values
+    then split no row); SystemExit(2) with one line when there are none."""
     df = frame(exp_show(commits))
     if also:
         earlier = [recorded(path) for path in also]
@@ -265,6 +268,13 @@ def runs(commits: int, where: list[str] = (), also: list[Path] = ()) -> pd.DataF
                   file=sys.stderr)
             raise SystemExit(2)
         df = df[df[f"params.{key}"].map(lambda v, want=yaml.safe_load(value): same(v, want))].reset_index(drop=True)
+    for key in pool:
+        if f"params.{key}" not in df.columns:
+            print(f"error: --pool {key}: not a params.yaml key of these experiments", file=sys.stderr)
+            raise SystemExit(2)
+        values = sorted(df[f"params.{key}"].dropna().astype(str).unique())
+        print(f"note: pooled over {key}: {', '.join(values[:10])}", file=sys.stderr)
+        df = df.drop(columns=[f"params.{key}"])
     if df.empty:
         print("error: no experiment with metrics/generation.json" + (" matches --where" if where else " yet")
               + "; run the experiments first", file=sys.stderr)

@@ -246,3 +246,20 @@ def test_failed_and_unfinished_runs_are_named_when_left_out(capsys):
     err = capsys.readouterr().err
     assert "note: left out 1 run(s) failed: diverged" in err
     assert "note: left out 1 run(s) without metrics/generation.json (not run to the end): queued" in err
+
+
+def test_pool_joins_runs_whose_param_names_the_same_setting_twice(tmp_path, monkeypatch, capsys):
+    """The same data at two paths (two clones joined with --also): --pool dataset.path makes them one row."""
+    from pipeline.table1 import main as table1_main
+    payload = [method_record("a0", "chinr", 0, 50.0, 30.0, 20.0, prior="hierarchical"),
+               method_record("a1", "chinr", 1, 52.0, 31.0, 22.0, prior="hierarchical")]
+    for rec, path in zip(payload, ("/data/faces", "/mnt/clone2/faces")):
+        rec["data"]["params"]["params.yaml"]["data"]["dataset"] = {"path": path}
+    monkeypatch.setattr("pipeline.experiments.exp_show", lambda n: payload)
+    assert table1_main(["--out", str(tmp_path / "t")]) == 0
+    assert [r["n"] for r in json.loads((tmp_path / "t.json").read_text())["table_1"]] == [1, 1]
+    assert table1_main(["--pool", "dataset.path", "--out", str(tmp_path / "t")]) == 0
+    assert [r["n"] for r in json.loads((tmp_path / "t.json").read_text())["table_1"]] == [2]
+    assert "note: pooled over dataset.path: /data/faces, /mnt/clone2/faces" in capsys.readouterr().err
+    assert table1_main(["--pool", "dataset.nokey", "--out", str(tmp_path / "t")]) == 2
+    assert capsys.readouterr().err.strip().endswith("error: --pool dataset.nokey: not a params.yaml key of these experiments")
