@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from .experiments import collect, numeric_order, select, summarise, summary_markdown
+from .experiments import collect, numeric_order, ordered, select, summarise, summary_markdown
 
 # The paper's Table 2 (CelebA-HQ, ShapeNet, SRN-Cars): std_1, std_12, std_23, std_34, std_45 per binary_len.
 PAPER_TABLE_2 = {
@@ -46,13 +46,10 @@ def tables(df) -> tuple[dict, str]:
     std_cols = select(df, TABLE_2)
     table2, t2_keys = summarise(hier, [BITS], std_cols) if len(hier) and std_cols else (None, [BITS])
     if table2 is not None:   # numeric order of binary_len (a column with gaps holds 12 as "12.0"), not string order
-        table2 = table2.iloc[sorted(range(len(table2)), key=lambda i: numeric_order(table2[BITS][i]))
-                             ].reset_index(drop=True)
+        table2 = ordered(table2, lambda row: (numeric_order(row[BITS]),), t2_keys[1:])
     quality = select(df, QUALITY)
     variants, v_keys = summarise(df, [VARIANT, BITS], quality)
-    variants = variants.iloc[sorted(range(len(variants)), key=lambda i: (
-        variants[VARIANT][i], numeric_order(variants[BITS][i]), *(str(variants[k][i]) for k in v_keys[2:])))
-    ].reset_index(drop=True)
+    variants = ordered(variants, lambda row: (row[VARIANT], numeric_order(row[BITS])), v_keys[2:])
     md = ["## Binary condition length (paper Table 2): ours", "",
           "Standardised latents, the model's own chain (prefixes drawn from it); `floor` is what a prior that "
           "reproduced its training pairs code by code would give (`std_table_memorised`).", ""]

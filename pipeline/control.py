@@ -352,6 +352,15 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def first_below_one(args: argparse.Namespace, names) -> str | None:
+    """`--NAME VALUE: must be >= 1` for the first of the count options `names` given below one, else None."""
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            return f"--{name.replace('_', '-')} {value}: must be >= 1"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if hasattr(args, "source_arg"):   # the source may come positionally or as --source, not both
@@ -360,11 +369,10 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
         args.source = args.source_arg or args.source or args.default_source
-    for name in ("n", "top", "size", "inner_steps", "steps", "upscale"):
-        value = getattr(args, name, None)
-        if value is not None and value < 1:
-            print(f"error: --{name.replace('_', '-')} {value}: must be >= 1", file=sys.stderr)
-            return 2
+    below = first_below_one(args, ("n", "top", "size", "inner_steps", "steps", "upscale"))
+    if below:
+        print(f"error: {below}", file=sys.stderr)
+        return 2
     run = Run()
     start = time.time()
     try:

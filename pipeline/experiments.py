@@ -169,6 +169,15 @@ def summarise(df: pd.DataFrame, by: list[str], columns: list[str]) -> tuple[pd.D
     return out.reset_index(), keys
 
 
+def ordered(summary: pd.DataFrame, first, extra: list[str]) -> pd.DataFrame:
+    """The summary's rows sorted by `first(row)` (a tuple), then by the `extra` key columns summarise added,
+    as text."""
+    def key(i):
+        row = summary.iloc[i]
+        return (*first(row), *(str(row[k]) for k in extra))
+    return summary.iloc[sorted(range(len(summary)), key=key)].reset_index(drop=True)
+
+
 def numeric_order(label: str) -> tuple:
     """A group label's sort key: numbers by value ("8" before "12.0"), then text, a missing value ("–") last."""
     try:

@@ -383,11 +383,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=50, help="DDIM steps per draw (default: %(default)s)")
     p.add_argument("--inner-steps", type=int, default=None, help="inner steps to fit an uploaded file")
     a = p.parse_args(argv)
-    for name in ("steps", "inner_steps"):
-        value = getattr(a, name)
-        if value is not None and value < 1:
-            print(f"error: --{name.replace('_', '-')} {value}: must be >= 1", file=sys.stderr)
-            return 2
+    below = control.first_below_one(a, ("steps", "inner_steps"))
+    if below:
+        print(f"error: {below}", file=sys.stderr)
+        return 2
     if not 0 < a.port < 65536:
         print(f"error: --port {a.port}: must be in [1, 65535]", file=sys.stderr)
         return 2

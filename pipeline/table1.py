@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .experiments import collect, numeric_order, select, summarise, summary_markdown
+from .experiments import collect, numeric_order, ordered, select, summarise, summary_markdown
 
 BY = ["params.loe.variant", "params.hcdm.variant", "params.fit_loe.lr"]   # a baseline tuned to its own lr: a row each
 COLUMNS = ("reconstruction.test.psnr", "reconstruction.test.ssim", "reconstruction.test.iou",
@@ -80,9 +80,8 @@ def tables(df: pd.DataFrame) -> tuple[dict, str]:
     columns = select(df, COLUMNS)
     summary, keys = summarise(df, BY, columns)
     order = {"chinr": 0, "mnif": 1, "functa": 2}
-    summary = summary.iloc[sorted(range(len(summary)), key=lambda i: (
-        order.get(summary[BY[0]][i], 9), summary[BY[1]][i] != "hierarchical", descending(summary[BY[2]][i]),
-        *(str(summary[k][i]) for k in keys[len(BY):])))].reset_index(drop=True)
+    summary = ordered(summary, lambda row: (order.get(row[BY[0]], 9), row[BY[1]] != "hierarchical",
+                                            descending(row[BY[2]])), keys[len(BY):])
     md = ["## Ours: one harness, the same data and budget", "",
           "`loe.variant` (Stage-1), `hcdm.variant` (Stage-2) and Stage-1's `fit_loe.lr`; mean ± spread over the "
           "runs of a row, n runs.", "",

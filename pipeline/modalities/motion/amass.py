@@ -136,9 +136,10 @@ def is_body_shape(path: Path) -> bool:
     return path.name in SKIPPED_NAMES or path.name.endswith(SKIPPED_SUFFIX)
 
 
-def motion_files(root: Path) -> list[Path]:
-    """Every motion .npz under root (AMASS nests dataset/subject/file) but the body-shape files, in natural
-    order of their paths below root (digit runs by value)."""
+def motion_files(root: Path) -> tuple[list[Path], int]:
+    """(every motion .npz under root (AMASS nests dataset/subject/file) in natural order of their paths below
+    root (digit runs by value), the count of body-shape files left out), from one walk of the folder."""
     root = dataset_folder(root)
-    return sorted((p for p in root.rglob("*.npz") if not is_body_shape(p)),
-                  key=lambda p: natural_key(p.relative_to(root).as_posix()))
+    found = list(root.rglob("*.npz"))
+    motions = [p for p in found if not is_body_shape(p)]
+    return sorted(motions, key=lambda p: natural_key(p.relative_to(root).as_posix())), len(found) - len(motions)

@@ -120,7 +120,7 @@ class MotionModality(Modality):
             return super().read_source(cfg)
         d = cfg.dataset
         root = Path(d.path)
-        files = amass.motion_files(root)
+        files, body_shapes = amass.motion_files(root)
         if d.folder.limit is not None:
             files = files[: d.folder.limit]
         per_file, skipped, short, lengths = [], [], 0, {}
@@ -173,7 +173,7 @@ class MotionModality(Modality):
             modality=self, train=train, test=test, train_factors=None, test_factors=None,
             factor_names=[], factor_kinds=[],
             info={"source": "amass", "path": str(root), "files": len(files), "train_files": n_train_files,
-                  "body_shape_files": sum(amass.is_body_shape(p) for p in root.rglob("*.npz")),
+                  "body_shape_files": body_shapes,
                   "split": cfg.dataset.split, "test_file_names": [names[i] for i in test_files][:200],
                   "fps": amass.FPS, "clip_frames": self.resolution, "clip_stride": self.resolution,
                   "too_short_files": int(short), "skipped_files": len(skipped), "skipped": skipped[:100]})
