@@ -67,3 +67,29 @@ def average_gradients(params: list[torch.nn.Parameter]) -> None:
         if p.grad is not None:
             dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
             p.grad.div_(n)
+
+
+def _on_backend(t: torch.Tensor) -> torch.Tensor:
+    """`t` where the process group's backend takes it: the process's GPU under NCCL, else where it is."""
+    return t.to(torch.device("cuda", torch.cuda.current_device())) if dist.get_backend() == "nccl" else t
+
+
+def all_gather(t: torch.Tensor) -> list[torch.Tensor] | None:
+    """Every process's `t` (same shape and dtype everywhere) by rank, on the CPU; None for one process."""
+    n = world_size()
+    if n == 1:
+        return None
+    x = _on_backend(t)
+    out = [torch.empty_like(x) for _ in range(n)]
+    dist.all_gather(out, x)
+    return [o.cpu() for o in out]
+
+
+def average(t: torch.Tensor) -> torch.Tensor:
+    """The mean of `t` over the processes (`t` itself for one process)."""
+    n = world_size()
+    if n == 1:
+        return t
+    x = _on_backend(t).clone()
+    dist.all_reduce(x, op=dist.ReduceOp.SUM)
+    return (x / n).to(t.device)

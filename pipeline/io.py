@@ -80,6 +80,8 @@ def atomic_path(path: str | Path):
     os.chmod(tmp, 0o666 & ~_UMASK)   # mkstemp makes 0600; artifacts get the usual permissions
     try:
         yield Path(tmp)
+        with open(tmp, "rb") as f:      # on disk before it takes the name: a power cut leaves the old file
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
         if e.filename not in (None, tmp):   # about another file: let it say so itself
@@ -228,7 +230,8 @@ def save_npz(path: str | Path, **arrays) -> None:
             np.savez(f, **arrays)
 
 
-def save_torch(path: str | Path, obj) -> None:
+def save_torch(path: str | Path, obj, before_replace=None) -> None:
+    """`obj` written atomically; `before_replace(tmp)` runs on the written file before it takes its name."""
     import torch
 
     check_finite_state(path, obj)
@@ -241,6 +244,8 @@ def save_torch(path: str | Path, obj) -> None:
                 torch.save(obj, f)
         except RuntimeError as e:   # torch reports a full disk as a RuntimeError from its zip writer
             raise OSError(errno.EIO, f"cannot write ({str(e)[:160]})", str(tmp)) from None
+        if before_replace is not None:
+            before_replace(tmp)
 
 
 def save_png(path: str | Path, image: np.ndarray) -> None:

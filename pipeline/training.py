@@ -36,6 +36,20 @@ def fingerprint(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def run_place(device) -> list:
+    """What a run's numbers depend on besides its params and data, as fingerprint parts: the number of
+    torchrun processes (the effective batch and each one's stream of batches) and the kind of device (its
+    arithmetic). Empty for one process on a CPU, whose fingerprint is its params' and data's alone."""
+    from .distributed import world_size
+
+    place = {}
+    if world_size() > 1:
+        place["processes"] = world_size()
+    if torch.device(device).type != "cpu":
+        place["device"] = torch.device(device).type
+    return [place] if place else []
+
+
 def code_digest() -> str:
     """Digest of the package's source, so that a code change never resumes an old checkpoint."""
     h = hashlib.md5()
@@ -177,11 +191,12 @@ class Checkpointer:
         self.every = every
         self.vouched = self.path.with_name(self.path.name + ".code")   # who wrote the finished checkpoints
         store = spare_store()
-        # Named by the workspace's checkpoint path and the run (params, data, code): two clones never share a
-        # spare, and a rerun under edited code never overwrites an interrupted run's.
-        where = hashlib.sha256(str(self.path.resolve()).encode()).hexdigest()[:8]
+        # Named by the run (params, data, code), not by the workspace: `dvc exp run --queue` and `--temp` run
+        # each attempt in a new folder, and a rerun there resumes from the same spare. Two workspaces running
+        # the same run under the same code would compute the same steps; a rerun under edited code never
+        # overwrites an interrupted run's.
         self.spare = None if store is None else \
-            store / f"{where}-{self.path.parent.name}-{self.path.stem}-{fingerprint}-{self.code[:8]}.pt"
+            store / f"{self.path.parent.name}-{self.path.stem}-{fingerprint}-{self.code[:8]}.pt"
         io.remove_stale_temporaries(self.path)   # a kill during a save leaves `.checkpoint.pt.*.tmp` behind
 
     def _read(self, path: Path) -> dict | None:
@@ -227,9 +242,13 @@ class Checkpointer:
             code = self.code
         return code
 
-    def load(self) -> dict | None:
-        """The saved state of this very run, or None (no file, another run's, or an unreadable one)."""
+    def load(self, refuse=None) -> dict | None:
+        """The saved state of this very run, or None (no file, another run's, or an unreadable one).
+
+        `refuse(state)`: why this run cannot continue from a state of its own params, data and code (a
+        string), or None."""
         other = other_code = False
+        refused = None
         for path in (self.path, self.spare):
             if path is None or not path.exists():
                 continue
@@ -240,10 +259,14 @@ class Checkpointer:
                 other = True
             elif self._code_of(path, state) != self.code:
                 other_code = True
+            elif refuse is not None and (why := refuse(state)):
+                refused = refused or why
             else:
                 print(f"[checkpoint] resuming from {path} at step {state['step']}")
                 return interned_keys({k: v for k, v in state.items() if k != "code"})
-        if other_code:
+        if refused:
+            print(f"[checkpoint] {self.path} {refused}: starting afresh")
+        elif other_code:
             print(f"[checkpoint] {self.path} was written by other code (or is not vouched for): starting afresh")
         elif other:
             print(f"[checkpoint] {self.path} belongs to other params or data: starting afresh")
@@ -257,11 +280,13 @@ class Checkpointer:
         import shutil
 
         if final:                                  # no code digest inside: the bytes DVC records
-            io.save_torch(self.path, {**state, "fingerprint": self.fingerprint})
-            digest = file_digest(self.path)
-            vouched = {k: v for k, v in self._vouched().items() if isinstance(v, str) and k != digest}
-            vouched[digest] = self.code            # the newest last: the oldest go first past VOUCHED_KEPT
-            io.save_text(self.vouched, json.dumps(dict(list(vouched.items())[-self.VOUCHED_KEPT:]), indent=0) + "\n")
+            def vouch(written: Path) -> None:      # before the file takes its name: a kill between the two
+                digest = file_digest(written)      # never leaves a finished checkpoint nobody vouches for
+                vouched = {k: v for k, v in self._vouched().items() if isinstance(v, str) and k != digest}
+                vouched[digest] = self.code        # the newest last: the oldest go first past VOUCHED_KEPT
+                io.save_text(self.vouched, json.dumps(dict(list(vouched.items())[-self.VOUCHED_KEPT:]), indent=0) + "\n")
+
+            io.save_torch(self.path, {**state, "fingerprint": self.fingerprint}, before_replace=vouch)
             if self.spare is not None:
                 self.spare.unlink(missing_ok=True)
             return
@@ -321,17 +346,35 @@ def lock_vouches(path: Path, digest: str, lock: Path = Path("dvc.lock")) -> bool
     return False
 
 
-def rng_state(generator: torch.Generator) -> dict:
+def rng_state(generator: torch.Generator, generators: list[torch.Tensor] | None = None) -> dict:
     """Every RNG's state as tensors, ints, floats and strings only, so that a checkpoint loads with
-    `torch.load(weights_only=True)` (numpy's state holds an array, which that loader refuses)."""
+    `torch.load(weights_only=True)` (numpy's state holds an array, which that loader refuses).
+
+    `generators`: under torchrun, every process's `generator` state by rank (each draws its own batches;
+    the global streams are seeded alike on every process). The current CUDA device's stream is kept once
+    CUDA is in use (dropout on a GPU draws from it)."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"generator": generator.get_state(), "torch": torch.get_rng_state(),
-            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
-            "python": random.getstate()}
+    state = {"generator": generator.get_state(), "torch": torch.get_rng_state(),
+             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+             "python": random.getstate()}
+    if generators is not None:
+        state["generators"] = generators
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
 
 
 def restore_rng(generator: torch.Generator, state: dict) -> None:
-    generator.set_state(state["generator"])
+    """Every RNG back to `state`; under torchrun `generator` takes this process's own saved stream."""
+    from .distributed import rank, world_size
+
+    generators = state.get("generators")
+    if world_size() > 1 and (generators is None or len(generators) != world_size()):
+        raise ValueError(f"the checkpoint holds {len(generators or [None])} process(es)' batch streams, "
+                         f"this run has {world_size()}")
+    generator.set_state(generators[rank()] if world_size() > 1 else state["generator"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
     torch.set_rng_state(state["torch"])
     kind, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
@@ -446,13 +489,27 @@ class Trainer:
         self.guard = guard or DivergenceGuard(desc, f"{desc} learning rate")
         self.main = is_main()
         self.pending: list[torch.Tensor] = []    # (loss, grad norm, *metrics) of the steps not yet read back
+        self.thinned = False                     # resumed with fewer log rows than the checkpoint holds
         self.names: list[str] = []
 
     def resume(self) -> int:
         """The step to start from: 0, or the checkpoint's step with everything restored."""
         from .distributed import world_size
 
-        state = self.checkpointer.load()
+        def logged(state: dict) -> list[int]:
+            return [s for s in range(1, state["step"] + 1) if s % self.log_every == 0 or s == self.total]
+
+        def refuse(state: dict) -> str | None:
+            # log_every stays out of the fingerprint: a row's values do not depend on it, so a checkpoint whose
+            # rows include every row this log_every writes continues, its rows thinned to them. One that lacks
+            # some starts afresh: resumed, its curve and final bytes would differ from a fresh run's.
+            if not set(logged(state)) <= {row.get("step") for row in state["log"]}:
+                return f"lacks rows that log_every {self.log_every} writes"
+            if world_size() > 1 and len(state["rng"].get("generators") or ()) != world_size():
+                return f"does not hold the batch streams of {world_size()} processes"
+            return None
+
+        state = self.checkpointer.load(refuse)
         if state is None:
             return 0
         for name, module in self.modules.items():
@@ -460,11 +517,11 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         restore_rng(self.generator, state["rng"])
-        self.log.rows = state["log"]
+        rows = {row["step"]: row for row in state["log"]}
+        self.log.rows = [rows[s] for s in logged(state)]
+        self.thinned = len(self.log.rows) < len(state["log"])
         self.guard.load_state_dict(state.get("guard", {}))
         self.guard.last_good = (state["step"], self.checkpointer.path)
-        if world_size() > 1:   # the checkpoint holds rank 0's streams: give every process its own again
-            self.generator.manual_seed(self.generator.initial_seed() * 1_000_003 + state["step"])
         return state["step"]
 
     def step(self, loss: torch.Tensor, metrics: dict) -> None:
@@ -486,11 +543,15 @@ class Trainer:
     def report(self, done: int) -> dict | None:
         """After step `done`: on a log or checkpoint step, every pending step through the guard, then the
         log row (returned) and the checkpoint; on other steps nothing (None)."""
+        from .distributed import average
+
         logging = done % self.log_every == 0 or done == self.total
-        saving = self.main and self.checkpointer.due(done, self.total)
-        if not (logging or saving):
+        due = self.checkpointer.due(done, self.total)
+        if not (logging or due):       # every process reports on the same steps: the guard stops all at once
             return None
-        values = torch.stack(self.pending).tolist()                      # the one device-to-host read
+        # Under torchrun the guard and the log read the mean over the processes (the gradient norm is
+        # already the same on each): every process stops at the same step with the same message.
+        values = average(torch.stack(self.pending)).tolist()            # the one device-to-host read
         guard, names = self.guard, self.names
         quality = names.index(guard.quality) if guard.quality in names else None
         for i, (l_, g_, *m_) in enumerate(values):
@@ -502,20 +563,30 @@ class Trainer:
             row = {"step": done, "loss": round(l_, 6), **{k: round(v, 4) for k, v in zip(names, m_)},
                    "grad_norm": round(g_, 4), "lr": self.scheduler.get_last_lr()[0]}
             self.log.append(**row)
-        if saving:
+        if due:
+            self.save(done)
+        return row
+
+    def save(self, done: int) -> None:
+        """The checkpoint after step `done` (rank 0 writes it; every process takes part)."""
+        from .distributed import all_gather
+
+        generators = all_gather(self.generator.get_state())               # None for one process
+        if self.main:
             self.checkpointer.save({"step": done, "modules": {k: m.state_dict() for k, m in self.modules.items()},
                                     "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                                    "rng": rng_state(self.generator), "log": self.log.rows,
-                                    "guard": guard.state_dict()}, final=done == self.total)
-            guard.last_good = (done, self.checkpointer.path)
+                                    "rng": rng_state(self.generator, generators), "log": self.log.rows,
+                                    "guard": self.guard.state_dict()}, final=done == self.total)
             self.log.write()
-        return row
+        self.guard.last_good = (done, self.checkpointer.path)
 
     def run(self, step_fn, progress: bool = True) -> None:
         """`step_fn(step)` -> (loss, metrics) for one batch, from the resumed step to the last."""
         from .progress import bar
 
         start = self.resume()
+        if start == self.total and self.thinned:   # a finished run under a sparser log_every: its final bytes
+            self.save(start)
         steps = bar(range(start, self.total), initial=start, total=self.total, desc=self.desc,
                     disable=not (progress and self.main))
         for step in steps:

@@ -34,14 +34,78 @@ print(f"rank {{rank()}} in sync")
 dist.destroy_process_group()
 '''
 
+RESUME = r'''
+import shutil
+import torch, torch.distributed as dist
+from pipeline.modalities.image import synthetic as synthetic_faces
+from pipeline import config
+from pipeline.distributed import init_from_environment, rank
+from pipeline.loe import LayersOfExperts
+from pipeline.meta import MetaLearner, MetaSGD
+from pipeline.modalities.image.modality import ImageModality
+from pipeline.training import Checkpointer, StepLog
+
+init_from_environment(torch.device("cpu"))
+images, _ = synthetic_faces.generate(16, 16, seed=1)
+cfg = config.FitLoE(steps=6, batch_size=4, checkpoint_every=3, log_every=1, warmup_steps=1)
+out = "{out}"
+save = Checkpointer.save
+
+
+def keep_step_3(self, state, final=False):                # the file a kill after step 3 would leave
+    save(self, state, final)
+    if state["step"] == 3:
+        shutil.copyfile(self.path, out + "/cut/ck.pt")
+
+
+def run(where):
+    torch.manual_seed(0)
+    model, meta_sgd = LayersOfExperts(2, 3, 3, 4, 16, 6, 30.0), MetaSGD(3, 6, 0.005, 0.1)
+    g = torch.Generator().manual_seed(100 + rank())
+    MetaLearner(model, meta_sgd, ImageModality(16), cfg).fit(
+        images, Checkpointer(where + "/ck.pt", "x", 3), StepLog(where + "/log.csv"), g, progress=False)
+    return torch.cat([p.detach().flatten() for p in model.parameters()]), g.get_state()
+
+
+Checkpointer.save = keep_step_3
+whole, streams = run(out + "/whole")
+Checkpointer.save = save
+dist.barrier()
+if rank() == 0:
+    saved = torch.load(out + "/cut/ck.pt", weights_only=True)["rng"]["generators"]
+    assert len(saved) == 2 and not torch.equal(saved[0], saved[1]), "one batch stream per process"
+resumed, resumed_streams = run(out + "/cut")
+assert torch.equal(whole, resumed), "the resumed run differs from the uninterrupted one"
+assert torch.equal(streams, resumed_streams), "a process resumed another's batch stream"
+print(f"rank {{rank()}} resumed as uninterrupted")
+dist.destroy_process_group()
+'''
+
+
+def torchrun(script, port: int):
+    return subprocess.run(["torchrun", "--nproc_per_node", "2", "--master_port", str(port), str(script)],
+                          capture_output=True, text=True, env={**STAGE_ENV, "PATH": "/usr/bin:/bin:" +
+                                                               str(sys.executable).rsplit("/", 1)[0]}, timeout=300)
+
 
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun is not installed")
 def test_two_processes_stay_in_sync(tmp_path):
     script = tmp_path / "check.py"
     script.write_text(CHECK.format(out=tmp_path))
-    r = subprocess.run(["torchrun", "--nproc_per_node", "2", "--master_port", "29533", str(script)],
-                       capture_output=True, text=True, env={**STAGE_ENV, "PATH": "/usr/bin:/bin:" +
-                                                            str(sys.executable).rsplit("/", 1)[0]}, timeout=300)
+    r = torchrun(script, 29533)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "rank 0 in sync" in r.stdout and "rank 1 in sync" in r.stdout
     assert (tmp_path / "ck.pt").exists() and (tmp_path / "log.csv").exists()
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun is not installed")
+def test_a_run_under_torchrun_resumes_as_if_uninterrupted_each_process_with_its_own_batches(tmp_path):
+    """Every process's batch stream is saved by rank: restored from rank 0's alone, both processes drew
+    the same batches after a resume (the effective batch halved, and the run no longer the same)."""
+    (tmp_path / "cut").mkdir()
+    script = tmp_path / "resume.py"
+    script.write_text(RESUME.format(out=tmp_path))
+    r = torchrun(script, 29534)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "rank 0 resumed as uninterrupted" in r.stdout and "rank 1 resumed as uninterrupted" in r.stdout
+    assert "resuming from" in r.stdout

@@ -362,7 +362,7 @@ def test_an_interrupted_experiment_resumes_when_run_again(image_repo, tmp_path):
     deadline, step = time.time() + 300, 0
     while step < 200 and time.time() < deadline and p.poll() is None:
         time.sleep(0.5)
-        for f in spares.glob("*-hcdm-checkpoint-*.pt"):
+        for f in spares.glob("hcdm-checkpoint-*.pt"):
             try:
                 step = torch.load(f, weights_only=True)["step"]
             except Exception:   # being replaced right now
@@ -374,4 +374,4 @@ def test_an_interrupted_experiment_resumes_when_run_again(image_repo, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     out = r.stdout + r.stderr
     assert "[checkpoint] resuming from" in out and "hcdm-checkpoint-" in out, out[-3000:]
-    assert not list(spares.glob("*-hcdm-checkpoint-*.pt"))           # finished: the spare is gone
+    assert not list(spares.glob("hcdm-checkpoint-*.pt"))           # finished: the spare is gone

@@ -489,8 +489,10 @@ def test_a_spare_checkpoint_survives_dvc_replacing_the_output(tmp_path, monkeypa
     run = Checkpointer(path, "fp-exp", every=10)
     run.save({"step": 10, "modules": {}, "optimizer": {}})
     spare = run.spare
-    assert spare.parent == tmp_path / "spares" and spare.name.endswith(f"-hcdm-checkpoint-fp-exp-{run.code[:8]}.pt")
+    assert spare.parent == tmp_path / "spares" and spare.name == f"hcdm-checkpoint-fp-exp-{run.code[:8]}.pt"
     assert spare.exists() and os.path.samefile(spare, path)            # a hard link: nothing written twice
+    queued = tmp_path / ".dvc" / "tmp" / "exps" / "tmpq1" / "hcdm" / "checkpoint.pt"   # a queued or --temp attempt
+    assert Checkpointer(queued, "fp-exp", every=10).load()["step"] == 10          # runs in a new folder each time
     path.unlink()                                                      # the checkout of the baseline's file:
     path.write_bytes(baseline)                                         # a new file, as DVC writes it
     assert torch.load(spare, weights_only=True)["step"] == 10          # a new file replaced the link, not its content
@@ -583,14 +585,30 @@ def test_stale_temporaries_of_an_artifact_are_cleaned_on_the_next_write(tmp_path
 
 
 def test_schedule_only_settings_keep_an_interrupted_run(run_copy):
+    """checkpoint_every and log_every stay out of the fingerprint: a finished run continues with its rows
+    thinned to the new log_every, to the bytes of a fresh run under it; a log_every needing rows the run
+    never wrote starts afresh."""
     cfg = config.from_dict(micro_params())
     assert "log_every" not in run_settings(cfg.hcdm) and "lr" in run_settings(cfg.hcdm)
     params = micro_params()
-    params["hcdm"].update(log_every=3, checkpoint_every=7)
+    params["hcdm"].update(log_every=10, checkpoint_every=7)           # rows every 5 steps were written
     write_params(run_copy, params)
     (run_copy / "data/hcdm/hcdm.pt").unlink()
     r = stage("train_hcdm", run_copy, check=True)
     assert f"resuming from data/hcdm/checkpoint.pt at step {params['hcdm']['steps']}" in r.stdout
+    curve = (run_copy / "metrics/curves/train_hcdm.csv").read_text()
+    assert [line.split(",")[0] for line in curve.splitlines()] == ["step", "10", "20", "30"]
+    resumed = (run_copy / "data/hcdm/checkpoint.pt").read_bytes()
+    (run_copy / "data/hcdm/checkpoint.pt").unlink()
+    r = stage("train_hcdm", run_copy, check=True)                     # fresh, under log_every 10
+    assert "resuming" not in r.stdout
+    assert (run_copy / "data/hcdm/checkpoint.pt").read_bytes() == resumed
+    assert (run_copy / "metrics/curves/train_hcdm.csv").read_text() == curve
+    params["hcdm"]["log_every"] = 3                                   # rows at 3, 6, ... were never written
+    write_params(run_copy, params)
+    r = stage("train_hcdm", run_copy, check=True)
+    assert "data/hcdm/checkpoint.pt lacks rows that log_every 3 writes: starting afresh" in r.stdout
+    assert "resuming" not in r.stdout
     params["hcdm"]["lr"] *= 2                                        # a setting that changes the result does not
     write_params(run_copy, params)
     r = stage("train_hcdm", run_copy, check=True)

@@ -50,3 +50,39 @@ def test_resume_restores_the_modules_and_continues_where_the_checkpoint_stopped(
     again.run(step_c, progress=False)
     assert torch.equal(model_c.weight, model.weight) and torch.equal(model_c.bias, model.bias)
     assert [r["step"] for r in again.log.rows] == [r["step"] for r in whole.log.rows] == [3, 6]
+
+
+def test_the_fingerprint_names_the_process_count_and_a_gpu_but_adds_nothing_for_one_cpu_process(monkeypatch):
+    from pipeline import distributed
+    from pipeline.training import run_place
+
+    assert run_place("cpu") == [] and run_place(torch.device("cuda")) == [{"device": "cuda"}]
+    monkeypatch.setattr(distributed, "world_size", lambda: 4)
+    assert run_place("cpu") == [{"processes": 4}]
+
+
+def test_a_finished_checkpoint_is_vouched_for_before_it_takes_its_name(tmp_path, monkeypatch):
+    """A kill between the two must not leave a finished checkpoint that nothing vouches for (it would
+    start the run afresh): the `.code` record is written while the file still holds the last step."""
+    from pipeline import io
+
+    monkeypatch.setenv("CHINR_CHECKPOINTS", "")
+    path = tmp_path / "checkpoint.pt"
+    run = Checkpointer(path, "f", 10, code="c1")
+    run.save({"step": 10, "modules": {}, "optimizer": {}})
+    on_disk, save_text = [], io.save_text
+    monkeypatch.setattr(io, "save_text", lambda p, text: (on_disk.append(torch.load(path, weights_only=True)["step"]),
+                                                          save_text(p, text)))
+    run.save({"step": 20, "modules": {}, "optimizer": {}}, final=True)
+    assert on_disk == [10] and Checkpointer(path, "f", 10, code="c1").load()["step"] == 20
+
+
+def test_an_artifact_is_on_disk_before_it_takes_its_name(tmp_path, monkeypatch):
+    from pipeline import io
+
+    order = []
+    monkeypatch.setattr(io.os, "fsync", lambda fd: order.append("fsync"))
+    replace = io.os.replace
+    monkeypatch.setattr(io.os, "replace", lambda a, b: (order.append("replace"), replace(a, b)))
+    io.save_json(tmp_path / "m.json", {"a": 1})
+    assert order == ["fsync", "replace"]
