@@ -13,6 +13,7 @@ from torch import nn
 from .progress import bar
 
 from . import artifacts, io
+from .errors import DataError
 
 
 class FactorPredictor(nn.Module):
@@ -154,8 +155,11 @@ def load_factor_predictor(path: Path = artifacts.FACTOR_PREDICTOR):
     io.check_finite_state(path, state, reading=True)
     if "skipped" in state:
         return state
-    n = len(state["kinds"])
-    model = FactorPredictor(state["kinds"], state["classes"], np.zeros(n), np.ones(n),
-                            channels=state.get("channels", 3), dims=state.get("dims", 2))
-    model.load_state_dict(state["state"])
+    model = io.load_module(
+        path, "a factor predictor",
+        lambda: FactorPredictor(state["kinds"], state["classes"], np.zeros(len(state["kinds"])),
+                                np.ones(len(state["kinds"])), channels=state.get("channels", 3), dims=state.get("dims", 2)),
+        lambda: (state["state"],))
+    if not isinstance(state.get("names"), list):
+        raise DataError(f"{path}: not a factor predictor of this pipeline (no list of factor names)")
     return model.eval(), state["names"]

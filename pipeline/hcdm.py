@@ -444,6 +444,6 @@ def load_hcdm(path: Path = artifacts.HCDM_MODEL) -> HCDM:
     """The EMA weights of the trained HCDM, ready to sample."""
     state = io.load_torch(artifacts.require(path, "train_hcdm"))
     io.check_finite_state(path, state, reading=True)
-    model = HCDM(**{**LEGACY_ARCH, **state["arch"]})
-    model.load_state_dict(state["model"])
+    model = io.load_module(path, "a Stage-2 model", lambda: HCDM(**{**LEGACY_ARCH, **state["arch"]}),
+                           lambda: (state["model"],))
     return model.eval()

@@ -180,20 +180,55 @@ def check_finite_state(path: str | Path, state, reading: bool = False) -> None:
     check_finite(path, _flatten_state(state), reading)
 
 
+def npy_shape(z, key: str) -> tuple[int, ...]:
+    """The shape an .npz member declares in its header, read without reading (or inflating) its data."""
+    with z.zip.open(f"{key}.npy") as f:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        return tuple(read(f)[0])
+
+
 def load_npz(path: str | Path, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
     """The arrays (all, or `keys` when present) of an .npz artifact; an unreadable file or NaN/inf
     in a floating array is a DataError naming it."""
-    import zipfile
-
     try:
         with np.load(path) as z:
             arrays = {k: z[k] for k in z.files if keys is None or k in keys}
     except FileNotFoundError:
         raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-        raise DataError(f"{path}: cannot read ({e.__class__.__name__}: {e}); rerun the stage that wrote it") from None
+    except Exception as e:
+        # numpy raises many kinds: MemoryError for a header declaring more than the machine holds, zlib.error
+        # for damaged compressed data, tokenize.TokenError for a damaged header, BadZipFile, ValueError, ...
+        raise DataError(f"{path}: cannot read ({e.__class__.__name__}: {str(e)[:160]}); rerun the stage that wrote it") from None
     check_finite(path, arrays, reading=True)
     return arrays
+
+
+def load_module(path: str | Path, what: str, build, parts):
+    """Modules built by `build()` from a loaded file and given its `parts` ({module: state dict}); a file that
+    loads but does not hold `what` (keys, settings or shapes of another model) is one DataError naming it.
+
+    Each module is first built on the meta device (no memory) and its parameter shapes compared with the
+    file's, so settings that name a huge model fail before anything is allocated."""
+    import torch
+
+    def shapes(state: dict) -> dict:
+        return {k: tuple(v.shape) for k, v in state.items()}
+
+    try:
+        with torch.device("meta"):
+            probes = build()
+        for probe, state in zip(probes if isinstance(probes, tuple) else (probes,), parts()):
+            if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()) \
+                    or shapes(probe.state_dict()) != shapes(state):
+                raise ValueError("its weights do not fit the model its settings describe")
+        modules = build()
+        for module, state in zip(modules if isinstance(modules, tuple) else (modules,), parts()):
+            module.load_state_dict(state)
+        return modules
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
+        raise DataError(f"{path}: not {what} of this pipeline ({e.__class__.__name__}: {str(e)[:160]}); "
+                        "rerun the stage that wrote it") from None
 
 
 def load_torch(path: str | Path):

@@ -26,6 +26,7 @@ from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selectiv
 from .progress import bar
 
 from . import artifacts, io
+from .errors import DataError
 from .config import FitLoE
 from .loe import LayersOfExperts
 from .modalities.base import Modality
@@ -250,11 +251,14 @@ def load_loe(path: Path = artifacts.LOE) -> tuple[LayersOfExperts, MetaSGD, dict
     """The trained LoE, its Meta-SGD rates and the inner-loop settings it was trained with."""
     state = io.load_torch(artifacts.require(path, "fit_loe"))
     io.check_finite_state(path, state, reading=True)
-    hp = state["hyperparameters"]
-    model = LayersOfExperts(**hp)
-    model.load_state_dict(state["model"])
-    meta_sgd = MetaSGD(hp["layers"], hp["latent_dim"], 0.0, 0.0)
-    meta_sgd.load_state_dict(state["meta_sgd"])
+    model, meta_sgd = io.load_module(
+        path, "a Stage-1 model",
+        lambda: (LayersOfExperts(**state["hyperparameters"]),
+                 MetaSGD(state["hyperparameters"]["layers"], state["hyperparameters"]["latent_dim"], 0.0, 0.0)),
+        lambda: (state["model"], state["meta_sgd"]))
+    try:
+        inner = {"inner_steps": int(state["inner_steps"]), "inner_lr": float(state["inner_lr"])}
+    except (KeyError, TypeError, ValueError) as e:
+        raise DataError(f"{path}: not a Stage-1 model of this pipeline (inner loop: {e!r})") from None
     model.eval()
-    return model, meta_sgd, {"inner_steps": state["inner_steps"], "inner_lr": state["inner_lr"],
-                             "method": state.get("method", "meta"), "train_latents": state.get("train_latents")}
+    return model, meta_sgd, {**inner, "method": state.get("method", "meta"), "train_latents": state.get("train_latents")}

@@ -42,6 +42,7 @@ import socket
 import sys
 import tempfile
 import threading
+import traceback
 from urllib.parse import parse_qs, urlsplit
 from collections import OrderedDict
 from pathlib import Path
@@ -80,7 +81,7 @@ class Session:
         self.options = SimpleNamespace(sampler=sampler, steps=steps, inner_steps=inner_steps)
         self.kept: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.ids = itertools.count()
-        # Load everything now, so no request reads a file.
+        # The models, data and latent bank now; the sample stage's latents on the first `sample:I` asked for.
         self.modality, self.hcdm, self.bank = run.data.modality, run.hcdm, run.bank
         run.loe
 
@@ -145,17 +146,18 @@ class Session:
         return {"k": k, "anchor": self.shown(anchor[None])[0], "completions": self.shown(drawn)}
 
     def interpolate(self, a: str, b: str, t) -> dict:
-        t = float(t)
-        if not 0.0 <= t <= 1.0:
-            raise Refused(f"t {t}: must be in [0, 1]")
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 <= t <= 1.0:
+            raise Refused(f"t {str(t)[:40]}: must be a number in [0, 1]")
         za, zb = self.latent(a), self.latent(b)
         return self.shown(((1 - t) * za + t * zb)[None])[0]
 
     def compose(self, base: str, donor: str, layers) -> dict:
         self.layer_wise("compose")
         zb, zd = self.latent(base), self.latent(donor)
-        if not isinstance(layers, list) or not all(isinstance(l, int) and 1 <= l <= self.hcdm.layers for l in layers):
-            raise Refused(f"layers {layers!r}: must be a list of layer numbers in [1, {self.hcdm.layers}]")
+        if not isinstance(layers, list) or len(layers) > self.hcdm.layers or not all(
+                isinstance(l, int) and not isinstance(l, bool) and 1 <= l <= self.hcdm.layers for l in layers):
+            raise Refused(f"layers {str(layers)[:80]}: must be a list of at most {self.hcdm.layers} layer numbers "
+                          f"in [1, {self.hcdm.layers}]")
         out = zb.clone()
         for l in layers:
             out[l - 1] = zd[l - 1]
@@ -175,6 +177,8 @@ class Session:
         """A file of the user's (a data URL or base64), fitted with the inner loop."""
         if not isinstance(data, str) or not data:
             raise Refused("no file in the upload")
+        if data.startswith("data:") and "," not in data:
+            raise Refused(f"{name}: not a file (a data URL without its data)")
         payload = data.split(",", 1)[1] if data.startswith("data:") else data
         size = len(payload) * 3 // 4 - min(2, len(payload) - len(payload.rstrip("=")))   # padding is no data
         if size > MAX_UPLOAD:
@@ -265,6 +269,10 @@ def app(session: Session):
                 return JSONResponse({"error": str(e)}, status_code=e.status)
             except (ValueError, TypeError) as e:
                 return JSONResponse({"error": f"bad request: {e}"}, status_code=400)
+            except Exception as e:   # a defect of ours: one line for the page, the traceback for the console
+                traceback.print_exc()
+                return JSONResponse({"error": f"internal error ({e.__class__.__name__}: {str(e)[:200]})"},
+                                    status_code=500)
         return endpoint
 
     def latent(key: str) -> dict:

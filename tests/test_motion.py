@@ -129,6 +129,51 @@ def test_bad_files_get_one_line_naming_them(tmp_path):
             amass.read_poses(tmp_path / name)
 
 
+def declaring(path, shape) -> None:
+    """An .npz of a few hundred bytes whose 'poses' header declares `shape` (its data left out)."""
+    import io as _io
+    import zipfile
+
+    header = _io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": shape})
+    rate = _io.BytesIO()
+    np.save(rate, np.array(60.0))
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("poses.npy", header.getvalue())                 # the magic, the header, no data
+        z.writestr("mocap_framerate.npy", rate.getvalue())
+
+
+def test_a_motion_file_declaring_more_frames_than_it_could_hold_is_refused_from_its_header(tmp_path):
+    """A small deflated upload can declare and hold gigabytes: the frame count is read from the header."""
+    from pipeline import io
+
+    declaring(tmp_path / "huge.npz", (10 ** 12, 165))
+    assert (tmp_path / "huge.npz").stat().st_size < 1000
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'huge.npz'}: 'poses' declares 1000000000000 frames; "
+                                        rf"a motion file holds at most {amass.MAX_FRAMES}"):
+        amass.read_poses(tmp_path / "huge.npz")
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'huge.npz'}: cannot read \((MemoryError|ValueError)"):
+        io.load_npz(tmp_path / "huge.npz")            # an artifact's reader: the allocation or the data fails
+    np.savez_compressed(tmp_path / "long.npz", poses=np.zeros((amass.MAX_FRAMES + 1, 165), np.float32),
+                        mocap_framerate=np.array(60.0))
+    with pytest.raises(DataError, match=f"declares {amass.MAX_FRAMES + 1} frames"):
+        amass.read_poses(tmp_path / "long.npz")
+
+
+def test_damaged_compressed_data_is_one_line_from_every_npz_reader(tmp_path):
+    from pipeline import io
+
+    good = tmp_path / "good.npz"
+    np.savez_compressed(good, poses=np.random.default_rng(0).normal(size=(400, 156)), mocap_framerate=np.array(60.0))
+    data = bytearray(good.read_bytes())
+    data[200:260] = bytes(255 - b for b in data[200:260])
+    (tmp_path / "bad.npz").write_bytes(bytes(data))
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'bad.npz'}: cannot read"):
+        io.load_npz(tmp_path / "bad.npz")
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'bad.npz'}: cannot read as .npz"):
+        amass.read_poses(tmp_path / "bad.npz")
+
+
 @pytest.mark.parametrize("poses, rate, says", [
     (np.zeros((50, 156)), np.ones(3), "frame rate 'mocap_framerate' must be one real number, found float64 (3,)"),
     (np.zeros((0, 156)), np.array(60.0), "'poses' has 0 frames; a motion needs at least 2"),

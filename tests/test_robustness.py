@@ -686,3 +686,65 @@ def test_a_full_disk_is_named_with_the_file_not_as_torch_zip_offsets(tmp_path, m
         io.save_npz(tmp_path / "l.npz", a=np.ones(3))
     assert e.value.filename == str(tmp_path / "l.npz") and "no space left on the disk" in e.value.strerror
     assert not list(tmp_path.iterdir())                                  # no temporary left behind
+
+
+def test_a_model_file_that_loads_but_holds_another_model_is_one_line_naming_it(tmp_path):
+    """Keys, settings or shapes of another model are a DataError, and settings naming a huge model are
+    refused before anything is allocated (the model is first built on the meta device)."""
+    from pipeline.errors import DataError
+    from pipeline.factors import load_factor_predictor
+    from pipeline.hcdm import HCDM, load_hcdm, save_hcdm
+    from pipeline.loe import LayersOfExperts
+    from pipeline.meta import MetaSGD, load_loe, save_loe
+
+    path = tmp_path / "loe.pt"
+    model, rates = LayersOfExperts(2, 3, 3, 4, 8, 5, 30.0), MetaSGD(3, 5, 0.01, 0.1)
+    save_loe(path, model, rates, 3, 0.01)
+    assert load_loe(path)[0].width == 8
+    for state in ({"x": torch.zeros(1)},
+                  {**torch.load(path, weights_only=True), "hyperparameters": {**model.hyperparameters(), "width": 16}},
+                  {**torch.load(path, weights_only=True), "hyperparameters": {**model.hyperparameters(),
+                                                                             "width": 10 ** 7}},
+                  {**torch.load(path, weights_only=True), "hyperparameters": "width=8"},
+                  {**torch.load(path, weights_only=True), "inner_steps": "three"}):
+        torch.save(state, path)
+        with pytest.raises(DataError, match=rf"^{path}: not a Stage-1 model of this pipeline"):
+            load_loe(path)
+    hcdm = HCDM(3, 5, 4, hidden=16, blocks=2, timesteps=10)
+    save_hcdm(tmp_path / "hcdm.pt", hcdm)
+    assert load_hcdm(tmp_path / "hcdm.pt").arch == hcdm.arch
+    torch.save({"arch": {**hcdm.arch, "hidden": 32}, "model": hcdm.state_dict()}, tmp_path / "hcdm.pt")
+    with pytest.raises(DataError, match=r"hcdm\.pt: not a Stage-2 model of this pipeline \(ValueError: its weights"):
+        load_hcdm(tmp_path / "hcdm.pt")
+    torch.save({"kinds": ["binary"], "state": {}}, tmp_path / "fp.pt")
+    with pytest.raises(DataError, match=r"fp\.pt: not a factor predictor of this pipeline"):
+        load_factor_predictor(tmp_path / "fp.pt")
+
+
+def test_a_picture_in_another_format_under_a_png_name_is_refused_not_decoded(tmp_path):
+    """Only Pillow's PNG and JPEG decoders run on data files: a TIFF (or PSD, EPS, ...) named x.png is one line."""
+    from pipeline.errors import DataError
+    from pipeline.modalities.nerf.srn import read_view
+
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(tmp_path / "x.png", format="TIFF")
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'x.png'}: cannot read image \(UnidentifiedImageError"):
+        load_image(tmp_path / "x.png", 4)
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'x.png'}: not a readable image"):
+        read_view(tmp_path / "x.png", 4, 8)
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(tmp_path / "y.png", format="JPEG")   # a JPEG named .png reads
+    assert load_image(tmp_path / "y.png", 4).shape == (4, 4, 3)
+
+
+def test_a_mesh_is_read_for_its_geometry_alone_never_its_materials_or_textures(tmp_path, monkeypatch):
+    import trimesh
+    from PIL import Image as PILImage
+
+    obj = trimesh.exchange.obj.export_obj(trimesh.creation.box())
+    (tmp_path / "m.obj").write_text("mtllib m.mtl\nusemtl a\n" + obj)
+    (tmp_path / "m.mtl").write_text("newmtl a\nmap_Kd texture.png\n")
+    PILImage.new("RGB", (4, 4)).save(tmp_path / "texture.png")
+    opened = []                    # trimesh catches what its material loading raises: record instead
+    monkeypatch.setattr(PILImage, "open", lambda *a, **k: opened.append("texture"))
+    # a FIFO (or /dev/zero) named by mtllib would hang the reader: no file the mesh names is opened
+    monkeypatch.setattr(trimesh.resolvers.FilePathResolver, "get", lambda self, name: opened.append(name) or b"")
+    assert voxels.read_mesh(tmp_path / "m.obj", 8).sum() > 0 and opened == []

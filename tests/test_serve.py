@@ -101,6 +101,15 @@ def test_resample_keeps_the_prefix_and_bad_requests_are_messages(served):
     for body, code, text in bad:
         status, answer = api(base, "/api/resample", body)
         assert status == code and text in answer["error"], (body, answer)
+    others = [("/api/interpolate", {"a": "gen:0", "b": "gen:1", "t": 10 ** 400}, "t 1000000000000000000000000"),
+              ("/api/interpolate", {"a": "gen:0", "b": "gen:1", "t": "0.5"}, "t 0.5: must be a number in [0, 1]"),
+              ("/api/interpolate", {"a": "gen:0", "b": "gen:1", "t": True}, "t True: must be a number"),
+              ("/api/compose", {"base": "gen:0", "donor": "gen:1", "layers": [1] * 100_000}, "at most"),
+              ("/api/compose", {"base": "gen:0", "donor": "gen:1", "layers": [True]}, "layers [True]: must be"),
+              ("/api/upload", {"name": "a.png", "data": "data:image/png;base64"}, "a.png: not a file (a data URL")]
+    for path, body, text in others:
+        status, answer = api(base, path, body)
+        assert status == 400 and text in answer["error"], (path, body, answer)
     not_image = base64.b64encode(b"hello, not a picture").decode()
     status, answer = api(base, "/api/upload", {"name": "notes.txt", "data": not_image})
     assert status == 400 and answer["error"] == ("notes.txt: this image run reads a picture (.png, .jpg), "

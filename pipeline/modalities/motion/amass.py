@@ -9,12 +9,11 @@ kept (the paper's 165 values per frame): no translation, no shape.
 """
 from __future__ import annotations
 
-import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
 
+from ... import io
 from ...errors import DataError
 from ...prepared import dataset_folder, natural_key
 from .skeleton import VALUES, matrix_to_axis_angle, rotation_matrices, unwrap
@@ -28,6 +27,9 @@ RATE_KEYS = ("mocap_framerate", "mocap_frame_rate")
 SKIPPED_NAMES = ("shape.npz",)   # AMASS's per-subject body-shape files: no poses, not motions
 SKIPPED_SUFFIX = "_stagei.npz"   # ... and the SMPL-X release's (`female_stagei.npz`; motions end `_stageii.npz`)
 RATES = (1.0, 2000.0)            # frame rates read (AMASS: 60-250 fps); 1e-4 fps would resample 3 s into 58 GiB
+# Frames a motion file may hold: an hour at 100 fps (AMASS's longest takes are minutes), 0.5 GB as float64.
+# Checked from the file's header before its data is read: a small deflated upload can declare and hold GBs.
+MAX_FRAMES = 360_000
 MAX_ANGLE = 100.0                # radians; an axis-angle rotation is within [0, pi] (a few turns once unwrapped)
 
 
@@ -85,6 +87,10 @@ def read_poses(path: Path) -> tuple[np.ndarray, float]:
         with np.load(path, allow_pickle=False) as z:
             if "poses" not in z.files:
                 raise DataError(f"{path}: no 'poses' array (keys: {', '.join(z.files)}); not an AMASS motion file")
+            frames = io.npy_shape(z, "poses")[:1]
+            if frames and frames[0] > MAX_FRAMES:
+                raise DataError(f"{path}: 'poses' declares {frames[0]} frames; a motion file holds at most "
+                                f"{MAX_FRAMES} (an hour at 100 fps)")
             rate_key = next((k for k in RATE_KEYS if k in z.files), None)
             if rate_key is None:
                 raise DataError(f"{path}: no frame rate ('mocap_framerate' or 'mocap_frame_rate')")
@@ -95,7 +101,7 @@ def read_poses(path: Path) -> tuple[np.ndarray, float]:
             rate = float(rate.reshape(()))
     except DataError:
         raise
-    except (OSError, ValueError, EOFError, TypeError, KeyError, AttributeError, zipfile.BadZipFile, zlib.error) as e:
+    except Exception as e:   # numpy raises many kinds (zlib.error, MemoryError, tokenize.TokenError, BadZipFile, ...)
         raise DataError(f"{path}: cannot read as .npz ({e.__class__.__name__}: {e})") from None
     if poses.dtype.kind not in "fiu":   # complex, strings, objects
         raise DataError(f"{path}: 'poses' must hold real numbers, found {poses.dtype}")

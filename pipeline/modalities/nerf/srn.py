@@ -75,13 +75,13 @@ def read_view(path: Path, side: int, native: int) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with Image.open(path, formats=("PNG", "JPEG")) as im:   # the formats named: no other decoder runs
             if im.size != (native, native):   # from the header, before any pixel is decoded
                 raise DataError(f"{path}: {im.size[0]}x{im.size[1]} pixels, but intrinsics.txt says "
                                 f"{native}x{native} (the focal would be wrong)")
             im.load()
             rgba = np.asarray(im.convert("RGBA").resize((side, side), Image.Resampling.BICUBIC), np.float64) / 255
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise DataError(f"{path}: not a readable image ({e.__class__.__name__})") from None
     rgb = rgba[..., :3] * rgba[..., 3:] + (1 - rgba[..., 3:])          # on white
     return np.clip(np.round(rgb * 255), 0, 255).astype(np.uint8)

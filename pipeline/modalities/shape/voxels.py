@@ -161,7 +161,8 @@ def read_mesh(path: Path, side: int) -> np.ndarray:
     import trimesh
 
     try:
-        mesh = trimesh.load(path, force="mesh", process=True)
+        # Geometry only: an .obj's mtllib and textures (files it names, decoded by Pillow) are never read.
+        mesh = trimesh.load(path, force="mesh", process=True, skip_materials=True)
     except Exception as e:
         raise VoxelError(f"{path}: cannot read mesh ({e.__class__.__name__}: {e})") from None
     if len(mesh.faces) == 0 or mesh.area == 0:
