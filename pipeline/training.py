@@ -50,10 +50,15 @@ def run_place(device) -> list:
     return [place] if place else []
 
 
-def code_digest() -> str:
-    """Digest of the package's source, so that a code change never resumes an old checkpoint."""
+def code_digest(stage: str | None = None) -> str:
+    """Digest of the source a run executes, so that a code change never resumes an old checkpoint: the
+    modules `stage` (e.g. "pipeline.stages.fit_loe") imports, as `dvc.yaml` lists them, or the whole package.
+    An edit elsewhere (the control page, a collector) leaves an interrupted stage's checkpoint usable."""
+    from .deps import closure
+
+    files = closure(stage) if stage else Path(__file__).parent.rglob("*.py")
     h = hashlib.md5()
-    for path in sorted(Path(__file__).parent.rglob("*.py")):
+    for path in sorted(files):
         h.update(path.read_bytes())
     return h.hexdigest()
 
@@ -238,7 +243,7 @@ class Checkpointer:
             return None
         digest = file_digest(path)
         code = self._vouched().get(digest)
-        if code is None and lock_vouches(path, digest):
+        if code != self.code and lock_vouches(path, digest):   # either record may vouch for this code
             code = self.code
         return code
 

@@ -66,6 +66,11 @@ def test_the_log_keeps_redrawn_progress_lines_sparsely(tmp_path, monkeypatch):
     # the first redraw is written (t=0), the second not (1 s later), the third is (20 s), the fourth not; the final state is
     assert (tmp_path / "data/logs/x.log").read_text().splitlines() == ["plain line", "bar 0/4", "bar 2/4", "bar 4/4"]
     assert (sys.stdout, sys.stderr) == before   # the streams are given back
+    with StageLog("x") as log:                 # the next run (a resume, say): the last run's log kept beside
+        log.open(0)
+        print("resumed")
+    assert (tmp_path / "data/logs/x.log").read_text() == "resumed\n"
+    assert (tmp_path / "data/logs/x.previous.log").read_text().splitlines()[0] == "plain line"
 
 
 def test_threads_change_speed_not_results(tmp_path):

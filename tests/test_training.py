@@ -86,3 +86,13 @@ def test_an_artifact_is_on_disk_before_it_takes_its_name(tmp_path, monkeypatch):
     monkeypatch.setattr(io.os, "replace", lambda a, b: (order.append("replace"), replace(a, b)))
     io.save_json(tmp_path / "m.json", {"a": 1})
     assert order == ["fsync", "replace"]
+
+
+def test_a_stages_checkpoint_follows_the_code_it_runs_not_the_control_page_or_the_collectors():
+    from pipeline.deps import ROOT, closure
+    from pipeline.training import code_digest
+
+    runs = closure("pipeline.stages.fit_loe")
+    assert ROOT / "pipeline/loe.py" in runs and ROOT / "pipeline/training.py" in runs
+    assert not {ROOT / "pipeline/serve.py", ROOT / "pipeline/table1.py", ROOT / "pipeline/stages/evaluate.py"} & runs
+    assert code_digest("pipeline.stages.fit_loe") != code_digest("pipeline.stages.train_hcdm") != code_digest()

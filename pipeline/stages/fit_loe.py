@@ -7,7 +7,7 @@ from ..loe_triton import use as use_kernel
 from ..autodecode import AutoDecoder
 from ..meta import MetaLearner, MetaSGD, save_loe
 from ..distributed import is_main
-from ..training import Checkpointer, StepLog, file_digest, fingerprint, precision_here, run_place, run_settings
+from ..training import Checkpointer, StepLog, code_digest, file_digest, fingerprint, precision_here, run_place, run_settings
 from . import elapsed, run, seeded, write_metrics
 
 # Removed when the stage stops early (dvc.yaml's outs, metrics and plots; curves and checkpoints stay).
@@ -29,7 +29,7 @@ def main(cfg, generator, start, device):
     run_id = fingerprint(cfg.seed, config.to_dict(cfg.loe), run_settings(fit), file_digest(DATASET), *run_place(device))
     io.discard(*OUTPUTS)      # a diverged run must not leave an older model looking current
     log = StepLog(CURVES / "fit_loe.csv")
-    checkpointer = Checkpointer(LOE_CHECKPOINT, run_id, fit.checkpoint_every)
+    checkpointer = Checkpointer(LOE_CHECKPOINT, run_id, fit.checkpoint_every, code_digest(__spec__.name))
     table = None
     if fit.method == "autodecode":
         table = AutoDecoder(model, m, fit, device).fit(data.train, checkpointer, log, generator).latents

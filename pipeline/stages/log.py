@@ -22,6 +22,8 @@ class StageLog:
         try:
             LOGS.mkdir(parents=True, exist_ok=True)
             path = LOGS / (f"{self.stage}.log" if rank == 0 else f"{self.stage}.rank{rank}.log")
+            if path.exists():   # the last run's log (an interrupted run's error, say) stays readable beside it
+                path.replace(path.with_name(path.stem + ".previous.log"))
             # A file name that is not UTF-8 (kept by Python as surrogates) is written escaped, never a crash.
             self.file = open(path, "w", encoding="utf-8", errors="backslashreplace", buffering=1)
         except OSError as e:   # a log we cannot write must not stop the stage

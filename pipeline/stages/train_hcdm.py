@@ -7,7 +7,7 @@ from .. import artifacts, io
 from ..artifacts import CURVES, HCDM_CHECKPOINT, HCDM_MODEL, LATENTS, metrics_files
 from ..hcdm import HCDMTrainer, build_hcdm, save_hcdm
 from ..distributed import is_main
-from ..training import Checkpointer, StepLog, file_digest, fingerprint, precision_here, run_place, run_settings
+from ..training import Checkpointer, StepLog, code_digest, file_digest, fingerprint, precision_here, run_place, run_settings
 from . import elapsed, run, seeded, write_metrics
 
 # Removed when the stage stops early (dvc.yaml's outs, metrics and plots; curves and checkpoints stay).
@@ -26,7 +26,8 @@ def main(cfg, generator, start, device):
     io.discard(*OUTPUTS)   # a diverged run must not leave an older model looking current
     log = StepLog(CURVES / "train_hcdm.csv")
     trainer = HCDMTrainer(model, h)
-    trainer.fit(latents, Checkpointer(HCDM_CHECKPOINT, run_id, h.checkpoint_every), log, generator)
+    trainer.fit(latents, Checkpointer(HCDM_CHECKPOINT, run_id, h.checkpoint_every, code_digest(__spec__.name)), log,
+                generator)
     if not is_main():
         return
     save_hcdm(HCDM_MODEL, trainer.ema)
