@@ -81,6 +81,8 @@ def read_view(path: Path, side: int, native: int) -> np.ndarray:
                                 f"{native}x{native} (the focal would be wrong)")
             im.load()
             rgba = np.asarray(im.convert("RGBA").resize((side, side), Image.Resampling.BICUBIC), np.float64) / 255
+    except DataError:
+        raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise DataError(f"{path}: not a readable image ({e.__class__.__name__})") from None
     rgb = rgba[..., :3] * rgba[..., 3:] + (1 - rgba[..., 3:])          # on white
