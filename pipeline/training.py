@@ -267,14 +267,14 @@ class Checkpointer:
             elif refuse is not None and (why := refuse(state)):
                 refused = refused or why
             else:
-                print(f"[checkpoint] resuming from {path} at step {state['step']}")
+                say(f"[checkpoint] resuming from {path} at step {state['step']}")
                 return interned_keys({k: v for k, v in state.items() if k != "code"})
         if refused:
-            print(f"[checkpoint] {self.path} {refused}: starting afresh")
+            say(f"[checkpoint] {self.path} {refused}: starting afresh")
         elif other_code:
-            print(f"[checkpoint] {self.path} was written by other code (or is not vouched for): starting afresh")
+            say(f"[checkpoint] {self.path} was written by other code (or is not vouched for): starting afresh")
         elif other:
-            print(f"[checkpoint] {self.path} belongs to other params or data: starting afresh")
+            say(f"[checkpoint] {self.path} belongs to other params or data: starting afresh")
         return None
 
     def due(self, step: int, total: int) -> bool:
@@ -308,6 +308,14 @@ class Checkpointer:
                     shutil.copyfile(self.path, tmp)
         except OSError as e:                       # the spare is a convenience: never fail a run for it
             print(f"[checkpoint] could not keep a spare copy in {self.spare.parent}: {e.strerror or e}")
+
+
+def say(line: str) -> None:
+    """A line printed once, by rank 0 under torchrun (every process reads the checkpoint)."""
+    from .distributed import is_main
+
+    if is_main():
+        print(line)
 
 
 def interned_keys(state):
@@ -568,6 +576,8 @@ class Trainer:
             row = {"step": done, "loss": round(l_, 6), **{k: round(v, 4) for k, v in zip(names, m_)},
                    "grad_norm": round(g_, 4), "lr": self.scheduler.get_last_lr()[0]}
             self.log.append(**row)
+            if self.main and not due:     # `dvc plots` follows a live run at every row, not every checkpoint
+                self.log.write()
         if due:
             self.save(done)
         return row

@@ -33,6 +33,7 @@ def test_report_reads_back_only_on_log_steps_and_gives_the_last_steps_loss(tmp_p
         assert (row is None) == (done < 3) and len(trainer.pending) == (done if done < 3 else 0)
     assert row["step"] == 3 and row["loss"] == round(losses[-1], 6) and row["half"] == 0.5 and row["lr"] == 0.1
     assert trainer.log.rows == [row]
+    assert (tmp_path / "log.csv").read_text().splitlines()[1].startswith("3,")   # written on log steps too
 
 
 def test_resume_restores_the_modules_and_continues_where_the_checkpoint_stopped(tmp_path, monkeypatch):
