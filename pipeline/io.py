@@ -15,6 +15,9 @@ import os
 import re
 import stat
 import tempfile
+import tokenize
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -180,12 +183,30 @@ def check_finite_state(path: str | Path, state, reading: bool = False) -> None:
     check_finite(path, _flatten_state(state), reading)
 
 
-def npy_shape(z, key: str) -> tuple[int, ...]:
-    """The shape an .npz member declares in its header, read without reading (or inflating) its data."""
+# The picture formats data files are decoded as: Pillow's other decoders (TIFF, PSD, EPS, ...) never see them.
+PICTURE_FORMATS = ("PNG", "JPEG")
+
+# What reading an .npz (a zip of .npy files) raises for a damaged or foreign file: a damaged header reaches
+# Python's tokenizer (SyntaxError, TokenError), damaged compressed data zlib.
+NPZ_ERRORS = (ValueError, OSError, EOFError, SyntaxError, KeyError, zipfile.BadZipFile, zlib.error,
+              tokenize.TokenError)
+
+
+def npy_header(z, key: str) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape and dtype an .npz member declares in its header, read without reading (or inflating) its data."""
     with z.zip.open(f"{key}.npy") as f:
         version = np.lib.format.read_magic(f)
         read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        return tuple(read(f)[0])
+        shape, _, dtype = read(f)
+        return tuple(shape), dtype
+
+
+def memory_bytes() -> int | None:
+    """This machine's physical memory (None where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def load_npz(path: str | Path, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
@@ -193,12 +214,18 @@ def load_npz(path: str | Path, keys: tuple[str, ...] | None = None) -> dict[str,
     in a floating array is a DataError naming it."""
     try:
         with np.load(path) as z:
-            arrays = {k: z[k] for k in z.files if keys is None or k in keys}
-    except FileNotFoundError:
+            wanted = [k for k in z.files if keys is None or k in keys]
+            memory = memory_bytes()
+            for k in wanted:             # from the headers, before anything is allocated or inflated
+                shape, dtype = npy_header(z, k)
+                size = math.prod(shape) * dtype.itemsize
+                if memory is not None and size > memory:
+                    raise DataError(f"{path}: '{k}' declares {shape} {dtype}, {size / 2 ** 30:.3g} GiB, more "
+                                    f"than this machine's memory; rerun the stage that wrote it")
+            arrays = {k: z[k] for k in wanted}
+    except (FileNotFoundError, DataError):
         raise
-    except Exception as e:
-        # numpy raises many kinds: MemoryError for a header declaring more than the machine holds, zlib.error
-        # for damaged compressed data, tokenize.TokenError for a damaged header, BadZipFile, ValueError, ...
+    except NPZ_ERRORS as e:
         raise DataError(f"{path}: cannot read ({e.__class__.__name__}: {str(e)[:160]}); rerun the stage that wrote it") from None
     check_finite(path, arrays, reading=True)
     return arrays
@@ -226,7 +253,7 @@ def load_module(path: str | Path, what: str, build, parts):
         for module, state in zip(modules if isinstance(modules, tuple) else (modules,), parts()):
             module.load_state_dict(state)
         return modules
-    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:   # what a foreign state or setting raises
         raise DataError(f"{path}: not {what} of this pipeline ({e.__class__.__name__}: {str(e)[:160]}); "
                         "rerun the stage that wrote it") from None
 

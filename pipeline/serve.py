@@ -52,6 +52,7 @@ import numpy as np
 import torch
 
 from . import analysis, control, pictures
+from . import io as pipeline_io
 from .errors import DataError, MissingArtifact
 
 KEPT = 4096                     # latents kept for ids the page may send back (oldest dropped first)
@@ -209,7 +210,7 @@ def too_big(name: str, raw: bytes) -> None:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(raw)) as image:
+        with Image.open(io.BytesIO(raw), formats=pipeline_io.PICTURE_FORMATS) as image:
             width, height = image.size
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
         return   # not a picture PIL knows (a shape, a motion file): its own reader judges it

@@ -359,25 +359,25 @@ def lock_vouches(path: Path, digest: str, lock: Path = Path("dvc.lock")) -> bool
     return False
 
 
-def rng_state(generator: torch.Generator, generators: list[torch.Tensor] | None = None) -> dict:
+def rng_state(generator: torch.Generator, generators: list[torch.Tensor] | None = None, cuda: bool = False) -> dict:
     """Every RNG's state as tensors, ints, floats and strings only, so that a checkpoint loads with
     `torch.load(weights_only=True)` (numpy's state holds an array, which that loader refuses).
 
     `generators`: under torchrun, every process's `generator` state by rank (each draws its own batches;
-    the global streams are seeded alike on every process). The current CUDA device's stream is kept once
-    CUDA is in use (dropout on a GPU draws from it)."""
+    the global streams are seeded alike on every process). `cuda`: the run trains on a GPU, whose current
+    device's stream is kept too (dropout on a GPU draws from it); a CPU run's state never depends on CUDA."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {"generator": generator.get_state(), "torch": torch.get_rng_state(),
              "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
              "python": random.getstate()}
     if generators is not None:
         state["generators"] = generators
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    if cuda:
         state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
-def restore_rng(generator: torch.Generator, state: dict) -> None:
+def restore_rng(generator: torch.Generator, state: dict, cuda: bool = False) -> None:
     """Every RNG back to `state`; under torchrun `generator` takes this process's own saved stream."""
     from .distributed import rank, world_size
 
@@ -386,7 +386,7 @@ def restore_rng(generator: torch.Generator, state: dict) -> None:
         raise ValueError(f"the checkpoint holds {len(generators or [None])} process(es)' batch streams, "
                          f"this run has {world_size()}")
     generator.set_state(generators[rank()] if world_size() > 1 else state["generator"])
-    if "cuda" in state and torch.cuda.is_available():
+    if cuda and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"])
     torch.set_rng_state(state["torch"])
     kind, keys, pos, has_gauss, cached = state["numpy"]
@@ -503,6 +503,7 @@ class Trainer:
         self.main = is_main()
         self.pending: list[torch.Tensor] = []    # (loss, grad norm, *metrics) of the steps not yet read back
         self.thinned = False                     # resumed with fewer log rows than the checkpoint holds
+        self.cuda = any(p.is_cuda for p in params)
         self.names: list[str] = []
 
     def resume(self) -> int:
@@ -529,7 +530,7 @@ class Trainer:
             module.load_state_dict(state["modules"][name])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        restore_rng(self.generator, state["rng"])
+        restore_rng(self.generator, state["rng"], self.cuda)
         rows = {row["step"]: row for row in state["log"]}
         self.log.rows = [rows[s] for s in logged(state)]
         self.thinned = len(self.log.rows) < len(state["log"])
@@ -590,7 +591,7 @@ class Trainer:
         if self.main:
             self.checkpointer.save({"step": done, "modules": {k: m.state_dict() for k, m in self.modules.items()},
                                     "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                                    "rng": rng_state(self.generator, generators), "log": self.log.rows,
+                                    "rng": rng_state(self.generator, generators, self.cuda), "log": self.log.rows,
                                     "guard": self.guard.state_dict()}, final=done == self.total)
             self.log.write()
         self.guard.last_good = (done, self.checkpointer.path)

@@ -34,6 +34,33 @@ print(f"rank {{rank()}} in sync")
 dist.destroy_process_group()
 '''
 
+DIVERGE = r'''
+import torch, torch.distributed as dist
+from pipeline.distributed import init_from_environment, rank
+from pipeline.training import Checkpointer, DivergenceGuard, StepLog, Trainer, TrainingDiverged
+
+init_from_environment(torch.device("cpu"))
+torch.manual_seed(0)
+model = torch.nn.Linear(2, 1)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+trainer = Trainer({{"model": model}}, list(model.parameters()), opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0),
+                  10, 0.0, 5, Checkpointer("{out}/ck.pt", "x", 2), StepLog("{out}/log.csv"), torch.Generator(), "t",
+                  guard=DivergenceGuard("t", "the lr"))
+x = torch.tensor([[1.0, 2.0]])
+
+
+def step(i):   # rank 1's loss alone turns non-finite from step 3; the gradients stay finite
+    loss = ((model(x) - 1.0) ** 2).mean()
+    return loss + (float("inf") if rank() == 1 and i >= 2 else 0.0) * loss.detach(), {{}}
+
+
+try:
+    trainer.run(step, progress=False)
+except TrainingDiverged as e:
+    print(f"rank {{rank()}} stopped: {{e}}")
+dist.destroy_process_group()
+'''
+
 RESUME = r'''
 import shutil
 import torch, torch.distributed as dist
@@ -108,4 +135,17 @@ def test_a_run_under_torchrun_resumes_as_if_uninterrupted_each_process_with_its_
     r = torchrun(script, 29534)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "rank 0 resumed as uninterrupted" in r.stdout and "rank 1 resumed as uninterrupted" in r.stdout
-    assert "resuming from" in r.stdout
+    assert r.stdout.count("resuming from") == 1                     # rank 0 says it, for both
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun is not installed")
+def test_under_torchrun_every_process_stops_at_the_same_step_with_the_same_message(tmp_path):
+    """The guard reads the mean over the processes on the same steps everywhere: one process's non-finite
+    loss stops all of them together (rank 0 alone checked on checkpoint steps, the others kept training)."""
+    script = tmp_path / "diverge.py"
+    script.write_text(DIVERGE.format(out=tmp_path))
+    r = torchrun(script, 29535)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    stops = sorted(line for line in r.stdout.splitlines() if " stopped: " in line)
+    assert len(stops) == 2 and stops[0].split(": ", 1)[1] == stops[1].split(": ", 1)[1]
+    assert "t diverged at step 3: the loss is inf" in stops[0]

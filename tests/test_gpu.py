@@ -61,3 +61,17 @@ def test_shape_scores_on_a_gpu_are_the_k_d_trees():
     gpu = generation_scores(generated, reference, progress=False, device="cuda")
     assert gpu["coverage"] == cpu["coverage"] and gpu["one_nna"] == cpu["one_nna"]
     assert gpu["mmd"] == pytest.approx(cpu["mmd"], rel=1e-4)
+
+
+def test_a_gpu_runs_checkpoint_keeps_the_cuda_stream_and_a_cpu_runs_never_does():
+    """HCDM dropout on a GPU draws from the CUDA stream: a resume restores it; a CPU run's checkpoint bytes
+    do not depend on whether CUDA happens to be initialised."""
+    from pipeline.training import restore_rng, rng_state
+
+    g = torch.Generator().manual_seed(0)
+    torch.rand(1, device="cuda")                                     # CUDA initialised in this process
+    assert "cuda" not in rng_state(g) and "cuda" in rng_state(g, cuda=True)
+    saved = rng_state(g, cuda=True)
+    first = torch.rand(4, device="cuda")
+    restore_rng(g, saved, cuda=True)
+    assert torch.equal(first, torch.rand(4, device="cuda"))

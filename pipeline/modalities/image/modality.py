@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ... import metrics, pictures
+from ... import io, metrics, pictures
 from ...errors import DataError
 from ..base import Modality
 from . import synthetic
@@ -32,7 +32,7 @@ def load_image(path: Path, resolution: int) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path, formats=("PNG", "JPEG")) as im:   # the formats named: no other decoder runs
+        with Image.open(path, formats=io.PICTURE_FORMATS) as im:   # no other decoder runs
             im = to_rgb(im)
             w, h = im.size
             side = min(w, h)

@@ -9,6 +9,7 @@ kept (the paper's 165 values per frame): no translation, no shape.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -82,32 +83,35 @@ def resample(poses: np.ndarray, source_fps: float, target_fps: float = FPS) -> n
 
 
 def read_poses(path: Path) -> tuple[np.ndarray, float]:
-    """One AMASS file -> ((T, 165) SMPL-X poses, y-up, frame rate); DataError naming the file when it is not one."""
+    """One AMASS file -> ((T, 165) SMPL-X poses, y-up, frame rate); DataError naming the file when it is not one.
+
+    Shapes and types are checked from the arrays' headers before any data is read: a small deflated file
+    can declare, and hold, gigabytes."""
     try:
         with np.load(path, allow_pickle=False) as z:
             if "poses" not in z.files:
                 raise DataError(f"{path}: no 'poses' array (keys: {', '.join(z.files)}); not an AMASS motion file")
-            frames = io.npy_shape(z, "poses")[:1]
-            if frames and frames[0] > MAX_FRAMES:
-                raise DataError(f"{path}: 'poses' declares {frames[0]} frames; a motion file holds at most "
-                                f"{MAX_FRAMES} (an hour at 100 fps)")
             rate_key = next((k for k in RATE_KEYS if k in z.files), None)
             if rate_key is None:
                 raise DataError(f"{path}: no frame rate ('mocap_framerate' or 'mocap_frame_rate')")
-            poses, rate = np.asarray(z["poses"]), z[rate_key]
-            if rate.size != 1 or rate.dtype.kind not in "fiu":
-                raise DataError(f"{path}: frame rate '{rate_key}' must be one real number, found {rate.dtype} "
-                                f"{rate.shape}")
-            rate = float(rate.reshape(()))
+            shape, dtype = io.npy_header(z, "poses")
+            if dtype.kind not in "fiu" or dtype.itemsize > 8:   # complex, strings, objects, long double
+                raise DataError(f"{path}: 'poses' must hold real numbers, found {dtype}")
+            if len(shape) != 2 or shape[1] not in (SMPLH_VALUES, VALUES):
+                raise DataError(f"{path}: 'poses' has shape {shape}; expected (frames, {SMPLH_VALUES}) for SMPL-H "
+                                f"or (frames, {VALUES}) for SMPL-X")
+            if shape[0] > MAX_FRAMES:
+                raise DataError(f"{path}: 'poses' declares {shape[0]} frames; a motion file holds at most "
+                                f"{MAX_FRAMES} (an hour at 100 fps)")
+            rate_shape, rate_dtype = io.npy_header(z, rate_key)
+            if math.prod(rate_shape) != 1 or rate_dtype.kind not in "fiu":
+                raise DataError(f"{path}: frame rate '{rate_key}' must be one real number, found {rate_dtype} "
+                                f"{rate_shape}")
+            poses, rate = np.asarray(z["poses"]), float(z[rate_key].reshape(()))
     except DataError:
         raise
-    except Exception as e:   # numpy raises many kinds (zlib.error, MemoryError, tokenize.TokenError, BadZipFile, ...)
+    except io.NPZ_ERRORS + (TypeError, AttributeError) as e:
         raise DataError(f"{path}: cannot read as .npz ({e.__class__.__name__}: {e})") from None
-    if poses.dtype.kind not in "fiu":   # complex, strings, objects
-        raise DataError(f"{path}: 'poses' must hold real numbers, found {poses.dtype}")
-    if poses.ndim != 2 or poses.shape[1] not in (SMPLH_VALUES, VALUES):
-        raise DataError(f"{path}: 'poses' has shape {poses.shape}; expected (frames, {SMPLH_VALUES}) for SMPL-H "
-                        f"or (frames, {VALUES}) for SMPL-X")
     if len(poses) < 2:
         raise DataError(f"{path}: 'poses' has {len(poses)} frames; a motion needs at least 2")
     if not np.isfinite(poses).all():

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ... import io
 from ...errors import DataError
 
 
@@ -75,7 +76,7 @@ def read_view(path: Path, side: int, native: int) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path, formats=("PNG", "JPEG")) as im:   # the formats named: no other decoder runs
+        with Image.open(path, formats=io.PICTURE_FORMATS) as im:   # no other decoder runs
             if im.size != (native, native):   # from the header, before any pixel is decoded
                 raise DataError(f"{path}: {im.size[0]}x{im.size[1]} pixels, but intrinsics.txt says "
                                 f"{native}x{native} (the focal would be wrong)")
