@@ -198,7 +198,8 @@ class Checkpointer:
         store = spare_store()
         # Named by the run (params, data, code), not by the workspace: `dvc exp run --queue` and `--temp` run
         # each attempt in a new folder, and a rerun there resumes from the same spare. Two workspaces running
-        # the same run under the same code would compute the same steps; a rerun under edited code never
+        # the same run under the same code compute the same steps; run at the same moment, one may remove the
+        # other's half-written spare (a printed line; the runs go on). A rerun under edited code never
         # overwrites an interrupted run's.
         self.spare = None if store is None else \
             store / f"{self.path.parent.name}-{self.path.stem}-{fingerprint}-{self.code[:8]}.pt"
