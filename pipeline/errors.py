@@ -6,6 +6,7 @@ anything: it is printed and counted in the metrics file. Both live here, below
 the stages and the modality plug-ins, so that a plug-in never imports the
 stage runner.
 """
+import os
 import sys
 
 
@@ -19,7 +20,8 @@ class MissingArtifact(FileNotFoundError):
 
 def warn(warnings: list[str], message: str) -> None:
     """A figure that is computed but weak (a small set, a cut subset): said on stderr, kept in the metrics file."""
-    print(f"warning: {message}", file=sys.stderr)
+    if os.environ.get("RANK", "0") == "0":   # under torchrun, said once
+        print(f"warning: {message}", file=sys.stderr)
     warnings.append(message)
 
 

@@ -189,9 +189,12 @@ class Checkpointer:
     so only interrupted runs leave one.
     """
 
-    def __init__(self, path: str | Path, fingerprint: str, every: int, code: str | None = None):
+    def __init__(self, path: str | Path, fingerprint: str, every: int, code: str | None = None, place: list = ()):
         self.path = Path(path)
         self.fingerprint = fingerprint
+        # `run_place`'s parts, also kept in the checkpoint (none for one CPU process), so that a checkpoint of
+        # another process count or device says so instead of "other params"
+        self.place = dict(place[0]) if place else {}
         self.code = code_digest() if code is None else code
         self.every = every
         self.vouched = self.path.with_name(self.path.name + ".code")   # who wrote the finished checkpoints
@@ -262,7 +265,9 @@ class Checkpointer:
             if state is None:
                 continue
             if state.get("fingerprint") != self.fingerprint:
-                other = True
+                saved = state.get("place", {})
+                other = other or (f"was written by {self._where(saved)}, this run is {self._where(self.place)}"
+                                  if isinstance(saved, dict) and saved != self.place else True)
             elif self._code_of(path, state) != self.code:
                 other_code = True
             elif refuse is not None and (why := refuse(state)):
@@ -274,9 +279,19 @@ class Checkpointer:
             say(f"[checkpoint] {self.path} {refused}: starting afresh")
         elif other_code:
             say(f"[checkpoint] {self.path} was written by other code (or is not vouched for): starting afresh")
+        elif isinstance(other, str):
+            say(f"[checkpoint] {self.path} {other}: starting afresh (run it as it was launched to resume it)")
         elif other:
             say(f"[checkpoint] {self.path} belongs to other params or data: starting afresh")
         return None
+
+    def _place(self) -> dict:
+        return {"place": self.place} if self.place else {}
+
+    @staticmethod
+    def _where(place: dict) -> str:
+        n = place.get("processes", 1)
+        return f"{n} process{'es' if n > 1 else ''} on {place.get('device', 'cpu')}"
 
     def due(self, step: int, total: int) -> bool:
         return step % self.every == 0 or step == total
@@ -292,11 +307,11 @@ class Checkpointer:
                 vouched[digest] = self.code        # the newest last: the oldest go first past VOUCHED_KEPT
                 io.save_text(self.vouched, json.dumps(dict(list(vouched.items())[-self.VOUCHED_KEPT:]), indent=0) + "\n")
 
-            io.save_torch(self.path, {**state, "fingerprint": self.fingerprint}, before_replace=vouch)
+            io.save_torch(self.path, {**state, **self._place(), "fingerprint": self.fingerprint}, before_replace=vouch)
             if self.spare is not None:
                 self.spare.unlink(missing_ok=True)
             return
-        io.save_torch(self.path, {**state, "fingerprint": self.fingerprint, "code": self.code})
+        io.save_torch(self.path, {**state, **self._place(), "fingerprint": self.fingerprint, "code": self.code})
         if self.spare is None:
             return
         try:

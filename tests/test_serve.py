@@ -124,6 +124,19 @@ def test_resample_keeps_the_prefix_and_bad_requests_are_messages(served):
     assert api(base, "/api/info")[0] == 200
 
 
+def test_a_failure_of_ours_is_a_one_line_500_and_the_server_goes_on(served, monkeypatch, capsys):
+    base, _, session = served
+
+    def broken(latents):
+        raise RuntimeError("boom")
+    monkeypatch.setattr(session, "shown", broken)
+    status, answer = api(base, "/api/source", {"source": "gen:0"})
+    assert status == 500 and answer == {"error": "internal error (RuntimeError: boom)"}
+    assert "Traceback" in capsys.readouterr().err                  # the console keeps the traceback
+    monkeypatch.undo()
+    assert api(base, "/api/source", {"source": "gen:0"})[0] == 200
+
+
 def test_an_uploaded_picture_is_fitted_with_the_inner_loop(served, tmp_path):
     from PIL import Image
 

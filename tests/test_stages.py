@@ -154,3 +154,25 @@ def test_a_stage_1_that_memorises_or_a_meaningless_psnr_is_flagged(capsys):
     assert len(static) == 2 and "test PSNR -16.4 dB is below 0" in static[1]
     assert generalisation_warnings({"train": {"instances": 3}, "test": {"instances": 2}}) == []   # no PSNR
     assert capsys.readouterr().err.count("warning: ") == 3
+
+
+def test_an_interrupted_stage_under_torchrun_says_to_rerun_torchrun_and_rank_1_keeps_quiet(tmp_path, monkeypatch,
+                                                                                          capsys):
+    """`dvc repro` runs one process, which would start afresh: the line names the command that resumes."""
+    import pipeline.stages as stages
+
+    write_params(tmp_path, micro_params())
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(stages, "init_from_environment", lambda device: None)
+
+    def interrupted(cfg, generator, start, device):
+        raise KeyboardInterrupt
+    for rank in (0, 1):
+        monkeypatch.setattr(stages, "rank", lambda: rank)
+        with StageLog("x") as log:
+            assert stages._run(interrupted, "x", (), "params.yaml", log) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["interrupted: x stopped and wrote no result; the same torchrun command runs it again (a training "
+                   "stage resumes from its last checkpoint; `dvc repro` runs one process, which starts afresh)"]
+    assert (tmp_path / "data/logs/x.rank1.log").read_text().strip().endswith(err[0])   # rank 1: in its log only

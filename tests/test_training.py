@@ -97,3 +97,28 @@ def test_a_stages_checkpoint_follows_the_code_it_runs_not_the_control_page_or_th
     assert ROOT / "pipeline/loe.py" in runs and ROOT / "pipeline/training.py" in runs
     assert not {ROOT / "pipeline/serve.py", ROOT / "pipeline/table1.py", ROOT / "pipeline/stages/evaluate.py"} & runs
     assert code_digest("pipeline.stages.fit_loe") != code_digest("pipeline.stages.train_hcdm") != code_digest()
+
+
+def test_a_checkpoint_of_another_process_count_says_so_and_one_cpu_process_keeps_no_place(tmp_path, monkeypatch,
+                                                                                            capsys):
+    monkeypatch.setenv("CHINR_CHECKPOINTS", "")
+    path = tmp_path / "checkpoint.pt"
+    Checkpointer(path, "fp-torchrun", 10, code="c", place=[{"processes": 2}]).save({"step": 10, "modules": {},
+                                                                                     "optimizer": {}})
+    assert torch.load(path, weights_only=True)["place"] == {"processes": 2}
+    assert Checkpointer(path, "fp-one", 10, code="c").load() is None
+    assert capsys.readouterr().out == (f"[checkpoint] {path} was written by 2 processes on cpu, this run is 1 process "
+                                       "on cpu: starting afresh (run it as it was launched to resume it)\n")
+    Checkpointer(path, "fp-one", 10, code="c").save({"step": 10, "modules": {}, "optimizer": {}})
+    assert "place" not in torch.load(path, weights_only=True)          # one CPU process: the bytes as they were
+
+
+def test_a_warning_is_said_once_under_torchrun_and_kept_by_every_process(monkeypatch, capsys):
+    from pipeline.errors import warn
+
+    kept = []
+    monkeypatch.setenv("RANK", "1")
+    warn(kept, "weak")
+    monkeypatch.setenv("RANK", "0")
+    warn(kept, "weak")
+    assert kept == ["weak", "weak"] and capsys.readouterr().err == "warning: weak\n"

@@ -22,6 +22,7 @@ machine, the threads and the wall time; the log of a stage that failed stays.
 """
 from __future__ import annotations
 
+import os
 import platform
 import sys
 import time
@@ -56,7 +57,7 @@ def run(main, outputs: tuple[Path, ...] = (), params: str = "params.yaml") -> No
 
 
 def _run(main, stage: str, outputs, params: str, log: "StageLog") -> int:
-    code, line = 0, None
+    code, line, shared = 0, None, False
     try:
         cfg = load(params)
         set_threads(cfg.threads)
@@ -72,19 +73,28 @@ def _run(main, stage: str, outputs, params: str, log: "StageLog") -> int:
         log.note(f"{stage}: finished in {elapsed(start)} s")
     except NonFiniteError as e:
         code, line = 2, f"error: {stage}: {e}"
-    except (ConfigError, DataError, MissingArtifact, TrainingDiverged) as e:
+    except TrainingDiverged as e:   # under torchrun every process stops at one step with this message
+        code, line, shared = 2, f"error: {e}", True
+    except (ConfigError, DataError, MissingArtifact) as e:
         code, line = 2, f"error: {e}"
     except OSError as e:   # after MissingArtifact, a FileNotFoundError of ours
         code, line = 2, f"error: {stage}: {e.filename}: {e.strerror}" if e.filename else f"error: {stage}: {e}"
     except KeyboardInterrupt:
-        code, line = 130, (f"interrupted: {stage} stopped and wrote no result; `dvc repro` runs it again "
-                           "(a training stage resumes from its last checkpoint)")
+        again = ("the same torchrun command runs it again (a training stage resumes from its last checkpoint; "
+                 "`dvc repro` runs one process, which starts afresh)" if int(os.environ.get("WORLD_SIZE", "1")) > 1
+                 else "`dvc repro` runs it again (a training stage resumes from its last checkpoint)")
+        code, line, shared = 130, f"interrupted: {stage} stopped and wrote no result; {again}", True
     except BaseException:   # a bug: its traceback is the report, but no partial output may stay behind
         _clean_up(outputs)
         raise
     if code:
         _clean_up(outputs)
-        print(line, file=sys.stderr)
+        if rank() == 0:
+            print(line, file=sys.stderr)
+        elif shared:                # said once, by rank 0; each process's own log keeps it
+            log.note(line)
+        else:
+            print(f"[rank {rank()}] {line}", file=sys.stderr)
     return code
 
 

@@ -29,7 +29,8 @@ def main(cfg, generator, start, device):
     run_id = fingerprint(cfg.seed, config.to_dict(cfg.loe), run_settings(fit), file_digest(DATASET), *run_place(device))
     io.discard(*OUTPUTS)      # a diverged run must not leave an older model looking current
     log = StepLog(CURVES / "fit_loe.csv")
-    checkpointer = Checkpointer(LOE_CHECKPOINT, run_id, fit.checkpoint_every, code_digest(__spec__.name))
+    checkpointer = Checkpointer(LOE_CHECKPOINT, run_id, fit.checkpoint_every, code_digest(__spec__.name),
+                                run_place(device))
     table = None
     if fit.method == "autodecode":
         table = AutoDecoder(model, m, fit, device).fit(data.train, checkpointer, log, generator).latents

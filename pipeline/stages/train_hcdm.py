@@ -26,8 +26,8 @@ def main(cfg, generator, start, device):
     io.discard(*OUTPUTS)   # a diverged run must not leave an older model looking current
     log = StepLog(CURVES / "train_hcdm.csv")
     trainer = HCDMTrainer(model, h)
-    trainer.fit(latents, Checkpointer(HCDM_CHECKPOINT, run_id, h.checkpoint_every, code_digest(__spec__.name)), log,
-                generator)
+    trainer.fit(latents, Checkpointer(HCDM_CHECKPOINT, run_id, h.checkpoint_every, code_digest(__spec__.name),
+                                      run_place(device)), log, generator)
     if not is_main():
         return
     save_hcdm(HCDM_MODEL, trainer.ema)
