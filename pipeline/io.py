@@ -226,7 +226,8 @@ def load_npz(path: str | Path, keys: tuple[str, ...] | None = None) -> dict[str,
     except (FileNotFoundError, DataError):
         raise
     except NPZ_ERRORS as e:
-        raise DataError(f"{path}: cannot read ({e.__class__.__name__}: {str(e)[:160]}); rerun the stage that wrote it") from None
+        raise DataError(f"{path}: cannot read ({e.__class__.__name__}: {str(e)[:160]}); "
+                        "rerun the stage that wrote it") from None
     check_finite(path, arrays, reading=True)
     return arrays
 

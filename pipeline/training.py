@@ -305,7 +305,8 @@ class Checkpointer:
                 digest = file_digest(written)      # never leaves a finished checkpoint nobody vouches for
                 vouched = {k: v for k, v in self._vouched().items() if isinstance(v, str) and k != digest}
                 vouched[digest] = self.code        # the newest last: the oldest go first past VOUCHED_KEPT
-                io.save_text(self.vouched, json.dumps(dict(list(vouched.items())[-self.VOUCHED_KEPT:]), indent=0) + "\n")
+                kept = dict(list(vouched.items())[-self.VOUCHED_KEPT:])
+                io.save_text(self.vouched, json.dumps(kept, indent=0) + "\n")
 
             io.save_torch(self.path, {**state, **self._place(), "fingerprint": self.fingerprint}, before_replace=vouch)
             if self.spare is not None:

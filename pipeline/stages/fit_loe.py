@@ -7,7 +7,8 @@ from ..loe_triton import use as use_kernel
 from ..autodecode import AutoDecoder
 from ..meta import MetaLearner, MetaSGD, save_loe
 from ..distributed import is_main
-from ..training import Checkpointer, StepLog, code_digest, file_digest, fingerprint, precision_here, run_place, run_settings
+from ..training import (Checkpointer, StepLog, code_digest, file_digest, fingerprint, precision_here, run_place,
+                        run_settings)
 from . import elapsed, run, seeded, write_metrics
 
 # Removed when the stage stops early (dvc.yaml's outs, metrics and plots; curves and checkpoints stay).
@@ -26,11 +27,11 @@ def main(cfg, generator, start, device):
     meta_sgd = MetaSGD(cfg.loe.layers, cfg.loe.latent_dim, *cfg.fit_loe.meta_sgd_init)
     model, meta_sgd = model.to(device), meta_sgd.to(device)
     use_kernel(model, cfg.fit_loe.kernel, device)
-    run_id = fingerprint(cfg.seed, config.to_dict(cfg.loe), run_settings(fit), file_digest(DATASET), *run_place(device))
+    place = run_place(device)   # torchrun processes and device kind: part of the run
+    run_id = fingerprint(cfg.seed, config.to_dict(cfg.loe), run_settings(fit), file_digest(DATASET), *place)
     io.discard(*OUTPUTS)      # a diverged run must not leave an older model looking current
     log = StepLog(CURVES / "fit_loe.csv")
-    checkpointer = Checkpointer(LOE_CHECKPOINT, run_id, fit.checkpoint_every, code_digest(__spec__.name),
-                                run_place(device))
+    checkpointer = Checkpointer(LOE_CHECKPOINT, run_id, fit.checkpoint_every, code_digest(__spec__.name), place)
     table = None
     if fit.method == "autodecode":
         table = AutoDecoder(model, m, fit, device).fit(data.train, checkpointer, log, generator).latents

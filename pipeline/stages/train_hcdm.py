@@ -7,7 +7,8 @@ from .. import artifacts, io
 from ..artifacts import CURVES, HCDM_CHECKPOINT, HCDM_MODEL, LATENTS, metrics_files
 from ..hcdm import HCDMTrainer, build_hcdm, save_hcdm
 from ..distributed import is_main
-from ..training import Checkpointer, StepLog, code_digest, file_digest, fingerprint, precision_here, run_place, run_settings
+from ..training import (Checkpointer, StepLog, code_digest, file_digest, fingerprint, precision_here, run_place,
+                        run_settings)
 from . import elapsed, run, seeded, write_metrics
 
 # Removed when the stage stops early (dvc.yaml's outs, metrics and plots; curves and checkpoints stay).
@@ -22,12 +23,13 @@ def main(cfg, generator, start, device):
     warnings: list[str] = []
     h = precision_here(h, "hcdm.precision", device, warnings)
     model = build_hcdm(dataclasses.replace(cfg, hcdm=h)).to(device)
-    run_id = fingerprint(cfg.seed, cfg.binary_len, run_settings(h), file_digest(LATENTS), *run_place(device))
+    place = run_place(device)   # torchrun processes and device kind: part of the run
+    run_id = fingerprint(cfg.seed, cfg.binary_len, run_settings(h), file_digest(LATENTS), *place)
     io.discard(*OUTPUTS)   # a diverged run must not leave an older model looking current
     log = StepLog(CURVES / "train_hcdm.csv")
     trainer = HCDMTrainer(model, h)
-    trainer.fit(latents, Checkpointer(HCDM_CHECKPOINT, run_id, h.checkpoint_every, code_digest(__spec__.name),
-                                      run_place(device)), log, generator)
+    trainer.fit(latents, Checkpointer(HCDM_CHECKPOINT, run_id, h.checkpoint_every, code_digest(__spec__.name), place),
+                log, generator)
     if not is_main():
         return
     save_hcdm(HCDM_MODEL, trainer.ema)
