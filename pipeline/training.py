@@ -218,6 +218,8 @@ class Checkpointer:
             if not isinstance(state, dict) or not {"step", "modules", "optimizer", "fingerprint"} <= set(state):
                 raise DataError(f"{path}: not a checkpoint of this pipeline")
             return state
+        except FileNotFoundError:   # under torchrun, rank 0 moved it aside (unreadable) as this process looked
+            return None
         except DataError as e:
             aside = path.with_name(path.name + ".corrupt")
             if is_main():        # under torchrun every rank reads; one moves the file
@@ -555,6 +557,20 @@ class Trainer:
         self.guard.last_good = (state["step"], self.checkpointer.path)
         return state["step"]
 
+    @staticmethod
+    def same_start_everywhere(start: int) -> None:
+        """Under torchrun, stop with one line unless every process resumed from the same step (each reads
+        the checkpoint: across machines it must be on a shared file system)."""
+        from .distributed import all_gather
+
+        starts = all_gather(torch.tensor([start]))
+        if starts is not None and len({int(s) for s in starts}) > 1:
+            from .errors import DataError
+
+            raise DataError(f"the processes would start from different steps ({[int(s) for s in starts]} "
+                                   f"by rank): torchrun across machines needs the checkpoint folder on a file "
+                                   f"system they share")
+
     def step(self, loss: torch.Tensor, metrics: dict) -> None:
         """One optimiser step on `loss`; its loss, gradient norm and metrics wait on the device for `report`."""
         from .distributed import average_gradients
@@ -618,6 +634,7 @@ class Trainer:
         from .progress import bar
 
         start = self.resume()
+        self.same_start_everywhere(start)
         if start == self.total and self.thinned:   # a finished run under a sparser log_every: its final bytes
             self.save(start)
         steps = bar(range(start, self.total), initial=start, total=self.total, desc=self.desc,

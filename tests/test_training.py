@@ -122,3 +122,18 @@ def test_a_warning_is_said_once_under_torchrun_and_kept_by_every_process(monkeyp
     monkeypatch.setenv("RANK", "0")
     warn(kept, "weak")
     assert kept == ["weak", "weak"] and capsys.readouterr().err == "warning: weak\n"
+
+
+def test_processes_that_would_resume_from_different_steps_stop_with_one_line(monkeypatch):
+    """Across machines without a shared file system each process would read its own checkpoint."""
+    import pytest
+
+    from pipeline import distributed
+    from pipeline.errors import DataError
+
+    monkeypatch.setattr(distributed, "all_gather", lambda t: [torch.tensor([500]), torch.tensor([0])])
+    with pytest.raises(DataError, match=r"start from different steps \(\[500, 0\] by rank\): torchrun across "
+                                        r"machines needs the checkpoint folder on a file system they share"):
+        Trainer.same_start_everywhere(500)
+    monkeypatch.setattr(distributed, "all_gather", lambda t: [torch.tensor([500]), torch.tensor([500])])
+    Trainer.same_start_everywhere(500)
