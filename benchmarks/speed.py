@@ -81,7 +81,7 @@ import torch  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 from torch.utils.flop_counter import flop_registry  # noqa: E402
 
-from pipeline import config  # noqa: E402
+from pipeline import config, datasets  # noqa: E402
 from pipeline.hcdm import build_hcdm  # noqa: E402
 from pipeline.loe import LayersOfExperts  # noqa: E402
 from pipeline.meta import MetaLearner, MetaSGD  # noqa: E402
@@ -144,7 +144,10 @@ def stage1(cfg, device: torch.device, variant: str):
     kernel = "triton" if how == "triton" else "torch"
     how = "" if how == "triton" else how
     d, c = cfg.dataset, cfg.fit_loe
-    m = build(d.modality, resolution=d.resolution)
+    # The preset's own modality settings (NeRF's colour, views, ...); `--code` of a checkout without
+    # build_modality gets the plug-in's defaults, as it always did there.
+    m = datasets.build_modality(d) if hasattr(datasets, "build_modality") \
+        else build(d.modality, resolution=d.resolution)
     model = LayersOfExperts(m.d_in, m.d_out, cfg.loe.layers, cfg.loe.experts, cfg.loe.width,
                             cfg.loe.latent_dim, cfg.loe.w0).to(device)
     meta = MetaSGD(cfg.loe.layers, cfg.loe.latent_dim, *c.meta_sgd_init).to(device)
@@ -170,8 +173,12 @@ def stage1(cfg, device: torch.device, variant: str):
     opt = learner.optimizer() if hasattr(learner, "optimizer") else torch.optim.AdamW(params, lr=c.lr)
     points = c.points_per_step or len(m.coordinates())
     g = torch.Generator().manual_seed(0)
-    coords = (torch.rand(points, m.d_in) * 2 - 1).to(device)
-    targets = (torch.rand(c.batch_size, points, m.d_out) * 2 - 1).to(device)
+    if getattr(learner, "field", model) is model:
+        coords = (torch.rand(points, m.d_in) * 2 - 1).to(device)
+        targets = (torch.rand(c.batch_size, points, m.d_out) * 2 - 1).to(device)
+    else:   # the LoE read through a renderer (NeRF: rays, not points): the modality's own rays of generated scenes
+        signals, _ = m.generate(c.batch_size, 0)
+        coords, targets = m.sample_points(signals, c.points_per_step, g, c.near_surface_fraction, device)
     autocast = getattr(sys.modules["pipeline.meta"], "autocast_context", None)
 
     def step():

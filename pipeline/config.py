@@ -7,6 +7,7 @@ work starts.
 from __future__ import annotations
 
 import dataclasses
+import re
 import math
 import operator
 import types
@@ -60,7 +61,7 @@ class NerfData:
     near: float | None = param(None, "the renderer's depth range along each camera's axis; null: from the\n"
                                      "data, the scene centre's depth in every camera -/+ 5/13 of the cameras'\n"
                                      "mean distance (SRN-Cars' 1.3 gives mNIF's 0.8-1.8)", above=0)
-    far: float | None = param(None, "the range's far end (> near); null: from the data, as near")
+    far: float | None = param(None, "the range's far end (> near); null: from the data, as near", above=0)
     up: list[float] | None = param(None, "the world's up axis for turntables and pictures; null: the cameras'\n"
                                          "mean up, snapped to an axis within 15 degrees (SRN-Cars: +y)")
     scale: float | None = param(None, "world units per unit of the field's frame: the field reads points\n"
@@ -179,7 +180,7 @@ class HCDM:
 @dataclass
 class Sample:
     num_samples: int = param(64, "samples in data/samples (grid and files)", min=1)
-    sampler: str = param("ddim", "ddpm (1000 ancestral steps) | ddim (eta = 0)", choices=("ddpm", "ddim"))
+    sampler: str = param("ddim", "ddpm (hcdm.timesteps ancestral steps) | ddim (eta = 0)", choices=("ddpm", "ddim"))
     ddim_steps: int = param(100, "ddim: steps of the sampler")
     batch_size: int = param(256, "latents decoded at a time", min=1)
     control_anchors: int = param(3, "anchors in the hierarchical control figure", min=1)
@@ -318,7 +319,7 @@ def _rules(c: Config) -> list[tuple[str, bool, str]]:
         ("binary_len", 1 <= c.binary_len <= compressor_in,
          f"must be >= 1 and <= the compressor's input size loe.layers*loe.latent_dim = {compressor_in}, "
          f"got {c.binary_len}"),
-        ("device", c.device in ("auto", "cpu", "cuda") or (c.device.startswith("cuda:") and c.device[5:].isdigit()),
+        ("device", c.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:(0|[1-9][0-9]*)", c.device) is not None,
          f"must be auto, cpu, cuda or cuda:N, got {c.device!r}"),
         ("seed", c.seed < 2 ** 32, f"must be < 2**32 (numpy's seed range), got {c.seed}"),
         ("dataset.path", c.dataset.source == "synthetic" or bool(c.dataset.path),
@@ -340,6 +341,12 @@ def _rules(c: Config) -> list[tuple[str, bool, str]]:
          or c.dataset.nerf.far > c.dataset.nerf.near, "must be null or > dataset.nerf.near"),
         ("dataset.nerf.up", c.dataset.nerf.up is None or (len(c.dataset.nerf.up) == 3 and any(c.dataset.nerf.up)),
          "must be null or three numbers, not all zero (e.g. [0, 0, 1] for z up)"),
+        ("fit_loe.warmup_steps", c.fit_loe.warmup_steps < c.fit_loe.steps,
+         f"must be < fit_loe.steps ({c.fit_loe.steps}): the learning rate would never leave its warm-up, got "
+         f"{c.fit_loe.warmup_steps}"),
+        ("hcdm.warmup_steps", c.hcdm.warmup_steps < c.hcdm.steps,
+         f"must be < hcdm.steps ({c.hcdm.steps}): the learning rate would never leave its warm-up, got "
+         f"{c.hcdm.warmup_steps}"),
         ("fit_loe.meta_sgd_init", 0 <= c.fit_loe.meta_sgd_init[0] <= c.fit_loe.meta_sgd_init[1] <= 1,
          "must be [low, high] with 0 <= low <= high <= 1"),
         ("hcdm.variant", c.loe.variant == "chinr" or c.hcdm.variant == "flat",
@@ -352,7 +359,8 @@ def _rules(c: Config) -> list[tuple[str, bool, str]]:
          "must be even with hcdm.denoiser skip_mlp (its long skips pair the first half's blocks with the second's)"),
         ("hcdm.seed", c.hcdm.seed is None or c.hcdm.seed < 2 ** 32, "must be null or < 2**32"),
         ("fit_loe.seed", c.fit_loe.seed is None or c.fit_loe.seed < 2 ** 32, "must be null or < 2**32"),
-        ("sample.ddim_steps", 1 <= c.sample.ddim_steps <= c.hcdm.timesteps, "must be in [1, hcdm.timesteps]"),
+        ("sample.ddim_steps", 1 <= c.sample.ddim_steps <= c.hcdm.timesteps,
+         f"must be in [1, hcdm.timesteps = {c.hcdm.timesteps}], got {c.sample.ddim_steps}"),
         ("evaluate.std_table.parts", c.evaluate.std_table.parts is None or (
             min(c.evaluate.std_table.parts, default=0) >= 1 and sum(c.evaluate.std_table.parts) == c.loe.layers),
          f"must be null or a list of layer counts, each >= 1, summing to loe.layers = {c.loe.layers}"),
@@ -390,7 +398,14 @@ def _coerce(value, annotation, key: str):
         return value
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: must be a number, got {value!r}")
+            hint = ""
+            if isinstance(value, str):
+                try:
+                    float(value)
+                    hint = " (YAML reads a number like 1e-4 without a dot as text: write 1.0e-4)"
+                except ValueError:
+                    pass
+            raise ConfigError(f"{key}: must be a number, got {value!r}{hint}")
         if not math.isfinite(value):
             raise ConfigError(f"{key}: must be a finite number, got {value!r}")
         return float(value)
@@ -404,7 +419,7 @@ def _coerce(value, annotation, key: str):
 def _build(cls, raw: dict, prefix: str = ""):
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names)
+    unknown = sorted(set(raw) - names, key=str)   # YAML keys may be booleans or numbers (`no: 1`)
     if unknown:
         raise ConfigError(f"{prefix}{unknown[0]}: unknown key (known: {', '.join(sorted(names))})")
     kwargs = {name: _coerce(raw[name], hints[name], prefix + name) for name in names if name in raw}

@@ -88,15 +88,20 @@ def folder(cfg: Config, m: Modality) -> PreparedData:
     )
 
 
-def prepare(cfg: Config) -> PreparedData:
-    d = cfg.dataset
+def build_modality(d):
+    """The modality plug-in a `dataset` params section describes, with every setting it takes from there."""
     args = {}
     for key in SPECS[d.modality].dataset_args:   # e.g. "views", "nerf.colour" -> views=..., colour=...
         value = d
         for part in key.split("."):
             value = getattr(value, part)
         args[key.rsplit(".", 1)[-1]] = value
-    m = build(d.modality, resolution=d.resolution, **args)
+    return build(d.modality, resolution=d.resolution, **args)
+
+
+def prepare(cfg: Config) -> PreparedData:
+    d = cfg.dataset
+    m = build_modality(d)
     readers = {"synthetic": synthetic, "folder": folder}
     data = readers[d.source](cfg, m) if d.source in readers else m.read_source(cfg)   # e.g. IM-NET for shapes
     check_splits(cfg.dataset.path or f"dataset.source {cfg.dataset.source}", len(data.train), len(data.test),

@@ -225,6 +225,8 @@ def test_non_finite_numbers_are_refused(value):
 @pytest.mark.parametrize("raw, message", [
     ({"device": "cuda:abc"}, "device: must be auto, cpu, cuda or cuda:N, got 'cuda:abc'"),
     ({"device": "cuda:"}, "device: must be auto, cpu, cuda or cuda:N, got 'cuda:'"),
+    ({"device": "cuda:01"}, "device: must be auto, cpu, cuda or cuda:N, got 'cuda:01'"),
+    ({"device": "cuda:\u00b2"}, "device: must be auto, cpu, cuda or cuda:N, got 'cuda:\u00b2'"),   # torch refused it
     ({"seed": 2 ** 32}, "seed: must be < 2**32 (numpy's seed range), got 4294967296"),
 ])
 def test_device_and_seed_ranges(raw, message):
@@ -271,3 +273,28 @@ def test_paper_presets_use_the_papers_stage_2():
     srn = preset.load("srncars128")
     assert srn.fit_loe.method == "autodecode" and srn.fit_loe.steps * srn.fit_loe.batch_size == 1000 * 2458
     assert srn.sample.sampler == "ddpm"
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"fit_loe": {"steps": 40}}, "fit_loe.warmup_steps: must be < fit_loe.steps (40): the learning rate would never "
+                                 "leave its warm-up, got 50"),
+    ({"hcdm": {"steps": 50}}, "hcdm.warmup_steps: must be < hcdm.steps (50): the learning rate would never leave its "
+                              "warm-up, got 100"),
+    ({"fit_loe": {"lr": "1e-4"}}, "fit_loe.lr: must be a number, got '1e-4' (YAML reads a number like 1e-4 without a "
+                                  "dot as text: write 1.0e-4)"),
+    ({"dataset": {"modality": "nerf", "nerf": {"far": -1.0}}}, "dataset.nerf.far: must be null or > 0, got -1.0"),
+    ({False: 1, "binary_lenght": 15}, "False: unknown key"),          # YAML's `no: 1` beside a typo
+])
+def test_settings_that_passed_and_then_misbehaved_are_one_line(raw, message):
+    with pytest.raises(ConfigError, match="^" + message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+        config.from_dict(raw)
+
+
+def test_an_empty_nerf_depth_range_is_one_line_before_training():
+    """near set above the renderer's default far (or far below its near): the depths would run backwards."""
+    from pipeline.errors import DataError
+    from pipeline.loe import LayersOfExperts
+    from pipeline.modalities.nerf.modality import NerfModality
+
+    with pytest.raises(DataError, match=r"^dataset\.nerf\.near / far: the renderer's depth range \[2, 1\.8\] is empty"):
+        NerfModality(16, near=2.0).field(LayersOfExperts(3, 4, 3, 2, 8, 4, 30.0))

@@ -169,3 +169,67 @@ def test_every_stage_that_computes_on_the_device_lists_the_device_param():
                     for n in ast.walk(main))
         assert reads == ("device" in stage.get("params", [])), f"{name}: reads device {reads}, lists it " \
                                                                f"{'device' in stage.get('params', [])}"
+
+
+def param_reads(path: Path, sections: set[str]) -> set[str]:
+    """The params a stage's own file reads: `cfg.section.key`, `cfg.key`, and `alias.key` for an alias bound
+    to a section (`s = cfg.sample`, `h, s = cfg.hierarchy, cfg.sample`, `fit = precision_here(cfg.fit_loe, ...)`,
+    `h = precision_here(h, ...)`)."""
+    import ast
+
+    def chain(node) -> list[str] | None:
+        names = []
+        while isinstance(node, ast.Attribute):
+            names.append(node.attr)
+            node = node.value
+        return [node.id, *reversed(names)] if isinstance(node, ast.Name) else None
+
+    tree = ast.parse(path.read_text())
+    aliases = {}
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1):
+            continue
+        target, value = node.targets[0], node.value
+        pairs = zip(target.elts, value.elts) if isinstance(target, ast.Tuple) and isinstance(value, ast.Tuple) \
+            else [(target, value)]
+        for t, v in pairs:
+            if not isinstance(t, ast.Name):
+                continue
+            c = chain(v.args[0] if isinstance(v, ast.Call) and v.args else v)
+            if c and c[0] == "cfg" and len(c) == 2 and c[1] in sections:
+                aliases[t.id] = c[1]
+            elif c and len(c) == 1 and c[0] in aliases:
+                aliases[t.id] = aliases[c[0]]
+    inner = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Attribute)}   # a.b of a.b.c
+    reads = set()
+    for node in ast.walk(tree):
+        c = chain(node) if isinstance(node, ast.Attribute) and id(node) not in inner else None
+        if not c:
+            continue
+        if c[0] == "cfg" and len(c) >= 3 and c[1] in sections:
+            reads.add(f"{c[1]}.{c[2]}")
+        elif c[0] == "cfg" and c[1] not in sections:
+            reads.add(c[1])
+        elif c[0] in aliases:
+            reads.add(f"{aliases[c[0]]}.{c[1]}")
+    return reads
+
+
+def test_every_param_a_stage_reads_is_among_its_dvc_params():
+    """Else `dvc exp run -S key=value` leaves that stage's result from the old value."""
+    from pipeline import config
+
+    import dataclasses
+    import typing
+
+    sections = {k for k, t in typing.get_type_hints(config.Config).items() if dataclasses.is_dataclass(t)}
+    missing = {}
+    for name, stage in stages().items():
+        listed = [p for p in stage.get("params", []) if isinstance(p, str)]
+        if not listed:                                  # check_params: the whole file
+            continue
+        reads = param_reads(ROOT / "pipeline" / "stages" / f"{name}.py", sections)
+        lacking = sorted(r for r in reads if not any(r == p or r.startswith(p + ".") for p in listed))
+        if lacking:
+            missing[name] = lacking
+    assert not missing, f"stages read params dvc.yaml does not list for them: {missing}"

@@ -82,6 +82,10 @@ class NerfModality(Modality):
                 "colour": self.colour, "near": self.near, "far": self.far, "up": list(self.up), "scale": self.scale}
 
     def field(self, model):
+        if not self.far > self.near:   # one end set, the other from the data or the renderer's default
+            raise DataError(f"dataset.nerf.near / far: the renderer's depth range [{self.near:g}, {self.far:g}] is "
+                            f"empty (a null end is {rendering.NEAR:g} / {rendering.FAR:g} on embedded scenes, "
+                            "fitted to the cameras on SRN data); far must exceed near")
         return rendering.RadianceField(model, colour=self.colour, near=self.near, far=self.far,
                                        frame=(self.scale, self.up))
 
