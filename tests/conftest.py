@@ -1,4 +1,6 @@
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -44,10 +46,14 @@ def _spare_checkpoints(tmp_path_factory):
 
 
 TRAINED_STAGES = ("prepare", "fit_loe", "export_latents", "train_hcdm")
-# A stage run as a process of its own: only the package on the path, spare checkpoints not in ~/.cache
-# (one folder per xdist worker), the worker's threads.
-STAGE_ENV = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin",
-             "CHINR_CHECKPOINTS": str(Path(tempfile.gettempdir()) / f"chinr-test-spares{WORKER or ''}"),
+# Spare checkpoints of stage processes: a new folder per session and xdist worker, removed at exit. Spares are
+# named by run and code, so a fixed folder let a later session's fresh run resume an earlier session's
+# interrupted one.
+STAGE_SPARES = tempfile.mkdtemp(prefix=f"chinr-test-spares{WORKER or ''}-")
+atexit.register(shutil.rmtree, STAGE_SPARES, True)
+# A stage run as a process of its own: only the package on the path, spare checkpoints not in ~/.cache, the
+# worker's threads.
+STAGE_ENV = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "CHINR_CHECKPOINTS": STAGE_SPARES,
              **({"OMP_NUM_THREADS": os.environ["OMP_NUM_THREADS"]} if WORKER else {})}
 
 
