@@ -16,6 +16,7 @@ import math
 import os
 import random
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -522,8 +523,11 @@ class Trainer:
         self.main = is_main()
         self.pending: list[torch.Tensor] = []    # (loss, grad norm, *metrics) of the steps not yet read back
         self.thinned = False                     # resumed with fewer log rows than the checkpoint holds
+        self.csv_written = -math.inf             # when the curve CSV was last written between checkpoints
         self.cuda = any(p.is_cuda for p in params)
         self.names: list[str] = []
+
+    LIVE_CSV_SECONDS = 30.0
 
     def resume(self) -> int:
         """The step to start from: 0, or the checkpoint's step with everything restored."""
@@ -610,8 +614,11 @@ class Trainer:
             row = {"step": done, "loss": round(l_, 6), **{k: round(v, 4) for k, v in zip(names, m_)},
                    "grad_norm": round(g_, 4), "lr": self.scheduler.get_last_lr()[0]}
             self.log.append(**row)
-            if self.main and not due:     # `dvc plots` follows a live run at every row, not every checkpoint
+            # `dvc plots` follows a live run between checkpoints too, the whole CSV rewritten at most every
+            # LIVE_CSV_SECONDS (at paper scale a rewrite per row would write thousands of rows thousands of times)
+            if self.main and not due and time.monotonic() - self.csv_written >= self.LIVE_CSV_SECONDS:
                 self.log.write()
+                self.csv_written = time.monotonic()
         if due:
             self.save(done)
         return row
