@@ -159,7 +159,8 @@ def load_factor_predictor(path: Path = artifacts.FACTOR_PREDICTOR):
         path, "a factor predictor",
         lambda: FactorPredictor(state["kinds"], state["classes"], np.zeros(len(state["kinds"])),
                                 np.ones(len(state["kinds"])), channels=state.get("channels", 3), dims=state.get("dims", 2)),
-        lambda: (state["state"],))
+        lambda: (state["state"],),
+        settings=lambda: [state.get(k, 0) for k in ("classes", "channels", "dims")])
     if not isinstance(state.get("names"), list):
         raise DataError(f"{path}: not a factor predictor of this pipeline (no list of factor names)")
     return model.eval(), state["names"]

@@ -445,5 +445,5 @@ def load_hcdm(path: Path = artifacts.HCDM_MODEL) -> HCDM:
     state = io.load_torch(artifacts.require(path, "train_hcdm"))
     io.check_finite_state(path, state, reading=True)
     model = io.load_module(path, "a Stage-2 model", lambda: HCDM(**{**LEGACY_ARCH, **state["arch"]}),
-                           lambda: (state["model"],))
+                           lambda: (state["model"],), settings=lambda: state["arch"])
     return model.eval()

@@ -232,20 +232,58 @@ def load_npz(path: str | Path, keys: tuple[str, ...] | None = None) -> dict[str,
     return arrays
 
 
-def load_module(path: str | Path, what: str, build, parts):
+def largest_integer(obj) -> int:
+    """The largest integer anywhere in plain nested containers (dict values, lists, tuples); 0 when none."""
+    if isinstance(obj, bool):
+        return 0
+    if isinstance(obj, int):
+        return obj
+    values = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else ()
+    return max((largest_integer(v) for v in values), default=0)
+
+
+def load_module(path: str | Path, what: str, build, parts, settings=lambda: ()):
     """Modules built by `build()` from a loaded file and given its `parts` ({module: state dict}); a file that
     loads but does not hold `what` (keys, settings or shapes of another model) is one DataError naming it.
 
+    `settings()` (what `build` reads from the file): no integer in them may exceed the number of values the
+    file's weights hold (or 2**16), as every width, depth and count of an honest file does not, so the
+    build never loops or allocates lists over a hostile count (`layers: 10**8` took 73 s and GBs to refuse).
+
     Each module is first built on the meta device (no memory) and its parameter shapes compared with the
-    file's, so settings that name a huge model fail before anything is allocated."""
+    file's, so settings that name a huge model fail before anything is allocated. That build stops once it
+    has registered more parameters than the file holds tensors, or more modules than a few per tensor, so
+    settings that count modules (e.g. `blocks: 10**8`) cannot spend memory and time on Python objects."""
     import torch
+    from torch.nn.modules import module as nn_module
 
     def shapes(state: dict) -> dict:
         return {k: tuple(v.shape) for k, v in state.items()}
 
+    def counted(limit: int, what: str):
+        seen = [0]
+
+        def hook(*_):
+            seen[0] += 1
+            if seen[0] > limit:
+                raise ValueError(f"its settings describe more {what} than it holds weights for")
+        return hook
+
     try:
-        with torch.device("meta"):
-            probes = build()
+        states = [state for state in parts() if isinstance(state, dict)]
+        tensors = sum(len(state) for state in states)
+        values = sum(v.numel() for state in states for v in state.values() if isinstance(v, torch.Tensor))
+        if (largest := largest_integer(settings())) > max(values, 2 ** 16):
+            raise ValueError(f"its settings hold {largest}, more than its {values} weights "
+                             "could describe")
+        hooks = (nn_module.register_module_parameter_registration_hook(counted(tensors, "parameters")),
+                 nn_module.register_module_module_registration_hook(counted(8 * tensors + 64, "modules")))
+        try:
+            with torch.device("meta"):
+                probes = build()
+        finally:
+            for h in hooks:
+                h.remove()
         for probe, state in zip(probes if isinstance(probes, tuple) else (probes,), parts()):
             if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()) \
                     or shapes(probe.state_dict()) != shapes(state):
@@ -254,7 +292,7 @@ def load_module(path: str | Path, what: str, build, parts):
         for module, state in zip(modules if isinstance(modules, tuple) else (modules,), parts()):
             module.load_state_dict(state)
         return modules
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:   # what a foreign state or setting raises
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:   # a foreign state or setting
         raise DataError(f"{path}: not {what} of this pipeline ({e.__class__.__name__}: {str(e)[:160]}); "
                         "rerun the stage that wrote it") from None
 

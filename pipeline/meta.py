@@ -255,7 +255,7 @@ def load_loe(path: Path = artifacts.LOE) -> tuple[LayersOfExperts, MetaSGD, dict
         path, "a Stage-1 model",
         lambda: (LayersOfExperts(**state["hyperparameters"]),
                  MetaSGD(state["hyperparameters"]["layers"], state["hyperparameters"]["latent_dim"], 0.0, 0.0)),
-        lambda: (state["model"], state["meta_sgd"]))
+        lambda: (state["model"], state["meta_sgd"]), settings=lambda: state["hyperparameters"])
     try:
         inner = {"inner_steps": int(state["inner_steps"]), "inner_lr": float(state["inner_lr"])}
     except (KeyError, TypeError, ValueError) as e:

@@ -720,6 +720,19 @@ def test_a_model_file_that_loads_but_holds_another_model_is_one_line_naming_it(t
     torch.save({"arch": {**hcdm.arch, "hidden": 32}, "model": hcdm.state_dict()}, tmp_path / "hcdm.pt")
     with pytest.raises(DataError, match=r"hcdm\.pt: not a Stage-2 model of this pipeline \(ValueError: its weights"):
         load_hcdm(tmp_path / "hcdm.pt")
+    # Counts over what the weights could describe are refused before the build loops over them (layers:
+    # 10**8 took 73 s and GBs of Python lists to refuse); a count under that bound stops at the parameter
+    # that outnumbers the file's tensors.
+    for arch, says in (({"blocks": 10 ** 8}, "its settings hold 100000000, more than its 8331 weights"),
+                       ({"blocks": 60000}, "its settings describe more parameters than it holds weights for")):
+        torch.save({"arch": {**hcdm.arch, **arch}, "model": hcdm.state_dict()}, tmp_path / "hcdm.pt")
+        with pytest.raises(DataError, match=rf"hcdm\.pt: not a Stage-2 model of this pipeline \(ValueError: {says}"):
+            load_hcdm(tmp_path / "hcdm.pt")
+    save_loe(path, model, rates, 3, 0.01)
+    torch.save({**torch.load(path, weights_only=True), "hyperparameters": {**model.hyperparameters(),
+                                                                           "layers": 10 ** 8}}, path)
+    with pytest.raises(DataError, match=r"loe\.pt: not a Stage-1 model of this pipeline \(ValueError: its settings hold"):
+        load_loe(path)
     torch.save({"kinds": ["binary"], "state": {}}, tmp_path / "fp.pt")
     with pytest.raises(DataError, match=r"fp\.pt: not a factor predictor of this pipeline"):
         load_factor_predictor(tmp_path / "fp.pt")
