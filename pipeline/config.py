@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from .modalities import SOURCES, SPECS
+from .modalities.nerf import COLOUR, COLOURS
 
 
 class ConfigError(ValueError):
@@ -55,9 +56,9 @@ class FolderData:
 
 @dataclass
 class NerfData:
-    colour: str = param("raw", "the field's RGB outputs: raw (as they are: mNIF's rgb_activation no_use,\n"
+    colour: str = param(COLOUR, "the field's RGB outputs: raw (as they are: mNIF's rgb_activation no_use,\n"
                                "Functa's minimal NeRF) | sigmoid (to [0, 1]): raw 28.7 dB novel views,\n"
-                               "FID 52.4 on the nerf preset; sigmoid 27.4 dB, 55.1", choices=("sigmoid", "raw"))
+                               "FID 52.4 on the nerf preset; sigmoid 27.4 dB, 55.1", choices=COLOURS)
     near: float | None = param(None, "the renderer's depth range along each camera's axis; null: from the\n"
                                      "data, the scene centre's depth in every camera -/+ 5/13 of the cameras'\n"
                                      "mean distance (SRN-Cars' 1.3 gives mNIF's 0.8-1.8)", above=0)
@@ -182,7 +183,8 @@ class Sample:
     num_samples: int = param(64, "samples in data/samples (grid and files)", min=1)
     sampler: str = param("ddim", "ddpm (hcdm.timesteps ancestral steps) | ddim (eta = 0)", choices=("ddpm", "ddim"))
     ddim_steps: int = param(100, "ddim: steps of the sampler")
-    batch_size: int = param(256, "latents decoded at a time", min=1)
+    batch_size: int = param(256, "latents drawn and decoded at a time (the noise is drawn a batch at a time:\n"
+                                 "another size draws other samples)", min=1)
     control_anchors: int = param(3, "anchors in the hierarchical control figure", min=1)
     control_completions: int = param(6, "completions per (anchor, k)", min=1)
     grid_columns: int = param(8, "columns of the samples grid", min=1)
@@ -199,7 +201,8 @@ class StdTable:
 @dataclass
 class Evaluate:
     memorisation_samples: int = param(1000, "generated samples searched for their nearest training instance", min=1)
-    batch_size: int = param(256, "latents decoded at a time", min=1)
+    batch_size: int = param(256, "latents drawn and decoded at a time (the noise is drawn a batch at a time:\n"
+                                 "another size draws other samples)", min=1)
     fid_samples: int = param(500, "generated images for FID/KID/precision-recall (paper: 50000); one set of\n"
                                   "max(fid_samples, memorisation_samples) samples is drawn: FID reads the first\n"
                                   "fid_samples, the memorisation distance the first memorisation_samples", min=2)
@@ -355,6 +358,8 @@ def _rules(c: Config) -> list[tuple[str, bool, str]]:
         ("hcdm.hidden", c.hcdm.denoiser != "skip_mlp" or (c.hcdm.hidden % 16 == 0 and c.hcdm.hidden >= 32),
          "must be a multiple of 16 and >= 32 with hcdm.denoiser skip_mlp (its GroupNorm has 16 groups; with one "
          "channel a group it outputs its bias whatever the input)"),
+        ("hcdm.hidden", c.hcdm.denoiser != "mlp" or c.hcdm.hidden % 2 == 0,
+         "must be even with hcdm.denoiser mlp (its timestep embedding is hidden/2 cosines and hidden/2 sines)"),
         ("hcdm.blocks", c.hcdm.denoiser != "skip_mlp" or c.hcdm.blocks % 2 == 0,
          "must be even with hcdm.denoiser skip_mlp (its long skips pair the first half's blocks with the second's)"),
         ("hcdm.seed", c.hcdm.seed is None or c.hcdm.seed < 2 ** 32, "must be null or < 2**32"),

@@ -30,6 +30,7 @@ def test_shipped_params_are_valid():
     ({"loe": {"variant": "gasp"}}, "loe.variant"),
     ({"loe": {"variant": "mnif"}}, "hcdm.variant"),          # one latent for all layers: no layer chain
     ({"loe": {"variant": "functa"}, "hcdm": {"variant": "unconditional"}}, "hcdm.variant"),
+    ({"hcdm": {"denoiser": "mlp", "hidden": 33}}, "hcdm.hidden"),       # cos and sin halves of the embedding
 ])
 def test_bad_values_name_the_key(raw, key):
     with pytest.raises(ConfigError) as e:

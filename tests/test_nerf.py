@@ -52,7 +52,8 @@ def test_raw_colour_passes_the_fields_rgb_through_and_the_setting_travels_with_t
 
     out = torch.tensor([[0.3, -0.2, 1.4, 5.0]])
     _, raw_rgb = rendering.activate(out, "raw")
-    _, squashed = rendering.activate(out)
+    _, squashed = rendering.activate(out, "sigmoid")
+    assert torch.equal(rendering.activate(out)[1], raw_rgb)      # the default, as the config's
     assert torch.equal(raw_rgb, out[:, :3]) and torch.allclose(squashed, torch.sigmoid(out[:, :3]))
     from pipeline.loe import LayersOfExperts
 
@@ -189,7 +190,7 @@ def test_the_srn_reader_on_a_hand_written_scene(tmp_path):
 
 def tiny_autodecoder(seed=0):
     torch.manual_seed(seed)
-    m = NerfModality(8, views=6)
+    m = NerfModality(8, views=6, colour="sigmoid")
     scenes, _ = m.generate(10, seed=1)
     model = LayersOfExperts(3, 4, 2, 4, 32, 8, 30.0)
     return m, scenes, model

@@ -12,6 +12,10 @@ This file stays light: the config reads SPEC without importing torch.
 """
 from ..spec import Spec
 
+# dataset.nerf.colour: its choices and its one default (the config, the plug-in and the renderer read these).
+COLOURS = ("sigmoid", "raw")
+COLOUR = "raw"
+
 SPEC = Spec(name="nerf", summary="3-D points -> density and RGB, seen through volume rendering",
             sources=("synthetic", "srn"), dataset_args=("views", "nerf.colour", "nerf.near", "nerf.far", "nerf.up",
                           "nerf.scale"))

@@ -63,7 +63,7 @@ class NerfModality(Modality):
                      "header; SRN-Cars and the embedded cars: mNIF's 0.8-1.8), white background, pixel-centre rays"}
 
     def __init__(self, resolution: int, views: int = 20, focal: float | None = None, radius: float = RADIUS,
-                 colour: str = "sigmoid", near: float | None = None, far: float | None = None, up=None,
+                 colour: str = rendering.COLOUR, near: float | None = None, far: float | None = None, up=None,
                  scale: float | None = None):
         if colour not in rendering.COLOURS:
             raise ValueError(f"colour must be one of {rendering.COLOURS}, got {colour!r}")

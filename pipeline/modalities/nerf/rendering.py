@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from ...batching import render_in_batches
+from . import COLOUR, COLOURS  # noqa: F401  (COLOURS: the choices, read here by the plug-in)
 
 NEAR, FAR, SAMPLES = 0.8, 1.8, 32            # mNIF's SRN-Cars bounds: the embedded cars' and SRN-Cars' default
-COLOURS = ("sigmoid", "raw")                  # dataset.nerf.colour
 Y_UP = (0.0, 1.0, 0.0)
 # The object's radius as a share of the cameras' distance when bounds are derived from the data: SRN-Cars'
 # cameras 1.3 from the centre give mNIF's 0.8-1.8; Blender captures (4.03 away, NeRF's own 2-6) 2.48-5.58.
@@ -124,7 +124,7 @@ def sample_points(ray: torch.Tensor, samples: int = SAMPLES, near: float = NEAR,
     return points, delta * ray[..., 3:].norm(dim=-1, keepdim=True)
 
 
-def activate(raw: torch.Tensor, colour: str = "sigmoid") -> tuple[torch.Tensor, torch.Tensor]:
+def activate(raw: torch.Tensor, colour: str = COLOUR) -> tuple[torch.Tensor, torch.Tensor]:
     """The field's 4 outputs -> (density >= 0, rgb: in [0, 1] through a sigmoid, or `colour` raw as it is)."""
     density = (F.elu(raw[..., 3], alpha=0.1) + 0.1).clamp(0, 10)
     return density, torch.sigmoid(raw[..., :3]) if colour == "sigmoid" else raw[..., :3]
@@ -153,7 +153,7 @@ class RadianceField:
     (1, +y), SRN-Cars' and the embedded cars' frame, leaves the points as they are.
     """
 
-    def __init__(self, model, samples: int = SAMPLES, colour: str = "sigmoid", near: float = NEAR, far: float = FAR,
+    def __init__(self, model, samples: int = SAMPLES, colour: str = COLOUR, near: float = NEAR, far: float = FAR,
                  frame: tuple[float, tuple] = (1.0, Y_UP)):
         self.model, self.samples, self.colour, self.near, self.far = model, samples, colour, near, far
         self.layers, self.latent_dim, self.weights = model.layers, model.latent_dim, model.weights
