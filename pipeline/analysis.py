@@ -12,31 +12,28 @@ import torch
 from .generation import control_latents
 from .hcdm import HCDM
 from .loe import LayersOfExperts
-from .meta import MetaSGD, inner_loop
+from . import autodecode, meta
+from .meta import MetaSGD
 from .modalities.base import Modality
 
 
 def fit_signal(model: LayersOfExperts, meta_sgd: MetaSGD, modality: Modality, signal: np.ndarray,
                steps: int, trained: dict, fit_lr: float = 0.0, points: int | None = None,
-               seed: int = 0) -> torch.Tensor:
-    """The latent of one stored signal, as `export_latents` fits a test instance: -> (L, H).
+               surface_fraction: float = 0.0, seed: int = 0) -> torch.Tensor:
+    """The latent of one stored signal, fitted as `export_latents` fits a test instance: -> (L, H).
 
-    Meta-learned: the inner loop from zero; more steps than the model was
-    trained with keep descending the same per-instance loss with the same
-    rates. Auto-decoded: `steps` Adam steps at `fit_lr` from the mean train
-    latent with the weights frozen, on `points` drawn per step by the modality
-    from what it fits (a NeRF: rays of its fit views).
+    Meta-learned: the inner loop from zero on `points` drawn once (all when None); more steps than
+    the model was trained with keep descending the same per-instance loss with the same rates.
+    Auto-decoded: `steps` Adam steps at `fit_lr` from the mean train latent with the weights frozen,
+    on `points` drawn per step (a NeRF: rays of its fit views). Points are drawn by the modality, a
+    `surface_fraction` of them near a shape's surface, from a generator seeded by `seed`.
     """
     if trained["method"] == "autodecode":
-        from .autodecode import fit_latents
-
         start = trained["train_latents"].float().mean(0)
-        return fit_latents(model, modality, signal[None], start, steps, fit_lr, 1, points, seed=seed,
-                           progress=False)[0][0]
-    coords, targets = modality.sample_points(signal[None], None, torch.Generator())
-    zero = torch.zeros(1, model.layers, model.latent_dim)
-    return inner_loop(modality.field(model), meta_sgd().detach(), coords, targets, zero, steps,
-                      trained["inner_lr"], create_graph=False).detach()[0]
+        return autodecode.fit_latents(model, modality, signal[None], start, steps, fit_lr, 1, points,
+                                      surface_fraction, seed, progress=False)[0][0]
+    return meta.fit_latents(model, meta_sgd, modality, signal[None], steps, trained["inner_lr"], 1, points,
+                            surface_fraction, seed, progress=False)[0][0]
 
 
 def resample(hcdm: HCDM, latent: torch.Tensor, k: int, n: int, generator: torch.Generator,

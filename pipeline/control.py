@@ -20,6 +20,7 @@ stem). Bad arguments end with one line naming the problem and exit code 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from . import analysis, artifacts, config, datasets, hcdm, io, meta, pictures
 from .errors import DataError, MissingArtifact
@@ -90,6 +92,9 @@ class Source:
     picture: np.ndarray | None = None  # the user's own signal, shown beside its reconstruction
 
 
+MAX_UPSCALE = 32
+MAX_TOP = 64                          # retrieve's neighbours a row
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS   # Pillow's own limit: a larger PNG is refused as a decompression bomb
 SEEDS = 2 ** 63   # torch.Generator.manual_seed takes up to 2**64 - 1, and negatives wrap: one range, said
 
 
@@ -110,8 +115,9 @@ def resolve(run: Run, spec: str, a: argparse.Namespace) -> Source:
     except ValueError:
         raise UsageError(f"source {spec!r}: {EXPECTED}") from None
     if kind == "gen":
-        g = generator(index, f"source {spec!r}")
-        return Source(run.hcdm.sample(1, g, sampler=a.sampler, steps=a.steps)[0])
+        g, model = generator(index, f"source {spec!r}"), run.hcdm   # the model first: a missing one says what to run
+        sampler, steps = sampling(a)
+        return Source(model.sample(1, g, sampler=sampler, steps=steps)[0])
     if kind in ("sample", "train", "test"):
         pool = run.samples if kind == "sample" else run.bank[kind]
         if not 0 <= index < len(pool):
@@ -135,17 +141,30 @@ def read_file(run: Run, spec: str) -> np.ndarray:
 
 
 def fit_file(run: Run, signal: np.ndarray, a: argparse.Namespace) -> Source:
-    """A signal's latent, fitted as Stage-1 fits a test instance (inner loop, or auto-decoding)."""
+    """A signal's latent, fitted as `export_latents` fits a test instance (its params in params.yaml: the inner
+    loop's steps and points, or auto-decoding's steps, rate and points; the near-surface share; the seed)."""
     model, meta_sgd, trained = run.loe
-    n, fit = trained["inner_steps"], {}
-    if trained["method"] == "autodecode":    # fitted as export_latents fits a test instance (params.yaml)
-        cfg = config.load()
-        e = cfg.export_latents
-        n, fit = e.autodecode_steps, {"fit_lr": e.autodecode_lr, "seed": cfg.seed,
-                                      "points": e.points or cfg.fit_loe.points_per_step}
+    cfg = config.load()
+    e = cfg.export_latents
+    fit = {"surface_fraction": cfg.fit_loe.near_surface_fraction, "seed": cfg.seed}
+    if trained["method"] == "autodecode":
+        n = e.autodecode_steps
+        fit.update(fit_lr=e.autodecode_lr, points=e.points or cfg.fit_loe.points_per_step)
+    else:
+        n = e.inner_steps
+        fit.update(points=e.points)
     n = a.inner_steps if a.inner_steps is not None else n
     latent = analysis.fit_signal(model, meta_sgd, run.data.modality, signal, n, trained, **fit)
     return Source(latent, signal)
+
+
+def sampling(a) -> tuple[str, int]:
+    """(sampler, DDIM steps): --sampler and --steps, or params.yaml's sample.sampler and sample.ddim_steps (read
+    when first needed, after the models, so an untrained workspace says what to run)."""
+    if a.sampler is None or a.steps is None:
+        s = config.load().sample
+        a.sampler, a.steps = a.sampler or s.sampler, a.steps or s.ddim_steps
+    return a.sampler, a.steps
 
 
 def check_k(run: Run, k: int) -> None:
@@ -176,12 +195,39 @@ def check_writable(path: Path, flag: str) -> None:
         raise UsageError(f"{flag} {path}: cannot write in {parent}")
 
 
-def save(a, image: np.ndarray, **latents) -> None:
-    """The PNG at --out, the latents at --npz (default: beside the PNG)."""
+def check_outputs(a) -> None:
+    """--out (a .png), --npz and render's --file: writable, and three different files, before any work."""
+    named = {"--out": a.out, "--npz": a.npz or a.out.with_suffix(".npz")}
+    if getattr(a, "file", None) is not None:
+        named["--file"] = a.file
+    for flag, path in named.items():
+        check_writable(path, flag)
+    if a.out.suffix.lower() != ".png":
+        raise UsageError(f"--out {a.out}: the figure is a PNG; name a .png file")
+    seen = {}
+    for flag, path in named.items():
+        same = seen.setdefault(path.resolve(), flag)
+        if same != flag:
+            raise UsageError(f"{flag} {path}: the same file as {same}; name another")
+
+
+def save(a, image: np.ndarray, instance_file: bytes | None = None, **latents) -> None:
+    """The PNG at --out, the latents at --npz (default: beside the PNG) and render's --file: all or none (each is
+    written to a temporary first, and they take their names only once every one is written)."""
     npz = a.npz or a.out.with_suffix(".npz")
-    io.save_png(a.out, image)
-    io.save_npz(npz, **{k: v.numpy() if torch.is_tensor(v) else v for k, v in latents.items()})
-    print(f"wrote {a.out} and {npz}")
+    arrays = {k: v.numpy() if torch.is_tensor(v) else v for k, v in latents.items()}
+    io.check_finite(npz, arrays)
+    if image.shape[0] * image.shape[1] > MAX_PIXELS:
+        raise UsageError(f"--out {a.out}: the figure would be {image.shape[1]}x{image.shape[0]} pixels, more than "
+                         f"picture viewers open ({MAX_PIXELS}); ask for fewer pictures or a smaller --upscale")
+    with contextlib.ExitStack() as stack:
+        png, latents_tmp = (stack.enter_context(io.atomic_path(p)) for p in (a.out, npz))
+        Image.fromarray(image).save(png, format="PNG")
+        with open(latents_tmp, "wb") as f:   # a file object keeps numpy from appending ".npz"
+            np.savez(f, **arrays)
+        if instance_file is not None:
+            stack.enter_context(io.atomic_path(a.file)).write_bytes(instance_file)
+    print("wrote " + ", ".join(str(p) for p in (a.out, npz, getattr(a, "file", None)) if p is not None))
 
 
 def head(run: Run, src: Source, scale: float = 1.0) -> tuple[np.ndarray, list[str]]:
@@ -209,7 +255,7 @@ def cmd_resample(run: Run, a) -> None:
     if a.k > 0:
         check_layer_wise(run, f"resample -k {a.k}")
     src = resolve(run, a.source, a)
-    drawn = analysis.resample(run.hcdm, src.latent, a.k, a.n, generator(a.seed, "--seed"), a.sampler, a.steps)
+    drawn = analysis.resample(run.hcdm, src.latent, a.k, a.n, generator(a.seed, "--seed"), *sampling(a))
     first, labels = head(run, src)
     pics = np.concatenate([first, run.render(drawn)])
     save(a, pictures.grid(pics, len(first) + a.n, upscale=upscale(a, pics), column_labels=labels + numbered(a.n),
@@ -219,7 +265,7 @@ def cmd_resample(run: Run, a) -> None:
 def cmd_tree(run: Run, a) -> None:
     check_layer_wise(run, "tree")
     src = resolve(run, a.source, a)
-    branches = analysis.tree(run.hcdm, src.latent, a.n, generator(a.seed, "--seed"), a.sampler, a.steps)
+    branches = analysis.tree(run.hcdm, src.latent, a.n, generator(a.seed, "--seed"), *sampling(a))
     first, labels = head(run, src)
     rows = [np.concatenate([first, run.render(branches[k])]) for k in range(len(branches))]
     save(a, pictures.grid(np.concatenate(rows), len(first) + a.n, upscale=upscale(a, first),
@@ -261,15 +307,18 @@ def cmd_interpolate(run: Run, a) -> None:
 def cmd_retrieve(run: Run, a) -> None:
     query = resolve(run, a.source, a)
     bank = torch.from_numpy(run.bank["train"]).float()
-    found = analysis.retrieve(query.latent, bank, a.top)
+    if a.top > MAX_TOP:
+        raise UsageError(f"--top {a.top}: at most {MAX_TOP} neighbours a row")
+    top = min(a.top, len(bank))     # a small train split: every instance, nearest first
+    found = analysis.retrieve(query.latent, bank, top)
     if not run.loe[0].per_layer_latents:   # a baseline: by the whole latent only
         found = {"all": found["all"]}
     first, labels = head(run, query)
     train = run.data.train
     m = run.data.modality
     rows = [np.concatenate([first, m.to_pictures(m.targets(train[idx.numpy()]))]) for idx in found.values()]
-    save(a, pictures.grid(np.concatenate(rows), len(first) + a.top, upscale=upscale(a, first),
-                          column_labels=labels + numbered(a.top),
+    save(a, pictures.grid(np.concatenate(rows), len(first) + top, upscale=upscale(a, first),
+                          column_labels=labels + numbered(top),
                           row_labels=["all" if name == "all" else f"by h{name[5:]}" for name in found]),
          query=query.latent, **{name: idx for name, idx in found.items()})
     for name, idx in found.items():
@@ -288,13 +337,14 @@ def cmd_render(run: Run, a) -> None:
         if coords is None:
             raise UsageError(f"--views {a.views}: " + ("must be >= 1" if a.views < 1 else
                                                        f"{m.name} signals have no viewpoints"))
+    if a.file is not None and a.file.suffix.lower() != m.file_suffix:
+        raise UsageError(f"--file {a.file}: {m.name} decodes are written as {m.file_suffix}; "
+                         f"name a {m.file_suffix} file")
     values = run.decode(src.latent[None], a.scale, coords)
     pic = m.to_pictures(values, a.scale)
-    save(a, pictures.grid(pic, 1, pad=0, upscale=a.upscale or 1), latent=src.latent, picture=pic[0])
-    if a.file is not None:   # the decode in the modality's own format too: a mesh, an animation, a PNG
-        with io.atomic_path(a.file) as tmp:
-            tmp.write_bytes(m.instance_file(values[0], a.scale))
-        print(f"wrote {a.file}")
+    # --file: the decode in the modality's own format too (a mesh, an animation, a PNG)
+    save(a, pictures.grid(pic, 1, pad=0, upscale=a.upscale or 1),
+         m.instance_file(values[0], a.scale) if a.file is not None else None, latent=src.latent, picture=pic[0])
 
 
 COMMANDS = {
@@ -333,7 +383,8 @@ def parser() -> argparse.ArgumentParser:
                            help="top-left top-right bottom-left bottom-right (default: train:0..3)")
             c.add_argument("--size", type=int, default=6, help="points per side (default: %(default)s)")
         if name == "retrieve":
-            c.add_argument("--top", type=int, default=6, help="neighbours per row (default: %(default)s)")
+            c.add_argument("--top", type=int, default=6,
+                           help=f"neighbours per row, at most {MAX_TOP} (default: %(default)s)")
         if name == "render":
             c.add_argument("--scale", type=float, default=2.0, help="times the training resolution")
             c.add_argument("--views", type=int, default=None,
@@ -342,13 +393,17 @@ def parser() -> argparse.ArgumentParser:
                            help="also write the decode in the modality's own format (.png, .ply, .gif)")
         c.add_argument("--out", type=Path, default=Path(f"control_{name}.png"), help="PNG to write")
         c.add_argument("--npz", type=Path, default=None, help="latents to write (default: beside --out)")
-        c.add_argument("--seed", type=int, default=0, help="seed of the completions drawn")
+        c.add_argument("--seed", type=int, default=0, help="resample, tree: seed of the completions drawn (they also "
+                       "depend on -n: one stream draws the batch); the other commands draw nothing")
         c.add_argument("--inner-steps", type=int, default=None,
                        help="steps to fit a MODALITY:PATH source (meta-learned: inner steps; auto-decoded: Adam steps)")
-        c.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim")
-        c.add_argument("--steps", type=int, default=50, help="DDIM steps (default: %(default)s)")
+        c.add_argument("--sampler", choices=("ddim", "ddpm"), default=None,
+                       help="the HCDM's sampler (default: params.yaml's sample.sampler, as the stages sample)")
+        c.add_argument("--steps", type=int, default=None,
+                       help="DDIM steps (default: params.yaml's sample.ddim_steps)")
         c.add_argument("--upscale", type=int, default=None,
-                       help="nearest-neighbour zoom of the PNG (default: to 64 pixels per picture or more)")
+                       help=f"nearest-neighbour zoom of the PNG, at most {MAX_UPSCALE} (default: " +
+                            ("1" if name == "render" else "to 64 pixels per picture or more") + ")")
     return p
 
 
@@ -357,7 +412,7 @@ def first_below_one(args: argparse.Namespace, names) -> str | None:
     for name in names:
         value = getattr(args, name, None)
         if value is not None and value < 1:
-            return f"--{name.replace('_', '-')} {value}: must be >= 1"
+            return f"{'-' if len(name) == 1 else '--'}{name.replace('_', '-')} {value}: must be >= 1"
     return None
 
 
@@ -373,11 +428,13 @@ def main(argv: list[str] | None = None) -> int:
     if below:
         print(f"error: {below}", file=sys.stderr)
         return 2
+    if (args.upscale or 1) > MAX_UPSCALE:
+        print(f"error: --upscale {args.upscale}: must be at most {MAX_UPSCALE}", file=sys.stderr)
+        return 2
     run = Run()
     start = time.time()
     try:
-        check_writable(args.out, "--out")
-        check_writable(args.npz or args.out.with_suffix(".npz"), "--npz")
+        check_outputs(args)
         COMMANDS[args.command][0](run, args)
     except (UsageError, MissingArtifact, DataError, ValueError) as e:   # ValueError: e.g. a flat prior asked for a prefix
         print(f"error: {e}", file=sys.stderr)

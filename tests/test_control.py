@@ -129,11 +129,38 @@ def test_render_is_continuous_across_resolutions(in_run):
     (["render", "--scale", "0"], "--scale 0.0"),
     (["resample", "--seed", str(2 ** 64)], f"--seed: the seed must be in [0, 2**63), got {2 ** 64}"),
     (["tree", "--source", "gen:-1"], "source 'gen:-1': the seed must be in [0, 2**63), got -1"),
+    (["tree", "-n", "0"], "error: -n 0: must be >= 1"),
+    (["retrieve", "--top", "100000"], "--top 100000: at most 64 neighbours a row"),
+    (["render", "--upscale", str(10 ** 9)], f"--upscale {10 ** 9}: must be at most 32"),
+    (["render", "--out", "r.npz"], "--out r.npz: the figure is a PNG; name a .png file"),
+    (["render", "--out", "r.png", "--npz", "r.png"], "--npz r.png: the same file as --out"),
+    (["render", "--out", "r.png", "--file", "r.npz"], "--file r.npz: the same file as --npz"),
+    (["render", "--file", "x.ply"], "--file x.ply: image decodes are written as .png; name a .png file"),
 ])
 def test_bad_arguments_give_one_line(in_run, capsys, args, message):
     assert ctl(*args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and message in err and "\n" not in err
+
+
+def test_a_refused_render_file_leaves_nothing_written(in_run, tmp_path, capsys):
+    """--out, --npz and --file are all written or none: a folder at --file is refused before any work."""
+    (tmp_path / "adir").mkdir()
+    assert ctl("render", "--scale", 1, "--out", tmp_path / "half.png", "--file", tmp_path / "adir") == 2
+    assert "--file" in capsys.readouterr().err and sorted(p.name for p in tmp_path.iterdir()) == ["adir"]
+    assert ctl("render", "--scale", 1, "--out", tmp_path / "whole.png", "--file", tmp_path / "own.png") == 0
+    assert {p.name for p in tmp_path.iterdir()} == {"adir", "whole.png", "whole.npz", "own.png"}
+
+
+def test_a_users_signal_is_fitted_as_export_latents_fits_a_test_instance(in_run):
+    """A test instance's own signal, fitted by control as a file would be, gets the bank's latent."""
+    from pipeline import artifacts, config
+
+    run = control.Run()
+    a = control.parser().parse_args(["resample"])
+    fitted = control.fit_file(run, run.data.test[:1][0], a).latent
+    bank = torch.from_numpy(artifacts.load_latents()["test"][0])
+    assert config.load().export_latents.points is None and torch.allclose(fitted, bank, atol=1e-5)
 
 
 def test_undecodable_image_is_named(in_run, tmp_path, capsys):
