@@ -9,6 +9,7 @@ Inductor writes (Sleef), and a compiled sin-and-cos pair is one pass over the in
 """
 from __future__ import annotations
 
+import argparse
 import time
 
 import torch
@@ -44,4 +45,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     main()

@@ -22,7 +22,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from pipeline import config  # noqa: E402
+from pipeline import config, loe_triton  # noqa: E402
 from pipeline.loe import LayersOfExperts  # noqa: E402
 from pipeline.meta import MetaSGD, inner_loop, per_instance_mse  # noqa: E402
 from pipeline.modalities.plugins import build  # noqa: E402
@@ -65,7 +65,7 @@ def main() -> int:
     def run(kernel, dtype, tf32):
         model.to(device, dtype)
         rates.to(device, dtype)
-        model.kernel = kernel
+        loe_triton.use(model, kernel, device)   # triton where it cannot run: one line, not Triton's error
         torch.backends.cuda.matmul.allow_tf32 = tf32
         try:
             return quantities(model, rates, *(x.to(device, dtype) for x in inputs), cfg.fit_loe.inner_steps)
@@ -90,4 +90,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except config.ConfigError as e:   # e.g. triton without a GPU or TRITON_INTERPRET=1
+        sys.exit(f"error: {e}")

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every GPU measurement of the paper-scale work in one or two runs (see benchmarks/README.md):
+# Every GPU measurement of the paper-scale work, one part a call (no argument: speed, quality and precision;
+# see benchmarks/README.md):
 #   bash benchmarks/gpu_session.sh tests     # tests/test_gpu.py: every modality's micro pipeline with device cuda
 #   bash benchmarks/gpu_session.sh speed     # device rates, every preset's step times, the old code's, a profile
 #   bash benchmarks/gpu_session.sh quality   # 3000-step Stage-1 runs of the CelebA and ShapeNet presets' LoEs
@@ -17,7 +18,12 @@
 # FVARIANTS, FQUALITY (kernel:precision pairs) and FN (e.g. "--train 500 --test 100") the `fused` one.
 # Results land in $RESULTS (default benchmarks/results/gpu). TINY=1 runs the same path at toy sizes (CPU check).
 # OLD=dir times another checkout's pipeline/ beside this one; INCEPTION=file.pt uses that TorchScript Inception.
-set -u
+set -uo pipefail
+# A measurement that fails (its own exit status, through tee, or a background job's) is counted and the script
+# exits 1 naming how many, after the rest have run.
+FAILED=0
+trap 'FAILED=$((FAILED + 1))' ERR
+waitall() { local s=0 p; for p in $(jobs -p); do wait "$p" || s=1; done; return $s; }
 cd "$(dirname "$0")/.."
 RESULTS=${RESULTS:-benchmarks/results/gpu}
 mkdir -p "$RESULTS"
@@ -66,7 +72,7 @@ quality|all)
     --set fit_loe.precision=tf32 --limit ${LIMIT:-900} --out "$RESULTS/faces64" > "$RESULTS/faces64.log" 2>&1 &
   python $B/preset_quality.py pipeline/presets/shapenet64.yaml --steps $STEPS $NS $LR $SMALL \
     --set fit_loe.precision=tf32 --limit ${LIMIT:-900} --out "$RESULTS/shapes64" > "$RESULTS/shapes64.log" 2>&1 &
-  wait; tail -n 3 "$RESULTS"/faces64.log "$RESULTS"/shapes64.log ;;&
+  waitall; tail -n 3 "$RESULTS"/faces64.log "$RESULTS"/shapes64.log ;;&
 precision|all)
   for p in fp32 tf32 bf16; do
     python $B/preset_quality.py pipeline/presets/celebahq64.yaml --steps $PSTEPS --warmup 50 $N $LR $SMALL \
@@ -74,7 +80,7 @@ precision|all)
   done
   python $B/speed.py --presets $MAIN --precisions fp32 --steps 1 --protocol $PROTO $INC \
     --protocol-preset $MAIN --out "$RESULTS/protocol.json" > "$RESULTS/protocol.log" 2>&1
-  wait; tail -n 2 "$RESULTS"/precision_*.log; grep '^protocol' "$RESULTS/protocol.log" ;;
+  waitall; tail -n 2 "$RESULTS"/precision_*.log; grep '^protocol' "$RESULTS/protocol.log" ;;
 compile)
   timeout ${SPEED_LIMIT:-900} python $B/speed.py --presets $CPRESETS --precisions $VARIANTS --steps $TIMED \
     --profile "$(basename $MAIN .yaml):$PROF" --out "$RESULTS/speed_compile.json" 2>&1 | tee "$RESULTS/speed_compile.log"
@@ -83,7 +89,7 @@ compile)
       --set fit_loe.compile=${v#*:} --limit ${LIMIT:-900} --out "$RESULTS/compile_${v%:*}_${v#*:}" \
       > "$RESULTS/compile_${v%:*}_${v#*:}.log" 2>&1 &
   done
-  wait; tail -n 4 "$RESULTS"/compile_*.log ;;
+  waitall; tail -n 4 "$RESULTS"/compile_*.log ;;
 fused|fused-speed)
   for p in $FPRESETS; do             # the numbers first: each kernel's error against float64 at the preset's sizes
     python $B/fused_check.py $p $FCHECK --out "$RESULTS/fused_check_$(basename $p .yaml).json" 2>&1 \
@@ -99,8 +105,12 @@ fused|fused-quality)
       --out "$RESULTS/fused_${v%:*}_${v#*:}" \
       > "$RESULTS/fused_${v%:*}_${v#*:}.log" 2>&1 &
   done
-  wait; tail -n 4 "$RESULTS"/fused_*_*.log ;;
+  waitall; tail -n 4 "$RESULTS"/fused_*_*.log ;;
 autotune)
   timeout ${SPEED_LIMIT:-540} python $B/speed.py --presets $MAIN --precisions $AVARIANTS --steps $TIMED \
     --profile "$(basename $MAIN .yaml):$APROF" --out "$RESULTS/speed_autotune.json" 2>&1 | tee "$RESULTS/speed_autotune.log" ;;
 esac
+if [ "$FAILED" -gt 0 ]; then
+  echo "gpu_session.sh: $FAILED measurement(s) failed; see the logs in $RESULTS" >&2
+  exit 1
+fi

@@ -9,6 +9,7 @@ step's time if nothing but its matmuls ran, and their share of the step. Compare
 """
 from __future__ import annotations
 
+import argparse
 import collections
 import sys
 import time
@@ -32,7 +33,7 @@ def main(params: Path) -> None:
     c, f = cfg.loe, cfg.fit_loe
     m = build(cfg.dataset.modality, resolution=cfg.dataset.resolution)   # the LoE's sizes, as speed.py builds it
     torch.manual_seed(0)
-    model = LayersOfExperts(m.d_in, m.d_out, c.layers, c.experts, c.width, c.latent_dim, c.w0)
+    model = LayersOfExperts(m.d_in, m.d_out, c.layers, c.experts, c.width, c.latent_dim, c.w0, c.variant)
     learner = MetaLearner(model, MetaSGD(c.layers, c.latent_dim, *f.meta_sgd_init), m, f)
     points = f.points_per_step or len(m.coordinates())
     coords = torch.rand(f.batch_size, points, m.d_in) * 2 - 1
@@ -72,4 +73,6 @@ def main(params: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "params.yaml")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("params", nargs="?", type=Path, default=ROOT / "params.yaml", help="a params file (default: %(default)s)")
+    main(p.parse_args().params)

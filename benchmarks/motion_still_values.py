@@ -9,12 +9,15 @@ import json, pathlib, shutil, subprocess, sys, tempfile
 
 import yaml
 import numpy as np
-src, name = pathlib.Path(sys.argv[1]), sys.argv[2]
+if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help"):
+    sys.exit(print(__doc__))
+if len(sys.argv) != 4:
+    sys.exit(__doc__)
+src, name = pathlib.Path(sys.argv[1]).resolve(), sys.argv[2]
 sample = pathlib.Path(sys.argv[3])          # amass_sample_smplh.npz (nghorbani/human_body_prior)
-root = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(root / "tests"))
+sys.path.insert(0, str(src / "tests"))      # the source tree's own micro config, valid for its own keys
 import conftest
-conftest.ROOT = root
+conftest.ROOT = src
 work = pathlib.Path(tempfile.gettempdir()) / f"motion-still-{name}"
 shutil.rmtree(work, ignore_errors=True); work.mkdir(parents=True)
 data = work / "amass"; (data / "s1").mkdir(parents=True)
@@ -27,9 +30,11 @@ moving = poses.copy()
 moving[:, 66:] += (0.3 * np.sin(2 * np.pi * 0.5 * t))[:, None].astype(np.float32)   # hands swing 0.3 rad
 np.savez(data / "s1" / "2_c_poses.npz", poses=moving, mocap_framerate=120.0)
 shutil.copytree(pathlib.Path(src) / "pipeline", work / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
-shutil.copy(root / "dvc.yaml", work); shutil.copy(root / ".gitignore", work)
+shutil.copy(src / "dvc.yaml", work); shutil.copy(src / ".gitignore", work)
+(work / "test_files.txt").write_text("2_c_poses\n")   # the moving clip is the test split, whatever the seed
 p = conftest.micro_params()
-p["dataset"].update(modality="motion", source="amass", path=str(data), resolution=32)
+p["dataset"].update(modality="motion", source="amass", path=str(data), resolution=32,
+                    split=str(work / "test_files.txt"))
 p["loe"].update(w0=5.0, layers=4, width=64, experts=16, latent_dim=16)
 p["fit_loe"].update(steps=400, batch_size=6, checkpoint_every=200, log_every=50)
 (work / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))

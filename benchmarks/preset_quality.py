@@ -1,6 +1,6 @@
 """Does a preset's Stage-1 train? Its LoE on the embedded data at its resolution, through the real stages.
 
-    python benchmarks/preset_quality.py pipeline/presets/celebahq64.yaml --steps 3000 --out results/faces64
+    python benchmarks/preset_quality.py pipeline/presets/celebahq64.yaml --steps 3000 --out benchmarks/results/gpu/faces64
 
 Writes params.yaml into a work folder: the preset with `dataset.source:
 synthetic` (`--train`/`--test` instances at the preset's resolution), Stage-1

@@ -11,6 +11,7 @@ the last peak minus the peak after loading the models.
 """
 from __future__ import annotations
 
+import argparse
 import base64
 import http.client
 import json
@@ -67,7 +68,13 @@ def png_header(w: int, h: int) -> bytes:
             + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b""))
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=OUT, help="the JSON to write (default: %(default)s)")
+    a = p.parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    from pipeline import io
+
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "pipeline.serve", "--port", str(port)], cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -99,8 +106,7 @@ def main() -> int:
         alive = request(port, "/api/info") == 200
         out = {"rows": rows, "still_serving": alive,
                "peak_growth_mib": round(rows[-1]["peak_mib"] - rows[0]["peak_mib"], 1)}
-        OUT.parent.mkdir(parents=True, exist_ok=True)
-        OUT.write_text(json.dumps(out, indent=2) + "\n")
+        io.save_text(a.out, json.dumps(out, indent=2) + "\n")
         print(f"peak growth over the loaded server: {out['peak_growth_mib']} MiB; still serving: {alive}")
         return 0
     finally:

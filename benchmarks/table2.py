@@ -2,7 +2,7 @@
 seed), each measured by the paper's std protocol beside the floor a memorising prior would reach.
 
     python benchmarks/table2.py --bits 8 12 15 20 --setting default \\
-        --setting random hcdm.compressor=random --setting eps hcdm.objective=eps --out results/cpu/table2
+        --setting random hcdm.compressor=random --setting eps hcdm.objective=eps --out benchmarks/results/cpu/table2
 
 Reads params.yaml (the run's Stage-2 and std-table settings) and data/latents/latents.npz (run `dvc
 repro` first); a setting is a name and `key=value` overrides of params.yaml. Per run it writes the
