@@ -85,9 +85,14 @@ class FactorPredictor(nn.Module):
         return torch.cat(rows).numpy()
 
 
+LOG_EVERY = 10        # steps a curve row averages (the default's 1000 steps: 100 rows)
+CURVE_COLUMNS = ("step", "loss", "lr")
+
+
 def train_predictor(inputs, n: int, factors: np.ndarray, kinds: list[str], steps: int, batch_size: int,
-                    lr: float, generator: torch.Generator, progress: bool = True) -> FactorPredictor:
-    """`inputs(indices)` -> (B, C, *spatial) in [0, 1] for those of the n training instances."""
+                    lr: float, generator: torch.Generator, progress: bool = True, log=None) -> FactorPredictor:
+    """`inputs(indices)` -> (B, C, *spatial) in [0, 1] for those of the n training instances; `log` (a
+    training.StepLog) takes a row of CURVE_COLUMNS every LOG_EVERY steps: the mean loss since the last."""
     classes = [int(factors[:, i].max()) + 1 if k == "categorical" else 1 for i, k in enumerate(kinds)]
     probe = inputs(np.arange(1))
     model = FactorPredictor(kinds, classes, factors.mean(0), factors.std(0) + 1e-8,
@@ -96,7 +101,8 @@ def train_predictor(inputs, n: int, factors: np.ndarray, kinds: list[str], steps
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     y = torch.from_numpy(factors).float()
     model.train()
-    for _ in bar(range(steps), desc="factor predictor", disable=not progress):
+    since = []
+    for step in bar(range(1, steps + 1), desc="factor predictor", disable=not progress):
         idx = torch.randint(n, (batch_size,), generator=generator)
         x = inputs(idx.numpy())
         # Light augmentation: random brightness keeps the predictor from keying on exact colours.
@@ -104,6 +110,12 @@ def train_predictor(inputs, n: int, factors: np.ndarray, kinds: list[str], steps
         loss = model.loss((x * gain).clamp(0, 1), y[idx])
         opt.zero_grad()
         loss.backward()
+        if log is not None:
+            since.append(loss.detach())
+            if step % LOG_EVERY == 0 or step == steps:
+                log.append(**dict(zip(CURVE_COLUMNS, (step, round(torch.stack(since).mean().item(), 6),
+                                                      opt.param_groups[0]["lr"]))))
+                since.clear()
         opt.step()
         sched.step()
     return model.eval()

@@ -115,13 +115,36 @@ def test_each_stage_removes_exactly_its_declared_outputs_when_it_stops():
         assert {str(p) for p in module.OUTPUTS} == declared, name
 
 
+def top_level_plots() -> dict[str, list[str]]:
+    """dvc.yaml's top-level plots: each file drawn -> the columns drawn from it (none for a picture). An entry is
+    a file (its `y` a column or a list of them), or an id whose `y` maps files to columns."""
+    drawn: dict[str, list[str]] = {}
+    for entry in yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]:
+        name, spec = (entry, {}) if isinstance(entry, str) else next(iter(entry.items()))
+        y = (spec or {}).get("y", [])
+        targets = y if isinstance(y, dict) else {name: y}
+        for path, columns in targets.items():
+            drawn.setdefault(path, []).extend([columns] if isinstance(columns, str) else columns)
+    return drawn
+
+
 def test_each_plot_is_declared_once():
     """A stage `plots:` output that a top-level `plots:` entry also names is drawn twice by `dvc plots show`."""
-    top = {p if isinstance(p, str) else next(iter(p)) for p in yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]}
+    top = set(top_level_plots())
     stage_plots = {next(iter(p)) if isinstance(p, dict) else p
                    for stage in stages().values() for p in stage.get("plots", [])}
     assert not top & stage_plots, f"declared twice: {sorted(top & stage_plots)}"
-    assert {"metrics/curves/fit_loe.csv", "metrics/curves/train_hcdm.csv"} <= top
+
+
+def test_every_training_curve_is_drawn_from_columns_its_csv_has():
+    """Each long stage's curve is a top-level plot, and every column drawn is in the committed CSV's header."""
+    drawn = top_level_plots()
+    curves = {f"metrics/curves/{name}.csv" for name in ("fit_loe", "train_hcdm", "factor_predictor")}
+    assert curves <= set(drawn)
+    for path in curves:
+        header = (ROOT / path).read_text().splitlines()[0].split(",")
+        assert drawn[path] and set(drawn[path]) <= set(header) and "step" in header, (path, drawn[path], header)
+    assert drawn["metrics/curves/fit_loe.csv"] == ["loss", "psnr"]   # two plots: the scales differ 100-fold
 
 
 def test_readme_pictures_are_not_stage_outputs():

@@ -5,6 +5,7 @@ import torch
 from pipeline.modalities.image import synthetic as synthetic_faces
 from pipeline.modalities.shape import synthetic as synthetic_shapes
 from pipeline.factors import factor_scores, retained_variance, spread, train_predictor
+from pipeline.training import StepLog
 from pipeline.modalities.image.modality import ImageModality
 from pipeline.modalities.shape.modality import ShapeModality
 
@@ -38,11 +39,11 @@ def test_factor_scores_known_values():
     assert s == {"x": {"r2": 1.0}, "c": {"accuracy": 0.75}}
 
 
-def fit_and_score(m, signals, factors, names, kinds, n_train, steps, batch_size):
+def fit_and_score(m, signals, factors, names, kinds, n_train, steps, batch_size, log=None):
     """Train the predictor on the first n_train instances through the modality; score the rest."""
     model = train_predictor(lambda idx: m.predictor_input(m.targets(signals[idx])), n_train, factors[:n_train],
                             kinds, steps=steps, batch_size=batch_size, lr=3e-3,
-                            generator=torch.Generator().manual_seed(0), progress=False)
+                            generator=torch.Generator().manual_seed(0), progress=False, log=log)
     predicted = model.predict(m.predictor_input(m.targets(signals[n_train:])))
     return model, factor_scores(predicted, factors[n_train:], names, kinds)
 
@@ -50,8 +51,13 @@ def fit_and_score(m, signals, factors, names, kinds, n_train, steps, batch_size)
 def test_predictor_learns_the_coarse_factors():
     images, factors = synthetic_faces.generate(700, 16, seed=0)
     kinds = [k for k, _, _ in synthetic_faces.FACTORS.values()]
-    model, s = fit_and_score(ImageModality(16), images, factors, synthetic_faces.FACTOR_NAMES, kinds, 600, 300, 64)
+    log = StepLog("unused.csv")
+    model, s = fit_and_score(ImageModality(16), images, factors, synthetic_faces.FACTOR_NAMES, kinds, 600, 300, 64,
+                             log=log)
     assert model.dims == 2
+    # Its curve for `dvc plots`: a row every 10 steps, the mean loss since the last row, falling.
+    assert [r["step"] for r in log.rows] == list(range(10, 301, 10)) and list(log.rows[0]) == ["step", "loss", "lr"]
+    assert log.rows[-1]["loss"] < 0.5 * log.rows[0]["loss"]
     assert s["background_hue"]["r2"] > 0.5 and s["skin_tone"]["r2"] > 0.5
     assert s["hair_style"]["accuracy"] > 0.4          # chance is 0.25
 

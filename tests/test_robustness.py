@@ -276,6 +276,7 @@ def test_four_images_run_through_evaluate_and_analyze(tmp_path):
         reason = "dataset source 'folder' has no ground-truth factors"
         assert json.loads((tmp_path / f"metrics/detail/{name}.json").read_text())["skipped"] == reason
         assert said[name].count("warning: ") == 1 and f"warning: {name} not measured: {reason}" in said[name]
+    assert (tmp_path / "metrics/curves/factor_predictor.csv").read_text() == "step,loss,lr\n"   # dvc.yaml's out
     pictures = sorted(p.stem for p in (tmp_path / "metrics/analysis").glob("*.png"))
     assert pictures == ["code_clusters", "compose", "conditionals", "interpolate", "render", "resample", "retrieve",
                         "tree"]

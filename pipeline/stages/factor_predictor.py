@@ -4,12 +4,14 @@ the test split."""
 import numpy as np
 
 from .. import artifacts, datasets, io
-from ..artifacts import DATASET, FACTOR_PREDICTOR, metrics_files
-from ..factors import factor_scores, train_predictor
+from ..artifacts import CURVES, DATASET, FACTOR_PREDICTOR, metrics_files
+from ..factors import CURVE_COLUMNS, factor_scores, train_predictor
+from ..training import StepLog
 from . import elapsed, run, write_metrics, write_not_measured
 
 # Removed when the stage stops early (dvc.yaml's outs, metrics and plots; curves and checkpoints stay).
 OUTPUTS = (FACTOR_PREDICTOR, *metrics_files("factor_predictor"))
+CURVE = CURVES / "factor_predictor.csv"
 
 
 def main(cfg, generator, start, device):
@@ -17,6 +19,7 @@ def main(cfg, generator, start, device):
     if data.train_factors is None:
         reason = f"dataset source '{data.info['source']}' has no ground-truth factors"
         io.save_torch(FACTOR_PREDICTOR, {"skipped": reason})
+        io.save_text(CURVE, ",".join(CURVE_COLUMNS) + "\n")   # dvc.yaml's plot: the header, no rows
         write_not_measured("factor_predictor", reason)
         return
     f = cfg.factor_predictor
@@ -25,8 +28,10 @@ def main(cfg, generator, start, device):
     def inputs(signals):
         return m.predictor_input(m.targets(signals))
 
+    log = StepLog(CURVE)
     model = train_predictor(lambda idx: inputs(data.train[idx]), len(data.train), data.train_factors,
-                            data.factor_kinds, f.steps, f.batch_size, f.lr, generator)
+                            data.factor_kinds, f.steps, f.batch_size, f.lr, generator, log=log)
+    log.write()
     io.save_torch(FACTOR_PREDICTOR, {**model.hyperparameters(), "names": data.factor_names,
                                      "state": model.state_dict()})
     predicted = np.concatenate([model.predict(inputs(data.test[i:i + 256])) for i in range(0, len(data.test), 256)])
