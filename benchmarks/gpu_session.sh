@@ -19,11 +19,12 @@
 # Results land in $RESULTS (default benchmarks/results/gpu). TINY=1 runs the same path at toy sizes (CPU check).
 # OLD=dir times another checkout's pipeline/ beside this one; INCEPTION=file.pt uses that TorchScript Inception.
 set -uo pipefail
-# A measurement that fails (its own exit status, through tee, or a background job's) is counted and the script
-# exits 1 naming how many, after the rest have run.
+# A command that fails (its own exit status, through tee, or a background measurement's) is counted, and the
+# script exits 1 saying how many, after the rest have run.
 FAILED=0
 trap 'FAILED=$((FAILED + 1))' ERR
-waitall() { local s=0 p; for p in $(jobs -p); do wait "$p" || s=1; done; return $s; }
+PIDS=()                           # background measurements, each waited on by its pid (jobs -p forgets finished ones)
+waitall() { local p; for p in "${PIDS[@]}"; do wait "$p" || FAILED=$((FAILED + 1)); done; PIDS=(); }
 cd "$(dirname "$0")/.."
 RESULTS=${RESULTS:-benchmarks/results/gpu}
 mkdir -p "$RESULTS"
@@ -70,13 +71,16 @@ speed|all)
 quality|all)
   python $B/preset_quality.py pipeline/presets/celebahq64.yaml --steps $STEPS $N $LR $SMALL \
     --set fit_loe.precision=tf32 --limit ${LIMIT:-900} --out "$RESULTS/faces64" > "$RESULTS/faces64.log" 2>&1 &
+    PIDS+=($!)
   python $B/preset_quality.py pipeline/presets/shapenet64.yaml --steps $STEPS $NS $LR $SMALL \
     --set fit_loe.precision=tf32 --limit ${LIMIT:-900} --out "$RESULTS/shapes64" > "$RESULTS/shapes64.log" 2>&1 &
+    PIDS+=($!)
   waitall; tail -n 3 "$RESULTS"/faces64.log "$RESULTS"/shapes64.log ;;&
 precision|all)
   for p in fp32 tf32 bf16; do
     python $B/preset_quality.py pipeline/presets/celebahq64.yaml --steps $PSTEPS --warmup 50 $N $LR $SMALL \
       --set fit_loe.precision=$p --limit ${LIMIT:-900} --out "$RESULTS/precision_$p" > "$RESULTS/precision_$p.log" 2>&1 &
+      PIDS+=($!)
   done
   python $B/speed.py --presets $MAIN --precisions fp32 --steps 1 --protocol $PROTO $INC \
     --protocol-preset $MAIN --out "$RESULTS/protocol.json" > "$RESULTS/protocol.log" 2>&1
@@ -88,6 +92,7 @@ compile)
     python $B/preset_quality.py $MAIN --steps $PSTEPS --warmup 50 $N $LR $SMALL --set fit_loe.precision=${v%:*} \
       --set fit_loe.compile=${v#*:} --limit ${LIMIT:-900} --out "$RESULTS/compile_${v%:*}_${v#*:}" \
       > "$RESULTS/compile_${v%:*}_${v#*:}.log" 2>&1 &
+      PIDS+=($!)
   done
   waitall; tail -n 4 "$RESULTS"/compile_*.log ;;
 fused|fused-speed)
@@ -104,6 +109,7 @@ fused|fused-quality)
       --set fit_loe.precision=${v#*:} --set fit_loe.compile=false --limit ${LIMIT:-900} \
       --out "$RESULTS/fused_${v%:*}_${v#*:}" \
       > "$RESULTS/fused_${v%:*}_${v#*:}.log" 2>&1 &
+      PIDS+=($!)
   done
   waitall; tail -n 4 "$RESULTS"/fused_*_*.log ;;
 autotune)
@@ -111,6 +117,6 @@ autotune)
     --profile "$(basename $MAIN .yaml):$APROF" --out "$RESULTS/speed_autotune.json" 2>&1 | tee "$RESULTS/speed_autotune.log" ;;
 esac
 if [ "$FAILED" -gt 0 ]; then
-  echo "gpu_session.sh: $FAILED measurement(s) failed; see the logs in $RESULTS" >&2
+  echo "gpu_session.sh: $FAILED command(s) or measurement(s) failed; see the logs in $RESULTS" >&2
   exit 1
 fi

@@ -31,9 +31,9 @@ def fit_signal(model: LayersOfExperts, meta_sgd: MetaSGD, modality: Modality, si
     if trained["method"] == "autodecode":
         start = trained["train_latents"].float().mean(0)
         return autodecode.fit_latents(model, modality, signal[None], start, steps, fit_lr, 1, points,
-                                      surface_fraction, seed, progress=False)[0][0]
+                                      surface_fraction, seed, progress=False, score=False)[0][0]
     return meta.fit_latents(model, meta_sgd, modality, signal[None], steps, trained["inner_lr"], 1, points,
-                            surface_fraction, seed, progress=False)[0][0]
+                            surface_fraction, seed, progress=False, score=False)[0][0]
 
 
 def resample(hcdm: HCDM, latent: torch.Tensor, k: int, n: int, generator: torch.Generator,

@@ -72,7 +72,7 @@ class AutoDecoder:
 
 def fit_latents(model: LayersOfExperts, modality: Modality, signals: np.ndarray, start: torch.Tensor, steps: int,
                 lr: float, batch_size: int, points: int | None, surface_fraction: float = 0.0, seed: int = 0,
-                progress: bool = True) -> tuple[torch.Tensor, dict]:
+                progress: bool = True, score: bool = True) -> tuple[torch.Tensor, dict]:
     """Latents of new instances with the weights frozen: Adam from `start` (L, H) on each instance's own
     points. Each latent depends on its instance alone (the loss is a sum over instances, Adam is
     per-entry, the points are drawn from a generator seeded by `seed` and the batch start)."""
@@ -91,5 +91,5 @@ def fit_latents(model: LayersOfExperts, modality: Modality, signals: np.ndarray,
             optimizer.step()
         latents.append(h.detach().cpu())
     latents = torch.cat(latents)
-    return latents, reconstruct(field, modality, signals, latents, batch_size)
+    return latents, reconstruct(field, modality, signals, latents, batch_size) if score else {}
 

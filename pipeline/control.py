@@ -20,7 +20,6 @@ stem). Bad arguments end with one line naming the problem and exit code 2.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 import time
@@ -211,6 +210,16 @@ def check_outputs(a) -> None:
             raise UsageError(f"{flag} {path}: the same file as {same}; name another")
 
 
+def grid(pics: np.ndarray, columns: int, pad: int = 2, upscale: int = 1, **labels) -> np.ndarray:
+    """pictures.grid, refused with one line before anything is drawn when the figure would pass Pillow's limit."""
+    n, h, w = pics.shape[:3]
+    high, wide = -(-n // columns) * (h * upscale + pad) + pad, columns * (w * upscale + pad) + pad
+    if high * wide > MAX_PIXELS:
+        raise UsageError(f"the figure would be {wide}x{high} pixels, more than picture viewers open ({MAX_PIXELS}); "
+                         "ask for fewer pictures or a smaller --upscale")
+    return pictures.grid(pics, columns, pad=pad, upscale=upscale, **labels)
+
+
 def save(a, image: np.ndarray, instance_file: bytes | None = None, **latents) -> None:
     """The PNG at --out, the latents at --npz (default: beside the PNG) and render's --file: all or none (each is
     written to a temporary first, and they take their names only once every one is written)."""
@@ -220,13 +229,13 @@ def save(a, image: np.ndarray, instance_file: bytes | None = None, **latents) ->
     if image.shape[0] * image.shape[1] > MAX_PIXELS:
         raise UsageError(f"--out {a.out}: the figure would be {image.shape[1]}x{image.shape[0]} pixels, more than "
                          f"picture viewers open ({MAX_PIXELS}); ask for fewer pictures or a smaller --upscale")
-    with contextlib.ExitStack() as stack:
-        png, latents_tmp = (stack.enter_context(io.atomic_path(p)) for p in (a.out, npz))
-        Image.fromarray(image).save(png, format="PNG")
-        with open(latents_tmp, "wb") as f:   # a file object keeps numpy from appending ".npz"
+    files = (a.out, npz) + ((a.file,) if instance_file is not None else ())
+    with io.atomic_paths(*files) as temps:
+        Image.fromarray(image).save(temps[0], format="PNG")
+        with open(temps[1], "wb") as f:   # a file object keeps numpy from appending ".npz"
             np.savez(f, **arrays)
         if instance_file is not None:
-            stack.enter_context(io.atomic_path(a.file)).write_bytes(instance_file)
+            temps[2].write_bytes(instance_file)
     print("wrote " + ", ".join(str(p) for p in (a.out, npz, getattr(a, "file", None)) if p is not None))
 
 
@@ -258,7 +267,7 @@ def cmd_resample(run: Run, a) -> None:
     drawn = analysis.resample(run.hcdm, src.latent, a.k, a.n, generator(a.seed, "--seed"), *sampling(a))
     first, labels = head(run, src)
     pics = np.concatenate([first, run.render(drawn)])
-    save(a, pictures.grid(pics, len(first) + a.n, upscale=upscale(a, pics), column_labels=labels + numbered(a.n),
+    save(a, grid(pics, len(first) + a.n, upscale=upscale(a, pics), column_labels=labels + numbered(a.n),
                           row_labels=[f"k={a.k}"]), source=src.latent, completions=drawn, k=a.k)
 
 
@@ -268,7 +277,7 @@ def cmd_tree(run: Run, a) -> None:
     branches = analysis.tree(run.hcdm, src.latent, a.n, generator(a.seed, "--seed"), *sampling(a))
     first, labels = head(run, src)
     rows = [np.concatenate([first, run.render(branches[k])]) for k in range(len(branches))]
-    save(a, pictures.grid(np.concatenate(rows), len(first) + a.n, upscale=upscale(a, first),
+    save(a, grid(np.concatenate(rows), len(first) + a.n, upscale=upscale(a, first),
                           column_labels=labels + numbered(a.n), row_labels=[f"k={k}" for k in range(len(branches))]),
          source=src.latent, branches=branches)
 
@@ -280,7 +289,7 @@ def cmd_compose(run: Run, a) -> None:
     composed = analysis.compose(base.latent, donors)                              # (L, N, L, H)
     top = np.concatenate([run.render(base.latent[None]), run.render(donors)])
     rows = [top] + [np.concatenate([np.full_like(top[:1], 255), run.render(composed[l])]) for l in range(len(composed))]
-    save(a, pictures.grid(np.concatenate(rows), len(donors) + 1, upscale=upscale(a, top),
+    save(a, grid(np.concatenate(rows), len(donors) + 1, upscale=upscale(a, top),
                           column_labels=["base"] + [f"donor {i}" for i in numbered(len(donors))],
                           row_labels=[""] + [f"h{l + 1} swapped" for l in range(len(composed))]),
          base=base.latent, donors=donors, composed=composed)
@@ -292,13 +301,13 @@ def cmd_interpolate(run: Run, a) -> None:
     layerwise = analysis.layerwise_interpolation(corners[0], corners[1], a.size)  # (L, S, L, H)
     ts = [f"t={t:.2g}" for t in torch.linspace(0, 1, a.size).tolist()]
     square = run.render(grid_latents.flatten(0, 1))
-    square = pictures.grid(square, a.size, upscale=upscale(a, square), column_labels=ts,
+    square = grid(square, a.size, upscale=upscale(a, square), column_labels=ts,
                            row_labels=[f"s={t[2:]}" for t in ts])
     if not run.loe[0].per_layer_latents:   # a baseline's latent has no layers to interpolate one at a time
         save(a, square, corners=corners, bilinear=grid_latents)
         return
     rows = run.render(layerwise.flatten(0, 1))
-    rows = pictures.grid(rows, a.size, upscale=upscale(a, rows), column_labels=ts,
+    rows = grid(rows, a.size, upscale=upscale(a, rows), column_labels=ts,
                          row_labels=[f"only h{l + 1}" for l in range(len(layerwise))])
     save(a, pictures.stack_vertically([square, rows], gap=16), corners=corners, bilinear=grid_latents,
          layerwise=layerwise)
@@ -317,7 +326,7 @@ def cmd_retrieve(run: Run, a) -> None:
     train = run.data.train
     m = run.data.modality
     rows = [np.concatenate([first, m.to_pictures(m.targets(train[idx.numpy()]))]) for idx in found.values()]
-    save(a, pictures.grid(np.concatenate(rows), len(first) + top, upscale=upscale(a, first),
+    save(a, grid(np.concatenate(rows), len(first) + top, upscale=upscale(a, first),
                           column_labels=labels + numbered(top),
                           row_labels=["all" if name == "all" else f"by h{name[5:]}" for name in found]),
          query=query.latent, **{name: idx for name, idx in found.items()})
@@ -343,7 +352,7 @@ def cmd_render(run: Run, a) -> None:
     values = run.decode(src.latent[None], a.scale, coords)
     pic = m.to_pictures(values, a.scale)
     # --file: the decode in the modality's own format too (a mesh, an animation, a PNG)
-    save(a, pictures.grid(pic, 1, pad=0, upscale=a.upscale or 1),
+    save(a, grid(pic, 1, pad=0, upscale=a.upscale or 1),
          m.instance_file(values[0], a.scale) if a.file is not None else None, latent=src.latent, picture=pic[0])
 
 
@@ -441,6 +450,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as e:   # a write that failed all the same (disk full, read-only file system)
         print(f"error: {e.filename}: {e.strerror}" if e.filename else f"error: {e}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"error: {args.command}: out of memory; ask for fewer pictures or a smaller --upscale", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"interrupted: {args.command} stopped; nothing was written", file=sys.stderr)

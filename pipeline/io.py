@@ -72,27 +72,49 @@ def not_replaceable(path: str | Path, links: bool = False) -> str | None:
 def atomic_path(path: str | Path):
     """Yield a temporary path; on success it is renamed to `path` (never over a folder, a device, a FIFO
     or a socket: an OSError naming it)."""
-    path = Path(path)
-    why = not_replaceable(path)
-    if why is not None:
-        raise OSError(errno.EPERM, why, str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)   # mkstemp makes 0600; artifacts get the usual permissions
+    with atomic_paths(path) as (tmp,):
+        yield tmp
+
+
+@contextlib.contextmanager
+def atomic_paths(*paths: str | Path):
+    """Yield a temporary path for each of `paths`; once every one is written (and on disk), they are renamed
+    to their names one after the other, so an error while writing any of them leaves none behind."""
+    paths, temps = [Path(p) for p in paths], []
+    for path in paths:
+        why = not_replaceable(path)
+        if why is not None:
+            raise OSError(errno.EPERM, why, str(path))
     try:
-        yield Path(tmp)
-        with open(tmp, "rb") as f:      # on disk before it takes the name: a power cut leaves the old file
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        for path in paths:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(path)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            os.close(fd)
+            temps.append(tmp)
+            os.chmod(tmp, 0o666 & ~_UMASK)   # mkstemp makes 0600; artifacts get the usual permissions
+        yield tuple(Path(t) for t in temps)
+        for path, tmp in zip(paths, temps):
+            try:
+                with open(tmp, "rb") as f:      # on disk before it takes the name: a power cut leaves the old file
+                    os.fsync(f.fileno())
+            except OSError as e:
+                raise OSError(e.errno, full_disk_reason(path, e.strerror or str(e)), str(path)) from None
+        for path, tmp in zip(paths, temps):
+            try:
+                os.replace(tmp, path)
+            except OSError as e:
+                raise OSError(e.errno, full_disk_reason(path, e.strerror or str(e)), str(path)) from None
     except OSError as e:
-        if e.filename not in (None, tmp):   # about another file: let it say so itself
+        own = {t: p for p, t in zip(paths, temps)}
+        if e.filename not in (None, *temps):   # about another file (or already named): let it say so itself
             raise
+        path = own.get(e.filename, paths[0])
         raise OSError(e.errno, full_disk_reason(path, e.strerror or str(e)), str(path)) from None
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        for tmp in temps:
+            if os.path.exists(tmp):
+                os.remove(tmp)
 
 
 def full_disk_reason(path: Path, reason: str) -> str:

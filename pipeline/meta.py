@@ -115,14 +115,14 @@ def reconstruct(field, modality: Modality, signals: np.ndarray, latents: torch.T
 
 def fit_latents(model: LayersOfExperts, meta_sgd: MetaSGD, modality: Modality, signals: np.ndarray,
                 steps: int, lr: float, batch_size: int, points: int | None = None, surface_fraction: float = 0.0,
-                seed: int = 0, progress: bool = True) -> tuple[torch.Tensor, dict]:
+                seed: int = 0, progress: bool = True, score: bool = True) -> tuple[torch.Tensor, dict]:
     """Latents of every instance from zero with the meta-learned inner loop.
 
     The inner loop sees `points` coordinates per instance (all when None),
     drawn by the modality with a generator seeded from `seed` and the batch
     start, so a latent does not depend on what else is being fitted. The
     reconstruction metrics decode the full grid. Returns latents (N, L, H) on
-    the CPU and per-instance metrics. Runs on the model's device.
+    the CPU and per-instance metrics (none with `score` false). Runs on the model's device.
     """
     device = model.weights[0].device
     field = modality.field(model)
@@ -136,7 +136,7 @@ def fit_latents(model: LayersOfExperts, meta_sgd: MetaSGD, modality: Modality, s
         zero = torch.zeros(len(batch), model.layers, model.latent_dim, device=device)
         latents.append(inner_loop(field, rates, coords, targets, zero, steps, lr, create_graph=False).detach().cpu())
     latents = torch.cat(latents)
-    return latents, reconstruct(field, modality, signals, latents, batch_size)
+    return latents, reconstruct(field, modality, signals, latents, batch_size) if score else {}
 
 
 def _must_save(*_, **__):

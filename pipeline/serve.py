@@ -175,7 +175,7 @@ class Session:
         return {"indices": found.tolist(), "images": [png_url(p) for p in pics]}
 
     def upload(self, name: str, data: str) -> dict:
-        """A file of the user's (a data URL or base64), fitted with the inner loop."""
+        """A file of the user's (a data URL or base64), fitted as export_latents fits a test instance."""
         if not isinstance(data, str) or not data:
             raise Refused("no file in the upload")
         if data.startswith("data:") and "," not in data:
@@ -388,8 +388,9 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim")
-    p.add_argument("--steps", type=int, default=50, help="DDIM steps per draw (default: %(default)s)")
+    p.add_argument("--sampler", choices=("ddim", "ddpm"), default=None,
+                   help="the HCDM's sampler (default: params.yaml's sample.sampler, as the stages and control sample)")
+    p.add_argument("--steps", type=int, default=None, help="DDIM steps per draw (default: params.yaml's sample.ddim_steps)")
     p.add_argument("--inner-steps", type=int, default=None, help="inner steps to fit an uploaded file")
     a = p.parse_args(argv)
     below = control.first_below_one(a, ("steps", "inner_steps"))
@@ -404,8 +405,10 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     try:
-        session = Session(control.Run(), a.sampler, a.steps, a.inner_steps)
-    except (MissingArtifact, DataError) as e:
+        run = control.Run()
+        _ = run.loe, run.hcdm   # loaded first: a missing model says what to run before params.yaml is read
+        session = Session(run, *control.sampling(a), a.inner_steps)
+    except (MissingArtifact, DataError, ValueError) as e:   # ValueError: a bad params.yaml (ConfigError)
         print(f"error: {e}", file=sys.stderr)
         return 2
     token = None if a.host in LOOPBACK else secrets.token_urlsafe(18)

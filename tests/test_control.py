@@ -152,6 +152,12 @@ def test_a_refused_render_file_leaves_nothing_written(in_run, tmp_path, capsys):
     assert {p.name for p in tmp_path.iterdir()} == {"adir", "whole.png", "whole.npz", "own.png"}
 
 
+def test_a_figure_past_pillows_pixel_limit_is_refused_before_it_is_drawn():
+    """64 neighbours at --upscale 32 of a 64-px picture would be a 133,252 x 2,052-pixel canvas: one line, no canvas."""
+    with pytest.raises(control.UsageError, match=r"the figure would be 133252x2052 pixels, more than picture viewers"):
+        control.grid(np.zeros((65, 64, 64, 3), np.uint8), 65, upscale=32)
+
+
 def test_a_users_signal_is_fitted_as_export_latents_fits_a_test_instance(in_run):
     """A test instance's own signal, fitted by control as a file would be, gets the bank's latent."""
     from pipeline import artifacts, config

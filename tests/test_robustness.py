@@ -693,6 +693,20 @@ def test_a_full_disk_is_named_with_the_file_not_as_torch_zip_offsets(tmp_path, m
     assert not list(tmp_path.iterdir())                                  # no temporary left behind
 
 
+def test_files_written_together_are_all_renamed_or_none(tmp_path):
+    """io.atomic_paths: an error while writing any of them leaves no file and no temporary behind."""
+    with pytest.raises(RuntimeError):
+        with io.atomic_paths(tmp_path / "a.png", tmp_path / "b.npz") as (a, b):
+            a.write_bytes(b"picture")
+            raise RuntimeError("the second write failed")
+    assert not list(tmp_path.iterdir())
+    with io.atomic_paths(tmp_path / "a.png", tmp_path / "sub" / "b.npz") as (a, b):
+        a.write_bytes(b"picture")
+        b.write_bytes(b"latents")
+    assert (tmp_path / "a.png").read_bytes() == b"picture" and (tmp_path / "sub/b.npz").read_bytes() == b"latents"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a.png", "b.npz", "sub"]
+
+
 def test_a_model_file_that_loads_but_holds_another_model_is_one_line_naming_it(tmp_path):
     """Keys, settings or shapes of another model are a DataError, and settings naming a huge model are
     refused before anything is allocated (the model is first built on the meta device)."""

@@ -25,7 +25,7 @@ import torch
 from ... import metrics
 from ...errors import DataError
 from ..base import Modality
-from . import rendering, srn, synthetic
+from . import COLOURS, rendering, srn, synthetic
 
 HELD_OUT = 4
 ELEVATION, RADIUS = 20.0, 1.3                 # the held-out / picture cameras
@@ -65,8 +65,8 @@ class NerfModality(Modality):
     def __init__(self, resolution: int, views: int = 20, focal: float | None = None, radius: float = RADIUS,
                  colour: str = rendering.COLOUR, near: float | None = None, far: float | None = None, up=None,
                  scale: float | None = None):
-        if colour not in rendering.COLOURS:
-            raise ValueError(f"colour must be one of {rendering.COLOURS}, got {colour!r}")
+        if colour not in COLOURS:
+            raise ValueError(f"colour must be one of {COLOURS}, got {colour!r}")
         self.resolution, self.views, self.radius, self.colour = resolution, views, radius, colour
         self.focal = FOCAL * resolution if focal is None else focal    # pixels at `resolution`
         # Given (params) or read from the prepared header; None: mNIF's SRN bounds and frame, or derived by

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ...batching import render_in_batches
-from . import COLOUR, COLOURS  # noqa: F401  (COLOURS: the choices, read here by the plug-in)
+from . import COLOUR
 
 NEAR, FAR, SAMPLES = 0.8, 1.8, 32            # mNIF's SRN-Cars bounds: the embedded cars' and SRN-Cars' default
 Y_UP = (0.0, 1.0, 0.0)
