@@ -292,8 +292,11 @@ def runs(commits: int, where: list[str] = (), also: list[Path] = (), pool: list[
 
 
 def same(value, want) -> bool:
-    """A params cell against a wanted value: numbers by value (a column with gaps holds 12 as 12.0)."""
+    """A params cell against a wanted value: numbers by value (a column with gaps holds 12 as 12.0); `null`
+    matches a param left null (pandas holds it as None or NaN)."""
     numbers = (int, float)
+    if want is None:
+        return value is None or (isinstance(value, float) and math.isnan(value))
     if isinstance(value, numbers) and isinstance(want, numbers) and not isinstance(want, bool):
         return float(value) == float(want)
     return value == want

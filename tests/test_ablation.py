@@ -103,6 +103,11 @@ def test_where_keeps_the_runs_of_one_design(monkeypatch, tmp_path, capsys):
     assert "matches --where" in capsys.readouterr().err
     assert collect_main(["--by", "hcdm.denoiser", "--where", "nokey=1", "--out", str(tmp_path / "s")]) == 2
     assert capsys.readouterr().err.strip().startswith("error: --where nokey=1: expected KEY=VALUE")
+    # null selects the runs that left a param null (seeds 1 and 2 set, the third left at `seed`).
+    payload[2] = record("c", "skip-12-default", 12, "hierarchical", 54.0, {"std_1": 1.0})
+    payload[1]["data"]["params"]["params.yaml"]["data"]["hcdm"].update(seed=1, denoiser="skip_mlp")
+    assert collect_main(["--by", "hcdm.denoiser", "--where", "hcdm.seed=null", "--out", str(tmp_path / "s")]) == 0
+    assert [r["experiment"] for r in json.loads((tmp_path / "s.json").read_text())["runs"]] == ["skip-12-default"]
 
 
 def method_record(rev, variant, seed, fid, psnr, seconds, prior="flat"):
