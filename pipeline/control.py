@@ -268,7 +268,7 @@ def cmd_resample(run: Run, a) -> None:
     first, labels = head(run, src)
     pics = np.concatenate([first, run.render(drawn)])
     save(a, grid(pics, len(first) + a.n, upscale=upscale(a, pics), column_labels=labels + numbered(a.n),
-                          row_labels=[f"k={a.k}"]), source=src.latent, completions=drawn, k=a.k)
+                 row_labels=[f"k={a.k}"]), source=src.latent, completions=drawn, k=a.k)
 
 
 def cmd_tree(run: Run, a) -> None:
@@ -278,7 +278,7 @@ def cmd_tree(run: Run, a) -> None:
     first, labels = head(run, src)
     rows = [np.concatenate([first, run.render(branches[k])]) for k in range(len(branches))]
     save(a, grid(np.concatenate(rows), len(first) + a.n, upscale=upscale(a, first),
-                          column_labels=labels + numbered(a.n), row_labels=[f"k={k}" for k in range(len(branches))]),
+                 column_labels=labels + numbered(a.n), row_labels=[f"k={k}" for k in range(len(branches))]),
          source=src.latent, branches=branches)
 
 
@@ -290,8 +290,8 @@ def cmd_compose(run: Run, a) -> None:
     top = np.concatenate([run.render(base.latent[None]), run.render(donors)])
     rows = [top] + [np.concatenate([np.full_like(top[:1], 255), run.render(composed[l])]) for l in range(len(composed))]
     save(a, grid(np.concatenate(rows), len(donors) + 1, upscale=upscale(a, top),
-                          column_labels=["base"] + [f"donor {i}" for i in numbered(len(donors))],
-                          row_labels=[""] + [f"h{l + 1} swapped" for l in range(len(composed))]),
+                 column_labels=["base"] + [f"donor {i}" for i in numbered(len(donors))],
+                 row_labels=[""] + [f"h{l + 1} swapped" for l in range(len(composed))]),
          base=base.latent, donors=donors, composed=composed)
 
 
@@ -302,13 +302,13 @@ def cmd_interpolate(run: Run, a) -> None:
     ts = [f"t={t:.2g}" for t in torch.linspace(0, 1, a.size).tolist()]
     square = run.render(grid_latents.flatten(0, 1))
     square = grid(square, a.size, upscale=upscale(a, square), column_labels=ts,
-                           row_labels=[f"s={t[2:]}" for t in ts])
+                  row_labels=[f"s={t[2:]}" for t in ts])
     if not run.loe[0].per_layer_latents:   # a baseline's latent has no layers to interpolate one at a time
         save(a, square, corners=corners, bilinear=grid_latents)
         return
     rows = run.render(layerwise.flatten(0, 1))
     rows = grid(rows, a.size, upscale=upscale(a, rows), column_labels=ts,
-                         row_labels=[f"only h{l + 1}" for l in range(len(layerwise))])
+                row_labels=[f"only h{l + 1}" for l in range(len(layerwise))])
     save(a, pictures.stack_vertically([square, rows], gap=16), corners=corners, bilinear=grid_latents,
          layerwise=layerwise)
 
@@ -327,8 +327,8 @@ def cmd_retrieve(run: Run, a) -> None:
     m = run.data.modality
     rows = [np.concatenate([first, m.to_pictures(m.targets(train[idx.numpy()]))]) for idx in found.values()]
     save(a, grid(np.concatenate(rows), len(first) + top, upscale=upscale(a, first),
-                          column_labels=labels + numbered(top),
-                          row_labels=["all" if name == "all" else f"by h{name[5:]}" for name in found]),
+                 column_labels=labels + numbered(top),
+                 row_labels=["all" if name == "all" else f"by h{name[5:]}" for name in found]),
          query=query.latent, **{name: idx for name, idx in found.items()})
     for name, idx in found.items():
         print(f"nearest train instances {'by the whole latent' if name == 'all' else f'by h{name[5:]}'}: "
