@@ -213,11 +213,15 @@ def check_outputs(a) -> None:
 def grid(pics: np.ndarray, columns: int, pad: int = 2, upscale: int = 1, **labels) -> np.ndarray:
     """pictures.grid, refused with one line before anything is drawn when the figure would pass Pillow's limit."""
     n, h, w = pics.shape[:3]
-    high, wide = -(-n // columns) * (h * upscale + pad) + pad, columns * (w * upscale + pad) + pad
+    check_pixels(columns * (w * upscale + pad) + pad, -(-n // columns) * (h * upscale + pad) + pad)
+    return pictures.grid(pics, columns, pad=pad, upscale=upscale, **labels)
+
+
+def check_pixels(wide: int, high: int) -> None:
+    """A figure past Pillow's pixel limit is one line (a grid's before it is drawn, a stacked one's before saving)."""
     if high * wide > MAX_PIXELS:
         raise UsageError(f"the figure would be {wide}x{high} pixels, more than picture viewers open ({MAX_PIXELS}); "
                          "ask for fewer pictures or a smaller --upscale")
-    return pictures.grid(pics, columns, pad=pad, upscale=upscale, **labels)
 
 
 def save(a, image: np.ndarray, instance_file: bytes | None = None, **latents) -> None:
@@ -226,9 +230,7 @@ def save(a, image: np.ndarray, instance_file: bytes | None = None, **latents) ->
     npz = a.npz or a.out.with_suffix(".npz")
     arrays = {k: v.numpy() if torch.is_tensor(v) else v for k, v in latents.items()}
     io.check_finite(npz, arrays)
-    if image.shape[0] * image.shape[1] > MAX_PIXELS:
-        raise UsageError(f"--out {a.out}: the figure would be {image.shape[1]}x{image.shape[0]} pixels, more than "
-                         f"picture viewers open ({MAX_PIXELS}); ask for fewer pictures or a smaller --upscale")
+    check_pixels(image.shape[1], image.shape[0])
     files = (a.out, npz) + ((a.file,) if instance_file is not None else ())
     with io.atomic_paths(*files) as temps:
         Image.fromarray(image).save(temps[0], format="PNG")

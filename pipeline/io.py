@@ -81,6 +81,10 @@ def atomic_paths(*paths: str | Path):
     """Yield a temporary path for each of `paths`; once every one is written (and on disk), they are renamed
     to their names one after the other, so an error while writing any of them leaves none behind."""
     paths, temps = [Path(p) for p in paths], []
+
+    def named(path: Path, e: OSError) -> OSError:   # the error said of the file being written, not its temporary
+        return OSError(e.errno, full_disk_reason(path, e.strerror or str(e)), str(path))
+
     for path in paths:
         why = not_replaceable(path)
         if why is not None:
@@ -94,23 +98,20 @@ def atomic_paths(*paths: str | Path):
             temps.append(tmp)
             os.chmod(tmp, 0o666 & ~_UMASK)   # mkstemp makes 0600; artifacts get the usual permissions
         yield tuple(Path(t) for t in temps)
-        for path, tmp in zip(paths, temps):
-            try:
-                with open(tmp, "rb") as f:      # on disk before it takes the name: a power cut leaves the old file
-                    os.fsync(f.fileno())
-            except OSError as e:
-                raise OSError(e.errno, full_disk_reason(path, e.strerror or str(e)), str(path)) from None
-        for path, tmp in zip(paths, temps):
-            try:
-                os.replace(tmp, path)
-            except OSError as e:
-                raise OSError(e.errno, full_disk_reason(path, e.strerror or str(e)), str(path)) from None
+        for step in ("fsync", "rename"):   # every one on disk before any takes its name: a power cut leaves the old
+            for path, tmp in zip(paths, temps):
+                try:
+                    if step == "fsync":
+                        with open(tmp, "rb") as f:
+                            os.fsync(f.fileno())
+                    else:
+                        os.replace(tmp, path)
+                except OSError as e:
+                    raise named(path, e) from None
     except OSError as e:
-        own = {t: p for p, t in zip(paths, temps)}
         if e.filename not in (None, *temps):   # about another file (or already named): let it say so itself
             raise
-        path = own.get(e.filename, paths[0])
-        raise OSError(e.errno, full_disk_reason(path, e.strerror or str(e)), str(path)) from None
+        raise named(dict(zip(temps, paths)).get(e.filename, paths[0]), e) from None
     finally:
         for tmp in temps:
             if os.path.exists(tmp):

@@ -572,8 +572,8 @@ class Trainer:
             from .errors import DataError
 
             raise DataError(f"the processes would start from different steps ({[int(s) for s in starts]} "
-                                   f"by rank): torchrun across machines needs the checkpoint folder on a file "
-                                   f"system they share")
+                            "by rank): torchrun across machines needs the checkpoint folder on a file system "
+                            "they share")
 
     def step(self, loss: torch.Tensor, metrics: dict) -> None:
         """One optimiser step on `loss`; its loss, gradient norm and metrics wait on the device for `report`."""

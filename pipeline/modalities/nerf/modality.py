@@ -25,7 +25,7 @@ import torch
 from ... import metrics
 from ...errors import DataError
 from ..base import Modality
-from . import COLOURS, rendering, srn, synthetic
+from . import COLOUR, COLOURS, rendering, srn, synthetic
 
 HELD_OUT = 4
 ELEVATION, RADIUS = 20.0, 1.3                 # the held-out / picture cameras
@@ -63,7 +63,7 @@ class NerfModality(Modality):
                      "header; SRN-Cars and the embedded cars: mNIF's 0.8-1.8), white background, pixel-centre rays"}
 
     def __init__(self, resolution: int, views: int = 20, focal: float | None = None, radius: float = RADIUS,
-                 colour: str = rendering.COLOUR, near: float | None = None, far: float | None = None, up=None,
+                 colour: str = COLOUR, near: float | None = None, far: float | None = None, up=None,
                  scale: float | None = None):
         if colour not in COLOURS:
             raise ValueError(f"colour must be one of {COLOURS}, got {colour!r}")
