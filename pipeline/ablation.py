@@ -27,7 +27,7 @@ PAPER_TABLE_2 = {
     "SRN-Cars": {8: (0.7223, 1.1270, 1.1108, 0.9474, 1.1210), 12: (0.7223, 1.0663, 1.0180, 0.9331, 1.1803),
                  15: (0.7223, 0.6348, 0.6432, 0.5837, 0.6578), 20: (0.7223, 0.1048, 0.1122, 0.0821, 0.0933)},
 }
-TABLE_2 = ("generation.std_table.*", "generation.std_table_memorised.*")
+TABLE_2 = ("generation.std_table.*", "generation.std_table_memorised.*", "generation.std_table_standard_error.*")
 QUALITY = ("generation.fid", "generation.kid", "generation.precision", "generation.recall", "generation.coverage",
            "generation.mmd", "generation.one_nna", "generation.memorisation_distance")   # images | shapes
 VARIANT, BITS = "params.hcdm.variant", "params.binary_len"
@@ -52,7 +52,9 @@ def tables(df) -> tuple[dict, str]:
     variants = ordered(variants, lambda row: (row[VARIANT], numeric_order(row[BITS])), v_keys[2:])
     md = ["## Binary condition length (paper Table 2): ours", "",
           "Standardised latents, the model's own chain (prefixes drawn from it); `floor` is what a prior that "
-          "reproduced its training pairs code by code would give (`std_table_memorised`).", ""]
+          "reproduced its training pairs code by code would give (`std_table_memorised`); `se` is the standard "
+          "error of an entry from its anchors and draws within one run (`std_table_standard_error`; its mean over "
+          "runs), so entries closer than about two of it are not told apart.", ""]
     md += [summary_markdown(table2, t2_keys, std_cols) if table2 is not None else "(no hierarchical run)\n",
            "## The paper's Table 2", "", paper_markdown(), "## Prior variants", "",
            summary_markdown(variants, v_keys, quality)]

@@ -197,7 +197,8 @@ def cell(mean, std=None) -> str:
 
 def short(column: str) -> str:
     """`generation.std_table.std_12` -> `std_12`; `hierarchy.mean_retained_variance.k=1` -> `retained k=1`."""
-    for prefix, name in (("generation.std_table_memorised.", "floor "), ("generation.std_table.", ""),
+    for prefix, name in (("generation.std_table_memorised.", "floor "), ("generation.std_table_standard_error.", "se "),
+                         ("generation.std_table.", ""),
                          ("hierarchy.mean_retained_variance.", "retained "), ("generation.", ""), ("params.", "")):
         if column.startswith(prefix):
             return name + column[len(prefix):]

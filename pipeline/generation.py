@@ -51,20 +51,25 @@ def std_tables(hcdm: HCDM, samples: int, anchors: int, generator: torch.Generato
                     data instances. std_1 then does not depend on the model,
                     which is what the paper's Table 2 shows (std_1 = 0.7766 for
                     every binary length).
-    Returns {"standardised": table, "raw": table}: standardised units divide
-    each dimension by its train-set std (so the data's own std_1 is 1 there);
-    raw units are the latents as the LoE reads them.
+    Returns {"standardised": table, "raw": table, "standard_error": table}:
+    standardised units divide each dimension by its train-set std (so the
+    data's own std_1 is 1 there); raw units are the latents as the LoE reads
+    them; standard_error is that of each standardised std_{l,l+1} as a mean
+    over its anchors (their spread / sqrt(anchors): how far another draw of
+    anchors and samples moves the entry; None for std_1 and one anchor).
     """
     sizes = parts or [1] * hcdm.layers
     if sum(sizes) != hcdm.layers or min(sizes) < 1:
         raise ValueError(f"parts {sizes} must be layer counts >= 1 summing to {hcdm.layers}")
     ends = torch.cumsum(torch.tensor(sizes), 0).tolist()                  # part p covers layers [ends[p-1], ends[p])
-    raw, std = {}, {}
+    raw, std, error = {}, {}, {}
 
     def record(key: str, lo: int, hi: int, drawn: torch.Tensor, groups: int) -> None:   # drawn (groups * n, hi-lo, H)
         mean, scale = hcdm.mean[lo:hi].to(drawn.device), hcdm.std[lo:hi].to(drawn.device)   # buffers may be on a GPU
         for table, x in ((raw, drawn), (std, (drawn - mean) / scale)):
             table[key] = float(x.reshape(groups, -1, x[0].numel()).std(1).mean())
+        per_anchor = ((drawn - mean) / scale).reshape(groups, -1, drawn[0].numel()).std(1).mean(1)
+        error[key] = float(per_anchor.std() / groups ** 0.5) if groups > 1 else None
 
     first = data[:, :ends[0]] if data is not None else \
         hcdm.sample(samples, generator, stop=ends[0], sampler=sampler, steps=steps)[:, :ends[0]]
@@ -79,7 +84,7 @@ def std_tables(hcdm: HCDM, samples: int, anchors: int, generator: torch.Generato
         drawn = hcdm.sample(len(prefixes) * samples, generator, prefix=prefix, stop=hi, sampler=sampler,
                             steps=steps)[:, lo:hi]
         record(f"std_{p}{p + 1}", lo, hi, drawn, len(prefixes))
-    return {"standardised": std, "raw": raw}
+    return {"standardised": std, "raw": raw, "standard_error": error}
 
 
 def memorised_std_table(hcdm: HCDM, data: torch.Tensor, parts: list[int] | None = None) -> dict[str, dict]:

@@ -26,11 +26,14 @@ def svd_reduce(x: np.ndarray, keep: float = 0.99) -> np.ndarray:
 
     Variance is measured by the SQUARED singular values (the eigenvalues of the
     covariance); with plain singular values the cut lands elsewhere and the
-    results change completely. Returns (kept directions, datapoints).
+    results change completely. Returns (kept directions, datapoints). A representation that does not
+    vary has no directions to keep: a ValueError, not a correlation of rounding noise.
     """
     x = x - x.mean(1, keepdims=True)
     u, s, vt = np.linalg.svd(x, full_matrices=False)
     var = s ** 2
+    if not var.sum() > 0:
+        raise ValueError("SVCCA: a representation is constant over the datapoints (no variance to correlate)")
     k = int(np.searchsorted(np.cumsum(var) / var.sum(), keep) + 1)
     return s[:k, None] * vt[:k]
 
@@ -41,11 +44,20 @@ def svcca(a: np.ndarray, b: np.ndarray, keep: float = 0.99) -> tuple[float, np.n
     return float(rho.mean()), rho
 
 
+def constant_layers(latents: np.ndarray) -> list[int]:
+    """The layers (0-based) of an (N, L, H) bank whose latent is the same for every instance."""
+    return [l for l in range(latents.shape[1]) if not np.ptp(latents[:, l], axis=0).any()]
+
+
 def layer_correlations(latents: np.ndarray, keep: float = 0.99) -> np.ndarray:
-    """(N, L, H) latent bank -> (L, L) SVCCA between each pair of layers' latents."""
+    """(N, L, H) latent bank -> (L, L) SVCCA between each pair of layers' latents; NaN in the rows and
+    columns of a layer whose latent does not vary (`constant_layers`), which no correlation describes."""
     layers = latents.shape[1]
     out = np.eye(layers)
+    for l in constant_layers(latents):
+        out[l, :] = out[:, l] = np.nan
     for i in range(layers):
         for j in range(i + 1, layers):
-            out[i, j] = out[j, i] = svcca(latents[:, i].T, latents[:, j].T, keep)[0]
+            if not np.isnan(out[i, j]):
+                out[i, j] = out[j, i] = svcca(latents[:, i].T, latents[:, j].T, keep)[0]
     return out

@@ -135,6 +135,28 @@ def test_std_table_has_one_entry_per_part():
     assert all(v >= 0 for v in table.values())
 
 
+def test_std_table_standard_error_is_the_spread_of_its_anchors_over_their_root_count(conditional_model):
+    """Each std_{l,l+1} is a mean over anchors: its standard error is the anchors' spread (ddof 1) / sqrt(A),
+    the same draws recomputed here; std_1 (one group) and a single anchor have none."""
+    from pipeline.generation import std_tables
+
+    t = std_tables(conditional_model, samples=50, anchors=4, generator=torch.Generator().manual_seed(5),
+                   sampler="ddim", steps=10)
+    g = torch.Generator().manual_seed(5)
+    conditional_model.sample(50, g, stop=1, sampler="ddim", steps=10)          # std_1's draws
+    prefixes = conditional_model.sample(4, g, stop=1, sampler="ddim", steps=10)[:, :1]
+    drawn = conditional_model.sample(200, g, prefix=prefixes.repeat_interleave(50, 0), stop=2, sampler="ddim",
+                                     steps=10)[:, 1:2]
+    z = (drawn - conditional_model.mean[1:2]) / conditional_model.std[1:2]
+    per_anchor = z.reshape(4, 50, -1).std(1).mean(1)
+    assert t["standardised"]["std_12"] == pytest.approx(per_anchor.mean().item(), rel=1e-6)
+    assert t["standard_error"]["std_12"] == pytest.approx(per_anchor.std().item() / 2, rel=1e-6)
+    assert t["standard_error"]["std_1"] is None
+    one = std_tables(conditional_model, samples=20, anchors=1, generator=torch.Generator().manual_seed(5),
+                     sampler="ddim", steps=10)
+    assert one["standard_error"] == {"std_1": None, "std_12": None}
+
+
 def test_part_std_of_a_trained_model_matches_the_data(conditional_model):
     # Trained on the two-mode data: each part's standardised spread should be near 1.
     stds = part_std(conditional_model, 400, torch.Generator().manual_seed(2), "ddim", 50)

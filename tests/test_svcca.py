@@ -41,3 +41,18 @@ def test_layer_correlation_matrix():
     c = layer_correlations(bank)
     assert c.shape == (3, 3) and np.allclose(c, c.T) and np.allclose(np.diag(c), 1)
     assert c[0, 1] > 0.99 and c[0, 2] < 0.15
+
+
+def test_a_layer_whose_latent_never_varies_has_null_correlations_not_noise():
+    """A constant representation has no variance to keep: svd_reduce refuses it (it used to keep one
+    direction of rounding noise, and CCA then read 0.06), and the bank's matrix holds NaN in its row and
+    column while the other pairs keep their values."""
+    rng = np.random.RandomState(4)
+    h1 = rng.randn(500, 6)
+    bank = np.stack([h1, h1 @ rng.randn(6, 6), np.ones((500, 6)), rng.randn(500, 6)], axis=1)
+    with pytest.raises(ValueError, match="constant"):
+        svd_reduce(bank[:, 2].T)
+    c = layer_correlations(bank)
+    assert np.isnan(c[2]).all() and np.isnan(c[:, 2]).all()
+    kept = [0, 1, 3]
+    assert np.array_equal(c[np.ix_(kept, kept)], layer_correlations(bank[:, kept]))

@@ -113,6 +113,12 @@ class Modality(ABC):
     def targets(self, signals: np.ndarray) -> torch.Tensor:
         """Stored signals (B, ...) -> (B, P, d_out) float targets in [-1, 1], ordered like `coordinates()`."""
 
+    def targets_at_coordinates(self, signals: np.ndarray) -> torch.Tensor | None:
+        """The stored instances' values at `coordinates()`, where generated samples are decoded: (B, P, d_out)
+        in [-1, 1]; None where the data was not taken there (SRN scenes, each seen from its own cameras). The
+        memorisation search compares samples with these (`targets` by default)."""
+        return self.targets(signals)
+
     @abstractmethod
     def to_pictures(self, values: torch.Tensor, scale: float = 1.0) -> np.ndarray:
         """Decoded values (B, P, d_out) -> (B, h, w, 3) uint8 pictures for grids."""

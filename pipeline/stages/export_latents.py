@@ -7,7 +7,7 @@ from ..artifacts import DATASET, FIGURES, LATENTS, RECONSTRUCTIONS, metrics_file
 from .. import autodecode
 from ..meta import fit_latents, load_loe, reconstruct
 from ..plots import heatmap
-from ..svcca import layer_correlations
+from ..svcca import constant_layers, layer_correlations
 from ..errors import warn
 from . import elapsed, run, write_metrics
 
@@ -61,11 +61,19 @@ def main(cfg, generator, start, device):
         warn(warnings, f"SVCCA on {n} train instances for {dims}-d latents: with no more instances than dimensions "
                        "canonical correlations are inflated towards 1")
     labels = [f"h{l + 1}" for l in range(len(corr))]
+    constant = constant_layers(bank["train"])
+    if constant:
+        warn(warnings, f"the latents of {', '.join(labels[l] for l in constant)} are the same for every train "
+                       "instance: those layers carry nothing per instance, and their SVCCA entries are null")
     heatmap(FIGURES / "svcca.png", corr, labels, "SVCCA between layers' latents (train split)")
+
+    def mean(values):      # over the pairs SVCCA measures; null when none is
+        values = [v for v in values if not np.isnan(v)]
+        return round(float(np.mean(values)), 4) if values else None
     write_metrics("svcca", {
-        "matrix": np.round(corr, 4).tolist(), "layers": labels,
-        "mean_adjacent": round(float(np.mean([corr[i, i + 1] for i in range(len(corr) - 1)])), 4),
-        "mean_off_diagonal": round(float(corr[~np.eye(len(corr), dtype=bool)].mean()), 4),
+        "matrix": [[None if np.isnan(v) else round(float(v), 4) for v in row] for row in corr], "layers": labels,
+        "mean_adjacent": mean([corr[i, i + 1] for i in range(len(corr) - 1)]),
+        "mean_off_diagonal": mean(corr[~np.eye(len(corr), dtype=bool)]),
         "definition": "Raghu et al. 2017: centre, keep the top singular directions holding 99% of the variance "
                       "(variance = squared singular values), CCA, mean canonical correlation; "
                       "neurons = latent dimensions, datapoints = train instances"}, warnings)

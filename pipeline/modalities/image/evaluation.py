@@ -9,7 +9,8 @@ from ..scoring import Scoring
 from . import fid
 
 # Protocol text and set sizes: in metrics/detail/generation.json, not in the metrics file.
-DETAIL_ONLY = ("fid_protocol", "fid_references.*.images", "fid_references.*.pr_k_used", "fid_references.*.kid_std")
+DETAIL_ONLY = ("fid_protocol", "fid_references.*.images", "fid_references.*.pr_k_used", "fid_references.*.kid_std",
+               "fid_references.*.kid_subset")
 
 
 def reference(cfg, data, device) -> dict:
@@ -50,7 +51,10 @@ def scores(s: Scoring) -> dict:
         precision, recall = scoring.precision_recall(real, feats, e.pr_k)
         return {"fid": round(scoring.frechet_distance_of(real, feats), 3), "kid": round(kid_mean, 5),
                 "kid_std": round(kid_std, 5), "precision": round(precision, 4), "recall": round(recall, 4),
-                "images": len(feats), "pr_k_used": scoring.pr_k_used(e.pr_k, min(len(real), len(feats)))}
+                "images": len(feats), "pr_k_used": scoring.pr_k_used(e.pr_k, min(len(real), len(feats))),
+                # a set smaller than the subset size is compared whole in every subset: kid_std is then the
+                # resampling of the other set alone
+                "kid_subset": min(e.kid_subset_size, len(real), len(feats))}
 
     def features(pics):
         return fid.inception_features(pics, progress=True, device=device)
@@ -79,7 +83,9 @@ def scores(s: Scoring) -> dict:
                                             "the count grows (README: which numbers can be laid beside Table 1)"),
                 "generated": e.fid_samples, "reference_split": "train", "reference_size": len(real),
                 "features": "Inception-v3 pool3 (TF 2015-12-05 weights), 2048-d", "resize": fid.RESIZE,
-                "kid": f"unbiased, cubic kernel, {e.kid_subsets} subsets of {kid_size}",
+                "kid": f"unbiased, cubic kernel, {e.kid_subsets} subsets of {kid_size} (each reference: its "
+                       "kid_subset)",
                 "precision_recall_k": e.pr_k, "precision_recall_k_used": k_used}
-    return {**{k: v for k, v in generated.items() if k not in ("images", "pr_k_used")}, "fid_references": references,
+    return {**{k: v for k, v in generated.items() if k not in ("images", "pr_k_used", "kid_subset")},
+            "fid_references": references,
             "fid_protocol": protocol}

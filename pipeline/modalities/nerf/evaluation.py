@@ -14,7 +14,7 @@ from .. import scoring
 from ..image import fid
 from ..scoring import Scoring
 
-DETAIL_ONLY = ("fid_protocol", "fid_references.*.images")
+DETAIL_ONLY = ("fid_protocol", "fid_references.*.images", "fid_references.*.kid_subset")
 
 
 def view_images(m, values) -> np.ndarray:
@@ -70,7 +70,7 @@ def scores(s: Scoring) -> dict:
         kid_size = min(e.kid_subset_size, len(real), len(features))
         kid_mean, _ = scoring.kid(real, features, e.kid_subsets, kid_size, seed=cfg.seed)
         return {"fid": round(scoring.frechet_distance_of(real, features), 3),
-                "kid": round(kid_mean, 5), "images": len(features)}
+                "kid": round(kid_mean, 5), "images": len(features), "kid_subset": kid_size}
 
     generated = score(generated_features(s, coords) if s.latents is not None else
                       fid.inception_features(view_images(m, values[: e.fid_samples]), progress=True, device=device))

@@ -1,0 +1,90 @@
+"""The evaluate stage's draws, checks and records, on the shared micro run."""
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+
+@pytest.fixture(scope="module")
+def scored(micro_trained, tmp_path_factory):
+    """A copy of the micro run with its reference and factor predictor, ready for evaluate."""
+    from conftest import copy_of
+    from pipeline import config
+    from pipeline.stages import factor_predictor, reference, seeded
+
+    work = copy_of(micro_trained, tmp_path_factory.mktemp("evaluate") / "run")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(work)
+        cfg = config.load(work / "params.yaml")
+        for stage in (reference, factor_predictor):
+            stage.main(cfg, seeded(0), 0.0, torch.device("cpu"))
+    return work
+
+
+def evaluate_with(work, monkeypatch, **changes) -> dict:
+    """evaluate.main with these evaluate params -> its detail file."""
+    from pipeline import config
+    from pipeline.stages import evaluate, seeded
+
+    monkeypatch.chdir(work)
+    p = yaml.safe_load((work / "params.yaml").read_text())
+    p["evaluate"].update(changes)
+    (work / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    evaluate.main(config.load(work / "params.yaml"), seeded(0), 0.0, torch.device("cpu"))
+    return json.loads((work / "metrics/detail/generation.json").read_text())
+
+
+def test_the_std_tables_do_not_move_with_the_fid_sample_count_or_the_batch_size(scored, monkeypatch):
+    """Table 2 draws from its own streams: with 8 or 12 FID samples drawn first, in batches of 256 or 5, its
+    entries are the same to the bit; each reference records its own KID subset size (12 generated images
+    against the 8 test images: subsets of 8)."""
+    first = evaluate_with(scored, monkeypatch, fid_samples=8, kid_subset_size=8, batch_size=256)
+    second = evaluate_with(scored, monkeypatch, fid_samples=12, kid_subset_size=12, batch_size=5)
+    for key in ("std_table", "std_table_raw", "std_table_standard_error", "std_table_relative",
+                "std_table_data_anchored"):
+        assert first[key] == second[key], key
+    assert set(first["std_table_standard_error"]) == {"std_12", "std_23"}      # std_1 is one group: no error
+    refs = second["fid_references"]
+    assert refs["test_split_real"]["kid_subset"] == 8 and refs["test_split_reconstructed"]["kid_subset"] == 8
+    assert "subsets of 12" in second["fid_protocol"]["kid"]
+    memo = second["memorisation"]
+    assert memo["reference"] == "the stored train instances" and memo["standard_error"] > 0
+
+
+def test_a_sample_that_is_nan_stops_evaluate_with_one_line_and_no_fid(scored, monkeypatch):
+    from pipeline.errors import NonFiniteError
+    from pipeline.stages import evaluate
+
+    draw = evaluate.sample_latents
+
+    def spoiled(*a, **k):
+        out = draw(*a, **k)
+        out[3, 1, 0] = float("nan")
+        return out
+    monkeypatch.setattr(evaluate, "sample_latents", spoiled)
+    with pytest.raises(NonFiniteError, match=r"^1 of the 8 generated samples are NaN or inf"):
+        evaluate_with(scored, monkeypatch, fid_samples=8, kid_subset_size=8, batch_size=256)
+
+
+def test_the_memorisation_warning_needs_two_standard_errors_of_the_difference():
+    from pipeline.stages.evaluate import standard_error
+
+    a, b = torch.tensor([0.0, 2.0]), torch.tensor([1.0, 1.0, 1.0, 1.0])       # variances 2 and 0
+    assert standard_error(a, b) == pytest.approx(1.0)
+    assert standard_error(a) == pytest.approx(1.0) and standard_error(b) == 0
+    assert standard_error(torch.tensor([1.0]), b) is None                    # one distance: no spread to judge
+
+
+def test_nerf_scenes_seen_from_their_own_cameras_have_no_values_at_the_shared_ones():
+    """The embedded cars' held-out views are `coordinates()`' cameras, so the memorisation search may read
+    them; a scene with other held-out cameras (as SRN's) is searched through Stage-1's decodes instead."""
+    from pipeline.modalities.nerf.modality import NerfModality
+
+    m = NerfModality(resolution=8, views=2)
+    scenes, _ = m.generate(3, seed=0)
+    assert torch.equal(m.targets_at_coordinates(scenes), m.targets(scenes))
+    moved = scenes.copy()
+    moved["pose"][1, -1, :3, 3] += np.float32(0.05)
+    assert m.targets_at_coordinates(moved) is None
