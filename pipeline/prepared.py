@@ -57,6 +57,18 @@ def split_count(cfg: Config, total: int, where, compares: str = SET_METRICS, lea
     return n_train
 
 
+def check_groups(where, groups: list[str], train, test, compares: str = SET_METRICS, least: int = MIN_SPLIT) -> None:
+    """One line when a side holds `least` files but fewer instances: the views of one 3D-RecGAN object, or
+    files sharing a stem, are one instance (`groups[i]` names file i's), and two views of one object are not
+    a set of two for the metrics that compare sets."""
+    n_train, n_test = (len({groups[i] for i in side}) for side in (train, test))
+    if min(n_train, n_test) < least:
+        raise DataError(f"{where}: its {len(train) + len(test)} files are {n_train + n_test} instances (the views of "
+                        f"one object, or files sharing a stem, are one), split into {n_train} train / {n_test} test; "
+                        f"each split needs at least {least} ({compares} compare sets): add files of other objects, "
+                        "or change dataset.folder.train_count / train_fraction")
+
+
 def check_splits(where, n_train: int, n_test: int, compares: str = SET_METRICS, least: int = MIN_SPLIT) -> None:
     """One line, before any training, when a split is too small for the stages after it; `compares`
     names what compares sets (the modality's `set_metrics`)."""
@@ -81,8 +93,9 @@ def split_members(cfg: Config, names: list[str], where, compares: str = SET_METR
                   groups: list[str] | None = None, least: int = MIN_SPLIT) -> tuple[np.ndarray, np.ndarray]:
     """(train, test) indices into `names` (in natural order) by dataset.split, whole groups to one side:
 
-    - `groups[i]` names the instance file i belongs to (3D-RecGAN's 16 views of one object); the split
-      draws groups, so no group has files on both sides. None: each file its own.
+    - `groups[i]` names the instance file i belongs to (3D-RecGAN's 16 views of one object; a folder's files
+      sharing a stem, `00001.png` and `00001.jpg`); the split draws groups, so no group has files on both
+      sides. None: each file its own.
     - `random`: a permutation of the groups seeded by `seed` (numpy's PCG64), so the split does not depend
       on how the files are named or listed, and is the same on every machine; the sizes as
       dataset.folder.train_count / train_fraction say (counting groups). Each split keeps the order.
@@ -91,7 +104,7 @@ def split_members(cfg: Config, names: list[str], where, compares: str = SET_METR
       the folder (with or without suffix), or a group; a file's whole group goes with it. A name that
       matches files of several groups is refused, with the matches.
 
-    Each side must then hold `least` files.
+    Each side must then hold `least` files, of `least` groups.
     """
     mode = cfg.dataset.split
     groups = list(names) if groups is None else list(groups)
@@ -110,6 +123,7 @@ def split_members(cfg: Config, names: list[str], where, compares: str = SET_METR
     in_test = np.isin(member, test_groups)
     train, test = np.flatnonzero(~in_test), np.flatnonzero(in_test)
     check_splits(where, len(train), len(test), compares, least)
+    check_groups(where, groups, train, test, compares, least)
     return train, test
 
 
@@ -117,7 +131,9 @@ def _listed_groups(listed: Path, names: list[str], groups: list[str], position: 
                    where) -> np.ndarray:
     """The groups a split file's names pick (see split_members)."""
     try:
-        wanted = [line.strip() for line in config.read_text(listed).splitlines() if line.strip()]
+        # A BOM (Windows' Notepad writes one) would otherwise be part of the first name.
+        text = config.read_text(listed).removeprefix("\ufeff")
+        wanted = [line.strip() for line in text.splitlines() if line.strip()]
     except OSError as e:
         raise DataError(f"{listed}: dataset.split is not random, sorted or a readable file ({e.strerror or e})") \
             from None
@@ -142,6 +158,13 @@ def _listed_groups(listed: Path, names: list[str], groups: list[str], position: 
     return np.unique([k for w in wanted for k in index[w]])
 
 
+def hidden(name: str) -> bool:
+    """A name no reader takes for data: dot files and folders (macOS's `._x.png` AppleDouble sidecars and
+    `.DS_Store`, Jupyter's `.ipynb_checkpoints/`, `.git/`) and `__MACOSX/`, the sidecar folder of a zip made
+    on a Mac. Their files look like data by suffix (`._00001.png`) but are not, or are stale copies."""
+    return name.startswith((".", "__MACOSX"))
+
+
 def dataset_folder(path: str | Path) -> Path:
     """`dataset.path` as a folder, or one line saying what it is instead."""
     root = Path(path)
@@ -153,10 +176,12 @@ def dataset_folder(path: str | Path) -> Path:
 
 
 def list_folder(cfg: Config, suffixes: tuple[str, ...]) -> tuple[Path, list[Path]]:
-    """(folder, its files with one of `suffixes` in natural order, cut to dataset.folder.limit)."""
+    """(folder, its files with one of `suffixes` in natural order, cut to dataset.folder.limit; `hidden` ones
+    left out)."""
     d = cfg.dataset
     root = dataset_folder(d.path)
-    files = sorted((p for p in root.iterdir() if p.suffix.lower() in suffixes), key=lambda p: natural_key(p.name))
+    files = sorted((p for p in root.iterdir() if p.suffix.lower() in suffixes and not hidden(p.name)),
+                   key=lambda p: natural_key(p.name))
     if d.folder.limit is not None:
         files = files[: d.folder.limit]
     if len(files) < 2 * MIN_SPLIT:

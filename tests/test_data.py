@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -136,15 +138,121 @@ def test_sorted_split_orders_unpadded_numbers_by_value(tmp_path):
     np.testing.assert_array_equal(data.test, padded.test)
 
 
-def test_a_split_file_name_that_matches_two_files_is_refused_with_both(tmp_path):
-    write_images(tmp_path, 4)
-    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(tmp_path / "000.jpg")   # stem 000, as 000.png's
+def test_files_sharing_a_stem_are_one_instance_on_one_side_of_every_split(tmp_path):
+    """`000.png` and `000.jpg` (one picture saved twice, as a folder often has) never land on both sides."""
+    write_images(tmp_path, 12, size=(8, 8))
+    for i in range(0, 12, 2):   # 000, 002, ... also as .jpg
+        Image.open(tmp_path / f"{i:03d}.png").save(tmp_path / f"{i:03d}.jpg", quality=95)
+    for seed in range(5):
+        data = datasets.prepare(folder_cfg(tmp_path, split="random", seed=seed, train_count=8))
+        tested = {n.split(".")[0] for n in data.info["test_files"]}
+        assert data.info["groups"] == 12 and len(tested) == 4      # train_count counts instances: 8 + 4
+        assert len(data.train) + len(data.test) == 18
+        pairs = {f"{i:03d}" for i in range(0, 12, 2)}
+        assert all(f"{s}.jpg" in data.info["test_files"] for s in tested & pairs)   # both of a pair, or neither
+    # A split file's stem, or either name, tests both files of the stem.
     listing = tmp_path.parent / f"{tmp_path.name}_test.txt"
-    listing.write_text("000\n003\n")
-    with pytest.raises(DataError, match=r"'000' matches 2 files \(000.jpg, 000.png\); name one by its path"):
+    for line in ("000", "000.jpg", "000.png"):
+        listing.write_text(f"{line}\n003\n")
+        data = datasets.prepare(folder_cfg(tmp_path, split=str(listing)))
+        assert data.info["test_files"] == ["000.jpg", "000.png", "003.png"] and len(data.train) == 15
+
+
+def test_a_split_file_name_that_matches_two_instances_is_refused_with_both(tmp_path):
+    write_images(tmp_path, 4)
+    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(tmp_path / "000.png.jpg")   # stem 000.png: a 2nd instance
+    listing = tmp_path.parent / f"{tmp_path.name}_test.txt"
+    listing.write_text("000.png\n003\n")
+    with pytest.raises(DataError, match=r"'000.png' matches 2 files \(000.png, 000.png.jpg\); name one by its path"):
         datasets.prepare(folder_cfg(tmp_path, split=str(listing)))
-    listing.write_text("000.jpg\n003\n")
-    assert datasets.prepare(folder_cfg(tmp_path, split=str(listing))).info["test_files"] == ["000.jpg", "003.png"]
+    listing.write_text("000.png.jpg\n003\n")
+    assert datasets.prepare(folder_cfg(tmp_path, split=str(listing))).info["test_files"] == ["000.png.jpg", "003.png"]
+
+
+def test_two_copies_of_one_picture_are_not_a_split_of_two(tmp_path):
+    write_images(tmp_path, 3, size=(8, 8))
+    Image.open(tmp_path / "002.png").save(tmp_path / "002.jpg", quality=95)
+    listing = tmp_path.parent / f"{tmp_path.name}_test.txt"
+    listing.write_text("002\n")
+    with pytest.raises(DataError, match=(r"^.+: its 4 files are 3 instances \(the views of one object, or files "
+                                         r"sharing a stem, are one\), split into 2 train / 1 test; each split needs "
+                                         r"at least 2 \(FID, KID and precision/recall compare sets\): add files")):
+        datasets.prepare(folder_cfg(tmp_path, split=str(listing)))
+
+
+def test_a_split_file_saved_with_a_bom_names_its_first_file(tmp_path):
+    write_images(tmp_path, 6, size=(8, 8))
+    listing = tmp_path.parent / f"{tmp_path.name}_test.txt"
+    listing.write_bytes("001.png\r\n004\r\n".encode("utf-8-sig"))          # as Windows' Notepad saves it
+    assert datasets.prepare(folder_cfg(tmp_path, split=str(listing))).info["test_files"] == ["001.png", "004.png"]
+
+
+def test_hidden_files_and_macos_sidecars_are_not_read(tmp_path):
+    write_images(tmp_path, 4, size=(8, 8))
+    (tmp_path / "._001.png").write_bytes(b"\x00\x05\x16\x07AppleDouble sidecar")   # macOS on a FAT/exFAT drive
+    Image.open(tmp_path / "000.png").save(tmp_path / ".000.png")                   # a hidden copy
+    (tmp_path / "__MACOSX.png").write_bytes(b"not a picture")
+    data = datasets.prepare(folder_cfg(tmp_path))
+    assert (len(data.train), len(data.test)) == (2, 2) and data.info["test_files"] == ["002.png", "003.png"]
+
+
+def test_every_test_file_name_is_recorded(tmp_path):
+    write_images(tmp_path, 230, size=(2, 2))
+    data = datasets.prepare(folder_cfg(tmp_path, split="sorted", train_count=10))
+    assert data.info["test_files"] == [f"{i:03d}.png" for i in range(10, 230)]
+
+
+def test_a_test_picture_equal_to_a_train_picture_is_warned_with_the_count(tmp_path, monkeypatch):
+    from pipeline.stages import prepare
+
+    (tmp_path / "imgs").mkdir()
+    write_images(tmp_path / "imgs", 6, size=(8, 8))
+    for i, copy in ((0, "copy_a.png"), (1, "copy_b.png"), (2, "copy_c.png")):   # three files saved twice
+        (tmp_path / "imgs" / copy).write_bytes((tmp_path / "imgs" / f"{i:03d}.png").read_bytes())
+    listing = tmp_path / "test.txt"
+    listing.write_text("copy_a\ncopy_b\n001\n005\n")   # copy_a's original trains; copy_b and 001 both test
+    cfg = folder_cfg(tmp_path / "imgs", split=str(listing))
+    data = datasets.prepare(cfg)
+    assert datasets.exact_copies(data.train, data.test) == 1
+    assert datasets.exact_copies(data.train, data.train[::-1]) == len(data.train)
+    monkeypatch.chdir(tmp_path)
+    prepare.main(cfg, None, 0.0, "cpu")
+    warnings = json.loads((tmp_path / "metrics/detail/prepare.json").read_text())["warnings"]
+    assert (f"1 of 4 test instances equal a train instance exactly (the same stored signal, e.g. one file saved under "
+            f"two names): their test figures measure recall, not generalisation; remove the copies from "
+            f"{tmp_path / 'imgs'}") in warnings
+
+
+def test_an_exif_rotated_jpeg_is_read_upright(tmp_path):
+    """A phone's portrait photo: the sensor's landscape pixels and Orientation 6 (turn 90 degrees clockwise)."""
+    stored = np.zeros((16, 32, 3), np.uint8)
+    stored[:, :16] = (250, 0, 0)                  # red left half, blue right half as stored
+    stored[:, 16:] = (0, 0, 250)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "portrait.jpg", quality=95, exif=exif.tobytes())
+    out = load_image(tmp_path / "portrait.jpg", 8).astype(int)
+    # Shown upright it is 16 wide, 32 tall, red above blue; the centre square keeps half of each.
+    assert np.abs(out[:3] - (250, 0, 0)).max() < 12 and np.abs(out[5:] - (0, 0, 250)).max() < 12
+    Image.fromarray(stored).save(tmp_path / "plain.jpg", quality=95)           # no tag: as stored, red left
+    plain = load_image(tmp_path / "plain.jpg", 8).astype(int)
+    assert np.abs(plain[:, :3] - (250, 0, 0)).max() < 12 and np.abs(plain[:, 5:] - (0, 0, 250)).max() < 12
+
+
+def test_transparent_pixels_are_put_on_white_as_srn_views_are(tmp_path):
+    rgba = np.zeros((8, 8, 4), np.uint8)                        # transparent black on the left
+    rgba[:, 4:] = (10, 20, 30, 255)                              # opaque on the right
+    rgba[:2, 4:] = (200, 0, 0, 128)                              # half-transparent red above it
+    Image.fromarray(rgba).save(tmp_path / "cutout.png")
+    out = load_image(tmp_path / "cutout.png", 8)
+    assert (out[:, :4] == 255).all() and (out[2:, 4:] == (10, 20, 30)).all()
+    assert out[0, 4].tolist() == [227, 127, 127]                 # 200 * 128/255 + 255 * 127/255 = 227.4
+    # An opaque alpha band changes nothing, resized or not.
+    pixels = np.random.default_rng(0).integers(0, 255, (30, 40, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "rgb.png")
+    Image.fromarray(np.dstack([pixels, np.full((30, 40), 255, np.uint8)])).save(tmp_path / "opaque.png")
+    for side in (7, 30):
+        assert np.array_equal(load_image(tmp_path / "opaque.png", side), load_image(tmp_path / "rgb.png", side))
 
 
 def test_missing_folder_is_named(tmp_path):

@@ -395,3 +395,23 @@ def test_a_single_motion_file_is_told_to_add_a_second_not_a_longer_one(tmp_path)
     amass_folder(tmp_path, ["only.npz"], frames=125)                  # 7 clips of 16 frames, one file
     with pytest.raises(DataError, match="add a second motion file: the split is by file"):
         datasets.prepare(amass_cfg(tmp_path))
+
+
+def test_motion_files_are_found_in_any_case_and_hidden_ones_are_not_read(tmp_path):
+    from pipeline import datasets
+
+    amass_folder(tmp_path, ["S1/a.npz", "S1/b.npz", "S2/c.npz"])
+    for name in ("S2/d.NPZ", "S2/SHAPE.NPZ", "S1/._a.npz", ".ipynb_checkpoints/a-checkpoint.npz",
+                 "__MACOSX/S1/._b.npz"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp_path / name, "wb") as f:          # np.savez would add `.npz` to a `.NPZ` path
+            if name.startswith("S2/"):
+                np.savez(f, **({"betas": np.zeros(16)} if "SHAPE" in name else
+                               {"poses": np.zeros((64, 156)), "mocap_framerate": np.array(30.0)}))
+            else:
+                f.write(b"\x00\x05\x16\x07 AppleDouble")  # macOS sidecars: not zips
+    files, body_shapes = amass.motion_files(tmp_path)
+    assert [p.relative_to(tmp_path).as_posix() for p in files] == ["S1/a.npz", "S1/b.npz", "S2/c.npz", "S2/d.NPZ"]
+    assert body_shapes == 1
+    data = datasets.prepare(amass_cfg(tmp_path, split="sorted"))
+    assert data.info["files"] == 4 and data.info["test_file_names"] == ["S2/c.npz", "S2/d.NPZ"]

@@ -2,6 +2,7 @@
 the embedded cars, and auto-decoding."""
 import itertools
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -243,19 +244,71 @@ def test_prepare_reads_an_srn_root_and_names_a_bad_file(tmp_path):
     data = datasets.prepare(config.from_dict(raw))
     assert (len(data.train), len(data.test)) == (3, 2) and data.train["rgb"].shape == (3, 3 + HELD_OUT, 8, 8, 3)
     assert data.modality.focal == 10.0 and data.modality.radius == pytest.approx(1.3, abs=1e-6)
-    # A scene with fewer views: every scene of its split keeps as many fit views, evenly spread; counted.
+    assert (data.info["fit_views"], data.info["held_out_views"]) == (3, HELD_OUT)
+    keep, held = srn.pick(8, 3, HELD_OUT)
+    assert [int(v[0, 0, 0]) for v in data.train["rgb"][0]] == [20 * i for i in (*keep, *held)]
+    # A scene with fewer views than dataset.views + 4 is refused, naming it: no other scene is cut to its count.
     write_scene(tmp_path / "cars_train" / "z", views=6)
-    data = datasets.prepare(config.from_dict(raw))
-    assert data.train["rgb"].shape == (4, 2 + HELD_OUT, 8, 8, 3)
-    assert data.info["fit_views"] == {"train": {"kept": 2, "short_scenes": 1}}
-    keep, held = srn.pick(8, 3, HELD_OUT)                  # scene a: its fit views 0 and 2 of the 3 kept
-    assert [int(v[0, 0, 0]) for v in data.train["rgb"][0]] == [20 * i for i in (keep[0], keep[2], *held)]
+    with pytest.raises(DataError, match=(rf"^{tmp_path / 'cars_train' / 'z'}: 6 views in rgb/; dataset.views asks for "
+                                         r"3 fit views \+ 4 held out = 7 a scene; lower dataset.views, or set ")):
+        datasets.prepare(config.from_dict(raw))
     write_scene(tmp_path / "cars_test" / "f", views=8, broken="pose_missing")
+    raw["dataset"]["folder"] = {"skip_corrupt": True}       # ... or skipped and named, as a broken scene is
+    data = datasets.prepare(config.from_dict(raw))
+    assert len(data.test) == 2 and data.info["skipped"] == ["cars_train/z", "cars_test/f"]
+    assert data.train["rgb"].shape == (3, 3 + HELD_OUT, 8, 8, 3) and data.info["skipped_files"] == 2
+    del raw["dataset"]["folder"]
+    shutil.rmtree(tmp_path / "cars_train" / "z")
     with pytest.raises(DataError, match=r"cars_test/f/pose/000002.txt: missing"):
         datasets.prepare(config.from_dict(raw))
-    raw["dataset"]["folder"] = {"skip_corrupt": True}
+
+
+def test_the_views_per_scene_and_derived_bounds_are_in_the_prepare_detail_file(tmp_path, monkeypatch):
+    import json
+
+    from pipeline import config
+    from pipeline.stages import prepare
+
+    for split, names in (("cars_train", "ab"), ("cars_test", "cd")):
+        for n in names:
+            write_scene(tmp_path / "srn" / split / n, views=8)
+    cfg = config.from_dict({"dataset": {"modality": "nerf", "source": "srn", "path": str(tmp_path / "srn"),
+                                        "resolution": 8, "views": 3}})
+    monkeypatch.chdir(tmp_path)
+    prepare.main(cfg, None, 0.0, "cpu")
+    detail = json.loads((tmp_path / "metrics/detail/prepare.json").read_text())
+    headline = json.loads((tmp_path / "metrics/prepare.json").read_text())
+    assert (detail["fit_views"], detail["held_out_views"]) == (3, HELD_OUT) and "fit_views" not in headline
+    assert detail["bounds"]["derived"] == ["near", "far", "up", "scale"] and detail["bounds"]["camera_distance"] == 1.3
+
+
+def test_hidden_folders_and_sidecars_are_not_scenes_or_views(tmp_path):
+    from pipeline import config, datasets
+
+    for split, names in (("cars_train", "ab"), ("cars_test", "cd")):
+        for n in names:
+            write_scene(tmp_path / split / n, views=8)
+    (tmp_path / "cars_train" / ".ipynb_checkpoints").mkdir()                   # not a scene
+    (tmp_path / "__MACOSX" / "cars_train").mkdir(parents=True)
+    (tmp_path / ".cars_train").mkdir()                                          # not a 2nd *train folder
+    (tmp_path / "cars_train" / "a" / "rgb" / "._000003.png").write_bytes(b"\x00\x05\x16\x07")   # not a view
+    raw = {"dataset": {"modality": "nerf", "source": "srn", "path": str(tmp_path), "resolution": 8, "views": 3}}
     data = datasets.prepare(config.from_dict(raw))
-    assert len(data.test) == 2 and data.info["skipped"] == ["cars_test/f"]
+    assert (len(data.train), len(data.test)) == (2, 2) and data.info["skipped"] == []
+    keep, held = srn.pick(8, 3, HELD_OUT)
+    assert [int(v[0, 0, 0]) for v in data.train["rgb"][0]] == [20 * i for i in (*keep, *held)]
+
+
+def test_two_train_folders_in_one_root_are_refused_naming_both(tmp_path):
+    from pipeline import config, datasets
+
+    for split in ("cars_train", "chairs_train", "cars_test"):
+        write_scene(tmp_path / split / "a", views=8)
+    raw = {"dataset": {"modality": "nerf", "source": "srn", "path": str(tmp_path), "resolution": 8, "views": 3}}
+    with pytest.raises(DataError, match=(rf"^{tmp_path}: 2 folders whose names end in 'train' \(cars_train, "
+                                         r"chairs_train\); point dataset.path at a root holding one \*train and one "
+                                         r"\*test folder$")):
+        datasets.prepare(config.from_dict(raw))
 
 
 def test_auto_decoding_is_generic_and_resumes_the_same_table(tmp_path):

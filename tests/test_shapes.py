@@ -107,11 +107,12 @@ def test_3drecgan_index_grids_read_with_their_occupancy():
 
 
 @needs_realdata
-@pytest.mark.parametrize("folder, copies, count", [(BINVOX, 2, 4), (RECGAN, 1, 32)])
-def test_folder_of_real_voxel_files(folder, copies, count, tmp_path):
-    for f in folder.iterdir():   # the binvox sample holds 2 files; a split needs 2 instances each side
-        for c in range(copies):
-            (tmp_path / f"{c}_{f.name}").write_bytes(f.read_bytes())
+@pytest.mark.parametrize("folder, count", [(BINVOX, 4), (RECGAN, 64)])
+def test_folder_of_real_voxel_files(folder, count, tmp_path):
+    for f in folder.iterdir():   # each sample holds 2 objects; a split needs 2 objects each side: 2 copies of each
+        for c in range(2):       # (a 3D-RecGAN copy renamed as a view of another object: `test_3d__0chair_0890_...`)
+            name = f.name.replace("_3d__", f"_3d__{c}") if "_3d__" in f.name else f"{c}_{f.name}"
+            (tmp_path / name).write_bytes(f.read_bytes())
     cfg = config.from_dict({"dataset": {"modality": "shape", "source": "folder", "path": str(tmp_path),
                                         "resolution": 32, "folder": {"train_fraction": 0.5}}})
     data = datasets.prepare(cfg)
@@ -358,13 +359,54 @@ def test_3drecgan_views_of_one_object_never_land_on_both_sides(tmp_path):
 
 
 @needs_realdata
-def test_the_real_3drecgan_sample_splits_by_chair(tmp_path):
+def test_the_real_3drecgan_sample_of_two_chairs_is_refused_as_one_chair_a_side(tmp_path):
+    """16 views of each of 2 chairs: 16 files a side, but COV / MMD / 1-NNA would compare one chair with one."""
     for f in RECGAN.glob("*.txt"):
         (tmp_path / f.name).write_bytes(f.read_bytes())
+    with pytest.raises(DataError, match=(rf"^{tmp_path}: its 32 files are 2 instances \(the views of one object, or "
+                                         r"files sharing a stem, are one\), split into 1 train / 1 test; each split "
+                                         r"needs at least 2 \(COV, MMD and 1-NNA compare sets\)")):
+        datasets.prepare(config.from_dict({"dataset": {"modality": "shape", "source": "folder",
+                                                       "path": str(tmp_path), "resolution": 32}}))
+
+
+def test_a_split_of_one_object_a_side_is_refused_whatever_the_split_setting(tmp_path):
+    write_recgan_views(tmp_path, objects=3, views=4)
+    listing = tmp_path.parent / f"{tmp_path.name}_test.txt"
+    listing.write_text("chair_0001\n")
+    for split, folder, sides in (("random", {}, "2 train / 1 test"), ("sorted", {"train_count": 1}, "1 train / 2 test"),
+                                 (str(listing), {}, "2 train / 1 test")):
+        cfg = config.from_dict({"dataset": {"modality": "shape", "source": "folder", "path": str(tmp_path),
+                                            "resolution": 8, "split": split, "folder": folder}})
+        with pytest.raises(DataError, match=rf": its 12 files are 3 instances .*, split into {sides}; each split"):
+            datasets.prepare(cfg)
+    write_recgan_views(tmp_path, objects=4, views=4)                    # a 4th object: 2 a side
     data = datasets.prepare(config.from_dict({"dataset": {"modality": "shape", "source": "folder",
-                                                          "path": str(tmp_path), "resolution": 32}}))
-    tested = {voxels.object_of(n) for n in data.info["test_files"]}
-    assert data.info["groups"] == 2 and len(tested) == 1 and len(data.test) == 16 and len(data.train) == 16
+                                                          "path": str(tmp_path), "resolution": 8}}))
+    assert data.info["groups"] == 4 and (len(data.train), len(data.test)) == (8, 8)
+
+
+def test_a_shape_in_two_formats_is_one_instance_and_hidden_files_are_not_read(tmp_path):
+    write_meshes(tmp_path)
+    trimesh.creation.box(extents=[1, 1, 2]).export(tmp_path / "a_sphere.stl")      # stem a_sphere twice
+    (tmp_path / "._b_box.obj").write_bytes(b"\x00\x05\x16\x07 AppleDouble")    # macOS sidecars
+    (tmp_path / ".ipynb_checkpoints.binvox").write_bytes(b"#binvox 1\n")
+    data = datasets.prepare(config.from_dict({"dataset": {"modality": "shape", "source": "folder", "split": "sorted",
+                                                          "path": str(tmp_path), "resolution": 8}}))
+    assert data.info["groups"] == 4 and (len(data.train), len(data.test)) == (3, 2)
+    assert data.info["test_files"] == ["c_cylinder.off", "d_capsule.stl"]
+
+
+def test_imnet_voxels_with_several_channels_are_refused_not_read_as_more_shapes(tmp_path):
+    for split in ("train", "test"):
+        with h5py.File(tmp_path / f"v_{split}.hdf5", "w") as f:
+            f.create_dataset("voxels", data=np.ones((2, 8, 8, 8, 3), np.uint8))
+        (tmp_path / f"._v_{split}.hdf5").write_bytes(b"\x00\x05\x16\x07")        # sidecars: not a 2nd file
+    cfg = config.from_dict({"dataset": {"modality": "shape", "source": "imnet", "path": str(tmp_path),
+                                        "resolution": 8}})
+    with pytest.raises(DataError, match=(rf"^{tmp_path / 'v_train.hdf5'}: 'voxels' must be \(N, R, R, R\[, 1\]\), "
+                                         r"got \(2, 8, 8, 8, 3\)$")):
+        datasets.prepare(cfg)
 
 
 def test_a_damaged_imnet_chunk_is_named_with_its_file(tmp_path):

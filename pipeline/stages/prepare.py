@@ -14,7 +14,7 @@ SMALL_TEST_SPLIT = 50
 # Removed when the stage stops early (dvc.yaml's outs, metrics and plots; curves and checkpoints stay).
 OUTPUTS = (DATASET, DATASET_PREVIEW, *metrics_files("prepare"))
 SPLIT_DETAIL = ("split", "groups", "files", "train_files", "body_shape_files", "test_files", "test_file_names",
-                "skipped")
+                "skipped", "fit_views", "held_out_views", "bounds")
 
 
 def main(cfg, generator, start, device):
@@ -38,6 +38,12 @@ def main(cfg, generator, start, device):
                        + ", ".join(skipped[:10]) + (", ..." if data.info["skipped_files"] > 10 else ""))
     for line in m.data_warnings(data.train, data.test):
         warn(warnings, line)
+    # A user's files only: the embedded data is drawn from continuous factors, and its committed metrics stand.
+    copies = datasets.exact_copies(data.train, data.test) if data.info["source"] != "synthetic" else 0
+    if copies:
+        warn(warnings, f"{copies} of {len(data.test)} test instances equal a train instance exactly (the same stored "
+                       "signal, e.g. one file saved under two names): their test figures measure recall, not "
+                       f"generalisation; remove the copies from {cfg.dataset.path}")
     # What a user's source was split into, by name (detail file only; the embedded data has none of these).
     split = {k: data.info[k] for k in SPLIT_DETAIL if k in data.info}
     write_metrics("prepare", {

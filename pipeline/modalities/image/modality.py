@@ -27,20 +27,65 @@ def to_rgb(im):
     return im.convert("RGB")
 
 
+ALPHA_MODES = ("RGBA", "LA", "PA")
+EXIF_ORIENTATION = 0x0112
+
+
+def has_alpha(im) -> bool:
+    """A picture with transparency: an alpha band, or a palette / grey / RGB PNG with a transparent colour."""
+    return im.mode in ALPHA_MODES or (im.mode in ("P", "L", "RGB") and "transparency" in im.info)
+
+
+def on_white(rgba: np.ndarray) -> np.ndarray:
+    """(..., 4) uint8 RGBA -> (..., 3) uint8 RGB composited on white, as the SRN reader puts its views."""
+    rgba = rgba.astype(np.float64) / 255
+    rgb = rgba[..., :3] * rgba[..., 3:] + (1 - rgba[..., 3:])
+    return np.clip(np.round(rgb * 255), 0, 255).astype(np.uint8)
+
+
+def upright(im):
+    """The picture turned as its EXIF Orientation tag says (a phone's JPEG stores the sensor's pixels and a tag
+    saying how to turn them; PIL does not apply it on opening): ImageOps.exif_transpose's table, without its
+    rewriting of the EXIF block, which raises on a damaged one. A damaged EXIF block leaves the pixels as
+    stored (they decode; Pillow's per-tag warnings about it would be noise)."""
+    import warnings
+
+    from PIL import Image
+
+    im.load()   # a pixel decoding error is the file's DataError (load_image), never taken for an EXIF one
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            orientation = im.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:   # Pillow's EXIF parser raises struct.error, TypeError, ... on damaged tags
+        return im
+    turn = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}.get(orientation) if isinstance(orientation, int) else None
+    return im if turn is None else im.transpose(turn)
+
+
 def load_image(path: Path, resolution: int) -> np.ndarray:
-    """Centre-crop to a square, resize with bicubic + antialias: -> (R, R, 3) uint8."""
+    """Turn upright (EXIF), centre-crop to a square, resize with bicubic + antialias, put any transparency on
+    white: -> (R, R, 3) uint8."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path, formats=io.PICTURE_FORMATS) as im:   # no other decoder runs
-            im = to_rgb(im)
+            im = upright(im)
+            # Transparent pixels go on white after the resize, as in the SRN reader: PIL resizes RGBA with
+            # premultiplied alpha, so a transparent pixel's hidden colour never bleeds into its neighbours,
+            # and the float compositing runs at the resolution, not the file's size. An opaque alpha band
+            # gives the RGB pixels exactly.
+            im = im.convert("RGBA") if has_alpha(im) else to_rgb(im)
             w, h = im.size
             side = min(w, h)
             left, top = (w - side) // 2, (h - side) // 2
             im = im.crop((left, top, left + side, top + side))
             # PIL's resize widens the bicubic kernel by the downscale factor, i.e. antialiases.
             im = im.resize((resolution, resolution), Image.Resampling.BICUBIC, reducing_gap=None)
-            return np.asarray(im, dtype=np.uint8)
+            pixels = np.asarray(im, dtype=np.uint8)
+            return on_white(pixels) if pixels.shape[-1] == 4 else pixels
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as e:
         raise DataError(f"{path}: cannot read image ({e.__class__.__name__}: {e})") from None
 

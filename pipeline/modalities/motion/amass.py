@@ -16,7 +16,7 @@ import numpy as np
 
 from ... import io
 from ...errors import DataError
-from ...prepared import dataset_folder, natural_key
+from ...prepared import dataset_folder, hidden, natural_key
 from .skeleton import VALUES, matrix_to_axis_angle, rotation_matrices, unwrap
 
 FPS = 30.0            # every sequence is resampled to this rate (AMASS ships 60-250 fps)
@@ -143,13 +143,18 @@ def clips(poses: np.ndarray, rate: float, frames: int) -> np.ndarray:
 
 def is_body_shape(path: Path) -> bool:
     """A per-subject body-shape file of AMASS's (SMPL-H `shape.npz`, SMPL-X `<gender>_stagei.npz`)."""
-    return path.name in SKIPPED_NAMES or path.name.endswith(SKIPPED_SUFFIX)
+    name = path.name.lower()   # the suffix is read in any case (`motion_files`), so the names are too
+    return name in SKIPPED_NAMES or name.endswith(SKIPPED_SUFFIX)
 
 
 def motion_files(root: Path) -> tuple[list[Path], int]:
     """(every motion .npz under root (AMASS nests dataset/subject/file) in natural order of their paths below
-    root (digit runs by value), the count of body-shape files left out), from one walk of the folder."""
+    root (digit runs by value), the count of body-shape files left out), from one walk of the folder.
+
+    The suffix in any case (`.NPZ`), as the image and shape folders read theirs; a path with a `hidden` part
+    (`._walk.npz` sidecars, `.ipynb_checkpoints/`, `__MACOSX/`) is not a motion."""
     root = dataset_folder(root)
-    found = list(root.rglob("*.npz"))
+    found = [p for p in root.rglob("*") if p.suffix.lower() == ".npz" and p.is_file()
+             and not any(hidden(part) for part in p.relative_to(root).parts)]
     motions = [p for p in found if not is_body_shape(p)]
     return sorted(motions, key=lambda p: natural_key(p.relative_to(root).as_posix())), len(found) - len(motions)

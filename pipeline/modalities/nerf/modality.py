@@ -7,7 +7,8 @@ Stage-1, not when a scene's latent is fitted later; they give the novel-view
 metrics. On the embedded cars they are the same four cameras for every
 scene, `coordinates()`'s cameras, so generated and real scenes are seen from
 the same poses (FID, memorisation, the factor predictor); SRN scenes keep
-their own held-out poses.
+their own held-out poses, so memorisation compares samples with Stage-1's
+decodes of the train scenes at the shared cameras (`targets_at_coordinates`).
 
 Coordinates are rays (origin, direction: d 6); the modality's `field` wraps
 the LoE in the volume renderer, so every stage decodes rays into pixels
@@ -150,19 +151,13 @@ class NerfModality(Modality):
             scenes = srn.scene_dirs(root, split)[: d.folder.limit]
             records, names[split] = [], []
             for folder in scenes:
-                try:
-                    records.append(srn.read_scene(folder, self.resolution, self.views, HELD_OUT))
+                try:   # every scene has all dataset.views fit views (a short one is refused, or skipped)
+                    records.append(srn.read_scene(folder, self.resolution, self.views, HELD_OUT, every=True))
                     names[split].append(str(folder.relative_to(root)))
                 except DataError:
                     if not d.folder.skip_corrupt:
                         raise
                     info["skipped"].append(str(folder.relative_to(root)))
-            counts = [len(v) - HELD_OUT for v, _, _ in records]
-            if len(set(counts)) > 1:   # a scene with fewer views than asked for: every scene keeps as many,
-                least = min(counts)     # evenly spread over its fit views (one array per split); counted in info
-                info.setdefault("fit_views", {})[split] = {"kept": least, "short_scenes": sum(c == least for c in counts)}
-                records = [(v[np.r_[srn.even(len(v) - HELD_OUT, least), -HELD_OUT:0]],
-                            p[np.r_[srn.even(len(p) - HELD_OUT, least), -HELD_OUT:0]], f) for v, p, f in records]
             splits[split] = self.pack(np.stack([r[0] for r in records]), np.stack([r[1] for r in records]),
                                       np.array([r[2] for r in records], np.float32)) if records else \
                 np.empty(0, scene_dtype(self.views + HELD_OUT, self.resolution))
@@ -171,6 +166,7 @@ class NerfModality(Modality):
         self.focal = float(first["focal"])
         self.radius = float(np.linalg.norm(first["pose"][:, :3, 3], axis=-1).mean())
         info["bounds"] = self.fit_bounds(splits, names, root)
+        info["fit_views"], info["held_out_views"] = self.views, HELD_OUT    # per scene (the detail file shows them)
         info["skipped_files"] = len(info["skipped"])
         return PreparedData(modality=self, train=splits["train"], test=splits["test"], train_factors=None,
                             test_factors=None, factor_names=[], factor_kinds=[], info=info)
@@ -202,6 +198,14 @@ class NerfModality(Modality):
     def targets(self, signals: np.ndarray) -> torch.Tensor:
         """The held-out views' pixels: (B, 4 R^2, 3) in [-1, 1]."""
         return self._pixels(signals["rgb"][:, -HELD_OUT:])
+
+    def targets_at_coordinates(self, signals: np.ndarray) -> torch.Tensor | None:
+        """The held-out views' pixels where every scene's held-out cameras are `coordinates()`' (the embedded
+        cars); None where a scene keeps its own (SRN): its views are not at the samples' cameras."""
+        held = orbit_poses(HELD_OUT_AZIMUTHS, radius=self.radius, up=self.up).numpy()
+        shared = (np.allclose(signals["pose"][:, -HELD_OUT:], held[None], atol=1e-4)
+                  and np.allclose(signals["focal"], self.focal, rtol=1e-5))
+        return self.targets(signals) if shared else None
 
     def evaluation_points(self, signals: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Each scene's held-out rays (B, 4 R^2, 6) and pixels (B, 4 R^2, 3)."""

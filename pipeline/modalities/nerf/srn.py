@@ -4,11 +4,13 @@
     <root>/<split>/<scene>/pose/000000.txt ...    4x4 camera-to-world, OpenCV axes, 16 numbers
     <root>/<split>/<scene>/intrinsics.txt         first line "f cx cy _", last line "H W"
 
-`<split>` is the folder whose name ends in `train` (cars_train) or `test`
+`<split>` is the one folder whose name ends in `train` (cars_train) or `test`
 (cars_test). Views are resized to the configured resolution (focal scaled
-with them); an RGBA view is put on white. Each scene keeps `views` evenly
-spaced views for fitting plus the modality's held-out views, taken evenly
-from the rest. Any problem is one line naming the file.
+with them); an RGBA view is put on white. Each scene's held-out views are
+picked first, evenly spread over all of its views (`pick`); then `views`
+fit views evenly spaced over the rest. Names starting with `.` or `__MACOSX`
+(macOS sidecars, `.ipynb_checkpoints/`) are not scenes or views. Any problem
+is one line naming the file.
 """
 from __future__ import annotations
 
@@ -20,13 +22,26 @@ import numpy as np
 
 from ... import io
 from ...errors import DataError
+from ...prepared import hidden
+
+VIEW_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def scene_dirs(root: Path, split: str) -> list[Path]:
-    found = sorted(p for p in root.iterdir() if p.is_dir() and p.name.lower().endswith(split))
+    """The scene folders of the one folder of `root` whose name ends in `split`; two such folders
+    (cars_train and chairs_train) are refused rather than one of them read silently."""
+    found = sorted(p for p in root.iterdir() if p.is_dir() and p.name.lower().endswith(split) and not hidden(p.name))
     if not found:
         raise DataError(f"{root}: no folder whose name ends in '{split}' (SRN-Cars: cars_train, cars_test)")
-    return sorted(p for p in found[0].iterdir() if p.is_dir())
+    if len(found) > 1:
+        raise DataError(f"{root}: {len(found)} folders whose names end in '{split}' ({', '.join(p.name for p in found)})"
+                        "; point dataset.path at a root holding one *train and one *test folder")
+    return sorted(p for p in found[0].iterdir() if p.is_dir() and not hidden(p.name))
+
+
+def view_files(folder: Path) -> list[Path]:
+    """A scene's views: the pictures in rgb/, by name."""
+    return sorted(p for p in (folder / "rgb").glob("*") if p.suffix.lower() in VIEW_SUFFIXES and not hidden(p.name))
 
 
 def read_intrinsics(path: Path) -> tuple[float, int]:
@@ -105,13 +120,21 @@ def pick(total: int, fit: int, held_out: int) -> tuple[list[int], list[int]]:
     return [rest[i] for i in even(len(rest), fit)], held
 
 
-def read_scene(folder: Path, side: int, fit: int, held_out: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """One scene -> views (V, side, side, 3) uint8 (fit views first, held-out last), poses (V, 4, 4), focal at side."""
+def read_scene(folder: Path, side: int, fit: int, held_out: int,
+               every: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
+    """One scene -> views (V, side, side, 3) uint8 (fit views first, held-out last), poses (V, 4, 4), focal at side.
+
+    `every`: the scene must have all `fit` fit views (a dataset's scenes are one array of fit + held_out
+    views each); else a scene with fewer keeps what it has (a user's own scene, fitted alone)."""
     focal, native = read_intrinsics(folder / "intrinsics.txt")
-    images = sorted(p for p in (folder / "rgb").glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    images = view_files(folder)
     if len(images) < held_out + 1:
         raise DataError(f"{folder / 'rgb'}: {len(images)} views; a scene needs at least {held_out + 1} "
                         f"({held_out} held out for evaluation)")
+    if every and len(images) < fit + held_out:
+        raise DataError(f"{folder}: {len(images)} views in rgb/; dataset.views asks for {fit} fit views + {held_out} "
+                        f"held out = {fit + held_out} a scene; lower dataset.views, or set "
+                        "dataset.folder.skip_corrupt: true to skip such scenes")
     for p in images:          # every view needs its pose, whether or not it is kept
         if not (folder / "pose" / f"{p.stem}.txt").is_file():
             raise DataError(f"{folder / 'pose' / (p.stem + '.txt')}: missing (every view in rgb/ needs a pose of "

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import DataError
-from ...prepared import dataset_folder
+from ...prepared import dataset_folder, hidden
 from .rendering import voxel_centres
 
 MESH_SUFFIXES = (".obj", ".off", ".ply", ".stl")
@@ -207,7 +207,7 @@ def imnet_files(root: Path) -> dict[str, Path]:
     root = dataset_folder(root)            # the folder holding IM-NET's *train*.hdf5 and *test*.hdf5
     found = {}
     for split in ("train", "test"):
-        matches = sorted(root.glob(f"*{split}*.hdf5"))
+        matches = sorted(p for p in root.glob(f"*{split}*.hdf5") if not hidden(p.name))   # `._x.hdf5` sidecars
         if len(matches) != 1:
             raise VoxelError(f"{root}: expected one *{split}*.hdf5 file, found {[m.name for m in matches]}")
         found[split] = matches[0]
@@ -265,7 +265,8 @@ def read_imnet(path: Path, side: int, limit: int | None = None, chunk: int = 256
         if "voxels" not in f:
             raise VoxelError(f"{path}: no 'voxels' dataset (found {sorted(f.keys())}); is this an IM-NET file?")
         voxels = f["voxels"]
-        if voxels.ndim not in (4, 5) or len(set(voxels.shape[1:4])) != 1:
+        # A 5th axis of C > 1 channels would be read as C shapes per shape (the reshape below).
+        if voxels.ndim not in (4, 5) or len(set(voxels.shape[1:4])) != 1 or voxels.shape[4:] not in ((), (1,)):
             raise VoxelError(f"{path}: 'voxels' must be (N, R, R, R[, 1]), got {voxels.shape}")
         n = len(voxels) if limit is None else min(limit, len(voxels))
         out = []
