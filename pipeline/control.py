@@ -402,7 +402,8 @@ def parser() -> argparse.ArgumentParser:
                            help="nerf: render from N cameras evenly around the object (a turntable)")
             c.add_argument("--file", type=Path, default=None,
                            help="also write the decode in the modality's own format (.png, .ply, .gif)")
-        c.add_argument("--out", type=Path, default=Path(f"control_{name}.png"), help="PNG to write")
+        c.add_argument("--out", type=Path, default=Path(f"control_{name}.png"),
+                       help=f"PNG to write (default: control_{name}.png in the current folder)")
         c.add_argument("--npz", type=Path, default=None, help="latents to write (default: beside --out)")
         c.add_argument("--seed", type=int, default=0, help="resample, tree: seed of the completions drawn (they also "
                        "depend on -n: one stream draws the batch); the other commands draw nothing")

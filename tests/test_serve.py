@@ -2,7 +2,7 @@
 
 The browser test needs `chromium` and `chromedriver` (Debian: `apt-get install chromium chromium-driver`;
 .ci/run installs them). With CHINR_SERVE_RUN=<a trained workspace> it serves that run instead of a micro
-one and writes the README's screenshot (metrics/default/serve.png) from it.
+one and writes the README's screenshot (docs/images/serve.png) from it.
 """
 import base64
 import json
@@ -214,7 +214,7 @@ def test_the_page_in_a_real_browser(served, tmp_path):
         driver.find_element(By.ID, "retrieve").click()
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#neighbours img")) == 6)
         assert driver.find_element(By.ID, "message").text == ""
-        shot = (ROOT / "metrics/default/serve.png") if os.environ.get("CHINR_SERVE_RUN") else tmp_path / "serve.png"
+        shot = (ROOT / "docs/images/serve.png") if os.environ.get("CHINR_SERVE_RUN") else tmp_path / "serve.png"
         driver.save_screenshot(str(shot))
         assert shot.read_bytes()[:4] == b"\x89PNG"
     finally:
