@@ -53,8 +53,8 @@ def tables(df) -> tuple[dict, str]:
     md = ["## Binary condition length (paper Table 2): ours", "",
           "Standardised latents, the model's own chain (prefixes drawn from it); `floor` is what a prior that "
           "reproduced its training pairs code by code would give (`std_table_memorised`); `se` is the standard "
-          "error of an entry from its anchors and draws within one run (`std_table_standard_error`; its mean over "
-          "runs), so entries closer than about two of it are not told apart.", ""]
+          "error of an entry from its anchors and draws within one run (`std_table_standard_error`; mean ± spread "
+          "over runs): two runs' entries closer than about three of it (2√2 se) are not told apart.", ""]
     md += [summary_markdown(table2, t2_keys, std_cols) if table2 is not None else "(no hierarchical run)\n",
            "## The paper's Table 2", "", paper_markdown(), "## Prior variants", "",
            summary_markdown(variants, v_keys, quality)]

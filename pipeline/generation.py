@@ -2,11 +2,21 @@
 binary-condition std table of the paper's Table 2."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from . import artifacts, datasets
 from .hcdm import HCDM, load_hcdm
 from .meta import load_loe
+
+
+def stream(seed: int, purpose: str) -> torch.Generator:
+    """A generator for one measurement, seeded from (seed, purpose) through numpy's SeedSequence: its numbers
+    are not those of another measurement, nor of a stage or control command seeded with a small integer
+    (`hcdm.seed: 1` trains from Generator(1); `seed * c + k` would hand that stream to a table)."""
+    tag = int.from_bytes(purpose.encode(), "little")
+    state = np.random.SeedSequence([seed, tag]).generate_state(2, np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
 
 
 def control_depths(hcdm: HCDM) -> list[int]:

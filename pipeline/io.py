@@ -208,6 +208,7 @@ def check_finite_state(path: str | Path, state, reading: bool = False) -> None:
 
 # The picture formats data files are decoded as: Pillow's other decoders (TIFF, PSD, EPS, ...) never see them.
 PICTURE_FORMATS = ("PNG", "JPEG")
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")   # the files those decoders read, by name
 
 # What reading an .npz (a zip of .npy files) raises for a damaged or foreign file: a damaged header reaches
 # Python's tokenizer (SyntaxError, TokenError), damaged compressed data zlib.

@@ -91,3 +91,11 @@ def stack_vertically(images: list[np.ndarray], gap: int = 8, fill: int = 255) ->
 def upscale_for(resolution: int, target: int = 64) -> int:
     """Integer nearest-neighbour factor that makes small pictures readable."""
     return max(1, target // resolution)
+
+
+def on_white(rgba: np.ndarray) -> np.ndarray:
+    """(..., 4) uint8 RGBA -> (..., 3) uint8 RGB composited on white (SRN's views are rendered on white; a
+    user's transparent picture is put on the same ground)."""
+    rgba = rgba.astype(np.float64) / 255
+    rgb = rgba[..., :3] * rgba[..., 3:] + (1 - rgba[..., 3:])
+    return np.clip(np.round(rgb * 255), 0, 255).astype(np.uint8)

@@ -28,8 +28,9 @@ def heatmap(path, matrix: np.ndarray, labels: list[str], title: str) -> None:
     ax.set_yticks(range(len(labels)), labels)
     for i in range(len(labels)):
         for j in range(len(labels)):
-            ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center",
-                    color="black" if matrix[i, j] > 0.6 else "white", fontsize=8)
+            value = matrix[i, j]      # NaN: not measured (a constant layer), an empty cell on the white ground
+            ax.text(j, i, "–" if np.isnan(value) else f"{value:.2f}", ha="center", va="center",
+                    color="black" if np.isnan(value) or value > 0.6 else "white", fontsize=8)
     fig.colorbar(im, ax=ax, fraction=0.046)
     ax.set_title(title, fontsize=9)
     _save(fig, path)

@@ -219,7 +219,7 @@ def test_a_test_picture_equal_to_a_train_picture_is_warned_with_the_count(tmp_pa
     prepare.main(cfg, None, 0.0, "cpu")
     warnings = json.loads((tmp_path / "metrics/detail/prepare.json").read_text())["warnings"]
     assert (f"1 of 4 test instances equal a train instance exactly (the same stored signal, e.g. one file saved under "
-            f"two names): their test figures measure recall, not generalisation; remove the copies from "
+            f"two names): their test figures measure recall, not generalisation; remove the duplicates from the data in "
             f"{tmp_path / 'imgs'}") in warnings
 
 

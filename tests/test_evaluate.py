@@ -75,6 +75,7 @@ def test_the_memorisation_warning_needs_two_standard_errors_of_the_difference():
     assert standard_error(a, b) == pytest.approx(1.0)
     assert standard_error(a) == pytest.approx(1.0) and standard_error(b) == 0
     assert standard_error(torch.tensor([1.0]), b) is None                    # one distance: no spread to judge
+    assert standard_error(b, b) == 0                                         # no spread: never warned (no ratio)
 
 
 def test_nerf_scenes_seen_from_their_own_cameras_have_no_values_at_the_shared_ones():
@@ -88,3 +89,33 @@ def test_nerf_scenes_seen_from_their_own_cameras_have_no_values_at_the_shared_on
     moved = scenes.copy()
     moved["pose"][1, -1, :3, 3] += np.float32(0.05)
     assert m.targets_at_coordinates(moved) is None
+
+
+def test_measurement_streams_are_their_own_and_not_a_small_seeds():
+    """A stream is fixed by (seed, purpose), differs between purposes and seeds, and is not the stream of a
+    generator seeded with a small integer (hcdm.seed 1 trains from Generator(1); control's gen:S)."""
+    from pipeline.generation import stream
+
+    first = [stream(0, p).initial_seed() for p in ("std_table", "part_std", "std_table_anchored")]
+    assert first == [stream(0, p).initial_seed() for p in ("std_table", "part_std", "std_table_anchored")]
+    assert len(set(first + [stream(1, "std_table").initial_seed()])) == 4
+    assert all(s > 2 ** 32 for s in first)
+
+
+def test_memorisation_on_data_not_taken_at_the_samples_coordinates_searches_stage1s_decodes(
+        scored, monkeypatch):
+    """Where the stored instances were not taken at `coordinates()` (SRN scenes), the train side of the search
+    is Stage-1's decode of each train latent there: the test reconstructions then sit at the distances the
+    decodes of their own latents give, and test_split (real data elsewhere) is null."""
+    from pipeline.modalities.image.modality import ImageModality
+
+    monkeypatch.setattr(ImageModality, "targets_at_coordinates", lambda self, signals: None)
+    detail = evaluate_with(scored, monkeypatch, fid_samples=8, kid_subset_size=8, batch_size=256)
+    assert detail["memorisation_distance_test_split"] is None
+    assert detail["memorisation"]["reference"].startswith("Stage-1's decodes of the train latents")
+    assert detail["memorisation_distance"] > 0 and detail["memorisation_distance_test_reconstructed"] > 0
+    monkeypatch.undo()
+    stored = evaluate_with(scored, monkeypatch, fid_samples=8, kid_subset_size=8, batch_size=256)
+    assert stored["memorisation"]["reference"] == "the stored train instances"
+    assert stored["memorisation_distance_test_split"] is not None
+    assert stored["memorisation_distance"] != detail["memorisation_distance"]

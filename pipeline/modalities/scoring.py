@@ -76,12 +76,18 @@ def frechet_distance_of(x: np.ndarray, y: np.ndarray) -> float:
     return frechet_distance(*gaussian(x), *gaussian(y))
 
 
+def kid_subset(subset_size: int, real: np.ndarray, fake: np.ndarray) -> int:
+    """The subset size `kid` uses: `subset_size`, or the smaller set whole (every subset then holds all of it,
+    and KID's spread is the other set's resampling alone)."""
+    return min(subset_size, len(real), len(fake))
+
+
 def kid(real: np.ndarray, fake: np.ndarray, subsets: int = 50, subset_size: int = 500, seed: int = 0) -> tuple[float, float]:
     """Kernel Inception Distance (Binkowski et al. 2018): unbiased MMD^2 with the
     cubic polynomial kernel k(x, y) = (x.y / d + 1)^3, averaged over random
     subsets; returns (mean, std)."""
     rng = np.random.default_rng(seed)
-    m = min(subset_size, len(real), len(fake))
+    m = kid_subset(subset_size, real, fake)
     d = real.shape[1]
     values = []
     for _ in range(subsets):

@@ -43,7 +43,7 @@ def main(cfg, generator, start, device):
     if copies:
         warn(warnings, f"{copies} of {len(data.test)} test instances equal a train instance exactly (the same stored "
                        "signal, e.g. one file saved under two names): their test figures measure recall, not "
-                       f"generalisation; remove the copies from {cfg.dataset.path}")
+                       f"generalisation; remove the duplicates from the data in {cfg.dataset.path}")
     # What a user's source was split into, by name (detail file only; the embedded data has none of these).
     split = {k: data.info[k] for k in SPLIT_DETAIL if k in data.info}
     write_metrics("prepare", {

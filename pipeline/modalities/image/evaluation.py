@@ -52,9 +52,7 @@ def scores(s: Scoring) -> dict:
         return {"fid": round(scoring.frechet_distance_of(real, feats), 3), "kid": round(kid_mean, 5),
                 "kid_std": round(kid_std, 5), "precision": round(precision, 4), "recall": round(recall, 4),
                 "images": len(feats), "pr_k_used": scoring.pr_k_used(e.pr_k, min(len(real), len(feats))),
-                # a set smaller than the subset size is compared whole in every subset: kid_std is then the
-                # resampling of the other set alone
-                "kid_subset": min(e.kid_subset_size, len(real), len(feats))}
+                "kid_subset": scoring.kid_subset(e.kid_subset_size, real, feats)}
 
     def features(pics):
         return fid.inception_features(pics, progress=True, device=device)

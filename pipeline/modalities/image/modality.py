@@ -36,13 +36,6 @@ def has_alpha(im) -> bool:
     return im.mode in ALPHA_MODES or (im.mode in ("P", "L", "RGB") and "transparency" in im.info)
 
 
-def on_white(rgba: np.ndarray) -> np.ndarray:
-    """(..., 4) uint8 RGBA -> (..., 3) uint8 RGB composited on white, as the SRN reader puts its views."""
-    rgba = rgba.astype(np.float64) / 255
-    rgb = rgba[..., :3] * rgba[..., 3:] + (1 - rgba[..., 3:])
-    return np.clip(np.round(rgb * 255), 0, 255).astype(np.uint8)
-
-
 def upright(im):
     """The picture turned as its EXIF Orientation tag says (a phone's JPEG stores the sensor's pixels and a tag
     saying how to turn them; PIL does not apply it on opening): ImageOps.exif_transpose's table, without its
@@ -85,7 +78,7 @@ def load_image(path: Path, resolution: int) -> np.ndarray:
             # PIL's resize widens the bicubic kernel by the downscale factor, i.e. antialiases.
             im = im.resize((resolution, resolution), Image.Resampling.BICUBIC, reducing_gap=None)
             pixels = np.asarray(im, dtype=np.uint8)
-            return on_white(pixels) if pixels.shape[-1] == 4 else pixels
+            return pictures.on_white(pixels) if pixels.shape[-1] == 4 else pixels
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as e:
         raise DataError(f"{path}: cannot read image ({e.__class__.__name__}: {e})") from None
 
@@ -97,7 +90,7 @@ class ImageModality(Modality):
     file_kind = "a picture (.png, .jpg), centre-cropped and resized"
     set_metrics = "FID, KID and precision/recall"
     d_in = 2
-    folder_suffixes = (".png", ".jpg", ".jpeg")
+    folder_suffixes = io.PICTURE_SUFFIXES
     factor_names = tuple(synthetic.FACTOR_NAMES)
     factor_kinds = tuple(kind for kind, _, _ in synthetic.FACTORS.values())
     metric_definitions = {"psnr_definition": "mean over instances of per-instance PSNR, images in [0, 1]",

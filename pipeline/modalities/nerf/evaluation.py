@@ -67,7 +67,7 @@ def scores(s: Scoring) -> dict:
                        "covariance is rank-deficient and FID reads high; compare only FIDs of equal set sizes")
 
     def score(features):
-        kid_size = min(e.kid_subset_size, len(real), len(features))
+        kid_size = scoring.kid_subset(e.kid_subset_size, real, features)
         kid_mean, _ = scoring.kid(real, features, e.kid_subsets, kid_size, seed=cfg.seed)
         return {"fid": round(scoring.frechet_distance_of(real, features), 3),
                 "kid": round(kid_mean, 5), "images": len(features), "kid_subset": kid_size}

@@ -20,11 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ... import io
+from ... import io, pictures
 from ...errors import DataError
 from ...prepared import hidden
 
-VIEW_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def scene_dirs(root: Path, split: str) -> list[Path]:
@@ -41,7 +40,7 @@ def scene_dirs(root: Path, split: str) -> list[Path]:
 
 def view_files(folder: Path) -> list[Path]:
     """A scene's views: the pictures in rgb/, by name."""
-    return sorted(p for p in (folder / "rgb").glob("*") if p.suffix.lower() in VIEW_SUFFIXES and not hidden(p.name))
+    return sorted(p for p in (folder / "rgb").glob("*") if p.suffix.lower() in io.PICTURE_SUFFIXES and not hidden(p.name))
 
 
 def read_intrinsics(path: Path) -> tuple[float, int]:
@@ -96,13 +95,12 @@ def read_view(path: Path, side: int, native: int) -> np.ndarray:
                 raise DataError(f"{path}: {im.size[0]}x{im.size[1]} pixels, but intrinsics.txt says "
                                 f"{native}x{native} (the focal would be wrong)")
             im.load()
-            rgba = np.asarray(im.convert("RGBA").resize((side, side), Image.Resampling.BICUBIC), np.float64) / 255
+            rgba = np.asarray(im.convert("RGBA").resize((side, side), Image.Resampling.BICUBIC))
     except DataError:
         raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise DataError(f"{path}: not a readable image ({e.__class__.__name__})") from None
-    rgb = rgba[..., :3] * rgba[..., 3:] + (1 - rgba[..., 3:])          # on white
-    return np.clip(np.round(rgb * 255), 0, 255).astype(np.uint8)
+    return pictures.on_white(rgba)
 
 
 def even(total: int, count: int) -> np.ndarray:
