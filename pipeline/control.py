@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 
 from . import analysis, artifacts, config, datasets, hcdm, io, meta, pictures
-from .errors import DataError, MissingArtifact
+from .errors import DataError, MissingArtifact, warn
 from .modalities import SPECS
 
 
@@ -139,11 +139,38 @@ def read_file(run: Run, spec: str) -> np.ndarray:
     return m.read_file(path)
 
 
+# The params that decide how a test instance's latent is fitted (export_latents' own, and the Stage-1 ones it reads).
+FIT_KEYS = ("export_latents.inner_steps", "export_latents.points", "export_latents.autodecode_steps",
+            "export_latents.autodecode_lr", "fit_loe.near_surface_fraction", "fit_loe.points_per_step", "seed")
+
+
+def bank_drift(cfg, lock: Path = Path("dvc.lock")) -> list[str]:
+    """The FIT_KEYS whose value in params.yaml differs from the one the latent bank was fitted with (dvc.lock's
+    record of export_latents), as `key X (the bank: Y)`; empty without a lock or a record of them."""
+    try:
+        import yaml
+
+        recorded = yaml.safe_load(config.read_text(lock))["stages"]["export_latents"]["params"]["params.yaml"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):   # no lock, or not one of ours
+        return []
+    flat = {}
+    for key, value in recorded.items():      # dvc.lock nests a whole section, and lists single keys dotted
+        flat.update({f"{key}.{k}": v for k, v in value.items()} if isinstance(value, dict) else {key: value})
+    now = {key: config._value(cfg, key) for key in FIT_KEYS}
+    return [f"{key} {now[key]} (the bank: {flat[key]})" for key in FIT_KEYS if key in flat and flat[key] != now[key]]
+
+
 def fit_file(run: Run, signal: np.ndarray, a: argparse.Namespace) -> Source:
     """A signal's latent, fitted as `export_latents` fits a test instance (its params in params.yaml: the inner
-    loop's steps and points, or auto-decoding's steps, rate and points; the near-surface share; the seed)."""
+    loop's steps and points, or auto-decoding's steps, rate and points; the near-surface share; the seed).
+    Where params.yaml no longer says what the bank was fitted with, a warning names the keys, once a run."""
     model, meta_sgd, trained = run.loe
     cfg = config.load()
+    if "drift" not in run._cache:              # said once a run (serve fits many files)
+        drift = run._cache["drift"] = bank_drift(cfg)
+        if drift:
+            warn([], "params.yaml fits your file otherwise than the latent bank's instances were fitted "
+                     f"(dvc.lock): {'; '.join(drift)}; `dvc repro` refits the bank")
     e = cfg.export_latents
     fit = {"surface_fraction": cfg.fit_loe.near_surface_fraction, "seed": cfg.seed}
     if trained["method"] == "autodecode":

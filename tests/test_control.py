@@ -169,6 +169,35 @@ def test_a_users_signal_is_fitted_as_export_latents_fits_a_test_instance(in_run)
     assert config.load().export_latents.points is None and torch.allclose(fitted, bank, atol=1e-5)
 
 
+def test_a_file_fitted_with_params_other_than_the_banks_is_warned_once_naming_the_keys(in_run, capsys):
+    """params.yaml edited since the bank was fitted (dvc.lock's record of export_latents): a user's file is
+    fitted with params.yaml's settings, and one warning per run names each key that differs."""
+    import yaml
+
+    from pipeline import config
+
+    cfg = config.load()
+    steps = cfg.export_latents.inner_steps
+    lock = in_run / "dvc.lock"
+    record = {"export_latents": {"inner_steps": steps + 2, "batch_size": 7, "points": cfg.export_latents.points},
+              "fit_loe.near_surface_fraction": cfg.fit_loe.near_surface_fraction, "seed": cfg.seed}
+    assert control.bank_drift(cfg, lock) == []                                # no lock: nothing to compare
+    lock.write_text(yaml.safe_dump({"stages": {"export_latents": {"params": {"params.yaml": record}}}}))
+    try:
+        assert control.bank_drift(cfg, lock) == [f"export_latents.inner_steps {steps} (the bank: {steps + 2})"]
+        run, a = control.Run(), control.parser().parse_args(["resample"])
+        for _ in range(2):
+            control.fit_file(run, run.data.test[0], a)
+        err = capsys.readouterr().err
+        assert err.count("warning: params.yaml fits your file otherwise than the latent bank's") == 1
+        assert f"export_latents.inner_steps {steps} (the bank: {steps + 2})" in err
+        record["export_latents"]["inner_steps"] = steps                       # batch_size decides no latent
+        lock.write_text(yaml.safe_dump({"stages": {"export_latents": {"params": {"params.yaml": record}}}}))
+        assert control.bank_drift(cfg, lock) == []
+    finally:
+        lock.unlink()
+
+
 def test_undecodable_image_is_named(in_run, tmp_path, capsys):
     (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
     assert ctl("resample", "--source", f"image:{tmp_path / 'broken.png'}") == 2
