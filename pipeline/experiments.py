@@ -45,19 +45,22 @@ VOLATILE = ("seconds", "peak_rss_mib", "stage1_ms_per_step")
 REPLICATES = ("seed", "threads", "log_every", "checkpoint_every")
 
 
-def records(node, out: list, experiment: bool = False) -> list:
+def records(node, out: list, experiment: bool = False, state: str | None = None) -> list:
     """Every record of `dvc exp show --json`, however nested, as (record, whether it is an experiment
-    of a commit rather than the workspace or a commit itself)."""
+    of a commit rather than the workspace or a commit itself, its executor's state: None once done,
+    else e.g. "running" or "queued")."""
     if isinstance(node, dict):
+        if isinstance(node.get("executor"), dict):
+            state = node["executor"].get("state")
         data = node.get("data")
         if isinstance(data, dict) and "params" in data and "rev" in node:
-            out.append((node, experiment))
+            out.append((node, experiment, state))
         for key, value in node.items():
             if isinstance(value, (dict, list)):
-                records(value, out, experiment or key == "experiments")
+                records(value, out, experiment or key == "experiments", state)
     elif isinstance(node, list):
         for value in node:
-            records(value, out, experiment)
+            records(value, out, experiment, state)
     return out
 
 
@@ -78,11 +81,14 @@ def frame(payload) -> pd.DataFrame:
     is kept once: as the experiment if it is one (its name and params are the run's), else as its
     fullest listing."""
     rows, named, failed, unfinished = [], [], [], []
-    for rec, experiment in records(payload, []):
+    for rec, experiment, state in records(payload, []):
         rev = str(rec["rev"])
         name = rec.get("name") or (rev if rev == "workspace" else rev[:7])
         if rec.get("error"):   # a failed run lists its baseline's metrics files as its own: not a result
             failed.append(name)
+            continue
+        if state not in (None, "success"):   # running or queued: it lists the workspace's metrics meanwhile
+            unfinished.append(f"{name} ({state})")
             continue
         data = rec["data"]
         params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
@@ -95,7 +101,8 @@ def frame(payload) -> pd.DataFrame:
             row.update(flatten(values, f"{stem}."))
         rows.append(row)
         named.append(experiment)
-    for what, names in (("failed", failed), ("without metrics/generation.json (not run to the end)", unfinished)):
+    for what, names in (("failed", failed), ("not run to the end (still running or queued, or without "
+                                              "metrics/generation.json)", unfinished)):
         if names:
             print(f"note: left out {len(names)} run(s) {what}: {', '.join(names[:20])}"
                   + (", ..." if len(names) > 20 else ""), file=sys.stderr)

@@ -250,7 +250,20 @@ def test_failed_and_unfinished_runs_are_named_when_left_out(capsys):
     assert list(frame([record("a", "ok", 12, "hierarchical", 41.0), failed, unfinished])["experiment"]) == ["ok"]
     err = capsys.readouterr().err
     assert "note: left out 1 run(s) failed: diverged" in err
-    assert "note: left out 1 run(s) without metrics/generation.json (not run to the end): queued" in err
+    assert ("note: left out 1 run(s) not run to the end (still running or queued, or without "
+            "metrics/generation.json): queued") in err
+
+
+def test_a_running_experiment_listing_the_workspaces_metrics_is_not_a_run(capsys):
+    """While an experiment runs, `dvc exp show` lists it under its executor with a copy of the workspace's
+    metrics: taken as a run, it would stand for (and be deduplicated against) the workspace."""
+    workspace = record("workspace", None, 12, "hierarchical", 49.3, seed=None)
+    running = {"name": "bl15-s2", "executor": {"state": "running", "name": "tempdir"},
+               "revs": [record("008ab0b", "bl15-s2", 15, "hierarchical", 49.3, seed=2)]}
+    done = {"name": "bl15-s1", "executor": None, "revs": [record("2eb96b1", "bl15-s1", 15, "hierarchical", 49.4, seed=1)]}
+    payload = [workspace, {"rev": "142af0c", "experiments": [running, done]}]
+    assert list(frame(payload)["experiment"]) == ["workspace", "bl15-s1"]
+    assert "bl15-s2 (running)" in capsys.readouterr().err
 
 
 def test_pool_joins_runs_whose_param_names_the_same_setting_twice(tmp_path, monkeypatch, capsys):

@@ -100,7 +100,7 @@ def test_dvc_repro_then_binary_len_experiment(image_repo, tmp_path):
         assert leaves and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in leaves), f
         assert (work / "metrics/detail" / f.name).exists(), f
     exp_show = json.loads(sh("dvc exp show --json", work))
-    columns = {k for rec, _ in records(exp_show, []) for k in flat(rec["data"]["metrics"])}
+    columns = {k for rec, _, _ in records(exp_show, []) for k in flat(rec["data"]["metrics"])}
     assert len(columns) <= 60, len(columns)
     assert gen["binary_len"] == 4 and set(gen["std_table"]) == {"std_1", "std_12", "std_23"}
     assert set(gen["std_table_relative"]) == set(gen["std_table"]) and len(gen["free_part_std"]) == 3
