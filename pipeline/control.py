@@ -147,17 +147,23 @@ FIT_KEYS = ("export_latents.inner_steps", "export_latents.points", "export_laten
 def bank_drift(cfg, lock: Path = Path("dvc.lock")) -> list[str]:
     """The FIT_KEYS whose value in params.yaml differs from the one the latent bank was fitted with (dvc.lock's
     record of export_latents), as `key X (the bank: Y)`; empty without a lock or a record of them."""
-    try:
-        import yaml
+    import yaml
 
+    try:
         recorded = yaml.safe_load(config.read_text(lock))["stages"]["export_latents"]["params"]["params.yaml"]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):   # no lock, or not one of ours
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError):   # none, or not one of ours
         return []
     flat = {}
     for key, value in recorded.items():      # dvc.lock nests a whole section, and lists single keys dotted
         flat.update({f"{key}.{k}": v for k, v in value.items()} if isinstance(value, dict) else {key: value})
+
+    def same(a, b) -> bool:   # DVC writes YAML 1.2: 1e-05, which PyYAML (1.1) reads as a string
+        try:
+            return a == b or (a is not None and b is not None and float(a) == float(b))
+        except (TypeError, ValueError):
+            return False
     now = {key: config._value(cfg, key) for key in FIT_KEYS}
-    return [f"{key} {now[key]} (the bank: {flat[key]})" for key in FIT_KEYS if key in flat and flat[key] != now[key]]
+    return [f"{key} {now[key]} (the bank: {flat[key]})" for key in FIT_KEYS if key in flat and not same(flat[key], now[key])]
 
 
 def fit_file(run: Run, signal: np.ndarray, a: argparse.Namespace) -> Source:

@@ -87,6 +87,9 @@ def frame(payload) -> pd.DataFrame:
         if rec.get("error"):   # a failed run lists its baseline's metrics files as its own: not a result
             failed.append(name)
             continue
+        if state == "failed":
+            failed.append(name)
+            continue
         if state not in (None, "success"):   # running or queued: it lists the workspace's metrics meanwhile
             unfinished.append(f"{name} ({state})")
             continue

@@ -261,9 +261,12 @@ def test_a_running_experiment_listing_the_workspaces_metrics_is_not_a_run(capsys
     running = {"name": "bl15-s2", "executor": {"state": "running", "name": "tempdir"},
                "revs": [record("008ab0b", "bl15-s2", 15, "hierarchical", 49.3, seed=2)]}
     done = {"name": "bl15-s1", "executor": None, "revs": [record("2eb96b1", "bl15-s1", 15, "hierarchical", 49.4, seed=1)]}
-    payload = [workspace, {"rev": "142af0c", "experiments": [running, done]}]
+    failed = {"name": "bl20-s0", "executor": {"state": "failed", "name": "dvc-task"},
+              "revs": [record("9f0e1d2", "bl20-s0", 20, "hierarchical", 49.3, seed=0)]}
+    payload = [workspace, {"rev": "142af0c", "experiments": [running, done, failed]}]
     assert list(frame(payload)["experiment"]) == ["workspace", "bl15-s1"]
-    assert "bl15-s2 (running)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "bl15-s2 (running)" in err and "left out 1 run(s) failed: bl20-s0" in err
 
 
 def test_pool_joins_runs_whose_param_names_the_same_setting_twice(tmp_path, monkeypatch, capsys):

@@ -194,6 +194,12 @@ def test_a_file_fitted_with_params_other_than_the_banks_is_warned_once_naming_th
         record["export_latents"]["inner_steps"] = steps                       # batch_size decides no latent
         lock.write_text(yaml.safe_dump({"stages": {"export_latents": {"params": {"params.yaml": record}}}}))
         assert control.bank_drift(cfg, lock) == []
+        # DVC writes YAML 1.2, where 1e-05 is a float that PyYAML reads as a string: a rate as text is that rate
+        record["export_latents"]["autodecode_lr"] = str(cfg.export_latents.autodecode_lr)
+        lock.write_text(yaml.safe_dump({"stages": {"export_latents": {"params": {"params.yaml": record}}}}))
+        assert control.bank_drift(cfg, lock) == []
+        lock.write_text("<<<<<<< HEAD\nstages:\n\t- broken\n")                 # a conflicted lock: nothing to say
+        assert control.bank_drift(cfg, lock) == []
     finally:
         lock.unlink()
 

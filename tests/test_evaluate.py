@@ -93,13 +93,16 @@ def test_nerf_scenes_seen_from_their_own_cameras_have_no_values_at_the_shared_on
 
 def test_measurement_streams_are_their_own_and_not_a_small_seeds():
     """A stream is fixed by (seed, purpose), differs between purposes and seeds, and is not the stream of a
-    generator seeded with a small integer (hcdm.seed 1 trains from Generator(1); control's gen:S)."""
+    generator seeded with a small integer (hcdm.seed 1 trains from Generator(1); control's gen:S): torch's
+    CPU generator keeps a seed's low 32 bits, and those are far from any small seed."""
     from pipeline.generation import stream
 
-    first = [stream(0, p).initial_seed() for p in ("std_table", "part_std", "std_table_anchored")]
-    assert first == [stream(0, p).initial_seed() for p in ("std_table", "part_std", "std_table_anchored")]
-    assert len(set(first + [stream(1, "std_table").initial_seed()])) == 4
-    assert all(s > 2 ** 32 for s in first)
+    purposes = ("std_table", "part_std", "std_table_anchored")
+    low = {(s, p): stream(s, p).initial_seed() & 0xffffffff for s in range(3) for p in purposes}
+    assert low[0, "std_table"] == 3531610827                                   # the same on every machine
+    assert len(set(low.values())) == len(low) and min(low.values()) > 2 ** 20
+    a, b = stream(0, "std_table"), torch.Generator().manual_seed(low[0, "std_table"])
+    assert torch.equal(torch.randn(8, generator=a), torch.randn(8, generator=b))
 
 
 def test_memorisation_on_data_not_taken_at_the_samples_coordinates_searches_stage1s_decodes(
