@@ -162,6 +162,21 @@ def test_readme_pictures_are_not_stage_outputs():
         assert not any(link == o or link.startswith(o.rstrip("/") + "/") for o in outputs), f"{link} is a stage output"
 
 
+def test_the_docs_pictures_are_the_committed_default_runs_figures():
+    """docs/images keeps copies of the default run's figures for the README and docs/control.md (a run on a
+    user's data rewrites the stage outputs, not these); where the checkout's figures are the committed ones,
+    each copy equals its figure byte for byte, so a new default run's figures cannot leave the docs stale."""
+    import subprocess
+
+    copies = {p.name: p for p in (ROOT / "docs/images").glob("*.png") if p.name != "serve.png"}
+    assert {"tree.png", "hierarchy.png"} <= set(copies)
+    for name, copy in copies.items():
+        source = next((ROOT / d / name for d in ("metrics/analysis", "metrics/figures") if (ROOT / d / name).exists()))
+        committed = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", str(source)], cwd=ROOT).returncode == 0
+        if committed:
+            assert copy.read_bytes() == source.read_bytes(), f"{copy} is not {source}: copy the new figure"
+
+
 def test_no_module_below_the_stages_imports_the_stage_runner():
     """Layers point one way: models, plug-ins and tools sit below `pipeline.stages`; a plug-in reports a weak
     figure through `pipeline.errors.warn`, never through the runner."""
