@@ -163,7 +163,8 @@ def bank_drift(cfg, lock: Path = Path("dvc.lock")) -> list[str]:
         except (TypeError, ValueError):
             return False
     now = {key: config._value(cfg, key) for key in FIT_KEYS}
-    return [f"{key} {now[key]} (the bank: {flat[key]})" for key in FIT_KEYS if key in flat and not same(flat[key], now[key])]
+    return [f"{key} {now[key]} (the bank: {flat[key]})" for key in FIT_KEYS
+            if key in flat and not same(flat[key], now[key])]
 
 
 def fit_file(run: Run, signal: np.ndarray, a: argparse.Namespace) -> Source:

@@ -84,10 +84,7 @@ def frame(payload) -> pd.DataFrame:
     for rec, experiment, state in records(payload, []):
         rev = str(rec["rev"])
         name = rec.get("name") or (rev if rev == "workspace" else rev[:7])
-        if rec.get("error"):   # a failed run lists its baseline's metrics files as its own: not a result
-            failed.append(name)
-            continue
-        if state == "failed":
+        if rec.get("error") or state == "failed":   # it lists its baseline's metrics files as its own
             failed.append(name)
             continue
         if state not in (None, "success"):   # running or queued: it lists the workspace's metrics meanwhile
