@@ -167,17 +167,23 @@ def bank_drift(cfg, lock: Path = Path("dvc.lock")) -> list[str]:
             if key in flat and not same(flat[key], now[key])]
 
 
+def say_drift(run: Run, cfg=None) -> None:
+    """Warn, once a run (serve fits many files), where params.yaml would fit a user's file otherwise than the
+    bank's instances were fitted (`bank_drift`)."""
+    if "drift" not in run._cache:
+        drift = run._cache["drift"] = bank_drift(cfg or config.load())
+        if drift:
+            warn([], "params.yaml fits your file otherwise than the latent bank's instances were fitted "
+                     f"(dvc.lock): {'; '.join(drift)}; `dvc repro` refits the bank")
+
+
 def fit_file(run: Run, signal: np.ndarray, a: argparse.Namespace) -> Source:
     """A signal's latent, fitted as `export_latents` fits a test instance (its params in params.yaml: the inner
     loop's steps and points, or auto-decoding's steps, rate and points; the near-surface share; the seed).
     Where params.yaml no longer says what the bank was fitted with, a warning names the keys, once a run."""
     model, meta_sgd, trained = run.loe
     cfg = config.load()
-    if "drift" not in run._cache:              # said once a run (serve fits many files)
-        drift = run._cache["drift"] = bank_drift(cfg)
-        if drift:
-            warn([], "params.yaml fits your file otherwise than the latent bank's instances were fitted "
-                     f"(dvc.lock): {'; '.join(drift)}; `dvc repro` refits the bank")
+    say_drift(run, cfg)
     e = cfg.export_latents
     fit = {"surface_fraction": cfg.fit_loe.near_surface_fraction, "seed": cfg.seed}
     if trained["method"] == "autodecode":

@@ -408,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         run = control.Run()
         _ = run.loe, run.hcdm   # loaded first: a missing model says what to run before params.yaml is read
         session = Session(run, *control.sampling(a), a.inner_steps)
+        control.say_drift(run)      # at start, not at the first upload
     except (MissingArtifact, DataError, ValueError) as e:   # ValueError: a bad params.yaml (ConfigError)
         print(f"error: {e}", file=sys.stderr)
         return 2

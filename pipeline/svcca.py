@@ -29,14 +29,15 @@ def svd_reduce(x: np.ndarray, keep: float = 0.99) -> np.ndarray:
     results change completely. Returns (kept directions, datapoints). A representation that does not
     vary has no directions to keep: a ValueError, not a correlation of rounding noise.
     """
-    scale = np.abs(x).max(initial=0.0)
+    scale = np.abs(x).max(axis=1, initial=0.0)                               # each neuron's own magnitude
     x = x - x.mean(1, keepdims=True)
+    # Centring a constant row leaves its rounding error (1.1 in float32 over 2000 datapoints: up to 2.4e-7),
+    # which the cut would keep as a direction of pure noise: a row's spread under a few of its ulps is none,
+    # and a representation with no other row does not vary.
+    if not ((x ** 2).sum(1) > (8 * np.finfo(x.dtype).eps * scale) ** 2 * x.shape[1]).any():
+        raise ValueError("SVCCA: a representation is constant over the datapoints (no variance to correlate)")
     u, s, vt = np.linalg.svd(x, full_matrices=False)
     var = s ** 2
-    # Centring a constant row leaves its rounding error (1.1 in float32 over 2000 datapoints: up to 2.4e-7),
-    # which the cut would keep as a direction of pure noise: a spread under a few ulps is none.
-    if not var.sum() > (8 * np.finfo(x.dtype).eps * scale) ** 2 * x.size:
-        raise ValueError("SVCCA: a representation is constant over the datapoints (no variance to correlate)")
     k = int(np.searchsorted(np.cumsum(var) / var.sum(), keep) + 1)
     return s[:k, None] * vt[:k]
 

@@ -57,6 +57,8 @@ def test_a_layer_whose_latent_never_varies_has_null_correlations_not_noise():
             svd_reduce(constant)
     spread = rounded[:2] + 1e-4 * rng.randn(2, 2000).astype(np.float32)      # a small real spread is kept
     assert svd_reduce(spread).shape == (2, 2000)
+    beside = np.concatenate([np.full((1, 2000), 1000.0, np.float32), 1e-5 * rng.randn(2, 2000).astype(np.float32)])
+    assert svd_reduce(beside).shape[0] >= 1                  # a large constant neuron does not hide the others
     c = layer_correlations(bank)
     assert np.isnan(c[2]).all() and np.isnan(c[:, 2]).all()
     kept = [0, 1, 3]
