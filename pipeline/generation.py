@@ -77,10 +77,10 @@ def std_tables(hcdm: HCDM, samples: int, anchors: int, generator: torch.Generato
 
     def record(key: str, lo: int, hi: int, drawn: torch.Tensor, groups: int) -> None:   # drawn (groups * n, hi-lo, H)
         mean, scale = hcdm.mean[lo:hi].to(drawn.device), hcdm.std[lo:hi].to(drawn.device)   # buffers may be on a GPU
-        for table, x in ((raw, drawn), (std, (drawn - mean) / scale)):
-            table[key] = float(x.reshape(groups, -1, x[0].numel()).std(1).mean())
-        per_anchor = ((drawn - mean) / scale).reshape(groups, -1, drawn[0].numel()).std(1).mean(1)
-        error[key] = float(per_anchor.std() / groups ** 0.5) if groups > 1 else None
+        raw[key] = float(drawn.reshape(groups, -1, drawn[0].numel()).std(1).mean())
+        spreads = ((drawn - mean) / scale).reshape(groups, -1, drawn[0].numel()).std(1)    # (groups, dims)
+        std[key] = float(spreads.mean())
+        error[key] = float(spreads.mean(1).std() / groups ** 0.5) if groups > 1 else None
 
     first = data[:, :ends[0]] if data is not None else \
         hcdm.sample(samples, generator, stop=ends[0], sampler=sampler, steps=steps)[:, :ends[0]]

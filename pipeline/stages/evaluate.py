@@ -109,7 +109,7 @@ def main(cfg, generator, start, device):
         anchored = std_tables(hcdm, e.std_table.samples, e.std_table.anchors, stream(seed, "std_table_anchored"),
                               s.sampler, s.ddim_steps, data=train_latents, parts=e.std_table.parts)
         # The floor: what a prior that reproduced its training pairs code by code would report.
-        memorised = memorised_std_table(hcdm, torch.from_numpy(bank["train"]), e.std_table.parts)
+        memorised = memorised_std_table(hcdm, train_latents, e.std_table.parts)
 
     def rounded(t):
         return {k: round(v, 4) for k, v in t.items()}

@@ -7,7 +7,7 @@ from ..artifacts import DATASET, FIGURES, LATENTS, RECONSTRUCTIONS, metrics_file
 from .. import autodecode
 from ..meta import fit_latents, load_loe, reconstruct
 from ..plots import heatmap
-from ..svcca import constant_layers, layer_correlations
+from ..svcca import layer_correlations
 from ..errors import warn
 from . import elapsed, run, write_metrics
 
@@ -61,7 +61,7 @@ def main(cfg, generator, start, device):
         warn(warnings, f"SVCCA on {n} train instances for {dims}-d latents: with no more instances than dimensions "
                        "canonical correlations are inflated towards 1")
     labels = [f"h{l + 1}" for l in range(len(corr))]
-    constant = constant_layers(bank["train"])
+    constant = [l for l in range(len(corr)) if np.isnan(corr[l, l])]     # layer_correlations' constant layers
     if constant:
         warn(warnings, f"the latents of {', '.join(labels[l] for l in constant)} are the same for every train "
                        "instance: those layers carry nothing per instance, and their SVCCA entries are null")

@@ -25,7 +25,6 @@ from ...errors import DataError
 from ...prepared import hidden
 
 
-
 def scene_dirs(root: Path, split: str) -> list[Path]:
     """The scene folders of the one folder of `root` whose name ends in `split`; two such folders
     (cars_train and chairs_train) are refused rather than one of them read silently."""
