@@ -85,10 +85,10 @@ def test_nerf_scenes_seen_from_their_own_cameras_have_no_values_at_the_shared_on
 
     m = NerfModality(resolution=8, views=2)
     scenes, _ = m.generate(3, seed=0)
-    assert torch.equal(m.targets_at_coordinates(scenes), m.targets(scenes))
+    assert m.taken_at_coordinates(scenes) is True
     moved = scenes.copy()
     moved["pose"][1, -1, :3, 3] += np.float32(0.05)
-    assert m.targets_at_coordinates(moved) is None
+    assert m.taken_at_coordinates(moved) is False
 
 
 def test_measurement_streams_are_their_own_and_not_a_small_seeds():
@@ -105,6 +105,30 @@ def test_measurement_streams_are_their_own_and_not_a_small_seeds():
     assert torch.equal(torch.randn(8, generator=a), torch.randn(8, generator=b))
 
 
+def test_the_memorisation_search_over_blocks_of_train_rows_gives_the_search_over_all_at_once(scored, monkeypatch):
+    """The train side of the search is made a block at a time (ShapeNet's 35019 train shapes are 37 GB as
+    float): in blocks of 5 train instances the three memorisation distances and the retrieval figure are those
+    of one block, for stored instances and for Stage-1's decodes (in whole batches of 5)."""
+    from pipeline import metrics
+    from pipeline.modalities.image.modality import ImageModality
+
+    keys = ("memorisation_distance", "memorisation_distance_test_split", "memorisation_distance_test_reconstructed")
+    figure = scored / "metrics/figures/retrieval.png"
+    for decoded in (False, True):
+        if decoded:
+            monkeypatch.setattr(ImageModality, "taken_at_coordinates", lambda self, signals: False)
+        whole = evaluate_with(scored, monkeypatch, fid_samples=8, kid_subset_size=8, batch_size=5)
+        picture = figure.read_bytes()
+        dims = whole["memorisation"]["values_per_instance"]
+        assert len(np.load(scored / "data/latents/latents.npz")["train"]) > 10          # several blocks
+        monkeypatch.setattr(metrics, "BLOCK_BYTES", 8 * dims * 5)
+        blocks = evaluate_with(scored, monkeypatch, fid_samples=8, kid_subset_size=8, batch_size=5)
+        monkeypatch.setattr(metrics, "BLOCK_BYTES", 2 ** 30)
+        assert [blocks[k] for k in keys] == [whole[k] for k in keys]
+        assert (whole["memorisation_distance_test_split"] is None) == decoded
+        assert figure.read_bytes() == picture
+
+
 def test_memorisation_on_data_not_taken_at_the_samples_coordinates_searches_stage1s_decodes(
         scored, monkeypatch):
     """Where the stored instances were not taken at `coordinates()` (SRN scenes), the train side of the search
@@ -112,7 +136,7 @@ def test_memorisation_on_data_not_taken_at_the_samples_coordinates_searches_stag
     decodes of their own latents give, and test_split (real data elsewhere) is null."""
     from pipeline.modalities.image.modality import ImageModality
 
-    monkeypatch.setattr(ImageModality, "targets_at_coordinates", lambda self, signals: None)
+    monkeypatch.setattr(ImageModality, "taken_at_coordinates", lambda self, signals: False)
     detail = evaluate_with(scored, monkeypatch, fid_samples=8, kid_subset_size=8, batch_size=256)
     assert detail["memorisation_distance_test_split"] is None
     assert detail["memorisation"]["reference"].startswith("Stage-1's decodes of the train latents")
@@ -122,3 +146,18 @@ def test_memorisation_on_data_not_taken_at_the_samples_coordinates_searches_stag
     assert stored["memorisation"]["reference"] == "the stored train instances"
     assert stored["memorisation_distance_test_split"] is not None
     assert stored["memorisation_distance"] != detail["memorisation_distance"]
+
+
+def test_the_real_set_a_perfect_generator_is_scored_by_is_a_seeded_draw_of_the_train_split_not_its_first_files():
+    """Shapes, motion and radiance fields score as many real train instances as the reference holds. IM-NET's
+    train split runs category by category (AMASS's by sub-dataset): its first files would be one category."""
+    from pipeline.modalities.scoring import train_subset
+
+    train = np.repeat(np.arange(4), 50)                          # 4 categories of 50, in file order
+    drawn = train_subset(train, 40, seed=0)
+    assert len(drawn) == 40 and set(drawn.tolist()) == {0, 1, 2, 3}
+    assert np.array_equal(drawn, np.sort(drawn))                 # kept in stored order
+    assert np.array_equal(train_subset(np.arange(200), 40, 0), train_subset(np.arange(200), 40, 0))
+    assert not np.array_equal(train_subset(np.arange(200), 40, 0), train_subset(np.arange(200), 40, 1))
+    assert len(set(train_subset(np.arange(200), 40, 0).tolist())) == 40     # without replacement
+    assert train_subset(train, 200, 0) is train and train_subset(train, 500, 0) is train

@@ -64,3 +64,27 @@ def test_directory_outputs_are_replaced_whole(tmp_path):
     with pytest.raises(TypeError):
         io.save_directory(out, {"d.ply": "not bytes"})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["files"] and (out / "c.ply").exists()
+
+
+def test_the_nearest_search_in_blocks_finds_what_the_search_over_all_references_finds():
+    """References made a block at a time (metrics.Rows, each block made once for every query set) give the
+    whole search's distances and indices; an exact copy is at distance 0, and of two equal references the
+    search names the lower index, across blocks too."""
+    g = torch.Generator().manual_seed(0)
+    refs = torch.rand(37, 5, generator=g, dtype=torch.float64).float()
+    queries = [torch.rand(11, 5, generator=g), refs[[3, 30]]]
+    whole = metrics.nearest_many(queries, refs)
+    made = []
+
+    def make(a, b):
+        made.append((a, b))
+        return refs[a:b]
+    blocks = metrics.nearest_many(queries, metrics.Rows(37, make, 8), chunk=4)
+    assert made == [(0, 8), (8, 16), (16, 24), (24, 32), (32, 37)]
+    for (d_whole, i_whole), (d_blocks, i_blocks) in zip(whole, blocks):
+        assert torch.equal(i_whole, i_blocks) and torch.allclose(d_whole, d_blocks, atol=1e-6)
+    assert blocks[1][1].tolist() == [3, 30] and blocks[1][0].max() < 1e-3
+    twice = torch.cat([refs[:8], refs[:8]])
+    _, index = metrics.nearest_distances(refs[:8], metrics.Rows(16, lambda a, b: twice[a:b], 8))
+    assert index.tolist() == list(range(8))
+    assert metrics.block_rows(3072) == 43690 and metrics.block_rows(64 ** 3, multiple=32) == 512

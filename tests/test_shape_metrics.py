@@ -130,3 +130,14 @@ def test_shape_psnr_is_mnifs_on_hand_made_values():
     scores = m.reconstruction_metrics(values, targets)
     assert scores["psnr"][0] == pytest.approx(-10 * np.log10(0.25 / 8), abs=1e-4)
     assert scores["accuracy"][0] == pytest.approx(7 / 8)              # 0 counts as occupied (value >= 0)
+
+
+def test_a_full_grid_is_the_solid_cube_and_an_empty_one_has_no_surface():
+    """The padding closes a shape at the grid's border, so a full grid's surface is the cube [-1, 1]^3 (a
+    collapsed sample still has a surface); only an empty grid has none."""
+    from pipeline.modalities.shape.rendering import surface_mesh
+
+    verts, faces = surface_mesh(np.ones((8, 8, 8), np.float32))
+    assert len(faces) > 0 and np.allclose(verts.min(0), -1) and np.allclose(verts.max(0), 1)
+    verts, faces = surface_mesh(np.zeros((8, 8, 8), np.float32))
+    assert verts.shape == (0, 3) and faces.shape == (0, 3)

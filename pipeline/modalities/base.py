@@ -113,11 +113,11 @@ class Modality(ABC):
     def targets(self, signals: np.ndarray) -> torch.Tensor:
         """Stored signals (B, ...) -> (B, P, d_out) float targets in [-1, 1], ordered like `coordinates()`."""
 
-    def targets_at_coordinates(self, signals: np.ndarray) -> torch.Tensor | None:
-        """The stored instances' values at `coordinates()`, where generated samples are decoded: (B, P, d_out)
-        in [-1, 1]; None where the data was not taken there (SRN scenes, each seen from its own cameras). The
-        memorisation search compares samples with these (`targets` by default)."""
-        return self.targets(signals)
+    def taken_at_coordinates(self, signals: np.ndarray) -> bool:
+        """Whether the stored instances' `targets` are their values at `coordinates()`, where generated samples
+        are decoded: the memorisation search then compares samples with them; otherwise (SRN scenes, each seen
+        from its own cameras) with Stage-1's decodes of their latents there."""
+        return True
 
     @abstractmethod
     def to_pictures(self, values: torch.Tensor, scale: float = 1.0) -> np.ndarray:

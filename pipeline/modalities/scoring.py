@@ -76,6 +76,16 @@ def frechet_distance_of(x: np.ndarray, y: np.ndarray) -> float:
     return frechet_distance(*gaussian(x), *gaussian(y))
 
 
+def train_subset(train: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """`count` train instances drawn at random (seeded; in stored order), the real set a perfect generator
+    would match: the first ones in file order would be IM-NET's first categories or AMASS's first
+    sub-datasets, which a sorted or given split keeps together. All of them when there are not more."""
+    if count >= len(train):
+        return train
+    rng = np.random.default_rng(np.random.SeedSequence([seed, int.from_bytes(b"train_subset", "little")]))
+    return train[np.sort(rng.choice(len(train), count, replace=False))]
+
+
 def kid_subset(subset_size: int, real: np.ndarray, fake: np.ndarray) -> int:
     """The subset size `kid` uses: `subset_size`, or the smaller set whole (every subset then holds all of it,
     and KID's spread is the other set's resampling alone)."""

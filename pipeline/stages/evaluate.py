@@ -10,7 +10,7 @@ from .. import artifacts, io, pictures
 from ..artifacts import FIGURES, REFERENCE, metrics_files
 from ..factors import load_factor_predictor
 from ..generation import load_trained, memorised_std_table, part_std, sample_latents, std_tables, stream
-from ..metrics import memorisation_distance, nearest_distances
+from ..metrics import Rows, block_rows, nearest_many
 from ..modalities import evaluation
 from ..modalities.scoring import Scoring
 from ..errors import NonFiniteError, warn
@@ -59,21 +59,25 @@ def main(cfg, generator, start, device):
     test_latents = torch.from_numpy(bank["test"])
     # The nearest-neighbour search compares values at the same coordinates: the train instances' stored values
     # there, or, where the data was not taken there (SRN scenes, each posed by its own cameras), Stage-1's
-    # decodes of the train latents at the samples' coordinates (on SRN-Cars' 2458 train scenes at 128 px,
-    # 1.9 GB of float32 held for the search).
+    # decodes of the train latents at the samples' coordinates. The train rows are made a block at a time
+    # (metrics.Rows), once for the three searches: ShapeNet's 35019 train shapes at 64^3 are 37 GB as float.
     train_latents = torch.from_numpy(bank["train"]).float()
-    train_targets = m.targets_at_coordinates(data.train)
-    stored = train_targets is not None
-    train = (m.to_unit(train_targets) if stored else
-             m.decoded_to_unit(loe.render(coords, train_latents, e.batch_size))).flatten(1)
+    stored = m.taken_at_coordinates(data.train)
+    dims = generated.shape[1]
+    if stored:
+        train = Rows(len(data.train), lambda a, b: m.to_unit(m.targets(data.train[a:b])).flatten(1), block_rows(dims))
+    else:      # blocks of whole batches: the decodes are those of one render over all the latents
+        train = Rows(len(train_latents), block=block_rows(dims, e.batch_size), make=lambda a, b: m.decoded_to_unit(
+            loe.render(coords, train_latents[a:b], e.batch_size)).flatten(1))
     test_targets = m.targets(data.test)
-    memo = memorisation_distance(generated, train)
-    test_at = m.targets_at_coordinates(data.test)      # real unseen data on the same scale, where it was taken
-    test_memo = memorisation_distance(m.to_unit(test_at).flatten(1), train) if test_at is not None else None
     # Unseen instances as the LoE decodes them (fitted latents): what a new sample should look like to the
     # nearest-neighbour search. Samples much nearer the train set than these reproduce training instances.
     recon = m.decoded_to_unit(loe.render(coords, test_latents.float(), e.batch_size)).flatten(1)
-    recon_memo = memorisation_distance(recon, train)
+    # Real unseen data on the same scale, where it was taken.
+    test_at = m.to_unit(test_targets).flatten(1) if m.taken_at_coordinates(data.test) else None
+    (memo, nearest), (recon_memo, _), *tested = nearest_many(
+        [generated, recon, *([] if test_at is None else [test_at])], train)
+    test_memo = tested[0][0] if tested else None
     # Warned past two standard errors of the difference: the reference is a mean over a few hundred test
     # instances (1.7% standard error on the default), so a fixed 1% margin would flag a prior that ties with
     # the reconstructions about a third of the time.
@@ -89,8 +93,9 @@ def main(cfg, generator, start, device):
 
     # Retrieval view: each row a generated sample, then its nearest training instance.
     q = min(e.retrieval_queries, len(generated))
-    _, nearest = nearest_distances(generated[:q], train)
-    found = train_targets[nearest] if stored else loe.render(coords, train_latents[nearest], e.batch_size)
+    nearest = nearest[:q]
+    found = (m.targets(data.train[nearest.numpy()]) if stored else
+             loe.render(coords, train_latents[nearest], e.batch_size))
     pairs = np.concatenate([m.to_pictures(values[:q])[:, None], m.to_pictures(found)[:, None]], 1)
     io.save_png(FIGURES / "retrieval.png",
                 pictures.grid(pairs.reshape(-1, *pairs.shape[2:]), 2, upscale=pictures.upscale_for(pairs.shape[2])))
@@ -113,7 +118,6 @@ def main(cfg, generator, start, device):
 
     def rounded(t):
         return {k: round(v, 4) for k, v in t.items()}
-    dims = train.shape[1]
     write_metrics("generation", {
         "variant": hcdm.variant, "binary_len": hcdm.binary_len,
         **quality,

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ...errors import warn
-from ..scoring import Scoring, frechet_distance_of, set_scores as scores_of_distances
+from ..scoring import Scoring, frechet_distance_of, set_scores as scores_of_distances, train_subset
 from .skeleton import BODY, forward_kinematics
 
 FRAME_STEP = 4        # every 4th frame (7.5 fps) of a trajectory enters the distance
@@ -39,7 +39,7 @@ def set_scores(generated: np.ndarray, reference: np.ndarray) -> dict:
 def reference(cfg, data, device) -> dict:
     """Joint trajectories of the test clips, and the scores of as many real train clips against them."""
     test = trajectories(data.test.astype(np.float64))
-    real = set_scores(trajectories(data.train[: len(test)].astype(np.float64)), test)
+    real = set_scores(trajectories(train_subset(data.train, len(test), cfg.seed).astype(np.float64)), test)
     return {"trajectories": test, "split": "test", "train_split_real": json.dumps(real, allow_nan=False)}
 
 
@@ -72,7 +72,7 @@ def scores(s: Scoring) -> dict:
 
         def fd(vals):
             return round(frechet_distance_of(test_features, factor_features(predictor, m, vals)), 4)
-        train = s.data.train[:n]
+        train = train_subset(s.data.train, n, s.cfg.seed)
         generated["fd_factor_features"] = fd(values[:n])
         train_real = {**train_real, "fd_factor_features": fd(m.targets(train))}
         recon["fd_factor_features"] = fd(reconstructed)

@@ -27,8 +27,8 @@ def reference(cfg, data, device) -> dict:
     """Inception features of the test scenes' held-out views, and of as many train scenes' held-out views."""
     m = data.modality
     test = fid.inception_features(view_images(m, m.targets(data.test)), progress=True, device=device)
-    train = fid.inception_features(view_images(m, m.targets(data.train[: len(data.test)])), progress=True,
-                                   device=device)
+    real = m.targets(scoring.train_subset(data.train, len(data.test), cfg.seed))
+    train = fid.inception_features(view_images(m, real), progress=True, device=device)
     return {"features": test, "train_features": train, "split": "test", "resize": fid.RESIZE}
 
 

@@ -8,7 +8,7 @@ metrics. On the embedded cars they are the same four cameras for every
 scene, `coordinates()`'s cameras, so generated and real scenes are seen from
 the same poses (FID, memorisation, the factor predictor); SRN scenes keep
 their own held-out poses, so memorisation compares samples with Stage-1's
-decodes of the train scenes at the shared cameras (`targets_at_coordinates`).
+decodes of the train scenes at the shared cameras (`taken_at_coordinates`).
 
 Coordinates are rays (origin, direction: d 6); the modality's `field` wraps
 the LoE in the volume renderer, so every stage decodes rays into pixels
@@ -199,13 +199,12 @@ class NerfModality(Modality):
         """The held-out views' pixels: (B, 4 R^2, 3) in [-1, 1]."""
         return self._pixels(signals["rgb"][:, -HELD_OUT:])
 
-    def targets_at_coordinates(self, signals: np.ndarray) -> torch.Tensor | None:
-        """The held-out views' pixels where every scene's held-out cameras are `coordinates()`' (the embedded
-        cars); None where a scene keeps its own (SRN): its views are not at the samples' cameras."""
+    def taken_at_coordinates(self, signals: np.ndarray) -> bool:
+        """Whether every scene's held-out cameras are `coordinates()`' (the embedded cars); not where a scene
+        keeps its own (SRN): its views are not at the samples' cameras."""
         held = orbit_poses(HELD_OUT_AZIMUTHS, radius=self.radius, up=self.up).numpy()
-        shared = (np.allclose(signals["pose"][:, -HELD_OUT:], held[None], atol=1e-4)
-                  and np.allclose(signals["focal"], self.focal, rtol=1e-5))
-        return self.targets(signals) if shared else None
+        return bool(np.allclose(signals["pose"][:, -HELD_OUT:], held[None], atol=1e-4)
+                    and np.allclose(signals["focal"], self.focal, rtol=1e-5))
 
     def evaluation_points(self, signals: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Each scene's held-out rays (B, 4 R^2, 6) and pixels (B, 4 R^2, 3)."""

@@ -90,14 +90,15 @@ def surface_mesh(occupancy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(R, R, R) occupancy in [0, 1] -> (vertices (V, 3) in world units, faces (F, 3)).
 
     Marching cubes at level 0.5 on the grid padded with one empty voxel, so
-    shapes touching the border still get closed surfaces. An empty or full
-    grid has no surface: (0, 3) and (0, 3) arrays.
+    shapes touching the border still get closed surfaces. An empty grid has no
+    surface: (0, 3) and (0, 3) arrays; a full one is the solid cube, closed by
+    the padding as any shape touching the border is.
     """
     from skimage.measure import marching_cubes
 
     side = occupancy.shape[0]
     padded = np.pad(occupancy.astype(np.float32), 1)
-    if padded.max() < 0.5 or padded.min() > 0.5:
+    if padded.max() < 0.5:
         return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64)
     verts, faces, _, _ = marching_cubes(padded, level=0.5)
     verts = (verts - 1 + 0.5) * 2 / side - 1
