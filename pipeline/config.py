@@ -138,7 +138,8 @@ class FitLoE:
 
 @dataclass
 class ExportLatents:
-    inner_steps: int = param(3, "steps from zero for every instance", min=1)
+    inner_steps: int | None = param(None, "steps from zero for every instance (null: as many as the model was\n"
+                                          "trained with, fit_loe.inner_steps)", min=1)
     batch_size: int = param(256, "instances fitted at a time", min=1)
     points: int | None = param(None, "coordinates the inner loop sees per instance (null: all, or\n"
                                      "fit_loe.points_per_step when auto-decoding; shapes: drawn like training\n"

@@ -162,8 +162,10 @@ def bank_drift(cfg, lock: Path = Path("dvc.lock")) -> list[str]:
             return a == b or (a is not None and b is not None and float(a) == float(b))
         except (TypeError, ValueError):
             return False
+    def text(value) -> str:
+        return "null" if value is None else str(value)
     now = {key: config._value(cfg, key) for key in FIT_KEYS}
-    return [f"{key} {now[key]} (the bank: {flat[key]})" for key in FIT_KEYS
+    return [f"{key} {text(now[key])} (the bank: {text(flat[key])})" for key in FIT_KEYS
             if key in flat and not same(flat[key], now[key])]
 
 
@@ -190,7 +192,7 @@ def fit_file(run: Run, signal: np.ndarray, a: argparse.Namespace) -> Source:
         n = e.autodecode_steps
         fit.update(fit_lr=e.autodecode_lr, points=e.points or cfg.fit_loe.points_per_step)
     else:
-        n = e.inner_steps
+        n = e.inner_steps or trained["inner_steps"]
         fit.update(points=e.points)
     n = a.inner_steps if a.inner_steps is not None else n
     latent = analysis.fit_signal(model, meta_sgd, run.data.modality, signal, n, trained, **fit)

@@ -3,7 +3,7 @@
 Inner loop: a few gradient steps on the latents only, from (near) zero, with
 Meta-SGD per-dimension learning rates. Outer loop: AdamW on the shared
 weights, the gates and the Meta-SGD rates, through the inner loop (second
-order) unless `first_order`.
+order) unless `first_order` (the inner gradients then constants, as mNIF's).
 
 The inner loss is the SUM over instances of each instance's mean squared
 error. Each latent's gradient then depends on its own instance alone, so the
@@ -191,10 +191,10 @@ class MetaLearner:
     def outer_loss(self, coords: torch.Tensor, targets: torch.Tensor, init: torch.Tensor) -> torch.Tensor:
         """Per-instance MSE after the inner loop from `init`, (B,)."""
         c = self.cfg
+        # First order (mNIF's first_order): the inner gradients are constants, but h stays a function of the
+        # Meta-SGD rates through its updates h - lr * rates * grad, so the rates still learn.
         h = inner_loop(self.field, self.meta_sgd(), coords, targets, init, c.inner_steps, c.inner_lr,
                        create_graph=not c.first_order)
-        if c.first_order:
-            h = h.detach()
         return per_instance_mse(self.field(coords, h), targets)
 
     def step_loss(self, coords: torch.Tensor, targets: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

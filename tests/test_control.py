@@ -167,6 +167,13 @@ def test_a_users_signal_is_fitted_as_export_latents_fits_a_test_instance(in_run)
     fitted = control.fit_file(run, run.data.test[:1][0], a).latent
     bank = torch.from_numpy(artifacts.load_latents()["test"][0])
     assert config.load().export_latents.points is None and torch.allclose(fitted, bank, atol=1e-5)
+    # export_latents.inner_steps null: as many steps as the model was trained with (its record, not a default).
+    assert config.load().export_latents.inner_steps is None
+    run.loe[2]["inner_steps"] = 1
+    once = control.fit_file(run, run.data.test[:1][0], a).latent
+    explicit = control.fit_file(run, run.data.test[:1][0], control.parser().parse_args(["resample", "--inner-steps",
+                                                                                         "1"])).latent
+    assert torch.equal(once, explicit) and (once - bank).abs().max() > 0.1 * bank.abs().max()
 
 
 def test_a_file_fitted_with_params_other_than_the_banks_is_warned_once_naming_the_keys(in_run, capsys):
@@ -178,19 +185,20 @@ def test_a_file_fitted_with_params_other_than_the_banks_is_warned_once_naming_th
 
     cfg = config.load()
     steps = cfg.export_latents.inner_steps
+    assert steps is None                                                      # as the model was trained
     lock = in_run / "dvc.lock"
-    record = {"export_latents": {"inner_steps": steps + 2, "batch_size": 7, "points": cfg.export_latents.points},
+    record = {"export_latents": {"inner_steps": 5, "batch_size": 7, "points": cfg.export_latents.points},
               "fit_loe.near_surface_fraction": cfg.fit_loe.near_surface_fraction, "seed": cfg.seed}
     assert control.bank_drift(cfg, lock) == []                                # no lock: nothing to compare
     lock.write_text(yaml.safe_dump({"stages": {"export_latents": {"params": {"params.yaml": record}}}}))
     try:
-        assert control.bank_drift(cfg, lock) == [f"export_latents.inner_steps {steps} (the bank: {steps + 2})"]
+        assert control.bank_drift(cfg, lock) == ["export_latents.inner_steps null (the bank: 5)"]
         run, a = control.Run(), control.parser().parse_args(["resample"])
         for _ in range(2):
             control.fit_file(run, run.data.test[0], a)
         err = capsys.readouterr().err
         assert err.count("warning: params.yaml fits your file otherwise than the latent bank's") == 1
-        assert f"export_latents.inner_steps {steps} (the bank: {steps + 2})" in err
+        assert "export_latents.inner_steps null (the bank: 5)" in err
         record["export_latents"]["inner_steps"] = steps                       # batch_size decides no latent
         lock.write_text(yaml.safe_dump({"stages": {"export_latents": {"params": {"params.yaml": record}}}}))
         assert control.bank_drift(cfg, lock) == []

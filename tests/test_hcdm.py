@@ -377,3 +377,44 @@ def test_the_sampling_copy_averages_the_denoiser_and_takes_the_live_compressor(t
     assert torch.equal(trainer.ema.condition_codes(z), model.condition_codes(z))
     averaged = [name for name, p in trainer.ema.named_parameters() if not torch.equal(p, dict(model.named_parameters())[name])]
     assert len(averaged) == len(list(model.parameters())) - 1          # every denoiser weight is the average
+
+
+def test_the_linear_schedule_stays_a_diffusion_at_few_steps_and_is_ddpms_at_a_thousand():
+    """Scaled to T steps, the linear schedule's end would pass 1 below T = 20 (T = 10: 2.0) and make alpha-bar
+    negative, so the loss NaN: clamped at 0.999 as the cosine one; at T = 1000 it is DDPM's 1e-4 .. 0.02."""
+    from pipeline.hcdm import beta_schedule
+
+    assert torch.equal(beta_schedule("linear", 1000), torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64))
+    for steps in (2, 10, 19):
+        betas = beta_schedule("linear", steps)
+        assert betas.max() == 0.999 and torch.cumprod(1 - betas, 0).min() > 0
+    model = HCDM(layers=2, latent_dim=4, binary_len=3, hidden=16, timesteps=10, schedule="linear")
+    model.set_statistics(torch.randn(8, 2, 4))
+    assert torch.isfinite(model.loss(torch.randn(8, 2, 4), torch.Generator().manual_seed(0)))
+
+
+def test_a_prior_over_one_train_instance_is_refused_in_one_line():
+    """The standardisation divides by each dimension's spread over the train split: with one instance that is
+    NaN, which would stop training as a divergence with advice to lower the rate."""
+    from pipeline.errors import DataError
+
+    model = HCDM(layers=2, latent_dim=4, binary_len=3, hidden=16)
+    with pytest.raises(DataError, match="1 train latent: the prior standardises each dimension"):
+        model.set_statistics(torch.randn(1, 2, 4))
+
+
+@pytest.mark.parametrize("objective", ["x0", "eps"])
+def test_both_samplers_draw_the_data_distribution_through_an_exact_denoiser(objective):
+    """Unit Gaussian data, whose exact denoiser is E[x0 | x_t] = sqrt(ab_t) x_t (eps: sqrt(1 - ab_t) x_t): DDPM's
+    1000 steps draw std 0.997, DDIM's 50 steps 0.975 (its discretisation: docs/evaluation.md), mean 0."""
+    m = HCDM(layers=2, latent_dim=16, binary_len=3, hidden=16, objective=objective)
+
+    class Exact(torch.nn.Module):
+        def forward(self, x, t, layers, codes):
+            ab = m.alphas_cumprod[t][:, None]
+            return ab.sqrt() * x if objective == "x0" else (1 - ab).sqrt() * x
+    m.denoiser = Exact()
+    codes = torch.zeros(4000, 3)
+    for sampler, steps, std in (("ddpm", 0, 0.997), ("ddim", 50, 0.975)):
+        x = m.sample_layer(0, codes, torch.Generator().manual_seed(0), sampler, steps)
+        assert abs(x.std().item() - std) < 0.01 and abs(x.mean().item()) < 0.01, (sampler, x.std().item())

@@ -22,10 +22,11 @@ def main(cfg, generator, start, device):
     field = m.field(model)
     table = trained["train_latents"]
     bank, report = {}, {}
+    steps = e.inner_steps or trained["inner_steps"]     # null: as the model was trained
     for split in ("train", "test"):
         signals = data.split(split)
         if table is None:      # meta-learned: every instance by the inner loop from zero
-            latents, per_instance = fit_latents(model, meta_sgd, m, signals, e.inner_steps, trained["inner_lr"],
+            latents, per_instance = fit_latents(model, meta_sgd, m, signals, steps, trained["inner_lr"],
                                                 e.batch_size, e.points, cfg.fit_loe.near_surface_fraction, cfg.seed)
         elif split == "train":  # auto-decoded: the train split's latents are the table trained with the weights
             latents = table.float()
