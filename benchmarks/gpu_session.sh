@@ -86,8 +86,10 @@ precision|all)
     --protocol-preset $MAIN --out "$RESULTS/protocol.json" > "$RESULTS/protocol.log" 2>&1
   waitall; tail -n 2 "$RESULTS"/precision_*.log; grep '^protocol' "$RESULTS/protocol.log" ;;
 compile)
+  # The profile is of the first of CPRESETS (MAIN unless CPRESETS leaves it out).
+  first=${CPRESETS%% *}
   timeout ${SPEED_LIMIT:-900} python $B/speed.py --presets $CPRESETS --precisions $VARIANTS --steps $TIMED \
-    --profile "$(basename $MAIN .yaml):$PROF" --out "$RESULTS/speed_compile.json" 2>&1 | tee "$RESULTS/speed_compile.log"
+    --profile "$(basename $first .yaml):$PROF" --out "$RESULTS/speed_compile.json" 2>&1 | tee "$RESULTS/speed_compile.log"
   for v in ${QUALITY:-fp32:false tf32:true bf16:true}; do
     python $B/preset_quality.py $MAIN --steps $PSTEPS --warmup 50 $N $LR $SMALL --set fit_loe.precision=${v%:*} \
       --set fit_loe.compile=${v#*:} --limit ${LIMIT:-900} --out "$RESULTS/compile_${v%:*}_${v#*:}" \

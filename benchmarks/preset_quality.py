@@ -62,8 +62,10 @@ def main() -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="preset_quality_"))
     work.mkdir(parents=True, exist_ok=True)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(args.code.resolve()),
-                                                                     os.environ.get("PYTHONPATH")]))}
+    # No spare checkpoints: a spare resumes any run with the same settings and code, so a rerun after one cut by
+    # --limit would time only its rest.
+    env = {**os.environ, "CHINR_CHECKPOINTS": "",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(args.code.resolve()), os.environ.get("PYTHONPATH")]))}
     summary = {"preset": args.preset.name, "code": str(args.code), "steps": args.steps, "warmup": args.warmup,
                "train": args.train, "test": args.test, "overrides": args.set, "stages": {}}
     args.out.mkdir(parents=True, exist_ok=True)

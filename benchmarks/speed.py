@@ -31,6 +31,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+PRECISIONS, VARIANTS = ("fp32", "tf32", "bf16"), ("", "compile", "autotune", "triton")
+
+
 def parse() -> argparse.Namespace:
     a = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a.add_argument("--presets", nargs="*", type=Path,
@@ -50,6 +53,11 @@ def parse() -> argparse.Namespace:
                    help="print the kernels that take the time in that preset's Stage-1 step (torch.profiler)")
     a.add_argument("--out", type=Path, default=None)
     args = a.parse_args()
+    for variant in [*(args.precisions or []), *([args.profile.partition(":")[2] or "fp32"] if args.profile else [])]:
+        precision, _, how = variant.partition("+")
+        if precision not in PRECISIONS or how not in VARIANTS:
+            a.error(f"{variant!r} is not a precision ({', '.join(PRECISIONS)}), optionally +"
+                    f"{', +'.join(v for v in VARIANTS if v)}")
     if args.profile:                              # resolved now: a name that is not timed stops before any timing
         name, _, precision = args.profile.partition(":")
         found = [x for x in args.presets if name in (x.stem, x.name, str(x)) or (name == "default" and x.name == "params.yaml")]
@@ -82,7 +90,8 @@ from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 from torch.utils.flop_counter import flop_registry  # noqa: E402
 
 from pipeline import config, datasets  # noqa: E402
-from pipeline.hcdm import build_hcdm  # noqa: E402
+from pipeline import training  # noqa: E402
+from pipeline.hcdm import HCDMTrainer, build_hcdm  # noqa: E402
 from pipeline.loe import LayersOfExperts  # noqa: E402
 from pipeline.meta import MetaLearner, MetaSGD  # noqa: E402
 from pipeline.modalities.plugins import build  # noqa: E402
@@ -130,7 +139,9 @@ def matmul_rates(device: torch.device, precisions: list[str]) -> dict:
         a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
         old = torch.backends.cuda.matmul.allow_tf32
         torch.backends.cuda.matmul.allow_tf32 = p == "tf32"
-        s = seconds_per_call(lambda: a @ b, 10 if device.type == "cuda" else 3, device)
+        # The median of 21 timed calls: the rate is the yardstick of every share, and on a shared 2-core
+        # machine the mean of 3 calls moved by 15-30% between runs.
+        s = float(np.median([seconds_per_call(lambda: a @ b, 1, device, warmup=0 if k else 2) for k in range(21)]))
         torch.backends.cuda.matmul.allow_tf32 = old
         out[p] = round(2 * n ** 3 / s / 1e12, 3)
     return out
@@ -166,7 +177,10 @@ def stage1(cfg, device: torch.device, variant: str):
         # Not a pipeline setting until measured: the lever named after the compiled step's profile
         # (README, Paper scale on a GPU) is each layer's matmul with its sin/cos epilogue in one kernel,
         # which is what max-autotune's Triton bmm templates and epilogue fusion generate.
-        learner.outer = torch.compile(learner.outer_loss, dynamic=False, fullgraph=True,
+        # The function fit_loe.compile compiles (on a CPU the outer loss that saves sin and cos), so that the
+        # two differ by max-autotune alone.
+        target = getattr(learner, "_outer_loss_saving_all", None) if device.type == "cpu" else None
+        learner.outer = torch.compile(target or learner.outer_loss, dynamic=False, fullgraph=True,
                                       mode="max-autotune" if device.type == "cuda" else "max-autotune-no-cudagraphs")
     params = list(model.parameters()) + list(meta.parameters())
     # The optimiser fit_loe builds (an older `--code` checkout: one AdamW over everything, as it had).
@@ -213,18 +227,28 @@ def _legacy_autocast(precision: str, device: torch.device):
 
 
 def stage2(cfg, device: torch.device):
+    """train_hcdm's step at the preset's sizes and precision: its batch loss, fused AdamW, gradient clipping
+    and EMA update (`--code` checkouts without HCDMTrainer.batch_loss: the loss and a plain AdamW)."""
     h = cfg.hcdm
+    if hasattr(training, "precision_here"):       # bf16 on a CPU without it: fp32, as train_hcdm trains it
+        h = training.precision_here(h, "hcdm.precision", device, [])
     model = build_hcdm(cfg).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=h.lr)
-    latents = torch.randn(h.batch_size, cfg.loe.layers, cfg.loe.latent_dim, device=device)
-    model.set_statistics(torch.randn(256, cfg.loe.layers, cfg.loe.latent_dim, device=device))
+    latents = torch.randn(1024, cfg.loe.layers, cfg.loe.latent_dim, device=device)
+    model.set_statistics(latents)
     g = torch.Generator().manual_seed(0)
+    trainer = HCDMTrainer(model, h) if hasattr(HCDMTrainer, "batch_loss") else None
+    opt = trainer.optimizer() if trainer else torch.optim.AdamW(model.parameters(), lr=h.lr)
+    params = list(model.parameters())
 
     def step():
-        loss = model.loss(latents, g)
+        loss = trainer.batch_loss(latents, g) if trainer else model.loss(latents[:h.batch_size], g)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if trainer and h.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, h.grad_clip)
         opt.step()
+        if trainer:
+            trainer.update_ema()
     return step
 
 

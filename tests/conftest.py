@@ -111,7 +111,10 @@ def micro_params() -> dict:
     """A configuration small enough for the whole pipeline to run in seconds."""
     import yaml
 
-    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    from pipeline import preset
+
+    # From the default preset, not the working params.yaml: `python -m pipeline.preset celebahq64` rewrites that.
+    p = yaml.safe_load(preset.rendered("default"))
     p["binary_len"] = 4
     p["dataset"].update(resolution=16, synthetic={"train": 48, "test": 8})
     p["loe"].update(layers=3, experts=8, width=16, latent_dim=8)

@@ -1,5 +1,6 @@
 """Data-parallel training under torchrun: two CPU processes (gloo) stay in lock-step."""
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -112,8 +113,15 @@ dist.destroy_process_group()
 '''
 
 
-def torchrun(script, port: int):
-    return subprocess.run(["torchrun", "--nproc_per_node", "2", "--master_port", str(port), str(script)],
+def free_port() -> int:
+    """A port nothing listens on now (a fixed one collides with another session's torchrun)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(script):
+    return subprocess.run(["torchrun", "--nproc_per_node", "2", "--master_port", str(free_port()), str(script)],
                           capture_output=True, text=True, env={**STAGE_ENV, "PATH": "/usr/bin:/bin:" +
                                                                str(sys.executable).rsplit("/", 1)[0]}, timeout=300)
 
@@ -122,7 +130,7 @@ def torchrun(script, port: int):
 def test_two_processes_stay_in_sync(tmp_path):
     script = tmp_path / "check.py"
     script.write_text(CHECK.format(out=tmp_path))
-    r = torchrun(script, 29533)
+    r = torchrun(script)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "rank 0 in sync" in r.stdout and "rank 1 in sync" in r.stdout
     assert (tmp_path / "ck.pt").exists() and (tmp_path / "log.csv").exists()
@@ -135,7 +143,7 @@ def test_a_run_under_torchrun_resumes_as_if_uninterrupted_each_process_with_its_
     (tmp_path / "cut").mkdir()
     script = tmp_path / "resume.py"
     script.write_text(RESUME.format(out=tmp_path))
-    r = torchrun(script, 29534)
+    r = torchrun(script)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "rank 0 resumed as uninterrupted" in r.stdout and "rank 1 resumed as uninterrupted" in r.stdout
     assert r.stdout.count("resuming from") == 1                     # rank 0 says it, for both
@@ -147,7 +155,7 @@ def test_under_torchrun_every_process_stops_at_the_same_step_with_the_same_messa
     loss stops all of them together (rank 0 alone checked on checkpoint steps, the others kept training)."""
     script = tmp_path / "diverge.py"
     script.write_text(DIVERGE.format(out=tmp_path))
-    r = torchrun(script, 29535)
+    r = torchrun(script)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     stops = [(tmp_path / f"rank{rank}.txt").read_text() for rank in (0, 1)]
     assert stops[0] == stops[1] and stops[0].startswith("t diverged at step 3: the loss is inf"), stops

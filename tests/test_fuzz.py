@@ -18,13 +18,13 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import REALDATA, ROOT, STAGE_ENV
+from conftest import REALDATA, STAGE_ENV
 from pipeline.modalities.image.modality import load_image
-from pipeline import config
+from pipeline import config, preset
 from pipeline.modalities.shape import voxels
 from pipeline.errors import DataError
 
-BASE = yaml.safe_load((ROOT / "params.yaml").read_text())
+BASE = yaml.safe_load(preset.rendered("default"))     # not the working params.yaml, which a preset rewrites
 KEY = re.compile(r"^[A-Za-z_0-9]+(\.[A-Za-z_0-9]+)*(\[\d+\])?: ")
 ODD = ["abc", "", [1, 2], {}, {"x": 1}, None, True, False, 0, -1, 1, 2, 3, 10 ** 12, -10 ** 9, 0.5, -0.5,
        1e-30, 1e30, float("inf"), -float("inf"), float("nan"), "1e-3", "cuda:x", [0.1], [0.2, 0.1], [0.1, 0.2, 0.3]]

@@ -1,6 +1,8 @@
 """The fused Triton kernels of the LoE layer (`fit_loe.kernel: triton`) on the CPU, under Triton's
 interpreter: forward, the hand-written inner gradient and the outer gradient through 3 inner steps equal the
-eager path to float32 rounding, for fp32 inputs and for inputs rounded to TF32, for every variant.
+eager path to float32 rounding, for fp32 inputs and for inputs rounded to TF32, for every variant. The kernel
+multiplies in IEEE fp32 here; its TF32 dot (a CUDA tensor with allow_tf32) runs only on a GPU, where
+benchmarks/fused_check.py measures it against the eager TF32 path.
 
 Tolerance: the largest difference at most 2e-5 of the largest value. The kernels sum in another order than the
 eager matmuls; measured, the largest difference is 1.7e-6 of the largest value over every case here (forward,
@@ -10,14 +12,28 @@ import os
 import pytest
 import torch
 
-pytest.importorskip("triton")
-os.environ["TRITON_INTERPRET"] = "1"          # read when the kernel is first built (loe_triton._kernel)
+from pipeline.loe import LayersOfExperts
+from pipeline.meta import MetaSGD, inner_loop, per_instance_mse
 
-from pipeline.loe import LayersOfExperts  # noqa: E402
-from pipeline.meta import MetaSGD, inner_loop, per_instance_mse  # noqa: E402
+pytest.importorskip("triton")
 from pipeline import loe_triton  # noqa: E402
 
 TOLERANCE = 2e-5
+
+
+@pytest.fixture(autouse=True, scope="module")
+def interpreter():
+    """Triton's interpreter for this module alone (read when the kernel is built: loe_triton._kernel), and the
+    interpreted kernel dropped after it, so that a GPU test later in the same process builds a compiled one."""
+    before = os.environ.get("TRITON_INTERPRET")
+    os.environ["TRITON_INTERPRET"] = "1"
+    loe_triton._kernel.cache_clear()
+    yield
+    loe_triton._kernel.cache_clear()
+    if before is None:
+        os.environ.pop("TRITON_INTERPRET")
+    else:
+        os.environ["TRITON_INTERPRET"] = before
 
 
 def tf32(x: torch.Tensor) -> torch.Tensor:

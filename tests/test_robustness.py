@@ -418,7 +418,19 @@ def test_ctrl_c_is_one_line_and_the_checkpoint_resumes(run_copy):
     assert p.returncode == 130 and "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("interrupted: train_hcdm stopped and wrote no result")
     assert not (run_copy / "data/hcdm/hcdm.pt").exists()
-    assert torch.load(run_copy / "data/hcdm/checkpoint.pt", weights_only=True)["step"] >= 20
+    saved = torch.load(run_copy / "data/hcdm/checkpoint.pt", weights_only=True)["step"]
+    assert saved >= 20
+    # Run again: it picks the run up where the checkpoint left it (then interrupted once more).
+    out = run_copy / "resume.log"
+    with open(out, "w") as log:
+        p = subprocess.Popen([sys.executable, "-u", "-m", "pipeline.stages.train_hcdm"], cwd=run_copy, env=ENV,
+                             stdout=log, stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + 120
+        while "resuming from" not in out.read_text() and p.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        p.send_signal(signal.SIGINT)
+        p.wait(timeout=60)
+    assert f"resuming from data/hcdm/checkpoint.pt at step {saved}" in out.read_text()
 
 
 # --- 5. stuck runs ------------------------------------------------------------

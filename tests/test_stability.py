@@ -75,7 +75,9 @@ def meta_run(grouped: bool, steps: int = 40) -> tuple[list[float], list[float]]:
 def test_old_step_size_explodes_and_the_fix_keeps_it_bounded():
     old_norms, old_psnr = meta_run(grouped=False)
     new_norms, new_psnr = meta_run(grouped=True)
-    assert max(old_norms[:30]) > 1e4                    # measured: 1.8e4 by step 30, 6.3e4 by step 40
+    # Measured over the 40 steps: 6.3e4 with AVX2 or AVX-512 kernels, 3.8e4 with ATEN_CPU_CAPABILITY=default (a
+    # chaotic run: when it passes 1e4 differs with the kernels, 1.8e4 against 7.4e3 by step 30).
+    assert max(old_norms) > 1e4 and max(old_norms) > 100 * max(new_norms)
     assert max(new_norms) < 100 and all(map(math.isfinite, new_norms))   # measured: at most 26
     assert sum(new_psnr[-5:]) / 5 > sum(old_psnr[-5:]) / 5 + 3          # measured: 16.6 vs 12.8 dB
 
