@@ -86,7 +86,7 @@ precision|all)
     --protocol-preset $MAIN --out "$RESULTS/protocol.json" > "$RESULTS/protocol.log" 2>&1
   waitall; tail -n 2 "$RESULTS"/precision_*.log; grep '^protocol' "$RESULTS/protocol.log" ;;
 compile)
-  # The profile is of the first of CPRESETS (MAIN unless CPRESETS leaves it out).
+  # The profile is of the first of CPRESETS (MAIN unless another is listed first).
   first=${CPRESETS%% *}
   timeout ${SPEED_LIMIT:-900} python $B/speed.py --presets $CPRESETS --precisions $VARIANTS --steps $TIMED \
     --profile "$(basename $first .yaml):$PROF" --out "$RESULTS/speed_compile.json" 2>&1 | tee "$RESULTS/speed_compile.log"

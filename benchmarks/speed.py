@@ -238,16 +238,18 @@ def stage2(cfg, device: torch.device):
     g = torch.Generator().manual_seed(0)
     trainer = HCDMTrainer(model, h) if hasattr(HCDMTrainer, "batch_loss") else None
     opt = trainer.optimizer() if trainer else torch.optim.AdamW(model.parameters(), lr=h.lr)
+    scheduler = training.warmup_cosine(opt, h.warmup_steps, h.steps) if trainer else None
     params = list(model.parameters())
 
     def step():
         loss = trainer.batch_loss(latents, g) if trainer else model.loss(latents[:h.batch_size], g)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if trainer and h.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, h.grad_clip)
+        if trainer:   # as training.Trainer: the norm always (the divergence guard reads it), clipped where set
+            torch.nn.utils.clip_grad_norm_(params, h.grad_clip if h.grad_clip > 0 else float("inf"))
         opt.step()
         if trainer:
+            scheduler.step()
             trainer.update_ema()
     return step
 
@@ -322,8 +324,8 @@ def main() -> int:
     device = resolve_device("auto")
     gpu = device.type == "cuda"
     cpu_bf16 = native_bf16() and args.code.resolve() == ROOT.resolve()   # an older checkout runs bf16 as fp32 on a CPU
-    precisions = args.precisions or (["fp32", "tf32", "bf16"] if gpu else ["fp32", *(["bf16"] * cpu_bf16)])
-    rates = sorted({p.partition("+")[0] for p in precisions}, key=["fp32", "tf32", "bf16"].index)
+    precisions = args.precisions or (list(PRECISIONS) if gpu else ["fp32", *(["bf16"] * cpu_bf16)])
+    rates = sorted({p.partition("+")[0] for p in precisions}, key=PRECISIONS.index)
     report = {"device": torch.cuda.get_device_name(device) if gpu else f"cpu ({torch.get_num_threads()} threads)",
               "torch": torch.__version__, "code": str(args.code)}
     report["matmul_tflops"] = matmul_rates(device, rates)

@@ -114,7 +114,8 @@ class FitLoE:
     inner_lr: float = param(1.0, "multiplies the Meta-SGD per-dimension rates", above=0)
     meta_sgd_init: tuple[float, float] = param((0.005, 0.1), "[low, high] of the uniform draw of the Meta-SGD\n"
                                                               "per-dimension inner rates at init")
-    first_order: bool = param(False, "true: no gradient through the inner loop")
+    first_order: bool = param(False, "true: the inner gradients taken as constants (mNIF's first order; the\n"
+                                      "Meta-SGD rates still learn through the updates)")
     precision: str = param("fp32", "fp32 | tf32 | bf16: the training step's arithmetic (tf32: a GPU's; bf16 on a CPU\n"
                                    "with AVX512-BF16 or AMX, else fp32 with a warning)",
                                    choices=("fp32", "tf32", "bf16"))

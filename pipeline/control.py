@@ -164,9 +164,12 @@ def bank_drift(cfg, lock: Path = Path("dvc.lock")) -> list[str]:
             return False
     def text(value) -> str:
         return "null" if value is None else str(value)
+
+    def steps(key, value):    # inner_steps null: as many as Stage-1 trained with, the same as that number
+        return cfg.fit_loe.inner_steps if key == "export_latents.inner_steps" and value is None else value
     now = {key: config._value(cfg, key) for key in FIT_KEYS}
     return [f"{key} {text(now[key])} (the bank: {text(flat[key])})" for key in FIT_KEYS
-            if key in flat and not same(flat[key], now[key])]
+            if key in flat and not same(steps(key, flat[key]), steps(key, now[key]))]
 
 
 def say_drift(run: Run, cfg=None) -> None:
@@ -192,7 +195,7 @@ def fit_file(run: Run, signal: np.ndarray, a: argparse.Namespace) -> Source:
         n = e.autodecode_steps
         fit.update(fit_lr=e.autodecode_lr, points=e.points or cfg.fit_loe.points_per_step)
     else:
-        n = e.inner_steps or trained["inner_steps"]
+        n = meta.inner_steps_for(e.inner_steps, trained)
         fit.update(points=e.points)
     n = a.inner_steps if a.inner_steps is not None else n
     latent = analysis.fit_signal(model, meta_sgd, run.data.modality, signal, n, trained, **fit)

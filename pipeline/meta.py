@@ -237,6 +237,12 @@ class MetaLearner:
                        guard=DivergenceGuard("fit_loe", KNOBS, quality="psnr"))
 
 
+def inner_steps_for(setting: int | None, trained: dict) -> int:
+    """The inner steps a new instance is fitted with: `export_latents.inner_steps`, or where it is null the
+    steps the model was trained with (`load_loe`'s record)."""
+    return trained["inner_steps"] if setting is None else setting
+
+
 def save_loe(path: Path, model: LayersOfExperts, meta_sgd: MetaSGD, inner_steps: int, inner_lr: float,
              train_latents: torch.Tensor | None = None) -> None:
     """The LoE and what gives any instance its latent: the meta-learned inner loop (Meta-SGD rates, steps,

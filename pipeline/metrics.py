@@ -7,6 +7,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .errors import NonFiniteError
+
 
 def psnr(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
     """Per-instance PSNR in dB of images in [0, 1]: (B, ...) -> (B,).
@@ -86,10 +88,13 @@ def nearest_many(query_sets: list[torch.Tensor], references: torch.Tensor | Rows
     and references a block at a time; a tie goes to the lower index.
     """
     references = references if isinstance(references, Rows) else Rows.of(references)
+    for k, queries in enumerate(query_sets):
+        finite(queries, f"query set {k + 1}")
     best = [torch.full((len(q),), float("inf"), dtype=torch.float64) for q in query_sets]
     where = [torch.zeros(len(q), dtype=torch.long) for q in query_sets]
     for start in range(0, references.count, references.block):
         refs = references.make(start, min(start + references.block, references.count)).flatten(1).double()
+        finite(refs, f"reference rows {start}-{start + len(refs) - 1}")
         ref_sq = (refs ** 2).sum(1)
         for queries, b, w in zip(query_sets, best, where):
             for q, b_q, w_q in zip(queries.flatten(1).split(chunk), b.split(chunk), w.split(chunk)):
@@ -99,6 +104,13 @@ def nearest_many(query_sets: list[torch.Tensor], references: torch.Tensor | Rows
                 nearer = value < b_q
                 b_q[nearer], w_q[nearer] = value[nearer], arg[nearer] + start
     return [(b.clamp_min(0).sqrt().float(), w) for b, w in zip(best, where)]
+
+
+def finite(rows: torch.Tensor, what: str) -> None:
+    """A NaN would drop out of a nearest-neighbour search (it is never smaller) and an inf win it: refused."""
+    if not torch.isfinite(rows).all():
+        raise NonFiniteError(f"the nearest-neighbour search's {what}: {int((~torch.isfinite(rows)).sum())} values "
+                             "are NaN or inf (a decode of a diverged model?)")
 
 
 def nearest_distances(queries: torch.Tensor, references: torch.Tensor | Rows, chunk: int = 512

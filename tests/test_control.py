@@ -199,9 +199,10 @@ def test_a_file_fitted_with_params_other_than_the_banks_is_warned_once_naming_th
         err = capsys.readouterr().err
         assert err.count("warning: params.yaml fits your file otherwise than the latent bank's") == 1
         assert "export_latents.inner_steps null (the bank: 5)" in err
-        record["export_latents"]["inner_steps"] = steps                       # batch_size decides no latent
-        lock.write_text(yaml.safe_dump({"stages": {"export_latents": {"params": {"params.yaml": record}}}}))
-        assert control.bank_drift(cfg, lock) == []
+        for same in (steps, cfg.fit_loe.inner_steps):      # null is the trained count; batch_size decides no latent
+            record["export_latents"]["inner_steps"] = same
+            lock.write_text(yaml.safe_dump({"stages": {"export_latents": {"params": {"params.yaml": record}}}}))
+            assert control.bank_drift(cfg, lock) == []
         # DVC writes YAML 1.2, where 1e-05 is a float that PyYAML reads as a string: a rate as text is that rate
         record["export_latents"]["autodecode_lr"] = str(cfg.export_latents.autodecode_lr)
         lock.write_text(yaml.safe_dump({"stages": {"export_latents": {"params": {"params.yaml": record}}}}))

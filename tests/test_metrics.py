@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from pipeline import metrics
@@ -81,6 +82,9 @@ def test_the_nearest_search_in_blocks_finds_what_the_search_over_all_references_
         return refs[a:b]
     blocks = metrics.nearest_many(queries, metrics.Rows(37, make, 8), chunk=4)
     assert made == [(0, 8), (8, 16), (16, 24), (24, 32), (32, 37)]
+    brute = torch.cdist(queries[0].double(), refs.double())                   # an independent reference
+    assert torch.equal(blocks[0][1], brute.argmin(1)) and torch.allclose(blocks[0][0].double(), brute.min(1).values,
+                                                                         atol=1e-6)
     for (d_whole, i_whole), (d_blocks, i_blocks) in zip(whole, blocks):
         assert torch.equal(i_whole, i_blocks) and torch.allclose(d_whole, d_blocks, atol=1e-6)
     assert blocks[1][1].tolist() == [3, 30] and blocks[1][0].max() < 1e-3
@@ -88,3 +92,17 @@ def test_the_nearest_search_in_blocks_finds_what_the_search_over_all_references_
     _, index = metrics.nearest_distances(refs[:8], metrics.Rows(16, lambda a, b: twice[a:b], 8))
     assert index.tolist() == list(range(8))
     assert metrics.block_rows(3072) == 43690 and metrics.block_rows(64 ** 3, multiple=32) == 512
+
+
+def test_a_nan_or_inf_in_the_nearest_search_is_refused_not_dropped():
+    """A NaN is never the smaller distance, so a NaN reference would drop out of the search and a NaN query
+    get a made-up neighbour: both stop with one line naming the rows."""
+    from pipeline.errors import NonFiniteError
+
+    refs = torch.rand(10, 4)
+    bad = refs.clone()
+    bad[7, 2] = float("nan")
+    with pytest.raises(NonFiniteError, match=r"reference rows 0-9: 1 values are NaN or inf"):
+        metrics.nearest_many([torch.rand(3, 4)], bad)
+    with pytest.raises(NonFiniteError, match=r"query set 2: 1 values are NaN or inf"):
+        metrics.nearest_many([torch.rand(3, 4), bad[5:8]], refs)

@@ -5,7 +5,7 @@ import torch
 from .. import artifacts, datasets, io, pictures
 from ..artifacts import DATASET, FIGURES, LATENTS, RECONSTRUCTIONS, metrics_files
 from .. import autodecode
-from ..meta import fit_latents, load_loe, reconstruct
+from ..meta import fit_latents, inner_steps_for, load_loe, reconstruct
 from ..plots import heatmap
 from ..svcca import layer_correlations
 from ..errors import warn
@@ -22,7 +22,7 @@ def main(cfg, generator, start, device):
     field = m.field(model)
     table = trained["train_latents"]
     bank, report = {}, {}
-    steps = e.inner_steps or trained["inner_steps"]     # null: as the model was trained
+    steps = inner_steps_for(e.inner_steps, trained)
     for split in ("train", "test"):
         signals = data.split(split)
         if table is None:      # meta-learned: every instance by the inner loop from zero
@@ -79,7 +79,7 @@ def main(cfg, generator, start, device):
                       "(variance = squared singular values), CCA, mean canonical correlation; "
                       "neurons = latent dimensions, datapoints = train instances"}, warnings)
     write_metrics("reconstruction", {
-        **report, **({"inner_steps": e.inner_steps, "inner_loop_points": e.points or len(m.coordinates())}
+        **report, **({"inner_steps": steps, "inner_loop_points": e.points or len(m.coordinates())}
                      if table is None else {"method": "autodecode", "fit_steps": e.autodecode_steps,
                                             "fit_lr": e.autodecode_lr}),
         **m.metric_definitions, "seconds": elapsed(start)}, generalisation_warnings(report))
