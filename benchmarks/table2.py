@@ -6,10 +6,12 @@ seed), each measured by the paper's std protocol beside the floor a memorising p
 
 Reads params.yaml (the run's Stage-2 and std-table settings) and data/latents/latents.npz (run `dvc
 repro` first); a setting is a name and `key=value` overrides of params.yaml. Per run it writes the
-model's own std table (standardised latents: 10 anchors, `evaluate.std_table.samples` draws each, as
-`evaluate`), the memorised floor and code occupancy (`generation.memorised_std_table`), the final
-training loss and seconds; `--floor-only` skips the training and reads the floor of the random
-compressor W a fresh model starts with. OUT.json and OUT.md.
+model's own std table (standardised latents: 10 anchors, `evaluate.std_table.samples` draws each, from
+`evaluate`'s stream: the default setting at binary_len 12 and --seeds 0 gives metrics/generation.json's
+table to the digit) and each entry's standard error over its anchors, the memorised floor and code
+occupancy (`generation.memorised_std_table`), the final training loss and seconds; `--floor-only` skips
+the training and reads the floor of the random compressor W a fresh model starts with. OUT.json and
+OUT.md, with the mean and spread over the seeds.
 """
 from __future__ import annotations
 
@@ -21,13 +23,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from pipeline import artifacts, config, io  # noqa: E402
-from pipeline.generation import memorised_std_table, std_tables  # noqa: E402
+from pipeline.generation import memorised_std_table, std_tables, stream  # noqa: E402
 from pipeline.hcdm import HCDMTrainer, build_hcdm  # noqa: E402
 from pipeline.training import Checkpointer, StepLog, native_bf16, seed_everything  # noqa: E402
 
@@ -62,8 +65,11 @@ def one_run(cfg: config.Config, train: torch.Tensor, seed: int, floor_only: bool
         tail = log.rows[-5:]
         out["final_loss"] = round(sum(r["loss"] for r in tail) / len(tail), 5)
         out["train_seconds"] = round(time.time() - start, 1)
-        table = std_tables(model, e.samples, e.anchors, generator, s.sampler, s.ddim_steps, parts=e.parts)
+        # evaluate's stream (the run's `seed`, not the Stage-2 seed), so that the tables differ only by the model.
+        table = std_tables(model, e.samples, e.anchors, stream(cfg.seed, "std_table"), s.sampler, s.ddim_steps,
+                           parts=e.parts)
         out["std_table"] = {k: round(v, 4) for k, v in table["standardised"].items()}
+        out["standard_error"] = {k: round(v, 4) for k, v in table["standard_error"].items() if v is not None}
     floor = memorised_std_table(model, train, e.parts)
     out["floor"] = {k: round(v, 4) for k, v in floor["standardised"].items()}
     out["distinct_codes"] = floor["distinct_codes"]
@@ -74,15 +80,35 @@ def one_run(cfg: config.Config, train: torch.Tensor, seed: int, floor_only: bool
 def markdown(rows: list[dict]) -> str:
     keys = sorted({k for r in rows for k in r.get("floor", {})})
     std_keys = sorted({k for r in rows for k in r.get("std_table", {})})
+
+    def entry(r, k):
+        value, se = r.get("std_table", {}).get(k), r.get("standard_error", {}).get(k)
+        return "–" if value is None else f"{value:.3f}" + (f" ({se:.3f})" if se is not None else "")
     head = ["setting", "bits", "seed", *std_keys, *[f"floor {k}" for k in keys], *[f"codes {k}" for k in keys],
             "loss", "s"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = ["Each run; a std entry's standard error over its anchors in brackets.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r["setting"], str(r["binary_len"]), str(r["seed"]),
-                 *[f"{r.get('std_table', {}).get(k, float('nan')):.3f}" for k in std_keys],
+        cells = [r["setting"], str(r["binary_len"]), str(r["seed"]), *[entry(r, k) for k in std_keys],
                  *[f"{r['floor'][k]:.3f}" for k in keys], *[str(r["distinct_codes"][k]) for k in keys],
                  str(r.get("final_loss", "–")), str(r.get("train_seconds", "–"))]
         lines.append("| " + " | ".join(cells) + " |")
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["setting"], r["binary_len"]), []).append(r)
+    if any(len(g) > 1 for g in groups.values()):
+        head = ["setting", "bits", "seeds", *std_keys, *[f"floor {k}" for k in keys]]
+        lines += ["", "Over the seeds: mean ± standard deviation (ddof 1).", "",
+                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for (name, bits), g in groups.items():
+            def spread(values):
+                values = np.array(values, dtype=float)
+                return f"{values.mean():.3f}" + (f" ± {values.std(ddof=1):.3f}" if len(values) > 1 else "")
+            cells = [name, str(bits), str(len(g)),
+                     *[spread([r["std_table"][k] for r in g]) if all("std_table" in r for r in g) else "–"
+                       for k in std_keys],
+                     *[spread([r["floor"][k] for r in g]) for k in keys]]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -96,6 +122,9 @@ def main() -> int:
     a.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     a.add_argument("--out", type=Path, required=True, help="writes OUT.json and OUT.md")
     args = a.parse_args()
+    for name, *overrides in args.setting or []:
+        if any(item.partition("=")[0] == "hcdm.seed" for item in overrides):
+            a.error(f"--setting {name}: hcdm.seed is what --seeds sets")
     raw = yaml.safe_load(args.params.read_text())
     train = torch.from_numpy(artifacts.load_latents(ROOT / artifacts.LATENTS)["train"]).float()
     rows = []
