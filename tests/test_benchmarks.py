@@ -24,3 +24,18 @@ def test_speed_times_a_preset_whose_field_reads_rays(tmp_path):
                           "--steps", "1"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "| tiny_nerf | (5, 4, 16, 32) |" in run.stdout
+
+
+def test_speed_refuses_a_variant_it_does_not_time_rather_than_timing_eager_under_its_name():
+    run = subprocess.run([sys.executable, "benchmarks/speed.py", "--presets", "params.yaml", "--precisions",
+                          "fp32", "tf32+graphs"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and run.stdout == ""
+    assert run.stderr.strip().splitlines()[-1] == ("speed.py: error: 'tf32+graphs' is not a precision (fp32, tf32, "
+                                                   "bf16), optionally +compile, +autotune, +triton")
+
+
+def test_table2_refuses_a_setting_of_the_stage2_seed_that_its_seeds_set():
+    run = subprocess.run([sys.executable, "benchmarks/table2.py", "--bits", "8", "--setting", "s1", "hcdm.seed=1",
+                          "--out", "unused"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines()[-1] == "table2.py: error: --setting s1: hcdm.seed is what --seeds sets"
