@@ -180,8 +180,11 @@ def stage1(cfg, device: torch.device, variant: str):
         # The function fit_loe.compile compiles (on a CPU the outer loss that saves sin and cos), so that the
         # two differ by max-autotune alone.
         target = getattr(learner, "_outer_loss_saving_all", None) if device.type == "cpu" else None
-        learner.outer = torch.compile(target or learner.outer_loss, dynamic=False, fullgraph=True,
-                                      mode="max-autotune" if device.type == "cuda" else "max-autotune-no-cudagraphs")
+        if device.type == "cuda":
+            learner.outer = torch.compile(learner.outer_loss, dynamic=False, fullgraph=True, mode="max-autotune")
+        else:   # torch 2.13's C++ bmm template fails to render this graph with an epilogue (an assertion in ir.py)
+            learner.outer = torch.compile(target or learner.outer_loss, dynamic=False, fullgraph=True,
+                                          options={"max_autotune": True, "epilogue_fusion": False})
     params = list(model.parameters()) + list(meta.parameters())
     # The optimiser fit_loe builds (an older `--code` checkout: one AdamW over everything, as it had).
     opt = learner.optimizer() if hasattr(learner, "optimizer") else torch.optim.AdamW(params, lr=c.lr)
