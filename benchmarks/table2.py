@@ -96,14 +96,15 @@ def markdown(rows: list[dict]) -> str:
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["setting"], r["binary_len"]), []).append(r)
+
+    def spread(values):
+        values = np.array(values, dtype=float)
+        return f"{values.mean():.3f}" + (f" ± {values.std(ddof=1):.3f}" if len(values) > 1 else "")
     if any(len(g) > 1 for g in groups.values()):
         head = ["setting", "bits", "seeds", *std_keys, *[f"floor {k}" for k in keys]]
         lines += ["", "Over the seeds: mean ± standard deviation (ddof 1).", "",
                   "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for (name, bits), g in groups.items():
-            def spread(values):
-                values = np.array(values, dtype=float)
-                return f"{values.mean():.3f}" + (f" ± {values.std(ddof=1):.3f}" if len(values) > 1 else "")
             cells = [name, str(bits), str(len(g)),
                      *[spread([r["std_table"][k] for r in g]) if all("std_table" in r for r in g) else "–"
                        for k in std_keys],
