@@ -42,7 +42,8 @@ def parse() -> argparse.Namespace:
     a.add_argument("--precisions", nargs="*", default=None,
                    help="default: fp32 tf32 bf16 on a GPU, fp32 on a CPU (and bf16 with AVX512-BF16 or AMX); PRECISION+compile times the step with "
                         "fit_loe.compile (on a GPU: CUDA graphs); PRECISION+autotune compiles it with Inductor's "
-                        "max-autotune (Triton matmul templates with their sin/cos epilogues fused; minutes to compile); "
+                        "max-autotune (on a GPU Triton matmul templates with their sin/cos epilogues fused, on a CPU C++ templates "
+                        "without epilogue fusion; minutes to compile); "
                         "PRECISION+triton with fit_loe.kernel triton (pipeline/loe_triton.py)")
     a.add_argument("--steps", type=int, default=10, help="timed steps per measurement (after 2 warm-up steps)")
     a.add_argument("--protocol", type=int, default=0, help="samples for the generation-protocol timing (0: skip)")
@@ -176,8 +177,8 @@ def stage1(cfg, device: torch.device, variant: str):
     if how == "autotune":
         # Not a pipeline setting until measured: the lever named after the compiled step's profile
         # (README, Paper scale on a GPU) is each layer's matmul with its sin/cos epilogue in one kernel,
-        # which is what max-autotune's Triton bmm templates and epilogue fusion generate.
-        # The function fit_loe.compile compiles (on a CPU the outer loss that saves sin and cos), so that the
+        # which is what max-autotune's Triton bmm templates and epilogue fusion generate on a GPU (a CPU's
+        # C++ templates run without epilogues: see below). The function fit_loe.compile compiles (on a CPU the outer loss that saves sin and cos), so that the
         # two differ by max-autotune alone.
         target = getattr(learner, "_outer_loss_saving_all", None) if device.type == "cpu" else None
         if device.type == "cuda":

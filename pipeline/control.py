@@ -144,9 +144,10 @@ FIT_KEYS = ("export_latents.inner_steps", "export_latents.points", "export_laten
             "export_latents.autodecode_lr", "fit_loe.near_surface_fraction", "fit_loe.points_per_step", "seed")
 
 
-def bank_drift(cfg, lock: Path = Path("dvc.lock")) -> list[str]:
+def bank_drift(cfg, lock: Path = Path("dvc.lock"), trained_steps: int | None = None) -> list[str]:
     """The FIT_KEYS whose value in params.yaml differs from the one the latent bank was fitted with (dvc.lock's
-    record of export_latents), as `key X (the bank: Y)`; empty without a lock or a record of them."""
+    record of export_latents), as `key X (the bank: Y)`; empty without a lock or a record of them. A null
+    inner_steps is the model's own count (`trained_steps`, from loe.pt; else fit_loe.inner_steps)."""
     import yaml
 
     try:
@@ -166,7 +167,9 @@ def bank_drift(cfg, lock: Path = Path("dvc.lock")) -> list[str]:
         return "null" if value is None else str(value)
 
     def steps(key, value):    # inner_steps null: as many as Stage-1 trained with, the same as that number
-        return cfg.fit_loe.inner_steps if key == "export_latents.inner_steps" and value is None else value
+        if key != "export_latents.inner_steps":
+            return value
+        return meta.inner_steps_for(value, {"inner_steps": trained_steps or cfg.fit_loe.inner_steps})
     now = {key: config._value(cfg, key) for key in FIT_KEYS}
     return [f"{key} {text(now[key])} (the bank: {text(flat[key])})" for key in FIT_KEYS
             if key in flat and not same(steps(key, flat[key]), steps(key, now[key]))]
@@ -176,7 +179,9 @@ def say_drift(run: Run, cfg=None) -> None:
     """Warn, once a run (serve fits many files), where params.yaml would fit a user's file otherwise than the
     bank's instances were fitted (`bank_drift`)."""
     if "drift" not in run._cache:
-        drift = run._cache["drift"] = bank_drift(cfg or config.load())
+        trained = run.loe[2]
+        steps = trained["inner_steps"] if trained["method"] != "autodecode" else None
+        drift = run._cache["drift"] = bank_drift(cfg or config.load(), trained_steps=steps)
         if drift:
             warn([], "params.yaml fits your file otherwise than the latent bank's instances were fitted "
                      f"(dvc.lock): {'; '.join(drift)}; `dvc repro` refits the bank")

@@ -107,7 +107,8 @@ def nearest_many(query_sets: list[torch.Tensor], references: torch.Tensor | Rows
 
 
 def finite(rows: torch.Tensor, what: str) -> None:
-    """A NaN would drop out of a nearest-neighbour search (it is never smaller) and an inf win it: refused."""
+    """A NaN or inf makes a block's minimum NaN (or inf), which is never the smaller: every query would skip
+    the whole block without a word. Refused."""
     if not torch.isfinite(rows).all():
         raise NonFiniteError(f"the nearest-neighbour search's {what}: {int((~torch.isfinite(rows)).sum())} values "
                              "are NaN or inf (a decode of a diverged model?)")

@@ -203,6 +203,9 @@ def test_a_file_fitted_with_params_other_than_the_banks_is_warned_once_naming_th
             record["export_latents"]["inner_steps"] = same
             lock.write_text(yaml.safe_dump({"stages": {"export_latents": {"params": {"params.yaml": record}}}}))
             assert control.bank_drift(cfg, lock) == []
+        # ... the model's own count (loe.pt's record), not params.yaml's fit_loe.inner_steps edited since
+        assert control.bank_drift(cfg, lock, trained_steps=cfg.fit_loe.inner_steps + 2) == [
+            f"export_latents.inner_steps null (the bank: {cfg.fit_loe.inner_steps})"]
         # DVC writes YAML 1.2, where 1e-05 is a float that PyYAML reads as a string: a rate as text is that rate
         record["export_latents"]["autodecode_lr"] = str(cfg.export_latents.autodecode_lr)
         lock.write_text(yaml.safe_dump({"stages": {"export_latents": {"params": {"params.yaml": record}}}}))

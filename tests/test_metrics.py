@@ -95,8 +95,8 @@ def test_the_nearest_search_in_blocks_finds_what_the_search_over_all_references_
 
 
 def test_a_nan_or_inf_in_the_nearest_search_is_refused_not_dropped():
-    """A NaN is never the smaller distance, so a NaN reference would drop out of the search and a NaN query
-    get a made-up neighbour: both stop with one line naming the rows."""
+    """A NaN row makes a block's minimum NaN, never the smaller, so every query would skip that block (and a
+    NaN query get a made-up neighbour): both stop with one line naming the rows."""
     from pipeline.errors import NonFiniteError
 
     refs = torch.rand(10, 4)
