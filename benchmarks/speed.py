@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -42,8 +43,8 @@ def parse() -> argparse.Namespace:
     a.add_argument("--precisions", nargs="*", default=None,
                    help="default: fp32 tf32 bf16 on a GPU, fp32 on a CPU (and bf16 with AVX512-BF16 or AMX); PRECISION+compile times the step with "
                         "fit_loe.compile (on a GPU: CUDA graphs); PRECISION+autotune compiles it with Inductor's "
-                        "max-autotune (on a GPU Triton matmul templates with their sin/cos epilogues fused, on a CPU C++ templates "
-                        "without epilogue fusion; minutes to compile); "
+                        "max-autotune (on a GPU Triton matmul templates with their sin/cos epilogues fused, on a "
+                        "CPU C++ templates without epilogue fusion; minutes to compile); "
                         "PRECISION+triton with fit_loe.kernel triton (pipeline/loe_triton.py)")
     a.add_argument("--steps", type=int, default=10, help="timed steps per measurement (after 2 warm-up steps)")
     a.add_argument("--protocol", type=int, default=0, help="samples for the generation-protocol timing (0: skip)")
@@ -177,14 +178,14 @@ def stage1(cfg, device: torch.device, variant: str):
     if how == "autotune":
         # Not a pipeline setting until measured: the lever named after the compiled step's profile
         # (README, Paper scale on a GPU) is each layer's matmul with its sin/cos epilogue in one kernel,
-        # which is what max-autotune's Triton bmm templates and epilogue fusion generate on a GPU (a CPU's
-        # C++ templates run without epilogues: see below). The function fit_loe.compile compiles (on a CPU the outer loss that saves sin and cos), so that the
-        # two differ by max-autotune alone.
-        target = getattr(learner, "_outer_loss_saving_all", None) if device.type == "cpu" else None
+        # which is what max-autotune's Triton bmm templates and epilogue fusion generate on a GPU. It compiles
+        # the function fit_loe.compile compiles, so that the two differ by max-autotune alone.
         if device.type == "cuda":
             learner.outer = torch.compile(learner.outer_loss, dynamic=False, fullgraph=True, mode="max-autotune")
-        else:   # torch 2.13's C++ bmm template fails to render this graph with an epilogue (an assertion in ir.py)
-            learner.outer = torch.compile(target or learner.outer_loss, dynamic=False, fullgraph=True,
+        else:   # the outer loss that saves sin and cos; torch 2.13's C++ bmm template fails to render this graph
+            #     with an epilogue (an assertion in ir.py), so without epilogue fusion
+            learner.outer = torch.compile(getattr(learner, "_outer_loss_saving_all", learner.outer_loss),
+                                          dynamic=False, fullgraph=True,
                                           options={"max_autotune": True, "epilogue_fusion": False})
     params = list(model.parameters()) + list(meta.parameters())
     # The optimiser fit_loe builds (an older `--code` checkout: one AdamW over everything, as it had).
@@ -231,8 +232,9 @@ def _legacy_autocast(precision: str, device: torch.device):
 
 
 def stage2(cfg, device: torch.device):
-    """train_hcdm's step at the preset's sizes and precision: its batch loss, fused AdamW, gradient clipping
-    and EMA update (`--code` checkouts without HCDMTrainer.batch_loss: the loss and a plain AdamW)."""
+    """train_hcdm's step at the preset's sizes and precision: HCDMTrainer's batch loss through training.Trainer's
+    step (fused AdamW, gradient norm and clipping, schedule, EMA update). A `--code` checkout without
+    HCDMTrainer.batch_loss: the loss and a plain AdamW."""
     h = cfg.hcdm
     if hasattr(training, "precision_here"):       # bf16 on a CPU without it: fp32, as train_hcdm trains it
         h = training.precision_here(h, "hcdm.precision", device, [])
@@ -240,21 +242,26 @@ def stage2(cfg, device: torch.device):
     latents = torch.randn(1024, cfg.loe.layers, cfg.loe.latent_dim, device=device)
     model.set_statistics(latents)
     g = torch.Generator().manual_seed(0)
-    trainer = HCDMTrainer(model, h) if hasattr(HCDMTrainer, "batch_loss") else None
-    opt = trainer.optimizer() if trainer else torch.optim.AdamW(model.parameters(), lr=h.lr)
-    scheduler = training.warmup_cosine(opt, h.warmup_steps, h.steps) if trainer else None
-    params = list(model.parameters())
+    if not hasattr(HCDMTrainer, "batch_loss"):
+        opt = torch.optim.AdamW(model.parameters(), lr=h.lr)
+
+        def legacy():
+            loss = model.loss(latents[:h.batch_size], g)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return legacy
+    hcdm = HCDMTrainer(model, h)
+    opt = hcdm.optimizer()
+    unused = Path(tempfile.mkdtemp(prefix="speed_hcdm_"))   # nothing is written: no checkpoint or log is due
+    loop = training.Trainer({"model": model, "ema": hcdm.ema}, list(model.parameters()), opt,
+                            training.warmup_cosine(opt, h.warmup_steps, h.steps), h.steps, h.grad_clip, h.log_every,
+                            training.Checkpointer(unused / "checkpoint.pt", "speed", 10 ** 9),
+                            training.StepLog(unused / "curve.csv"), g, "train_hcdm", after_step=hcdm.update_ema)
 
     def step():
-        loss = trainer.batch_loss(latents, g) if trainer else model.loss(latents[:h.batch_size], g)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if trainer:   # as training.Trainer: the norm always (the divergence guard reads it), clipped where set
-            torch.nn.utils.clip_grad_norm_(params, h.grad_clip if h.grad_clip > 0 else float("inf"))
-        opt.step()
-        if trainer:
-            scheduler.step()
-            trainer.update_ema()
+        loop.step(hcdm.batch_loss(latents, g), {})
+        loop.pending.clear()                    # a run reads them back at its log steps; nothing reads them here
     return step
 
 

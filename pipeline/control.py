@@ -163,13 +163,13 @@ def bank_drift(cfg, lock: Path = Path("dvc.lock"), trained_steps: int | None = N
             return a == b or (a is not None and b is not None and float(a) == float(b))
         except (TypeError, ValueError):
             return False
+
     def text(value) -> str:
         return "null" if value is None else str(value)
 
     def steps(key, value):    # inner_steps null: as many as Stage-1 trained with, the same as that number
-        if key != "export_latents.inner_steps":
-            return value
-        return meta.inner_steps_for(value, {"inner_steps": trained_steps or cfg.fit_loe.inner_steps})
+        null_steps = key == "export_latents.inner_steps" and value is None
+        return (trained_steps or cfg.fit_loe.inner_steps) if null_steps else value
     now = {key: config._value(cfg, key) for key in FIT_KEYS}
     return [f"{key} {text(now[key])} (the bank: {text(flat[key])})" for key in FIT_KEYS
             if key in flat and not same(steps(key, flat[key]), steps(key, now[key]))]

@@ -8,6 +8,7 @@ import torch
 from . import artifacts, datasets
 from .hcdm import HCDM, load_hcdm
 from .meta import load_loe
+from .metrics import measurement_seeds
 
 
 def stream(seed: int, purpose: str) -> torch.Generator:
@@ -15,8 +16,7 @@ def stream(seed: int, purpose: str) -> torch.Generator:
     are not those of another measurement, nor of a stage or control command seeded with a small integer
     (`hcdm.seed: 1` trains from Generator(1); `seed * c + k` would hand that stream to a table). torch's CPU
     generator keeps the low 32 bits of a seed: those are the stream's (3531610827 for std_table at seed 0)."""
-    tag = int.from_bytes(purpose.encode(), "little")
-    state = np.random.SeedSequence([seed, tag]).generate_state(2, np.uint64)[0]
+    state = measurement_seeds(seed, purpose).generate_state(2, np.uint64)[0]
     return torch.Generator().manual_seed(int(state))
 
 

@@ -4,10 +4,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .errors import NonFiniteError
+
+
+def measurement_seeds(seed: int, purpose: str) -> np.random.SeedSequence:
+    """The seed sequence of one measurement's random draws, from (seed, purpose): not another measurement's,
+    nor a stage's seeded with a small integer (generation.stream; the train draw of scoring.train_subset)."""
+    return np.random.SeedSequence([seed, int.from_bytes(purpose.encode(), "little")])
 
 
 def psnr(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:

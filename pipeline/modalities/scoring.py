@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ..metrics import measurement_seeds
+
 if TYPE_CHECKING:
     from ..config import Config
     from ..prepared import PreparedData
@@ -82,7 +84,7 @@ def train_subset(train: np.ndarray, count: int, seed: int) -> np.ndarray:
     sub-datasets, which a sorted or given split keeps together. All of them when there are not more."""
     if count >= len(train):
         return train
-    rng = np.random.default_rng(np.random.SeedSequence([seed, int.from_bytes(b"train_subset", "little")]))
+    rng = np.random.default_rng(measurement_seeds(seed, "train_subset"))
     return train[np.sort(rng.choice(len(train), count, replace=False))]
 
 
