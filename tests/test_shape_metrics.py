@@ -46,6 +46,28 @@ def test_the_dense_search_a_gpu_runs_gives_the_k_d_trees_matrix():
     assert np.array_equal(dense, dense.T) and (np.diag(dense) == 0).all()
 
 
+def test_scores_from_a_stored_reference_matrix_are_the_union_matrix_scores_to_the_bit():
+    """The reference's own block, computed once and passed in, gives what the union's matrix gives; the
+    dense route's blocks are its union matrix's entries exactly; a matrix of another set's size is refused."""
+    rng = np.random.default_rng(2)
+    generated, reference = rng.random((5, 200, 3)).astype(np.float32), rng.random((4, 200, 3)).astype(np.float32)
+    union = torch.from_numpy(shape_metrics.chamfer_matrix(np.concatenate([generated, reference])))
+    cov, mmd, nna = scoring.set_scores(union, len(generated))
+    by_union = {"coverage": round(cov, 4), "mmd": round(mmd, 6), "one_nna": round(nna, 4)}
+    stored = shape_metrics.distance_matrix(reference)
+    assert np.array_equal(stored, union[5:, 5:].numpy())
+    assert shape_metrics.generation_scores(generated, reference, progress=False) == by_union
+    assert shape_metrics.generation_scores(generated, reference, progress=False,
+                                           reference_distances=stored) == by_union
+    assert 0 < by_union["mmd"] and by_union["one_nna"] not in (0, 1)
+    dense = shape_metrics.chamfer_matrix_dense(np.concatenate([generated, reference]), "cpu", block=3)
+    cross = shape_metrics.chamfer_matrix_dense(generated, "cpu", block=3, y=reference)
+    assert np.array_equal(cross, dense[:5, 5:]) and cross.shape == (5, 4)
+    with pytest.raises(ValueError, match=r"reference_distances: shape \(5, 5\)"):
+        shape_metrics.generation_scores(generated, reference, progress=False,
+                                        reference_distances=np.zeros((5, 5)))
+
+
 def test_coverage_and_mmd_by_hand():
     d = torch.tensor([[1.0, 5, 9, 9],
                       [2, 1, 9, 9],

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from ..scoring import Scoring, train_subset
-from .metrics import UNITS, generation_scores, point_clouds
+from .metrics import UNITS, distance_matrix, generation_scores, point_clouds
 
 # Protocol text and set sizes: in metrics/detail/generation.json, not in the metrics file.
 DETAIL_ONLY = ("shape_protocol", "shape_references.*.shapes")
@@ -14,13 +14,17 @@ DETAIL_ONLY = ("shape_protocol", "shape_references.*.shapes")
 
 def reference(cfg, data, device) -> dict:
     """evaluate.surface_points surface points of every test shape, from marching cubes at level 0.5
-    of its voxels, and the scores of as many real train shapes against them."""
+    of its voxels, their own Chamfer matrix (which every set scored against them shares), and the scores
+    of as many real train shapes against them."""
     m, points = data.modality, cfg.evaluate.surface_points
     clouds, empty = point_clouds(m.occupancy(m.targets(data.test)).numpy(), points, cfg.seed)
     real_shapes = m.targets(train_subset(data.train, len(clouds), cfg.seed))
     real, real_empty = point_clouds(m.occupancy(real_shapes).numpy(), points, cfg.seed + 1)
-    real_scores = {**generation_scores(real, clouds, device=device), "shapes": len(real), "without_surface": real_empty}
-    return {"points": clouds, "split": "test", "empty": empty, "resolution": cfg.dataset.resolution,
+    distances = distance_matrix(clouds, device=device, progress=True)
+    real_scores = {**generation_scores(real, clouds, device=device, reference_distances=distances),
+                   "shapes": len(real), "without_surface": real_empty}
+    return {"points": clouds, "distances": distances, "split": "test", "empty": empty,
+            "resolution": cfg.dataset.resolution,
             "train_split_real": json.dumps(real_scores, allow_nan=False)}
 
 
@@ -33,12 +37,13 @@ def scores(s: Scoring) -> dict:
     """COV / MMD / 1-NNA of as many generated shapes as the reference (test) set, with references."""
     cfg, m = s.cfg, s.modality
     reference, train_real = s.reference["points"], json.loads(str(s.reference["train_split_real"]))
+    distances = s.reference["distances"]
     n, points = len(reference), reference.shape[1]
 
     def score(vals):
         clouds, empty = point_clouds(m.occupancy(vals).numpy(), points, cfg.seed + 1)
-        return {**generation_scores(clouds, reference, device=s.device), "shapes": len(clouds),
-                "without_surface": empty}
+        return {**generation_scores(clouds, reference, device=s.device, reference_distances=distances),
+                "shapes": len(clouds), "without_surface": empty}
 
     generated = score(s.values[:n])
     # The same metrics for real train shapes (what a perfect generator scores on this

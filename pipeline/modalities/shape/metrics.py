@@ -19,7 +19,7 @@ import torch
 from scipy.spatial import cKDTree
 from ...progress import bar
 
-from ..scoring import set_scores
+from ..scoring import coverage_mmd, one_nna
 
 
 def _directed(points: np.ndarray, tree: cKDTree) -> float:
@@ -53,9 +53,10 @@ def chamfer_matrix(x: np.ndarray, y: np.ndarray | None = None, progress: bool = 
 
 
 def chamfer_matrix_dense(x: np.ndarray, device: torch.device | str, block: int = 16,
-                         progress: bool = False) -> np.ndarray:
-    """x (N, P, 3) -> (N, N) Chamfer distances of every pair, by dense nearest-neighbour search on `device`
-    (mNIF's protocol code searches the same way on a GPU, with TF's nn_distance).
+                         progress: bool = False, y: np.ndarray | None = None) -> np.ndarray:
+    """x (N, P, 3), y (M, Q, 3) -> (N, M) Chamfer distances of every pair (y None: x against itself), by dense
+    nearest-neighbour search on `device` (mNIF's protocol code searches the same way on a GPU, with TF's
+    nn_distance).
 
     At ShapeNet's test split (8762 generated and 8762 real shapes) the k-d trees' CPU route takes about 85
     hours a matrix (2 ms a pair). Distances come from coordinate differences in float32 (torch.cdist without
@@ -64,28 +65,49 @@ def chamfer_matrix_dense(x: np.ndarray, device: torch.device | str, block: int =
     writes only the (B, P, Q) distances: on 2 CPU cores a block of 16 clouds took 0.36 s against 1.2-1.6 s
     for the (B, P, Q, 3) differences summed (not timed on a GPU). `block` clouds at a time: 16 x 2048 x 2048
     float32 is 0.27 GB."""
+    same = y is None
     points = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
-    n = len(points)
-    out = torch.zeros(n, n, dtype=torch.float64, device=device)
-    for i in bar(range(n), desc="chamfer", disable=not progress, leave=False):
-        for j in range(i + 1, n, block):
-            b = points[j:j + block]                                                 # (B, Q, 3)
+    others = points if same else torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32)).to(device)
+    out = torch.zeros(len(points), len(others), dtype=torch.float64, device=device)
+    for i in bar(range(len(points)), desc="chamfer", disable=not progress, leave=False):
+        for j in range(i + 1 if same else 0, len(others), block):
+            b = others[j:j + block]                                                 # (B, Q, 3)
             d = torch.cdist(points[i].expand(len(b), -1, -1), b,
                             compute_mode="donot_use_mm_for_euclid_dist") ** 2       # (B, P, Q)
             out[i, j:j + len(b)] = d.min(2).values.double().mean(1) + d.min(1).values.double().mean(1)
-    out = out + out.T
+    if same:
+        out = out + out.T
     return out.cpu().numpy()
 
 
+def distance_matrix(x: np.ndarray, y: np.ndarray | None = None, device: torch.device | str = "cpu",
+                    progress: bool = False) -> np.ndarray:
+    """Chamfer distances (N, M) of x's clouds to y's (y None: x's own, symmetric), on a GPU `device` by dense
+    search there, on a CPU by k-d trees. Each pair's value does not depend on the rest of either set, so a
+    matrix assembled from blocks is the union's matrix to the bit (a test)."""
+    if torch.device(device).type == "cuda":
+        return chamfer_matrix_dense(x, device, progress=progress, y=y)
+    return chamfer_matrix(x, y, progress=progress)
+
+
 def generation_scores(generated: np.ndarray, reference: np.ndarray, progress: bool = True,
-                      device: torch.device | str = "cpu") -> dict:
-    """Point clouds (G, P, 3) and (R, P, 3) -> COV, MMD and 1-NNA by Chamfer distance (on a GPU `device`, by
-    dense search there; on a CPU by k-d trees)."""
-    clouds = np.concatenate([generated, reference])
-    matrix = chamfer_matrix_dense(clouds, device, progress=progress) if torch.device(device).type == "cuda" \
-        else chamfer_matrix(clouds, progress=progress)
-    d = torch.from_numpy(matrix)
-    cov, mmd, nna = set_scores(d, len(generated))
+                      device: torch.device | str = "cpu", reference_distances: np.ndarray | None = None) -> dict:
+    """Point clouds (G, P, 3) and (R, P, 3) -> COV, MMD and 1-NNA by Chamfer distance.
+
+    `reference_distances`: the reference set's own (R, R) matrix, `distance_matrix(reference)`, when the
+    caller scores several sets against one reference. The reference's block is a quarter of the union's
+    pairs at G = R; evaluate scores two sets and `reference` a third against the same test split, which at
+    ShapeNet's 8762 shapes is 38 million pairs a time."""
+    if reference_distances is None:
+        reference_distances = distance_matrix(reference, device=device, progress=progress)
+    if reference_distances.shape != (len(reference), len(reference)):
+        raise ValueError(f"reference_distances: shape {reference_distances.shape}, not the reference set's "
+                         f"{(len(reference), len(reference))}")
+    gen_gen = torch.from_numpy(distance_matrix(generated, device=device, progress=progress))
+    gen_ref = torch.from_numpy(distance_matrix(generated, reference, device=device, progress=progress))
+    ref_ref = torch.from_numpy(np.asarray(reference_distances, np.float64))
+    cov, mmd = coverage_mmd(gen_ref)
+    nna = one_nna(gen_gen, gen_ref, ref_ref)
     return {"coverage": round(cov, 4), "mmd": round(mmd, 6), "one_nna": round(nna, 4)}
 
 
