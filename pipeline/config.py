@@ -409,7 +409,7 @@ def _coerce(value, annotation, key: str):
             if isinstance(value, str):
                 try:
                     float(value)
-                    hint = " (YAML reads a number like 1e-4 without a dot as text: write 1.0e-4)"
+                    hint = " (a number written as text: remove the quotes)"
                 except ValueError:
                     pass
             raise ConfigError(f"{key}: must be a number, got {value!r}{hint}")
@@ -442,6 +442,22 @@ def from_dict(raw: dict | None) -> Config:
     return cfg
 
 
+class _Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader (YAML 1.1) that also reads YAML 1.2's floats without a dot, such as 1e-05: DVC
+    writes params.yaml and dvc.lock in YAML 1.2, so `dvc exp run -S fit_loe.lr=0.00005` leaves `lr: 5e-05`,
+    which YAML 1.1 reads as text."""
+
+
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def load_yaml(text: str):
+    """Parse YAML text as DVC writes it (YAML 1.2 floats), safely: no tag constructs an object."""
+    return yaml.load(text, Loader=_Yaml12Loader)
+
+
 def read_text(path: Path) -> str:
     """A parameters or preset file's text; not UTF-8 is a ConfigError naming the line."""
     data = path.read_bytes()
@@ -458,7 +474,7 @@ def load(path: str | Path = "params.yaml") -> Config:
         raise ConfigError(f"{path}: a preset holds only its changes; `python -m pipeline.preset {path.stem}` writes "
                           "the whole params.yaml")
     try:
-        raw = yaml.safe_load(read_text(path))
+        raw = load_yaml(read_text(path))
     except FileNotFoundError:
         raise ConfigError(f"{path}: parameters file not found") from None
     except yaml.YAMLError as e:

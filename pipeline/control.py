@@ -151,7 +151,7 @@ def bank_drift(cfg, lock: Path = Path("dvc.lock"), trained_steps: int | None = N
     import yaml
 
     try:
-        recorded = yaml.safe_load(config.read_text(lock))["stages"]["export_latents"]["params"]["params.yaml"]
+        recorded = config.load_yaml(config.read_text(lock))["stages"]["export_latents"]["params"]["params.yaml"]
     except (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError):   # none, or not one of ours
         return []
     flat = {}

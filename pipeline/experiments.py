@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from . import io
+from .config import load_yaml
 
 # The figures a comparison of Stage-2 priors reads, when present (images | shapes; Table 2; control).
 DEFAULT_COLUMNS = (
@@ -64,6 +64,9 @@ def records(node, out: list, experiment: bool = False, state: str | None = None)
     return out
 
 
+NULL = "null"       # a params cell whose key the run set to null
+
+
 def flatten(d, prefix: str = "") -> dict:
     """Nested mapping -> {dotted key: leaf}; lists are leaves."""
     out = {}
@@ -96,7 +99,9 @@ def frame(payload) -> pd.DataFrame:
         if not metrics.get("generation"):
             unfinished.append(name)
             continue
-        row = {"experiment": name, **flatten(params, "params.")}
+        # A param set to null is "null", a value like any other: a run without the key (older code) stays
+        # empty. Both as NaN, `varying` took a key null in one run and 4096 in another for a constant.
+        row = {"experiment": name, **{k: NULL if v is None else v for k, v in flatten(params, "params.").items()}}
         for stem, values in metrics.items():
             row.update(flatten(values, f"{stem}."))
         rows.append(row)
@@ -284,7 +289,7 @@ def runs(commits: int, where: list[str] = (), also: list[Path] = (), pool: list[
             print(f"error: --where {item}: expected KEY=VALUE with KEY a params.yaml key of these experiments",
                   file=sys.stderr)
             raise SystemExit(2)
-        df = df[df[f"params.{key}"].map(lambda v, want=yaml.safe_load(value): same(v, want))].reset_index(drop=True)
+        df = df[df[f"params.{key}"].map(lambda v, want=load_yaml(value): same(v, want))].reset_index(drop=True)
     for key in pool:
         if f"params.{key}" not in df.columns:
             print(f"error: --pool {key}: not a params.yaml key of these experiments", file=sys.stderr)
@@ -304,7 +309,7 @@ def same(value, want) -> bool:
     matches a param left null (pandas holds it as None or NaN)."""
     numbers = (int, float)
     if want is None:
-        return value is None or (isinstance(value, float) and math.isnan(value))
+        return value is None or value == NULL or (isinstance(value, float) and math.isnan(value))
     if isinstance(value, numbers) and isinstance(want, numbers) and not isinstance(want, bool):
         return float(value) == float(want)
     return value == want

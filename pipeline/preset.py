@@ -69,7 +69,7 @@ def read(path: Path) -> Preset:
     except OSError as e:
         raise ConfigError(f"{path}: {e.strerror or e}") from None
     try:
-        values = yaml.safe_load(text) or {}
+        values = config.load_yaml(text) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -192,7 +192,8 @@ def rendered(name: str | Path = DEFAULT) -> str:
     stem = DEFAULT if is_default(path) else path.stem
     label = f"presets/{path.name}" if path.parent == PRESETS else str(path)
     over = "config.py's defaults" + ("" if stem == DEFAULT else " and the default run")
-    made = [f"Written by `python -m pipeline.preset {name}`: {label}'s changes over {over}.",
+    called = stem if path.parent == PRESETS else name     # `preset pipeline/presets/x.yaml` is preset x
+    made = [f"Written by `python -m pipeline.preset {called}`: {label}'s changes over {over}.",
             "Every key is here, so `dvc exp run -S key=value` can set any of them."]
     header = [h for h in header if not h.startswith(("Written by `python -m pipeline.preset", made[1]))]
     return render(raw, comments, header + made)

@@ -233,6 +233,22 @@ def test_runs_that_differ_in_more_than_seeds_are_never_pooled(tmp_path, monkeypa
     assert [r["n"] for r in json.loads((tmp_path / "t2.json").read_text())["table_1"]] == [2]
 
 
+def test_a_param_null_in_one_run_and_set_in_another_splits_the_rows(tmp_path, monkeypatch, capsys):
+    """export_latents.points null (every point) against 4096 is another setting, not a seed to pool; `--where
+    KEY=null` still finds the null run."""
+    from pipeline.table1 import main as table1_main
+    payload = [method_record("a0", "chinr", 0, 50.0, 30.0, 20.0), method_record("a1", "chinr", 1, 70.0, 31.0, 22.0)]
+    for r, points in zip(payload, (None, 4096)):
+        r["data"]["params"]["params.yaml"]["data"]["export_latents"] = {"points": points}
+    monkeypatch.setattr("pipeline.experiments.exp_show", lambda n: payload)
+    assert table1_main(["--out", str(tmp_path / "t1")]) == 0
+    rows = json.loads((tmp_path / "t1.json").read_text())["table_1"]
+    assert sorted((r["n"], r["generation.fid mean"]) for r in rows) == [(1, 50.0), (1, 70.0)]
+    assert "note: rows also split by export_latents.points" in capsys.readouterr().err
+    assert table1_main(["--where", "export_latents.points=null", "--out", str(tmp_path / "t2")]) == 0
+    assert [r["generation.fid mean"] for r in json.loads((tmp_path / "t2.json").read_text())["table_1"]] == [50.0]
+
+
 def test_the_ablation_takes_a_run_without_binary_len(monkeypatch, tmp_path):
     """A run of a commit before binary_len existed: the column holds 12.0 and NaN, ordered by value."""
     payload = [record("a", "bl12", 12, "hierarchical", 50.0, {"std_1": 1.0, "std_12": 0.6}),

@@ -162,6 +162,10 @@ def test_preset_command_writes_and_checks(tmp_path):
     assert preset.main(["default", "--out", str(out)]) == 0
     assert out.read_text() == preset.rendered("default")
     assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]          # nothing half-written beside it
+    # A preset named by its path is that preset: the file says so, and --check by name agrees.
+    assert preset.main([str(ROOT / "pipeline/presets/shapes32.yaml"), "--out", str(out)]) == 0
+    assert "# Written by `python -m pipeline.preset shapes32`" in out.read_text()
+    assert preset.main(["shapes32", "--out", str(out), "--check"]) == 0
 
 
 def test_preset_check_without_a_preset_name_is_an_error_not_the_list(tmp_path, capsys):
@@ -293,14 +297,30 @@ def test_paper_presets_use_the_papers_stage_2():
                                  "leave its warm-up, got 50"),
     ({"hcdm": {"steps": 50}}, "hcdm.warmup_steps: must be < hcdm.steps (50): the learning rate would never leave its "
                               "warm-up, got 100"),
-    ({"fit_loe": {"lr": "1e-4"}}, "fit_loe.lr: must be a number, got '1e-4' (YAML reads a number like 1e-4 without a "
-                                  "dot as text: write 1.0e-4)"),
+    ({"fit_loe": {"lr": "1e-4"}}, "fit_loe.lr: must be a number, got '1e-4' (a number written as text: remove the "
+                                  "quotes)"),
     ({"dataset": {"modality": "nerf", "nerf": {"far": -1.0}}}, "dataset.nerf.far: must be null or > 0, got -1.0"),
     ({False: 1, "binary_lenght": 15}, "False: unknown key"),          # YAML's `no: 1` beside a typo
 ])
 def test_settings_that_passed_and_then_misbehaved_are_one_line(raw, message):
     with pytest.raises(ConfigError, match="^" + message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
         config.from_dict(raw)
+
+
+def test_dvc_exp_run_set_floats_without_a_dot_are_read_as_numbers(tmp_path):
+    """`dvc exp run -S fit_loe.lr=1e-5` writes params.yaml in YAML 1.2 (`lr: 1e-05`), which YAML 1.1 reads as text:
+    through DVC's own override writer, every such float reads back as the number set."""
+    from dvc.utils.hydra import apply_overrides
+
+    path = tmp_path / "params.yaml"
+    path.write_text(preset.rendered("default"))
+    apply_overrides(path, ["fit_loe.lr=1e-5", "hcdm.lr=0.00005", "fit_loe.weight_decay=1e-5",
+                           "fit_loe.init_std=2E-6", "hcdm.weight_decay=1e20"])
+    assert "lr: 1e-05" in path.read_text()                        # what YAML 1.1 alone reads as a string
+    cfg = config.load(path)
+    assert (cfg.fit_loe.lr, cfg.hcdm.lr, cfg.fit_loe.weight_decay) == (1e-5, 5e-5, 1e-5)
+    assert (cfg.fit_loe.init_std, cfg.hcdm.weight_decay) == (2e-6, 1e20)
+    assert config.load_yaml("a: '1e-5'\nb: 1e\nc: 7") == {"a": "1e-5", "b": "1e", "c": 7}   # text and ints stay
 
 
 def test_an_empty_nerf_depth_range_is_one_line_before_training():
