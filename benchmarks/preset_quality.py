@@ -27,6 +27,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from pipeline.config import load_yaml  # noqa: E402
 from pipeline.preset import compose  # noqa: E402  (this checkout's presets, whatever --code runs)
 
 
@@ -34,7 +35,7 @@ def set_key(params: dict, dotted: str, value: str) -> None:
     *path, last = dotted.split(".")
     for part in path:
         params = params[part]
-    params[last] = yaml.safe_load(value)
+    params[last] = load_yaml(value)
 
 
 def main() -> int:

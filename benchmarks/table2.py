@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -43,7 +42,7 @@ def with_overrides(raw: dict, overrides: list[str]) -> config.Config:
         node = raw
         for part in path:
             node = node.setdefault(part, {})
-        node[last] = yaml.safe_load(value)
+        node[last] = config.load_yaml(value)
     return config.from_dict(raw)
 
 
@@ -52,7 +51,7 @@ def one_run(cfg: config.Config, train: torch.Tensor, seed: int, floor_only: bool
     if h.precision == "bf16" and not native_bf16():
         h = dataclasses.replace(h, precision="fp32")
     generator = seed_everything(seed)
-    model = build_hcdm(dataclasses.replace(cfg, hcdm=h))
+    model = build_hcdm(dataclasses.replace(cfg, hcdm=h), train)
     out = {"parameters": sum(p.numel() for p in model.parameters()), "precision": h.precision}
     start = time.time()
     if floor_only:
@@ -126,7 +125,7 @@ def main() -> int:
     for name, *overrides in args.setting or []:
         if any(item.partition("=")[0] == "hcdm.seed" for item in overrides):
             a.error(f"--setting {name}: hcdm.seed is what --seeds sets")
-    raw = yaml.safe_load(args.params.read_text())
+    raw = config.load_yaml(args.params.read_text())
     train = torch.from_numpy(artifacts.load_latents(ROOT / artifacts.LATENTS)["train"]).float()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

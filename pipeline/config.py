@@ -236,7 +236,7 @@ class Config:
     device: str = param("auto", "auto (a GPU if present) | cpu | cuda | cuda:N")
     threads: int | None = param(None, "torch CPU threads per stage (null: all cores, or OMP_NUM_THREADS); changes\n"
                                       "speed, not results, so no stage reruns for it. Parallel runs:\n"
-                                      "`dvc queue start --jobs 2` wants 1 on 2 cores", min=1)
+                                      "`dvc queue start --jobs 2` wants 1 on 2 cores", min=1, max=1024)
     dataset: Dataset = section(Dataset)
     loe: LoE = section(LoE, "(L, K, C, H) of the paper; CelebA-HQ: (7, 384, 128, 128)")
     fit_loe: FitLoE = section(FitLoE, "Stage-1")

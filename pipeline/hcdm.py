@@ -444,9 +444,15 @@ class HCDMTrainer:
 LEGACY_ARCH = {"denoiser": "mlp", "objective": "eps", "compressor": "learned"}
 
 
-def build_hcdm(cfg) -> HCDM:
-    """The untrained HCDM a validated run config (`pipeline.config.Config`) describes."""
+def build_hcdm(cfg, latents=None) -> HCDM:
+    """The untrained HCDM a validated run config (`pipeline.config.Config`) describes; `latents` (N, L, H), the
+    bank it will learn, must hold the config's L layers of H (one line naming the file if not: loe.* edited
+    and train_hcdm run alone, without export_latents)."""
     h = cfg.hcdm
+    if latents is not None and tuple(latents.shape[1:]) != (cfg.loe.layers, cfg.loe.latent_dim):
+        raise DataError(f"{artifacts.LATENTS}: holds {latents.shape[1]} layers of {latents.shape[2]} latents, and "
+                        f"params.yaml's loe.layers and loe.latent_dim say {cfg.loe.layers} of {cfg.loe.latent_dim}: "
+                        "the bank is of another Stage-1 (`dvc repro` refits it)")
     return HCDM(cfg.loe.layers, cfg.loe.latent_dim, cfg.binary_len, h.variant, h.hidden, h.blocks, h.timesteps,
                 h.schedule, h.dropout, h.denoiser, h.objective, h.compressor)
 

@@ -418,3 +418,14 @@ def test_both_samplers_draw_the_data_distribution_through_an_exact_denoiser(obje
     for sampler, steps, std in (("ddpm", 0, 0.997), ("ddim", 50, 0.975)):
         x = m.sample_layer(0, codes, torch.Generator().manual_seed(0), sampler, steps)
         assert abs(x.std().item() - std) < 0.01 and abs(x.mean().item()) < 0.01, (sampler, x.std().item())
+
+
+def test_a_latent_bank_of_another_stage_1_is_refused_naming_the_file():
+    """loe.* edited and train_hcdm run alone: one line, not a tensor-size traceback inside set_statistics."""
+    from pipeline.errors import DataError
+    from pipeline.hcdm import build_hcdm
+    cfg = config.from_dict({"loe": {"layers": 7, "latent_dim": 32}, "hcdm": {"hidden": 64, "blocks": 2}})
+    assert build_hcdm(cfg, torch.zeros(4, 7, 32)).layers == 7
+    with pytest.raises(DataError, match=r"latents.npz: holds 5 layers of 64 latents, and params.yaml's loe.layers "
+                                        r"and loe.latent_dim say 7 of 32"):
+        build_hcdm(cfg, torch.zeros(4, 5, 64))

@@ -22,7 +22,7 @@ def main(cfg, generator, start, device):
         generator = seeded(h.seed)
     warnings: list[str] = []
     h = precision_here(h, "hcdm.precision", device, warnings)
-    model = build_hcdm(dataclasses.replace(cfg, hcdm=h)).to(device)
+    model = build_hcdm(dataclasses.replace(cfg, hcdm=h), latents).to(device)
     place = run_place(device)   # torchrun processes and device kind: part of the run
     run_id = fingerprint(cfg.seed, cfg.binary_len, run_settings(h), file_digest(LATENTS), *place)
     io.discard(*OUTPUTS)   # a diverged run must not leave an older model looking current
