@@ -225,8 +225,12 @@ class FactorPredictor:
 
 @dataclass
 class Hierarchy:
-    anchors: int = param(8, "fixed prefixes per k", min=1)
+    anchors: int = param(32, "fixed prefixes per k (each share's standard error over them: in the detail file)",
+                         min=2)
     completions: int = param(16, "resamples per anchor", min=2)
+    readable: float = param(0.5, "a factor counts in the mean when the predictor reads it off Stage-1's decoded\n"
+                                 "test reconstructions with R^2 (or kappa against the majority class) >= this",
+                            min=0.0, max=1.0)
 
 
 @dataclass

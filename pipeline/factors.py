@@ -20,8 +20,11 @@ class FactorPredictor(nn.Module):
     """A small CNN: sequences (B, C, T), images (B, C, R, R) or grids (B, C, R, R, R) in [0, 1] -> every factor.
 
     Continuous factors are regressed in standardised units; a categorical
-    factor with values 0..C-1 gets C logits. Grids are average-pooled to at
-    most 32^3 first and read by strided 3-D convolutions (CPU budget).
+    factor with values 0..C-1 gets C logits; a circular one (an angle in
+    turns, period 1, such as a hue) is regressed as (cos 2 pi x, sin 2 pi x), so
+    0.99 and 0.01 are neighbours, not opposite ends of a line. Grids are
+    average-pooled to at most 32^3 first and read by strided 3-D
+    convolutions (CPU budget).
     """
 
     def __init__(self, kinds: list[str], classes: list[int], mean: np.ndarray, std: np.ndarray,
@@ -52,13 +55,13 @@ class FactorPredictor(nn.Module):
                 nn.Linear(32 * w, 256), nn.GELU())
         else:
             raise ValueError(f"dims must be 1, 2 or 3, got {dims}")
-        self.head = nn.Linear(256, sum(c if k == "categorical" else 1 for k, c in zip(kinds, classes)))
+        self.head = nn.Linear(256, sum(_width(k, c) for k, c in zip(kinds, classes)))
 
     def hyperparameters(self) -> dict:
         return {"kinds": self.kinds, "classes": self.classes, "channels": self.channels, "dims": self.dims}
 
     def _split(self, out: torch.Tensor) -> list[torch.Tensor]:
-        sizes = [c if k == "categorical" else 1 for k, c in zip(self.kinds, self.classes)]
+        sizes = [_width(k, c) for k, c in zip(self.kinds, self.classes)]
         return list(out.split(sizes, dim=1))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -69,6 +72,8 @@ class FactorPredictor(nn.Module):
         for i, (kind, out) in enumerate(zip(self.kinds, self(x))):
             if kind == "categorical":
                 total = total + F.cross_entropy(out, factors[:, i].long())
+            elif kind == "circular":
+                total = total + F.mse_loss(out, on_circle(factors[:, i]))
             else:
                 total = total + F.mse_loss(out[:, 0], (factors[:, i] - self.mean[i]) / self.std[i])
         return total
@@ -79,10 +84,29 @@ class FactorPredictor(nn.Module):
         self.eval()
         rows = []
         for x in inputs.split(batch_size):
-            cols = [out.argmax(1).float() if kind == "categorical" else out[:, 0] * self.std[j] + self.mean[j]
+            cols = [out.argmax(1).float() if kind == "categorical" else
+                    torch.atan2(out[:, 1], out[:, 0]).div(2 * torch.pi).remainder(1.0) if kind == "circular" else
+                    out[:, 0] * self.std[j] + self.mean[j]
                     for j, (kind, out) in enumerate(zip(self.kinds, self(x)))]
             rows.append(torch.stack(cols, 1))
         return torch.cat(rows).numpy()
+
+
+KINDS = ("continuous", "categorical", "circular")
+
+
+def _width(kind: str, classes: int) -> int:
+    """Outputs a factor takes: C logits, (cos, sin), or one value."""
+    return classes if kind == "categorical" else 2 if kind == "circular" else 1
+
+
+def on_circle(turns):
+    """Angles in turns (period 1) -> (..., 2) points (cos 2 pi x, sin 2 pi x) of the unit circle (torch or numpy)."""
+    if isinstance(turns, torch.Tensor):
+        a = 2 * torch.pi * turns
+        return torch.stack([a.cos(), a.sin()], -1)
+    a = 2 * np.pi * np.asarray(turns, np.float64)
+    return np.stack([np.cos(a), np.sin(a)], -1)
 
 
 LOG_EVERY = 10        # steps a curve row averages (the default's 1000 steps: 100 rows)
@@ -122,21 +146,42 @@ def train_predictor(inputs, n: int, factors: np.ndarray, kinds: list[str], steps
 
 
 def factor_scores(predicted: np.ndarray, true: np.ndarray, names: list[str], kinds: list[str]) -> dict:
-    """Held-out quality per factor: accuracy (categorical) or R^2 (continuous)."""
+    """Held-out quality per factor: accuracy (categorical), R^2 (continuous), or R^2 on the unit circle
+    (circular: squared chord distances, so a prediction of 0.99 for 0.01 is near). A factor that does not
+    vary in `true` has no R^2: null."""
     out = {}
     for i, (name, kind) in enumerate(zip(names, kinds)):
         if kind == "categorical":
             out[name] = {"accuracy": round(float((predicted[:, i] == true[:, i]).mean()), 4)}
+            continue
+        p, t = (on_circle(predicted[:, i]), on_circle(true[:, i])) if kind == "circular" else \
+            (predicted[:, i, None], true[:, i, None])
+        resid, total = ((p - t) ** 2).sum(), ((t - t.mean(0)) ** 2).sum()
+        out[name] = {"r2": round(float(1 - resid / total), 4) if total > 1e-12 * len(t) else None}
+    return out
+
+
+def readable(scores: dict, true: np.ndarray, kinds: list[str], threshold: float) -> dict[str, bool]:
+    """Which factors the predictor reads well enough: R^2 >= threshold, or for a categorical factor the same
+    share of the way from always guessing the commonest class to every answer right (Cohen's kappa against
+    the majority guess)."""
+    out = {}
+    for i, (name, kind) in enumerate(zip(scores, kinds)):
+        if kind == "categorical":
+            _, counts = np.unique(true[:, i], return_counts=True)
+            majority = counts.max() / counts.sum()
+            skill = (scores[name]["accuracy"] - majority) / (1 - majority) if majority < 1 else None
         else:
-            resid = ((predicted[:, i] - true[:, i]) ** 2).sum()
-            total = ((true[:, i] - true[:, i].mean()) ** 2).sum()
-            out[name] = {"r2": round(float(1 - resid / total), 4)}
+            skill = scores[name]["r2"]
+        out[name] = skill is not None and skill >= threshold
     return out
 
 
 def spread(values: np.ndarray, kind: str) -> float:
     """Unbiased spread of n draws of a factor: the sample variance (ddof 1) of a continuous one; the Gini
-    impurity 1 - sum p_c^2 of a categorical one, times n / (n - 1).
+    impurity 1 - sum p_c^2 of a categorical one, times n / (n - 1); of a circular one (turns, period 1) the
+    mean squared chord between two draws, halved, over (2 pi)^2: (1 - |mean of e^(2 pi i x)|^2) n / (n - 1) /
+    (2 pi)^2, the sample variance in turns for draws close together, and 0.99 and 0.01 close together.
 
     Unbiased, because the retained share divides a spread over a handful of completions by one over many
     samples: with the plug-in estimators, 16 completions against 128 free samples read an uninformative
@@ -148,17 +193,26 @@ def spread(values: np.ndarray, kind: str) -> float:
         _, counts = np.unique(values, return_counts=True)
         p = counts / n
         return float((1 - (p ** 2).sum()) * n / (n - 1))
+    if kind == "circular":
+        resultant = on_circle(values).mean(0)
+        return float((1 - (resultant ** 2).sum()) * n / (n - 1) / (2 * np.pi) ** 2)
     return float(values.var(ddof=1))
 
 
-def retained_variance(groups: np.ndarray, free: np.ndarray, kinds: list[str]) -> np.ndarray:
-    """groups (M, N, F): N completions for each of M fixed prefixes; free (n, F):
-    unconstrained samples. -> (F,) mean within-group spread / free spread."""
-    out = []
+def retained_shares(groups: np.ndarray, free: np.ndarray, kinds: list[str]) -> np.ndarray:
+    """groups (M, N, F): N completions for each of M fixed prefixes; free (n, F): unconstrained samples.
+    -> (M, F) each prefix's within-group spread / the free spread; NaN for a factor that does not vary
+    freely (a constant factor, or a predictor that gives one answer to every sample: nothing to control)."""
+    out = np.empty((len(groups), len(kinds)))
     for i, kind in enumerate(kinds):
-        within = np.mean([spread(g[:, i], kind) for g in groups])
-        out.append(within / max(spread(free[:, i], kind), 1e-12))
-    return np.array(out)
+        total = spread(free[:, i], kind)
+        out[:, i] = [spread(g[:, i], kind) / total if total > 1e-12 else np.nan for g in groups]
+    return out
+
+
+def retained_variance(groups: np.ndarray, free: np.ndarray, kinds: list[str]) -> np.ndarray:
+    """(F,) the mean over prefixes of `retained_shares`: mean within-group spread / free spread."""
+    return retained_shares(groups, free, kinds).mean(0)
 
 
 def load_factor_predictor(path: Path = artifacts.FACTOR_PREDICTOR):

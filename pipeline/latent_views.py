@@ -85,9 +85,12 @@ def code_clusters(hcdm: HCDM, train: torch.Tensor, generator: torch.Generator, c
 
     For each of `anchors` random train instances, the `neighbours` other train instances whose
     codes c^l are nearest to its own in Hamming distance (ties: lower index). Numbers per anchor:
-    the share of those neighbours in their most common cluster ("purity"), beside that cluster's
-    share of all train latents (what random neighbours would give).
+    the share of those neighbours in the anchor's own cluster ("same_cluster"), beside that cluster's
+    share of the other train latents ("chance": what neighbours drawn at random would give, in
+    expectation). A prior without codes (hcdm.variant unconditional or flat) has nothing to show: [].
     """
+    if hcdm.variant != "hierarchical":
+        return []
     z = hcdm.standardise(train.float())
     neighbours = min(neighbours, len(z) - 1)   # a four-image folder has three others, not 25
     if neighbours < 1:
@@ -104,11 +107,10 @@ def code_clusters(hcdm: HCDM, train: torch.Tensor, generator: torch.Generator, c
         order = torch.argsort(hamming * len(z) + torch.arange(len(z)), dim=1)[:, :neighbours]
         rows = []
         for i, (a, idx) in enumerate(zip(picks.tolist(), order)):
-            counts = torch.bincount(labels[idx], minlength=clusters)
-            top = int(counts.argmax())
+            own = labels[a]
             rows.append({"anchor": a, "max_hamming": int(hamming[i, idx].max()),
-                         "purity": round(float(counts[top]) / len(idx), 4),
-                         "cluster_share": round(float((labels == top).float().mean()), 4)})
+                         "same_cluster": round(float((labels[idx] == own).float().mean()), 4),
+                         "chance": round(float(((labels == own).sum() - 1) / (len(z) - 1)), 4)})
         out.append({"layer": l + 1, "points": ((z[:, l] - mean) @ comp.T).numpy(), "labels": labels.numpy(),
                     "neighbours": order.numpy(), "anchors": rows,
                     "explained_variance_2d": round(float(explained.sum()), 4)})
@@ -153,7 +155,7 @@ def plot_code_clusters(path, views: list[dict]) -> None:
         for i, (a, idx) in enumerate(zip(v["anchors"], v["neighbours"])):
             colour = COLOURS[i % len(COLOURS)]
             ax.scatter(p[idx, 0], p[idx, 1], s=45, marker="*", c=colour, edgecolors="k", lw=0.4, zorder=3,
-                       label=f"code of #{a['anchor']}: purity {a['purity']:.2f} (cluster {a['cluster_share']:.2f})")
+                       label=f"code of #{a['anchor']}: {a['same_cluster']:.2f} in its cluster (chance {a['chance']:.2f})")
         ax.set_title(f"h^{v['layer']}: 10 k-means clusters; stars: nearest codes", fontsize=8)
         ax.set_xticks([]), ax.set_yticks([])
         ax.legend(fontsize=5.5, loc="lower left")
@@ -167,6 +169,6 @@ def numbers(conditional_views: list[dict], cluster_views: list[dict]) -> dict:
     return {"conditionals": [{k: v[k] for k in keep} for v in conditional_views],
             "code_clusters": [{"layer": v["layer"], "explained_variance_2d": v["explained_variance_2d"],
                                "anchors": v["anchors"],
-                               "mean_purity": round(float(np.mean([a["purity"] for a in v["anchors"]])), 4),
-                               "mean_cluster_share": round(float(np.mean([a["cluster_share"] for a in v["anchors"]])), 4)}
+                               "mean_same_cluster": round(float(np.mean([a["same_cluster"] for a in v["anchors"]])), 4),
+                               "mean_chance": round(float(np.mean([a["chance"] for a in v["anchors"]])), 4)}
                               for v in cluster_views]}

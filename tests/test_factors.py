@@ -4,7 +4,8 @@ import torch
 
 from pipeline.modalities.image import synthetic as synthetic_faces
 from pipeline.modalities.shape import synthetic as synthetic_shapes
-from pipeline.factors import factor_scores, retained_variance, spread, train_predictor
+from pipeline.factors import (factor_scores, readable, retained_shares, retained_variance, spread,
+                              train_predictor)
 from pipeline.training import StepLog
 from pipeline.modalities.image.modality import ImageModality
 from pipeline.modalities.shape.modality import ShapeModality
@@ -37,6 +38,42 @@ def test_factor_scores_known_values():
     pred = np.array([[0.0, 1], [1.0, 1], [2.0, 1], [3.0, 1]])
     s = factor_scores(pred, true, ["x", "c"], ["continuous", "categorical"])
     assert s == {"x": {"r2": 1.0}, "c": {"accuracy": 0.75}}
+
+
+def test_a_circular_factor_wraps_round():
+    """A hue in turns: draws either side of 0 are as close as draws either side of 0.5, in spread and in R^2."""
+    rng = np.random.default_rng(2)
+    near_half = 0.5 + 0.02 * rng.normal(size=400)
+    across_zero = near_half - 0.5                       # the same draws, moved across the wrap (in [-0.06, 0.06])
+    wrapped = across_zero % 1.0                         # as a hue is stored: 0.99 and 0.01
+    assert spread(wrapped, "circular") == pytest.approx(spread(near_half, "circular"), rel=1e-9)
+    assert spread(near_half, "circular") == pytest.approx(near_half.var(ddof=1), rel=0.01)   # ~ variance in turns
+    assert spread(wrapped, "continuous") > 100 * spread(wrapped, "circular")                 # the linear misread
+    assert spread(np.linspace(0, 1, 1000, endpoint=False), "circular") == pytest.approx(
+        1000 / 999 / (2 * np.pi) ** 2)                                  # uniform round the circle: the largest
+    noisy = (wrapped + 0.005 * rng.normal(size=400)) % 1.0
+    s = factor_scores(noisy[:, None], wrapped[:, None], ["hue"], ["circular"])["hue"]["r2"]
+    moved = factor_scores((noisy[:, None] + 0.5) % 1.0, (wrapped[:, None] + 0.5) % 1.0, ["hue"], ["circular"])
+    assert s == pytest.approx(moved["hue"]["r2"], abs=1e-4) and s > 0.9          # the same wherever the wrap is
+    assert factor_scores(noisy[:, None], wrapped[:, None], ["hue"], ["continuous"])["hue"]["r2"] < s
+
+
+def test_a_factor_that_does_not_vary_freely_has_no_share_and_no_r2():
+    """Nothing to control: NaN, not 0 (which read as perfect control); a constant test factor: R^2 null."""
+    groups = np.stack([np.stack([np.full(4, 2.0), np.arange(4.0)], 1) for _ in range(3)])   # (3, 4, 2)
+    shares = retained_shares(groups, groups.reshape(12, 2), ["continuous", "continuous"])
+    assert np.isnan(shares[:, 0]).all()
+    assert shares[:, 1] == pytest.approx(np.full(3, (5 / 3) / (15 / 11)))      # var(0..3) / var of three copies
+    true = np.stack([np.full(5, 1.0), np.arange(5.0)], 1)
+    assert factor_scores(true, true, ["c", "x"], ["continuous", "continuous"]) == {"c": {"r2": None}, "x": {"r2": 1.0}}
+
+
+def test_readable_factors_are_judged_against_the_majority_guess():
+    true = np.array([[0.0, 0], [1.0, 0], [2.0, 0], [3.0, 1]])           # class 0 is 3 of 4
+    scores = {"x": {"r2": 0.6}, "c": {"accuracy": 0.75}}                  # c: no better than always 0
+    assert readable(scores, true, ["continuous", "categorical"], 0.5) == {"x": True, "c": False}
+    assert readable({"x": {"r2": None}, "c": {"accuracy": 1.0}}, true, ["continuous", "categorical"], 0.5) == \
+        {"x": False, "c": True}
 
 
 def fit_and_score(m, signals, factors, names, kinds, n_train, steps, batch_size, log=None):

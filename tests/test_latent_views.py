@@ -37,7 +37,7 @@ def test_pca_of_points_on_a_line_explains_everything_with_one_direction():
     assert share[0] > 0.99999 and share.sum() <= 1 + 1e-6
 
 
-def test_a_code_that_decides_the_next_layers_cluster_gives_full_purity(tmp_path):
+def test_a_code_that_decides_the_next_layers_cluster_puts_every_neighbour_in_the_anchors_cluster(tmp_path):
     # h^2's blob is chosen by the sign of h^1's first value, and c^2 is exactly that sign.
     g = torch.Generator().manual_seed(1)
     n = 200
@@ -50,9 +50,29 @@ def test_a_code_that_decides_the_next_layers_cluster_gives_full_purity(tmp_path)
     views = code_clusters(model, torch.stack([h1, h2], 1), g, clusters=2, anchors=3, neighbours=20)
     (layer2,) = views
     assert layer2["layer"] == 2
-    assert all(a["purity"] == 1.0 and a["max_hamming"] == 0 for a in layer2["anchors"])
-    assert all(abs(a["cluster_share"] - 0.5) < 1e-9 for a in layer2["anchors"])
+    assert all(a["same_cluster"] == 1.0 and a["max_hamming"] == 0 for a in layer2["anchors"])
+    assert all(a["chance"] == round(99 / 199, 4) for a in layer2["anchors"])      # 100 a blob, less the anchor
     summary = numbers([], views)["code_clusters"][0]
-    assert summary["mean_purity"] == 1.0 and "points" not in summary
+    assert summary["mean_same_cluster"] == 1.0 and "points" not in summary
     plot_code_clusters(tmp_path / "c.png", views)
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_code_that_says_nothing_of_the_next_layer_gives_chance_and_a_prior_without_codes_no_view():
+    """c^2 the sign of h^1's first value, h^2's blob drawn independently of it: the anchors' neighbours fall in
+    their cluster at the cluster's own share (the view's null), not at the commonest cluster's share among 20."""
+    g = torch.Generator().manual_seed(2)
+    n = 400
+    s = (torch.arange(n) % 2).float() * 2 - 1
+    blob = (torch.randperm(n, generator=g) % 2).float() * 2 - 1
+    h1 = torch.stack([s * (1 + torch.rand(n, generator=g)), torch.randn(n, generator=g)], 1)
+    h2 = torch.stack([blob * 5, torch.zeros(n)], 1) + 0.1 * torch.randn(n, 2, generator=g)
+    model = HCDM(layers=2, latent_dim=2, binary_len=1, hidden=32, blocks=2, timesteps=10, compressor="random")
+    model.compressor.weight.copy_(torch.tensor([[1.0, 0.0, 0.0, 0.0]]))
+    model.mean.zero_(), model.std.fill_(1.0)
+    (layer2,) = code_clusters(model, torch.stack([h1, h2], 1), g, clusters=2, anchors=40, neighbours=100)
+    same = [a["same_cluster"] for a in layer2["anchors"]]
+    chance = [a["chance"] for a in layer2["anchors"]]
+    assert abs(sum(same) / 40 - sum(chance) / 40) < 0.05 and all(0.45 < c < 0.55 for c in chance)
+    flat = HCDM(layers=2, latent_dim=2, binary_len=1, hidden=32, blocks=2, timesteps=10, variant="unconditional")
+    assert code_clusters(flat, torch.stack([h1, h2], 1), g) == []

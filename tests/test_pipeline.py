@@ -116,10 +116,16 @@ def test_dvc_repro_then_binary_len_experiment(image_repo, tmp_path):
     anchored = gen["std_table_data_anchored"]
     assert anchored["standardised"]["std_1"] == pytest.approx(1.0, abs=1e-3)   # the data's own, standardised
     assert set(gen["std_table_raw"]) == set(anchored["raw"]) == set(gen["std_table"])
-    hierarchy = json.loads((work / "metrics/detail/hierarchy.json").read_text())["retained_variance"]
+    detail = json.loads((work / "metrics/detail/hierarchy.json").read_text())
+    hierarchy, counted = detail["retained_variance"], detail["factors_in_mean"]
     assert list(hierarchy) == ["k=0", "k=1", "k=2"] and len(hierarchy["k=1"]) == 9
-    mean = json.loads((work / "metrics/hierarchy.json").read_text())["mean_retained_variance"]
-    assert mean["k=1"] == pytest.approx(np.mean(list(hierarchy["k=1"].values())), abs=1e-4)
+    assert set(detail["retained_variance_se"]["k=1"]) == set(hierarchy["k=1"])
+    assert set(detail["on_decodes"]["scores"]) == set(hierarchy["k=1"]) and detail["on_decodes"]["test_reconstructions"] == 8
+    mean = json.loads((work / "metrics/hierarchy.json").read_text()).get("mean_retained_variance")
+    if counted:
+        assert mean["k=1"] == pytest.approx(np.mean([hierarchy["k=1"][n] for n in counted]), abs=1e-4)
+    else:   # a micro Stage-1's decodes: nothing readable, so no mean, and the warning says so
+        assert mean is None and any("no factor is readable" in w for w in detail["warnings"])
     svcca = json.loads((work / "metrics/detail/svcca.json").read_text())
     assert len(svcca["matrix"]) == 3
     for png in ("data/prepared/preview.png", "data/samples/samples.png", "data/samples/control.png",

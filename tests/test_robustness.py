@@ -238,6 +238,12 @@ def test_analyze_picks_test_instances_that_exist():
     assert figures(200)["retrieve"][:2] == ["--source", "test:5"]
 
 
+def test_analyze_resamples_at_a_depth_the_run_has():
+    """Two layers (loe.layers' least): -k 1, not a -k 2 that control refuses, which failed the stage."""
+    for layers in (2, 3, 5):
+        assert figures(10, layers=layers)["resample"][2:4] == ["-k", str(min(2, layers - 1))]   # control: k < L
+
+
 def test_four_images_run_through_evaluate_and_analyze(tmp_path):
     write_faces(tmp_path / "imgs", 4)
     write_params(tmp_path, folder_params(tmp_path / "imgs"))

@@ -45,7 +45,7 @@ class Modality(ABC):
     set_metrics: str = SET_METRICS       # what compares sets (why each split needs two members)
     file_kind: str = "a file"            # what a user's file of this modality is, for help and refusals
     factor_names: tuple[str, ...]        # the embedded data's ground-truth factors
-    factor_kinds: tuple[str, ...]        # "continuous" | "categorical", per factor
+    factor_kinds: tuple[str, ...]        # "continuous" | "categorical" | "circular" (turns, period 1), per factor
 
     @abstractmethod
     def read_file(self, path: Path) -> np.ndarray:

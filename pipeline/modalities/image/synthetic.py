@@ -15,9 +15,9 @@ import colorsys
 
 import numpy as np
 
-# name -> (kind, low, high); categorical factors take the integers low..high.
+# name -> (kind, low, high); categorical factors take the integers low..high; circular ones are in turns.
 FACTORS: dict[str, tuple[str, float, float]] = {
-    "background_hue": ("continuous", 0.0, 1.0),
+    "background_hue": ("circular", 0.0, 1.0),   # hue in turns: 0 and 1 are the same red
     "pose_x": ("continuous", -0.22, 0.22),       # head centre offset, fraction of the canvas half-width
     "tilt": ("continuous", -0.35, 0.35),         # head roll, radians
     "head_aspect": ("continuous", 0.70, 0.95),   # head width / height
