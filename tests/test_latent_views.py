@@ -52,8 +52,10 @@ def test_a_code_that_decides_the_next_layers_cluster_puts_every_neighbour_in_the
     assert layer2["layer"] == 2
     assert all(a["same_cluster"] == 1.0 and a["max_hamming"] == 0 for a in layer2["anchors"])
     assert all(a["chance"] == round(99 / 199, 4) for a in layer2["anchors"])      # 100 a blob, less the anchor
+    assert len(layer2["anchors"]) == 3 and len(layer2["measured"]) == 200 and layer2["measured"][:3] == layer2["anchors"]
     summary = numbers([], views)["code_clusters"][0]
-    assert summary["mean_same_cluster"] == 1.0 and "points" not in summary
+    assert summary["mean_same_cluster"] == 1.0 and summary["mean_same_cluster_se"] == 0.0 and "points" not in summary
+    assert summary["measured_anchors"] == 200 and summary["mean_chance"] == round(99 / 199, 4)
     plot_code_clusters(tmp_path / "c.png", views)
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -70,9 +72,9 @@ def test_a_code_that_says_nothing_of_the_next_layer_gives_chance_and_a_prior_wit
     model = HCDM(layers=2, latent_dim=2, binary_len=1, hidden=32, blocks=2, timesteps=10, compressor="random")
     model.compressor.weight.copy_(torch.tensor([[1.0, 0.0, 0.0, 0.0]]))
     model.mean.zero_(), model.std.fill_(1.0)
-    (layer2,) = code_clusters(model, torch.stack([h1, h2], 1), g, clusters=2, anchors=40, neighbours=100)
-    same = [a["same_cluster"] for a in layer2["anchors"]]
-    chance = [a["chance"] for a in layer2["anchors"]]
-    assert abs(sum(same) / 40 - sum(chance) / 40) < 0.05 and all(0.45 < c < 0.55 for c in chance)
+    (layer2,) = code_clusters(model, torch.stack([h1, h2], 1), g, clusters=2, neighbours=100)
+    summary = numbers([], [layer2])["code_clusters"][0]
+    assert abs(summary["mean_same_cluster"] - summary["mean_chance"]) < 3 * summary["mean_same_cluster_se"] + 0.01
+    assert all(0.45 < a["chance"] < 0.55 for a in layer2["measured"]) and summary["measured_anchors"] == 200
     flat = HCDM(layers=2, latent_dim=2, binary_len=1, hidden=32, blocks=2, timesteps=10, variant="unconditional")
     assert code_clusters(flat, torch.stack([h1, h2], 1), g) == []
