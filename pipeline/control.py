@@ -93,14 +93,18 @@ class Source:
 
 MAX_UPSCALE = 32
 MAX_TOP = 64                          # retrieve's neighbours a row
+# Upper bounds, checked before any model runs (a figure too large to save was refused only after every
+# sample was drawn and decoded; --size 100000 asked for 10^10 pictures): pictures a row, and points a decode.
+MAX_COUNT = {"n": 64, "top": MAX_TOP, "size": 32, "donors": 64, "views": 360}
+MAX_DECODE_POINTS = 2 ** 24           # query points of one `render` (a 3-D grid of 256 a side)
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS   # Pillow's own limit: a larger PNG is refused as a decompression bomb
-SEEDS = 2 ** 63   # torch.Generator.manual_seed takes up to 2**64 - 1, and negatives wrap: one range, said
+SEEDS = 2 ** 32   # torch's CPU generator keeps a seed's low 32 bits: S and S + 2**32 drew the same latent
 
 
 def generator(seed: int, what: str) -> torch.Generator:
-    """A CPU generator seeded by `seed`, or a UsageError naming `what` for a seed outside [0, 2**63)."""
+    """A CPU generator seeded by `seed`, or a UsageError naming `what` for a seed outside [0, 2**32)."""
     if not 0 <= seed < SEEDS:
-        raise UsageError(f"{what}: the seed must be in [0, 2**63), got {seed}")
+        raise UsageError(f"{what}: the seed must be in [0, 2**32), got {seed}")
     return torch.Generator().manual_seed(seed)
 
 
@@ -144,10 +148,22 @@ FIT_KEYS = ("export_latents.inner_steps", "export_latents.points", "export_laten
             "export_latents.autodecode_lr", "fit_loe.near_surface_fraction", "fit_loe.points_per_step", "seed")
 
 
-def bank_drift(cfg, lock: Path = Path("dvc.lock"), trained_steps: int | None = None) -> list[str]:
-    """The FIT_KEYS whose value in params.yaml differs from the one the latent bank was fitted with (dvc.lock's
-    record of export_latents), as `key X (the bank: Y)`; empty without a lock or a record of them. A null
-    inner_steps is the model's own count (`trained_steps`, from loe.pt; else fit_loe.inner_steps)."""
+def fit_keys(cfg, method: str) -> tuple[str, ...]:
+    """The FIT_KEYS `fit_file` reads for a Stage-1 trained by `method`: the inner loop's steps, or auto-decoding's
+    steps and rate (and fit_loe.points_per_step where export_latents.points is null)."""
+    if method == "autodecode":
+        skip = ("export_latents.inner_steps",) + (("fit_loe.points_per_step",) if cfg.export_latents.points else ())
+    else:
+        skip = ("export_latents.autodecode_steps", "export_latents.autodecode_lr", "fit_loe.points_per_step")
+    return tuple(k for k in FIT_KEYS if k not in skip)
+
+
+def bank_drift(cfg, lock: Path = Path("dvc.lock"), trained_steps: int | None = None,
+               method: str = "meta") -> list[str]:
+    """The keys `fit_file` reads for this `method` (`fit_keys`) whose value in params.yaml differs from the one
+    the latent bank was fitted with (dvc.lock's record of export_latents), as `key X (the bank: Y)`; empty
+    without a lock or a record of them. A null inner_steps is the model's own count (`trained_steps`, from
+    loe.pt; else fit_loe.inner_steps)."""
     import yaml
 
     try:
@@ -170,8 +186,9 @@ def bank_drift(cfg, lock: Path = Path("dvc.lock"), trained_steps: int | None = N
     def steps(key, value):    # inner_steps null: as many as Stage-1 trained with, the same as that number
         null_steps = key == "export_latents.inner_steps" and value is None
         return (trained_steps or cfg.fit_loe.inner_steps) if null_steps else value
-    now = {key: config._value(cfg, key) for key in FIT_KEYS}
-    return [f"{key} {text(now[key])} (the bank: {text(flat[key])})" for key in FIT_KEYS
+    keys = fit_keys(cfg, method)
+    now = {key: config._value(cfg, key) for key in keys}
+    return [f"{key} {text(now[key])} (the bank: {text(flat[key])})" for key in keys
             if key in flat and not same(steps(key, flat[key]), steps(key, now[key]))]
 
 
@@ -181,7 +198,7 @@ def say_drift(run: Run, cfg=None) -> None:
     if "drift" not in run._cache:
         trained = run.loe[2]
         steps = trained["inner_steps"] if trained["method"] != "autodecode" else None
-        drift = run._cache["drift"] = bank_drift(cfg or config.load(), trained_steps=steps)
+        drift = run._cache["drift"] = bank_drift(cfg or config.load(), trained_steps=steps, method=trained["method"])
         if drift:
             warn([], "params.yaml fits your file otherwise than the latent bank's instances were fitted "
                      f"(dvc.lock): {'; '.join(drift)}; `dvc repro` refits the bank")
@@ -217,6 +234,9 @@ def sampling(a) -> tuple[str, int]:
 
 
 def check_k(run: Run, k: int) -> None:
+    if k != 0 and run.hcdm.variant == "flat":
+        raise UsageError(f"-k {k}: this run's prior (hcdm.variant flat) has no layer chain and can only draw "
+                         "afresh; use -k 0")
     if not 0 <= k < run.hcdm.layers:
         raise UsageError(f"-k {k}: must be in [0, {run.hcdm.layers - 1}] (the number of fixed layers)")
 
@@ -368,8 +388,6 @@ def cmd_interpolate(run: Run, a) -> None:
 def cmd_retrieve(run: Run, a) -> None:
     query = resolve(run, a.source, a)
     bank = torch.from_numpy(run.bank["train"]).float()
-    if a.top > MAX_TOP:
-        raise UsageError(f"--top {a.top}: at most {MAX_TOP} neighbours a row")
     top = min(a.top, len(bank))     # a small train split: every instance, nearest first
     found = analysis.retrieve(query.latent, bank, top)
     if not run.loe[0].per_layer_latents:   # a baseline: by the whole latent only
@@ -390,8 +408,13 @@ def cmd_retrieve(run: Run, a) -> None:
 def cmd_render(run: Run, a) -> None:
     if not 0 < a.scale <= 16:
         raise UsageError(f"--scale {a.scale}: must be in (0, 16]")
-    src = resolve(run, a.source, a)
     m = run.data.modality
+    points = round(m.resolution * a.scale) ** m.d_in
+    if points > MAX_DECODE_POINTS:
+        largest = (MAX_DECODE_POINTS ** (1 / m.d_in)) / m.resolution
+        raise UsageError(f"--scale {a.scale:g}: {points:,} query points for this {m.name} run, over the "
+                         f"{MAX_DECODE_POINTS:,} one render decodes; at most --scale {largest:.3g}")
+    src = resolve(run, a.source, a)
     coords = None
     if a.views is not None:
         coords = m.viewpoints(a.views, a.scale) if a.views >= 1 else None
@@ -478,6 +501,19 @@ def first_below_one(args: argparse.Namespace, names) -> str | None:
     return None
 
 
+def first_out_of_range(args: argparse.Namespace) -> str | None:
+    """The first count over MAX_COUNT, or a seed outside [0, SEEDS), said before anything loads."""
+    for name, most in MAX_COUNT.items():
+        value = getattr(args, name, None)
+        count = len(value) if isinstance(value, list) else value
+        if count is not None and count > most:
+            flag = f"{'-' if len(name) == 1 else '--'}{name}"
+            return f"{flag} {count if not isinstance(value, list) else f'({count} sources)'}: at most {most}"
+    if not 0 <= args.seed < SEEDS:
+        return f"--seed: the seed must be in [0, 2**32), got {args.seed}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if hasattr(args, "source_arg"):   # the source may come positionally or as --source, not both
@@ -486,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
         args.source = args.source_arg or args.source or args.default_source
-    below = first_below_one(args, ("n", "top", "size", "inner_steps", "steps", "upscale"))
+    below = first_below_one(args, ("n", "top", "size", "inner_steps", "steps", "upscale")) or first_out_of_range(args)
     if below:
         print(f"error: {below}", file=sys.stderr)
         return 2
@@ -506,6 +542,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except MemoryError:
         print(f"error: {args.command}: out of memory; ask for fewer pictures or a smaller --upscale", file=sys.stderr)
+        return 2
+    except RuntimeError as e:   # torch says it is out of memory this way (CPU: "can't allocate memory")
+        if not isinstance(e, torch.OutOfMemoryError) and "allocate" not in str(e):
+            raise
+        print(f"error: {args.command}: out of memory; ask for fewer pictures, a smaller --scale or --upscale",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"interrupted: {args.command} stopped; nothing was written", file=sys.stderr)

@@ -237,7 +237,11 @@ def load_npz(path: str | Path, keys: tuple[str, ...] | None = None) -> dict[str,
     """The arrays (all, or `keys` when present) of an .npz artifact; an unreadable file or NaN/inf
     in a floating array is a DataError naming it."""
     try:
-        with np.load(path) as z:
+        z = np.load(path)
+        if not isinstance(z, np.lib.npyio.NpzFile):   # a bare .npy array: np.load returned the array itself
+            raise DataError(f"{path}: a single .npy array, not an .npz archive of named arrays; rerun the stage "
+                            "that wrote it")
+        with z:
             wanted = [k for k in z.files if keys is None or k in keys]
             memory = memory_bytes()
             for k in wanted:             # from the headers, before anything is allocated or inflated

@@ -6,6 +6,19 @@ from functools import lru_cache
 import numpy as np
 
 
+def eight_bit(im):
+    """A PIL image with 8-bit bands: 16-bit grey (modes I;16*, I) rescaled from 0..65535 to an L image.
+
+    PIL's own convert("RGB") / convert("RGBA") clips 16-bit grey at 255, which turns a 16-bit PNG pure
+    white; every other mode is returned as it is."""
+    from PIL import Image
+
+    if im.mode.startswith("I;16") or im.mode == "I":
+        grey = np.asarray(im, dtype=np.float64)
+        return Image.fromarray(np.clip(np.round(grey / 257.0), 0, 255).astype(np.uint8), mode="L")   # 65535 / 257
+    return im
+
+
 def grid(pictures: np.ndarray, columns: int, pad: int = 2, fill: int = 255, upscale: int = 1,
          column_labels: list[str] | None = None, row_labels: list[str] | None = None) -> np.ndarray:
     """(N, h, w, 3) uint8 -> one (rows*(h+pad)+pad, columns*(w+pad)+pad, 3) image, row-major;

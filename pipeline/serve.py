@@ -61,8 +61,10 @@ MAX_BODY = 2 * MAX_UPLOAD      # bytes of a request; above it, refused before it
                                 # between 8 MiB and this gets the page's own message)
 MAX_UPLOAD_PIXELS = 4096 * 4096  # pixels of an uploaded picture (its header is read before any decoding)
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-TOKEN_COOKIE = "chinr_token"
+TOKEN_COOKIE = "chinr_token"   # + "_<port>": a browser keeps cookies per host, not per port
 MAX_COMPLETIONS = 32
+MAX_CONCURRENT = 16             # connections uvicorn serves at once (beyond: 503); each POST buffers up to MAX_BODY
+DECODING = threading.Semaphore(2)   # uploads read and decoded at once (each up to 16 Mpx, ~100 MB of work)
 PAGE = Path(__file__).with_name("serve.html")
 
 
@@ -94,17 +96,19 @@ class Session:
             self.kept.popitem(last=False)
         return key
 
-    def latent(self, spec: str) -> torch.Tensor:
-        """A SOURCE as the control CLI reads it (gen:S, train:I, test:I, sample:I), or id:<id> of a shown latent."""
+    def latent(self, spec: str, field: str = "source") -> torch.Tensor:
+        """A SOURCE as the control CLI reads it (gen:S, train:I, test:I, sample:I), or id:<id> of a shown latent;
+        `field`: the request's key, named in a refusal."""
         if not isinstance(spec, str) or not spec:
-            raise Refused("no source given")
+            raise Refused(f"{field}: no source given (expected gen:S, train:I, test:I, sample:I or id:ID, got "
+                          f"{shorten(spec)})")
         kind, _, value = spec.partition(":")
         if kind == "id":
             if value not in self.kept:
-                raise Refused(f"{spec}: unknown or expired; pick the source again", 404)
+                raise Refused(f"{field} {shorten(spec)}: unknown or expired; pick the source again", 404)
             return self.kept[value]
         if kind not in ("gen", "train", "test", "sample"):
-            raise Refused(f"source {spec!r}: expected gen:S, train:I, test:I, sample:I or id:ID")
+            raise Refused(f"{field} {shorten(spec)}: expected gen:S, train:I, test:I, sample:I or id:ID")
         try:
             return control.resolve(self.run, spec, self.options).latent
         except (control.UsageError, MissingArtifact) as e:
@@ -149,12 +153,12 @@ class Session:
     def interpolate(self, a: str, b: str, t) -> dict:
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 <= t <= 1.0:
             raise Refused(f"t {str(t)[:40]}: must be a number in [0, 1]")
-        za, zb = self.latent(a), self.latent(b)
+        za, zb = self.latent(a, "a"), self.latent(b, "b")
         return self.shown(((1 - t) * za + t * zb)[None])[0]
 
     def compose(self, base: str, donor: str, layers) -> dict:
         self.layer_wise("compose")
-        zb, zd = self.latent(base), self.latent(donor)
+        zb, zd = self.latent(base, "base"), self.latent(donor, "donor")
         if not isinstance(layers, list) or len(layers) > self.hcdm.layers or not all(
                 isinstance(l, int) and not isinstance(l, bool) and 1 <= l <= self.hcdm.layers for l in layers):
             raise Refused(f"layers {str(layers)[:80]}: must be a list of at most {self.hcdm.layers} layer numbers "
@@ -176,6 +180,7 @@ class Session:
 
     def upload(self, name: str, data: str) -> dict:
         """A file of the user's (a data URL or base64), fitted as export_latents fits a test instance."""
+        name = str(name)[:80]
         if not isinstance(data, str) or not data:
             raise Refused("no file in the upload")
         if data.startswith("data:") and "," not in data:
@@ -190,7 +195,7 @@ class Session:
             raise Refused(f"{name}: not a file (bad base64)") from None
         too_big(name, raw)
         suffix = Path(str(name)).suffix.lower()[:10]
-        with tempfile.TemporaryDirectory() as tmp:   # read and decoded without the model lock
+        with DECODING, tempfile.TemporaryDirectory() as tmp:   # without the model lock, two uploads at a time
             path = Path(tmp) / f"upload{suffix}"
             path.write_bytes(raw)
             try:
@@ -219,13 +224,19 @@ def too_big(name: str, raw: bytes) -> None:
                       "accepts", 413)
 
 
+def shorten(value, at: int = 40) -> str:
+    """repr of a value a request sent, cut at `at` characters: an error echoes it, not 5000 digits of it."""
+    text = repr(value)
+    return text if len(text) <= at else text[:at] + "..."
+
+
 def integer(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise Refused(f"{name} {value!r}: must be an integer")
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or isinstance(value, str) and len(value) > 40:
+        raise Refused(f"{name} {shorten(value)}: must be an integer")
     try:
         return int(value)
     except ValueError:
-        raise Refused(f"{name} {value!r}: must be an integer") from None
+        raise Refused(f"{name} {shorten(value)}: must be an integer") from None
 
 
 def png_url(picture: np.ndarray) -> str:
@@ -237,8 +248,16 @@ def app(session: Session):
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.requests import Request
-    from starlette.responses import HTMLResponse, JSONResponse
+    from starlette.responses import HTMLResponse
+    from starlette.responses import JSONResponse as _JSONResponse
     from starlette.routing import Route
+
+    class JSONResponse(_JSONResponse):
+        """ASCII JSON: a value the request sent back in an error may hold a lone surrogate ("\\ud800" is valid
+        JSON), which UTF-8 cannot encode (Starlette's own response raised, and the page got a 500)."""
+
+        def render(self, content) -> bytes:
+            return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
 
     page = PAGE.read_text()
 
@@ -294,15 +313,28 @@ def app(session: Session):
 
 
 def hostname(netloc: str) -> str:
-    """`127.0.0.1:8000` -> `127.0.0.1`; `[::1]:8000` -> `::1`."""
-    return (urlsplit("//" + netloc).hostname or "").lower()
+    """`127.0.0.1:8000` -> `127.0.0.1`; `[::1]:8000` -> `::1`; a name urlsplit cannot parse (`[`, `[evil]`) -> ""
+    (no host: not a loopback one)."""
+    try:
+        return (urlsplit("//" + netloc).hostname or "").lower()
+    except ValueError:
+        return ""
+
+
+def origin_host(origin: str) -> str:
+    """An Origin header's host name; "" for one that does not parse."""
+    try:
+        return hostname(urlsplit(origin).netloc)
+    except ValueError:
+        return ""
 
 
 class Guard:
     """ASGI middleware: who may drive the models (the module docstring says why each check)."""
 
-    def __init__(self, app, token: str | None = None, max_body: int = MAX_BODY):
+    def __init__(self, app, token: str | None = None, max_body: int = MAX_BODY, port: int = 8000):
         self.app, self.token, self.max_body = app, token, max_body
+        self.cookie = f"{TOKEN_COOKIE}_{port}"   # two pages on two ports keep their own tokens
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -318,15 +350,15 @@ class Guard:
                                                "localhost); start it with --host to serve others")
             origin = headers.get("origin")
             cross = headers.get("sec-fetch-site") == "cross-site"   # browsers say where a request comes from
-            if cross or (origin is not None and hostname(urlsplit(origin).netloc) not in LOOPBACK):
+            if cross or (origin is not None and origin_host(origin) not in LOOPBACK):
                 return await refuse(send, 403, "a request from another site's page is refused")
         else:
-            given = query.get("token", [cookies.get(TOKEN_COOKIE, "")])[0]
+            given = query.get("token", [cookies.get(self.cookie, "")])[0]
             if not hmac.compare_digest(given.encode(), self.token.encode()):
                 return await refuse(send, 403, "open the page with the URL and token that `python -m "
                                                "pipeline.serve` printed")
             if "token" in query:
-                set_cookie = f"{TOKEN_COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/"
+                set_cookie = f"{self.cookie}={self.token}; HttpOnly; SameSite=Strict; Path=/"
         if scope["method"] == "POST":
             if headers.get("content-type", "").split(";")[0].strip() != "application/json":
                 return await refuse(send, 415, "requests must be application/json")
@@ -369,7 +401,8 @@ def server(session: Session, host: str = "127.0.0.1", port: int = 8000, token: s
     `token`: required of every request (None: loopback only, see `Guard`)."""
     import uvicorn
 
-    return uvicorn.Server(uvicorn.Config(Guard(app(session), token), host=host, port=port, log_level="warning"))
+    return uvicorn.Server(uvicorn.Config(Guard(app(session), token, port=port), host=host, port=port,
+                                         log_level="warning", limit_concurrency=MAX_CONCURRENT))
 
 
 def port_free(host: str, port: int) -> bool:

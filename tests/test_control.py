@@ -47,6 +47,10 @@ def test_resample_keeps_the_prefix_bit_for_bit(in_run):
         assert (drawn[:, :k] == src[None, :k]).all()
         for j in range(1, 4):                                  # completions differ after the prefix
             assert not np.array_equal(drawn[0, k:], drawn[j, k:])
+        if k > 0:   # ... and are drawn given it: the same seed from another source draws other h^k+1..h^L (a
+            # prior that drew its own prefix and had the source's written over it would draw the same, bit for bit)
+            assert ctl("resample", "--source", "gen:2", "-k", k, "-n", 4, "--out", f"o{k}.png") == 0
+            assert not np.array_equal(load(f"o{k}.npz")["completions"][:, k:], drawn[:, k:])
         top, left = pictures.margins(["source"], [f"k={k}"])      # labels above and left; 16 px x4 by default
         assert png_shape(f"r{k}.png") == (top + 2 + 64 + 2, left + 2 + 5 * 66, 3)
 
@@ -87,10 +91,18 @@ def test_interpolation_end_points_are_exact(in_run):
     assert torch.equal(grid[-1, 0], corners[2]) and torch.equal(grid[-1, -1], corners[3])
     rows = analysis.layerwise_interpolation(corners[0], corners[1], 5)
     for l in range(3):
+        others = [i for i in range(3) if i != l]
         assert torch.equal(rows[l, 0], corners[0])
         assert torch.equal(rows[l, -1, l], corners[1, l])
+        assert torch.equal(rows[l][:, others], corners[0, others][None].expand(5, -1, -1))   # only h^l moves
+        assert torch.allclose(rows[l, 2, l], (corners[0, l] + corners[1, l]) / 2, atol=1e-6)  # linearly
     assert ctl("interpolate", "--corners", "train:0", "train:1", "test:0", "gen:3", "--size", 4, "--out", "i.png") == 0
-    assert load("i.npz")["bilinear"].shape == (4, 4, 3, 8)
+    z = load("i.npz")
+    assert z["bilinear"].shape == (4, 4, 3, 8)
+    lw, (a, b) = z["layerwise"], z["corners"][:2]
+    for l in range(3):
+        others = [i for i in range(3) if i != l]
+        assert (lw[l][:, others] == a[None, others]).all() and np.allclose(lw[l, -1, l], b[l], atol=1e-6)
 
 
 def test_retrieve_finds_the_training_image_itself(in_run, tmp_path, capsys):
@@ -127,10 +139,14 @@ def test_render_is_continuous_across_resolutions(in_run):
     (["tree", "--source", "train:999"], "train:999"),
     (["tree", "--source", "bogus"], "expected gen:S"),
     (["render", "--scale", "0"], "--scale 0.0"),
-    (["resample", "--seed", str(2 ** 64)], f"--seed: the seed must be in [0, 2**63), got {2 ** 64}"),
-    (["tree", "--source", "gen:-1"], "source 'gen:-1': the seed must be in [0, 2**63), got -1"),
+    (["resample", "--seed", str(2 ** 64)], f"--seed: the seed must be in [0, 2**32), got {2 ** 64}"),
+    (["tree", "--source", "gen:-1"], "source 'gen:-1': the seed must be in [0, 2**32), got -1"),
     (["tree", "-n", "0"], "error: -n 0: must be >= 1"),
-    (["retrieve", "--top", "100000"], "--top 100000: at most 64 neighbours a row"),
+    (["retrieve", "--top", "100000"], "--top 100000: at most 64"),
+    (["interpolate", "--size", "100000"], "--size 100000: at most 32"),       # 10^10 pictures: a traceback before
+    (["resample", "-n", "100000"], "-n 100000: at most 64"),
+    (["compose", "--donors", *["gen:1"] * 65], "--donors (65 sources): at most 64"),
+    (["render", "--views", "100000"], "--views 100000: at most 360"),
     (["render", "--upscale", str(10 ** 9)], f"--upscale {10 ** 9}: must be at most 32"),
     (["render", "--out", "r.npz"], "--out r.npz: the figure is a PNG; name a .png file"),
     (["render", "--out", "r.png", "--npz", "r.png"], "--npz r.png: the same file as --out"),
@@ -141,6 +157,26 @@ def test_bad_arguments_give_one_line(in_run, capsys, args, message):
     assert ctl(*args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and message in err and "\n" not in err
+
+
+def test_a_render_over_the_decode_budget_and_running_out_of_memory_are_one_line(in_run, capsys, monkeypatch):
+    """A 3-D run's --scale 16 decodes 512^3 points at once: refused from the count, before any model runs; and
+    torch's own out-of-memory (a RuntimeError) is one line, where another RuntimeError stays a defect."""
+    monkeypatch.setattr(control, "MAX_DECODE_POINTS", 1000)
+    assert ctl("render", "--scale", 4) == 2                                  # 64^2 points of this 16-px run
+    assert capsys.readouterr().err.strip() == ("error: --scale 4: 4,096 query points for this image run, over the "
+                                               "1,000 one render decodes; at most --scale 1.98")
+
+    def no_memory(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you "
+                           "tried to allocate 6400000000000 bytes")
+    monkeypatch.setattr(control.analysis, "resample", no_memory)
+    assert ctl("resample", "-n", 2) == 2
+    assert capsys.readouterr().err.strip() == ("error: resample: out of memory; ask for fewer pictures, a smaller "
+                                               "--scale or --upscale")
+    monkeypatch.setattr(control.analysis, "resample", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError, match="a bug"):
+        ctl("resample", "-n", 2)
 
 
 def test_a_refused_render_file_leaves_nothing_written(in_run, tmp_path, capsys):
@@ -209,7 +245,17 @@ def test_a_file_fitted_with_params_other_than_the_banks_is_warned_once_naming_th
         # DVC writes YAML 1.2, where 1e-05 is a float that PyYAML reads as a string: a rate as text is that rate
         record["export_latents"]["autodecode_lr"] = str(cfg.export_latents.autodecode_lr)
         lock.write_text(yaml.safe_dump({"stages": {"export_latents": {"params": {"params.yaml": record}}}}))
-        assert control.bank_drift(cfg, lock) == []
+        assert control.bank_drift(cfg, lock, method="autodecode") == []
+        # Only the keys the run's method fits with: auto-decoding's rate and steps mean nothing to a meta-learned
+        # Stage-1, and the inner loop's steps nothing to an auto-decoded one.
+        record["export_latents"].update(autodecode_lr=1.0, autodecode_steps=1, inner_steps=9)
+        record["fit_loe.points_per_step"] = 3
+        lock.write_text(yaml.safe_dump({"stages": {"export_latents": {"params": {"params.yaml": record}}}}))
+        assert control.bank_drift(cfg, lock) == ["export_latents.inner_steps null (the bank: 9)"]
+        assert control.bank_drift(cfg, lock, method="autodecode") == [
+            f"export_latents.autodecode_steps {cfg.export_latents.autodecode_steps} (the bank: 1)",
+            f"export_latents.autodecode_lr {cfg.export_latents.autodecode_lr} (the bank: 1.0)",
+            f"fit_loe.points_per_step {cfg.fit_loe.points_per_step or 'null'} (the bank: 3)"]
         lock.write_text("<<<<<<< HEAD\nstages:\n\t- broken\n")                 # a conflicted lock: nothing to say
         assert control.bank_drift(cfg, lock) == []
     finally:

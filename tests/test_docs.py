@@ -128,3 +128,12 @@ def test_every_param_a_quoted_dvc_command_sets_exists():
                 if node is KeyError:
                     missing.append(f"{doc.relative_to(ROOT)}: {c}")
     assert missing == []
+
+
+def test_the_preset_table_counts_each_presets_keys():
+    """docs/parameters.md's table of presets: each row's count is what `python -m pipeline.preset --list` says."""
+    from pipeline import preset
+
+    rows = re.findall(r"^\| `(\w+)` \| .*? \| (\d+)(?: keys over `config.py`)? \|$",
+                      (ROOT / "docs" / "parameters.md").read_text(), re.M)
+    assert {name: int(n) for name, n in rows} == {n: len(preset.changed_keys(n)) for n in preset.names()}

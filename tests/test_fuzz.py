@@ -165,6 +165,7 @@ SHAPE_FILES = {
     "bad_dim.binvox": b"#binvox 1\ndim 8 x 8\ndata\n", "zero_dim.binvox": binvox((0, 8, 8)),
     "short.binvox": binvox(runs=((1, 20),)), "all_empty.binvox": binvox(runs=((0, 255), (0, 255), (0, 2))),
     "huge.binvox": binvox((5000, 5000, 5000)), "flipped.binvox": flip_bytes(binvox(), 3),
+    "box.binvox": binvox((8, 4, 6), runs=((1, 192),)),      # non-cubic: trimesh asserted (an empty message)
     "ok.txt": b"0 0 0\n1 1 1\n2 2 2\n", "empty.txt": b"", "words.txt": b"a b c\n", "floats.txt": b"0.5 1 2\n",
     "neg.txt": b"-1 0 0\n", "two_cols.txt": b"1 2\n3 4\n", "ragged.txt": b"1 2 3\n4 5\n", "big.txt": b"4000 0 0\n",
     "bin.txt": bytes(range(256)), "box_4_4_4.txt": b"9 0 0\n", "zero_0_4_4.txt": b"0 0 0\n",
@@ -223,7 +224,10 @@ def write_hdf5(path: Path, **datasets_):
 
     with h5py.File(path, "w") as f:
         for k, v in datasets_.items():
-            f.create_dataset(k, data=v)
+            if isinstance(v, dict):   # a group where a dataset belongs
+                f.create_group(k)
+            else:
+                f.create_dataset(k, data=v)
 
 
 def cube(n, dtype=np.uint8, side=8):
@@ -240,6 +244,8 @@ def cube(n, dtype=np.uint8, side=8):
     ("none", lambda p: write_hdf5(p, voxels=np.zeros((0, 8, 8, 8, 1)))),
     ("nan", lambda p: write_hdf5(p, voxels=np.where(cube(2, np.float32) > 0, np.nan, 0))),
     ("empty_shape", lambda p: write_hdf5(p, voxels=cube(2) * np.array([1, 0], np.uint8)[:, None, None, None, None])),
+    ("group", lambda p: write_hdf5(p, voxels={})),
+    ("text", lambda p: write_hdf5(p, voxels=np.full((2, 8, 8, 8, 1), b"1", "S1"))),
     ("ok_float", lambda p: write_hdf5(p, voxels=cube(2, np.float32))),
     ("ok_bool", lambda p: write_hdf5(p, voxels=cube(2, bool)[..., 0])),
 ])

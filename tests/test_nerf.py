@@ -119,7 +119,7 @@ def test_the_embedded_cars_hit_their_boxes_at_the_analytic_depth_and_are_seeded(
     assert torch.allclose(m.evaluation_points(a[:1])[0][0], m.coordinates(), atol=1e-6)
 
 
-def write_scene(folder, views=6, side=8, focal=10.0, broken=None):
+def write_scene(folder, views=6, side=8, focal=10.0, broken=None, radius=1.3, up=rendering.Y_UP):
     """A tiny SRN scene folder: RGBA views whose colour encodes their index."""
     from PIL import Image
 
@@ -131,7 +131,7 @@ def write_scene(folder, views=6, side=8, focal=10.0, broken=None):
         rgba[..., 0] = 20 * i
         rgba[: side // 2, :, 3] = 255                                  # top half opaque, bottom transparent
         Image.fromarray(rgba).save(folder / "rgb" / f"{i:06d}.png")
-        pose = rendering.orbit(30 * i, 10, 1.3).numpy()
+        pose = rendering.orbit(30 * i, 10, radius, up=up).numpy()
         (folder / "pose" / f"{i:06d}.txt").write_text(" ".join(f"{v:.8f}" for v in pose.ravel()))
     if broken == "pose_missing":
         (folder / "pose" / "000002.txt").unlink()
@@ -187,6 +187,31 @@ def test_the_srn_reader_on_a_hand_written_scene(tmp_path):
         write_scene(tmp_path / broken, views=6, broken=broken)
         with pytest.raises(DataError, match=says):
             srn.read_scene(tmp_path / broken, 8, 2, HELD_OUT)
+
+
+def test_a_users_own_scene_outside_the_runs_depths_or_frame_is_refused_naming_it(tmp_path):
+    """control's nerf:FOLDER is checked as prepare checks a dataset: cameras 4 units away (the run renders depths
+    0.8-1.8) or with z up (the run's y) would fit a latent of empty space, silently."""
+    m = NerfModality(8, views=2)
+    write_scene(tmp_path / "ok")
+    assert m.read_file(tmp_path / "ok")["rgb"].shape[0] == 2 + HELD_OUT
+    write_scene(tmp_path / "far", radius=4.0)
+    with pytest.raises(DataError, match=r"far: camera 0 sees the scene centre at depth 4, outside the renderer's "
+                                        r"\[0.8, 1.8\] .* not at this run's distance \(the run's scenes: about 1.3"):
+        m.read_file(tmp_path / "far")
+    write_scene(tmp_path / "z_up", up=(0.0, 0.0, 1.0))
+    with pytest.raises(DataError, match=r"z_up: its cameras' up \(0.00, 0.00, 1.00\) is 90 degrees from this run's "
+                                        r"\(dataset.nerf.up \[0.0, 1.0, 0.0\]\)"):
+        m.read_file(tmp_path / "z_up")
+
+
+def test_a_16_bit_grey_srn_view_keeps_its_brightness(tmp_path):
+    """PIL's convert clips 16-bit grey at 255: the view read as pure white, without a word."""
+    from PIL import Image
+
+    Image.fromarray(np.full((8, 8), 100 * 257, np.uint16)).save(tmp_path / "v.png")
+    assert Image.open(tmp_path / "v.png").mode.startswith("I")
+    assert np.array_equal(srn.read_view(tmp_path / "v.png", 8, 8), np.full((8, 8, 3), 100, np.uint8))
 
 
 def tiny_autodecoder(seed=0):

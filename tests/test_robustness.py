@@ -88,6 +88,10 @@ def test_array_and_model_writers_refuse_non_finite_values(tmp_path):
         np.savez(f, a=np.array([np.nan]))
     with pytest.raises(NonFiniteError, match=r"bad\.npz: 'a' holds 1 of 1 .*refusing to use it"):
         io.load_npz(tmp_path / "bad.npz")
+    with open(tmp_path / "bare.npz", "wb") as f:     # np.save, renamed: np.load gives the array, not an archive
+        np.save(f, good)
+    with pytest.raises(DataError, match=r"bare\.npz: a single \.npy array, not an \.npz archive"):
+        io.load_npz(tmp_path / "bare.npz")
     # A structured array (a NeRF scene: views, poses, focal) is checked field by field.
     scenes = np.zeros(3, dtype=[("rgb", np.uint8, (2, 2, 3)), ("pose", np.float32, (4, 4)), ("focal", np.float32)])
     scenes["focal"][1] = np.nan

@@ -75,6 +75,11 @@ def test_resample_keeps_the_prefix_and_bad_requests_are_messages(served):
     drawn = torch.stack([latent(base, c["id"]) for c in out["completions"]])
     assert torch.equal(drawn[:, :2], anchor[None, :2].expand(4, -1, -1))        # h^1, h^2 bit for bit
     assert (drawn[:, 2:] - anchor[None, 2:]).abs().amax() > 1e-3                # the rest drawn anew
+    # ... conditioned on the anchor: the same seed from another anchor draws other h^3..h^L (a prior that
+    # ignored the prefix, with h^1, h^2 written over afterwards, draws the same ones).
+    status, other = api(base, "/api/resample", {"source": "gen:4", "k": 2, "n": 4, "seed": 0})
+    drawn_other = torch.stack([latent(base, c["id"]) for c in other["completions"]])
+    assert not torch.equal(drawn_other[:, 2:], drawn[:, 2:])
     assert all(c["image"].startswith("data:image/png;base64,") for c in out["completions"])
     # A completion's id is a source: the next resample starts from it.
     status, again = api(base, "/api/resample", {"source": "id:" + out["completions"][0]["id"], "k": 1, "n": 2, "seed": 1})
@@ -96,8 +101,11 @@ def test_resample_keeps_the_prefix_and_bad_requests_are_messages(served):
            ({"source": "id:nope", "k": 1, "n": 2, "seed": 0}, 404, "unknown or expired"),
            ({"source": "gen:0", "k": "x", "n": 2, "seed": 0}, 400, "k 'x': must be an integer"),
            ({"source": "gen:0", "k": 1}, 400, "missing n, seed"),
-           ({"source": "gen:0", "k": 1, "n": 2, "seed": 2 ** 64}, 400, "seed: the seed must be in [0, 2**63)"),
-           ({"source": f"gen:{2 ** 64}", "k": 1, "n": 2, "seed": 0}, 400, "the seed must be in [0, 2**63)")]
+           ({"source": "gen:0", "k": 1, "n": 2, "seed": 2 ** 32}, 400, "seed: the seed must be in [0, 2**32)"),
+           ({"source": f"gen:{2 ** 32}", "k": 1, "n": 2, "seed": 0}, 400, "the seed must be in [0, 2**32)"),
+           ({"source": "gen:0", "k": 1, "n": 2, "seed": "9" * 5000}, 400, "seed '99999999999999999999999999999999999"
+                                                                          "99...: must be an integer"),
+           ({"source": "id:\ud800", "k": 1, "n": 2, "seed": 0}, 404, "source 'id:\ud800': unknown")]
     for body, code, text in bad:
         status, answer = api(base, "/api/resample", body)
         assert status == code and text in answer["error"], (body, answer)
@@ -106,7 +114,11 @@ def test_resample_keeps_the_prefix_and_bad_requests_are_messages(served):
               ("/api/interpolate", {"a": "gen:0", "b": "gen:1", "t": True}, "t True: must be a number"),
               ("/api/compose", {"base": "gen:0", "donor": "gen:1", "layers": [1] * 100_000}, "at most"),
               ("/api/compose", {"base": "gen:0", "donor": "gen:1", "layers": [True]}, "layers [True]: must be"),
-              ("/api/upload", {"name": "a.png", "data": "data:image/png;base64"}, "a.png: not a file (a data URL")]
+              ("/api/upload", {"name": "a.png", "data": "data:image/png;base64"}, "a.png: not a file (a data URL"),
+              ("/api/interpolate", {"a": "gen:0", "b": 5, "t": 0.5}, "b: no source given"),
+              ("/api/compose", {"base": "gen:0", "donor": ["x"], "layers": [1]}, "donor: no source given"),
+              ("/api/source", {"source": "\ud800:1"}, "source '\ud800:1': expected"),
+              ("/api/upload", {"name": "\ud800.png", "data": "data:image/png;base64"}, "not a file")]
     for path, body, text in others:
         status, answer = api(base, path, body)
         assert status == 400 and text in answer["error"], (path, body, answer)
@@ -256,7 +268,7 @@ def guarded():
         out = json.dumps({"ok": True, "bytes": len(body)}).encode()
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": out})
-    return lambda token=None, max_body=1000: Guard(echo, token, max_body)
+    return lambda token=None, max_body=1000, port=8000: Guard(echo, token, max_body, port)
 
 
 def test_only_loopback_host_names_reach_the_models(guarded):
@@ -267,6 +279,10 @@ def test_only_loopback_host_names_reach_the_models(guarded):
     assert call(g, headers=[("Host", "[::1]:8000")])[0] == 200
     status, _, body = call(g, headers=[("Host", "evil.example:8000")])
     assert status == 403 and "loopback host name" in body["error"]
+    # Names urlsplit cannot parse: refused in one line (they ended in a plain-text 500 and a traceback).
+    for host in ("[", "[evil]", "[::1"):
+        status, _, body = call(g, headers=[("Host", host)])
+        assert status == 403 and "loopback host name" in body["error"], host
 
 
 def test_another_sites_page_cannot_post_to_it(guarded):
@@ -276,6 +292,8 @@ def test_another_sites_page_cannot_post_to_it(guarded):
     status, _, body = call(g, "POST", headers=[*json_post, ("Origin", "http://evil.example")], body=b"{}")
     assert status == 403 and "another site" in body["error"]
     assert call(g, "POST", headers=[*json_post, ("Origin", "http://127.0.0.1:8000")], body=b"{}")[0] == 200
+    status, _, body = call(g, "POST", headers=[*json_post, ("Origin", "http://[")], body=b"{}")
+    assert status == 403 and "another site" in body["error"]
     assert call(g, "POST", headers=[*json_post, ("Sec-Fetch-Site", "cross-site")], body=b"{}")[0] == 403
     assert call(g, "POST", headers=[*json_post, ("Sec-Fetch-Site", "same-origin")], body=b"{}")[0] == 200
     # A form or text/plain post needs no CORS preflight from another page: refused for its type.
@@ -302,9 +320,13 @@ def test_off_loopback_every_request_needs_the_printed_token(guarded):
     assert status == 403 and "token" in body["error"]
     assert call(g, path="/", headers=anywhere, query=b"token=wrong")[0] == 403
     status, headers, _ = call(g, path="/", headers=anywhere, query=b"token=s3cret")
-    assert status == 200 and headers["set-cookie"].startswith("chinr_token=s3cret;") and "SameSite=Strict" in \
+    assert status == 200 and headers["set-cookie"].startswith("chinr_token_8000=s3cret;") and "SameSite=Strict" in \
         headers["set-cookie"]
-    assert call(g, headers=[*anywhere, ("Cookie", "a=1; chinr_token=s3cret")])[0] == 200
+    assert call(g, headers=[*anywhere, ("Cookie", "a=1; chinr_token_8000=s3cret")])[0] == 200
+    # A browser sends one host's cookies to every port: another page's token (port 9000) opens nothing here.
+    assert call(g, headers=[*anywhere, ("Cookie", "chinr_token_9000=s3cret")])[0] == 403
+    other = guarded(token="0ther", port=9000)
+    assert call(other, headers=[*anywhere, ("Cookie", "chinr_token_8000=s3cret; chinr_token_9000=0ther")])[0] == 200
 
 
 def test_a_port_in_use_is_one_line_before_anything_loads(capsys):

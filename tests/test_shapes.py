@@ -174,10 +174,16 @@ def test_imnet_hdf5_release(tmp_path):
     assert data.train.shape == (5, 32 ** 3 // 8) and data.test.shape == (3, 32 ** 3 // 8)
     expected = np.stack([voxels.resample(g, 32) for g in grids[5:]])
     assert np.array_equal(voxels.unpack(data.test, 32), expected)
+    # A limit keeps rows evenly spaced through each file (IM-NET's run category by category), not the first ones.
     raw["dataset"]["resolution"] = 64
     raw["dataset"]["folder"] = {"limit": 2}
     data = datasets.prepare(config.from_dict(raw))
-    assert np.array_equal(voxels.unpack(data.train, 64), grids[:2])
+    assert np.array_equal(voxels.unpack(data.train, 64), grids[[0, 4]])
+    assert np.array_equal(voxels.unpack(data.test, 64), grids[[5, 7]])
+    raw["dataset"]["folder"] = {"limit": 3}
+    assert np.array_equal(voxels.unpack(datasets.prepare(config.from_dict(raw)).train, 64), grids[[0, 2, 4]])
+    assert voxels.limited(10, 4).tolist() == [0, 3, 6, 9] and voxels.limited(3, 5).tolist() == [0, 1, 2]
+    assert voxels.read_imnet_points(tmp_path / "all_vox256_img_test.hdf5", 2)[0].shape == (2, 16, 3)
 
 
 def test_imnet_errors_name_the_file(tmp_path):

@@ -13,18 +13,8 @@ from . import synthetic
 
 
 def to_rgb(im):
-    """Any PIL image -> RGB, keeping the brightness of high-bit-depth grey images.
-
-    PIL's own convert("RGB") clips 16-bit grey (modes I;16*, I) at 255, which
-    turns a 16-bit PNG pure white; such images are rescaled from 0..65535.
-    """
-    from PIL import Image
-
-    if im.mode.startswith("I;16") or im.mode == "I":
-        grey = np.asarray(im, dtype=np.float64)
-        grey = np.clip(np.round(grey / 257.0), 0, 255).astype(np.uint8)   # 65535 / 257 = 255
-        return Image.fromarray(grey, mode="L").convert("RGB")
-    return im.convert("RGB")
+    """Any PIL image -> RGB, keeping the brightness of high-bit-depth grey images (`pictures.eight_bit`)."""
+    return pictures.eight_bit(im).convert("RGB")
 
 
 ALPHA_MODES = ("RGBA", "LA", "PA")

@@ -30,6 +30,7 @@ from . import COLOUR, COLOURS, rendering, srn, synthetic
 
 HELD_OUT = 4
 ELEVATION, RADIUS = 20.0, 1.3                 # the held-out / picture cameras
+UP_DEGREES = 30.0                             # a user's scene's up vector this far from the run's is refused
 HELD_OUT_AZIMUTHS = (30.0, 120.0, 210.0, 300.0)
 TURNTABLE = 12                                # frames of a sample's GIF
 FOCAL = 1.025                                 # focal / image side, as SRN-Cars (131.25 px at 128)
@@ -105,17 +106,31 @@ class NerfModality(Modality):
             self.scale = round(distance / RADIUS, 4)
         for split, records in scenes.items():
             for name, scene in zip(names[split], records):
-                depth = rendering.centre_depths(scene["pose"])
-                bad = np.flatnonzero((depth < self.near) | (depth > self.far))
-                if len(bad):
-                    raise DataError(
-                        f"{where / name}: camera {bad[0]} sees the scene centre at depth "
-                        f"{depth[bad[0]]:.3g}, outside the renderer's [{self.near:g}, {self.far:g}] "
-                        "(dataset.nerf.near / far): its rays cannot reach the object; widen them, or set them null "
-                        "to derive them from the cameras")
+                self.check_cameras(where / name, scene["pose"])
         return {"near": self.near, "far": self.far, "up": list(self.up), "scale": self.scale,
                 "camera_distance": round(distance, 4),
                 "derived": [k for k in ("near", "far", "up", "scale") if self.asked[k] is None]}
+
+    def check_cameras(self, where: Path, poses: np.ndarray, frame: bool = False) -> None:
+        """Every camera (V, 4, 4) must see the scene centre within the renderer's [near, far], or one line names the
+        scene; `frame`: its cameras' up must also be within UP_DEGREES of the run's (a user's own scene, which the
+        run's bounds were not derived from: tilted or far away, its fitted latent would be of empty space)."""
+        depth = rendering.centre_depths(poses)
+        bad = np.flatnonzero((depth < self.near) | (depth > self.far))
+        if len(bad):
+            raise DataError(
+                f"{where}: camera {bad[0]} sees the scene centre at depth {depth[bad[0]]:.3g}, outside the renderer's "
+                f"[{self.near:g}, {self.far:g}] (dataset.nerf.near / far): its rays cannot reach the object; "
+                + ("its cameras are not at this run's distance (the run's scenes: about "
+                   f"{self.scale * RADIUS:.3g} from the centre)" if frame else
+                   "widen them, or set them null to derive them from the cameras"))
+        if frame:
+            up = rendering.up_from_poses(poses)
+            angle = float(np.degrees(np.arccos(np.clip(up @ np.asarray(self.up, np.float64), -1, 1))))
+            if angle > UP_DEGREES:
+                raise DataError(f"{where}: its cameras' up ({', '.join(f'{v:.2f}' for v in up)}) is {angle:.0f} "
+                                f"degrees from this run's (dataset.nerf.up {list(self.up)}): the object would be "
+                                "seen tilted; give the scene in the run's frame")
 
     # -- data ------------------------------------------------------------------------
     def pack(self, views: np.ndarray, poses: np.ndarray, focal: np.ndarray) -> np.ndarray:
@@ -174,6 +189,7 @@ class NerfModality(Modality):
     def read_file(self, path: Path) -> np.ndarray:
         """One scene folder in SRN's layout -> a stored scene (a user's own scene for control)."""
         views, poses, focal = srn.read_scene(Path(path), self.resolution, self.views, HELD_OUT)
+        self.check_cameras(Path(path), poses, frame=True)
         return self.pack(views[None], poses[None], np.array([focal], np.float32))[0]
 
     # -- coordinates and values ---------------------------------------------------------------

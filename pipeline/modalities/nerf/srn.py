@@ -94,7 +94,7 @@ def read_view(path: Path, side: int, native: int) -> np.ndarray:
                 raise DataError(f"{path}: {im.size[0]}x{im.size[1]} pixels, but intrinsics.txt says "
                                 f"{native}x{native} (the focal would be wrong)")
             im.load()
-            rgba = np.asarray(im.convert("RGBA").resize((side, side), Image.Resampling.BICUBIC))
+            rgba = np.asarray(pictures.eight_bit(im).convert("RGBA").resize((side, side), Image.Resampling.BICUBIC))
     except DataError:
         raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:

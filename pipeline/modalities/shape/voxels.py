@@ -8,7 +8,8 @@ IM-NET release fit in 1.4 GB of RAM.
 
 Every reader returns a grid of the requested side. Real files come at their
 own resolution (binvox 32^3, IM-NET 64^3, 3D-RecGAN 64^3 boxes) and are
-resampled by `resample` (trilinear on the 0/1 grid, then >= 0.5).
+resampled by `resample` (shrinking: a voxel kept when any part of it is occupied;
+enlarging: trilinear on the 0/1 grid, then >= 0.5).
 """
 from __future__ import annotations
 
@@ -83,7 +84,8 @@ def near_surface(grids: torch.Tensor) -> torch.Tensor:
 # --- readers ---------------------------------------------------------------
 
 def read_binvox(path: Path, side: int) -> np.ndarray:
-    """A .binvox file (run-length encoded, any dims) -> (side,)*3 grid, via trimesh's reader."""
+    """A cubic .binvox file (run-length encoded) -> (side,)*3 grid, via trimesh's reader. A non-cubic one is
+    refused: its axis order is not settled between readers (trimesh's asserts against it)."""
     import trimesh
 
     try:
@@ -91,6 +93,9 @@ def read_binvox(path: Path, side: int) -> np.ndarray:
             dims = binvox_dims(path, f)
             if max(dims) > MAX_FILE_SIDE:
                 raise VoxelError(f"{path}: binvox dims {dims} exceed the largest supported side {MAX_FILE_SIDE}")
+            if len(set(dims)) != 1:
+                raise VoxelError(f"{path}: binvox dims {dims} are not a cube; voxelise the shape at a cube "
+                                 "(binvox -d N), or give its mesh")
             f.seek(0)
             grid = trimesh.exchange.binvox.load_binvox(f).matrix
     except VoxelError:
@@ -226,19 +231,48 @@ def imnet_point_coordinates(points: np.ndarray) -> np.ndarray:
     return (points.astype(np.float32) + 0.5) / 128 - 1
 
 
-def read_imnet_points(path: Path, limit: int | None = None) -> tuple[np.ndarray, np.ndarray] | None:
-    """IM-NET's near-surface samples of each shape, `points_64` (N, P, 3) uint8 and `values_64`
-    (N, P) {0, 1}, the points mNIF measures voxel accuracy and PSNR on; None when the file has none."""
+def limited(n: int, limit: int | None) -> np.ndarray:
+    """The rows of an n-shape file that `dataset.folder.limit` keeps: all, or `limit` evenly spaced through the
+    file. IM-NET's files run category by category (airplanes first), so its first `limit` shapes would give the
+    train split other categories than the test split's; evenly spaced rows keep each category's share."""
+    if limit is None or limit >= n:
+        return np.arange(n)
+    return np.unique(np.round(np.linspace(0, n - 1, limit)).astype(np.int64))
+
+
+def _array(f, name: str, path: Path):
+    """An HDF5 dataset of numbers, or one line naming the file (a group, or text, is not IM-NET's)."""
     import h5py
 
-    with h5py.File(path, "r") as f:
+    obj = f[name]
+    if not isinstance(obj, h5py.Dataset) or obj.dtype.kind not in "biuf":
+        what = "a group" if not isinstance(obj, h5py.Dataset) else f"of type {obj.dtype}"
+        raise VoxelError(f"{path}: '{name}' must be an array of numbers, got {what}")
+    return obj
+
+
+def read_imnet_points(path: Path, limit: int | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """IM-NET's near-surface samples of each shape, `points_64` (N, P, 3) uint8 and `values_64`
+    (N, P) {0, 1}, the points mNIF measures voxel accuracy and PSNR on (the rows `limited` keeps); None when the
+    file has none."""
+    import h5py
+
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise VoxelError(f"{path}: cannot open HDF5 ({e})") from None
+    with f:
         if "points_64" not in f or "values_64" not in f:
             return None
-        if f["points_64"].ndim != 3 or f["values_64"].ndim not in (2, 3):
+        points, values = _array(f, "points_64", path), _array(f, "values_64", path)
+        if points.ndim != 3 or values.ndim not in (2, 3):
             raise VoxelError(f"{path}: 'points_64' must be (N, P, 3) and 'values_64' (N, P[, 1]), "
-                             f"got {f['points_64'].shape} and {f['values_64'].shape}")
-        n = len(f["points_64"]) if limit is None else min(limit, len(f["points_64"]))
-        points, values = np.asarray(f["points_64"][:n]), np.asarray(f["values_64"][:n])
+                             f"got {points.shape} and {values.shape}")
+        rows = limited(len(points), limit)
+        try:   # a file damaged past its header fails here, in h5py's words without the path
+            points, values = np.asarray(points[rows]), np.asarray(values[rows])
+        except (OSError, ValueError) as e:
+            raise VoxelError(f"{path}: cannot read 'points_64' / 'values_64' ({e})") from None
     values = values.reshape(len(values), -1)
     if points.shape[2] != 3 or values.shape != points.shape[:2]:
         raise VoxelError(f"{path}: 'points_64' must be (N, P, 3) and 'values_64' (N, P[, 1]), "
@@ -264,26 +298,28 @@ def read_imnet(path: Path, side: int, limit: int | None = None, chunk: int = 256
     with f:
         if "voxels" not in f:
             raise VoxelError(f"{path}: no 'voxels' dataset (found {sorted(f.keys())}); is this an IM-NET file?")
-        voxels = f["voxels"]
+        voxels = _array(f, "voxels", path)
         # A 5th axis of C > 1 channels would be read as C shapes per shape (the reshape below).
         if voxels.ndim not in (4, 5) or len(set(voxels.shape[1:4])) != 1 or voxels.shape[4:] not in ((), (1,)):
             raise VoxelError(f"{path}: 'voxels' must be (N, R, R, R[, 1]), got {voxels.shape}")
-        n = len(voxels) if limit is None else min(limit, len(voxels))
+        rows = limited(len(voxels), limit)
         out = []
-        for start in range(0, n, chunk):
+        for start in range(0, len(rows), chunk):
+            part = rows[start:start + chunk]
+            first, last = int(part[0]), int(part[-1])
             try:   # a file cut short or damaged past its header fails here, in h5py's words without the path
-                block = np.asarray(voxels[start:min(n, start + chunk)]).reshape(-1, *voxels.shape[1:4])
+                block = np.asarray(voxels[first:last + 1] if last - first + 1 == len(part) else voxels[part])
+                block = block.reshape(-1, *voxels.shape[1:4])
             except (OSError, ValueError) as e:
-                raise VoxelError(f"{path}: cannot read shapes {start}..{min(n, start + chunk) - 1} of 'voxels' "
-                                 f"({e})") from None
+                raise VoxelError(f"{path}: cannot read shapes {first}..{last} of 'voxels' ({e})") from None
             if block.dtype.kind in "fc" and not np.isfinite(block).all():
-                first = start + int(np.argwhere(~np.isfinite(block).reshape(len(block), -1).all(1))[0, 0])
-                raise VoxelError(f"{path}: 'voxels' holds NaN or inf (first in shape {first}); occupancy must be 0/1")
+                bad = int(part[np.argwhere(~np.isfinite(block).reshape(len(block), -1).all(1))[0, 0]])
+                raise VoxelError(f"{path}: 'voxels' holds NaN or inf (first in shape {bad}); occupancy must be 0/1")
             grids = np.stack([resample(g, side) for g in block > 0])
             empty = np.flatnonzero(~grids.reshape(len(grids), -1).any(1))
             if len(empty):
-                raise VoxelError(f"{path}: shape {start + empty[0]} of 'voxels' has no occupied voxel at {side}^3 "
-                                 f"({len(empty)} such in shapes {start}..{start + len(block) - 1})")
+                raise VoxelError(f"{path}: shape {part[empty[0]]} of 'voxels' has no occupied voxel at {side}^3 "
+                                 f"({len(empty)} such in shapes {first}..{last})")
             out.append(pack(grids))
     if not out:
         raise VoxelError(f"{path}: 'voxels' is empty")
