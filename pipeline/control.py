@@ -409,11 +409,16 @@ def cmd_render(run: Run, a) -> None:
     if not 0 < a.scale <= 16:
         raise UsageError(f"--scale {a.scale}: must be in (0, 16]")
     m = run.data.modality
-    points = round(m.resolution * a.scale) ** m.d_in
+    points = m.decode_points(a.scale, a.views)
     if points > MAX_DECODE_POINTS:
-        largest = (MAX_DECODE_POINTS ** (1 / m.d_in)) / m.resolution
-        raise UsageError(f"--scale {a.scale:g}: {points:,} query points for this {m.name} run, over the "
-                         f"{MAX_DECODE_POINTS:,} one render decodes; at most --scale {largest:.3g}")
+        low, high = 0.0, a.scale                    # the largest scale within the budget, to 3 digits
+        for _ in range(40):
+            mid = (low + high) / 2
+            low, high = (mid, high) if round(m.resolution * mid) < 2 or \
+                m.decode_points(mid, a.views) <= MAX_DECODE_POINTS else (low, mid)
+        views = f" and {a.views} --views" if a.views is not None else ""
+        raise UsageError(f"--scale {a.scale:g}{views}: {points:,} query points for this {m.name} run, over the "
+                         f"{MAX_DECODE_POINTS:,} one render decodes; at most --scale {low:.3g}")
     src = resolve(run, a.source, a)
     coords = None
     if a.views is not None:
@@ -544,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.command}: out of memory; ask for fewer pictures or a smaller --upscale", file=sys.stderr)
         return 2
     except RuntimeError as e:   # torch says it is out of memory this way (CPU: "can't allocate memory")
-        if not isinstance(e, torch.OutOfMemoryError) and "allocate" not in str(e):
+        if not isinstance(e, torch.OutOfMemoryError) and "can't allocate memory" not in str(e):
             raise
         print(f"error: {args.command}: out of memory; ask for fewer pictures, a smaller --scale or --upscale",
               file=sys.stderr)

@@ -163,8 +163,8 @@ def factor_scores(predicted: np.ndarray, true: np.ndarray, names: list[str], kin
 
 def readable(scores: dict, true: np.ndarray, kinds: list[str], threshold: float) -> dict[str, bool]:
     """Which factors the predictor reads well enough: R^2 >= threshold, or for a categorical factor the same
-    share of the way from always guessing the commonest class to every answer right (Cohen's kappa against
-    the majority guess)."""
+    share of the way from always guessing the commonest class to every answer right (a skill score against
+    the majority guess: (accuracy - majority share) / (1 - majority share))."""
     out = {}
     for i, (name, kind) in enumerate(zip(scores, kinds)):
         if kind == "categorical":

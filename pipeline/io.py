@@ -237,8 +237,8 @@ def load_npz(path: str | Path, keys: tuple[str, ...] | None = None) -> dict[str,
     """The arrays (all, or `keys` when present) of an .npz artifact; an unreadable file or NaN/inf
     in a floating array is a DataError naming it."""
     try:
-        z = np.load(path)
-        if not isinstance(z, np.lib.npyio.NpzFile):   # a bare .npy array: np.load returned the array itself
+        z = np.load(path, mmap_mode="r")              # an .npz opens as an archive; a bare .npy is not read
+        if not isinstance(z, np.lib.npyio.NpzFile):   # a bare .npy array: np.load returned (a map of) it
             raise DataError(f"{path}: a single .npy array, not an .npz archive of named arrays; rerun the stage "
                             "that wrote it")
         with z:

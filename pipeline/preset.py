@@ -190,9 +190,10 @@ def rendered(name: str | Path = DEFAULT) -> str:
     _, raw, comments, header = compose(name)
     path = path_of(name)
     stem = DEFAULT if is_default(path) else path.stem
-    label = f"presets/{path.name}" if path.parent == PRESETS else str(path)
+    shipped = path.resolve().parent == PRESETS.resolve()
+    label = f"presets/{path.name}" if shipped else str(path)
     over = "config.py's defaults" + ("" if stem == DEFAULT else " and the default run")
-    called = stem if path.parent == PRESETS else name     # `preset pipeline/presets/x.yaml` is preset x
+    called = stem if shipped else name     # `preset pipeline/presets/x.yaml` is preset x
     made = [f"Written by `python -m pipeline.preset {called}`: {label}'s changes over {over}.",
             "Every key is here, so `dvc exp run -S key=value` can set any of them."]
     header = [h for h in header if not h.startswith(("Written by `python -m pipeline.preset", made[1]))]

@@ -1,3 +1,4 @@
+import os
 import re
 import subprocess
 import sys
@@ -158,6 +159,13 @@ def test_preset_command_writes_and_checks(tmp_path):
     assert preset.main(["shapes32", "--out", str(out)]) == 0
     assert config.load(out) == preset.load("shapes32") and config.load(out).dataset.modality == "shape"
     assert preset.main(["shapes32", "--out", str(out), "--check"]) == 0
+    assert preset.rendered(str(ROOT / "pipeline/presets/shapes32.yaml")) == preset.rendered("shapes32")
+    here = Path.cwd()
+    try:                                     # named by a relative path, too
+        os.chdir(ROOT)
+        assert preset.rendered("pipeline/presets/shapes32.yaml") == preset.rendered("shapes32")
+    finally:
+        os.chdir(here)
     assert preset.main(["default", "--out", str(out), "--check"]) == 1
     assert preset.main(["default", "--out", str(out)]) == 0
     assert out.read_text() == preset.rendered("default")

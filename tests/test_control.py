@@ -165,7 +165,7 @@ def test_a_render_over_the_decode_budget_and_running_out_of_memory_are_one_line(
     monkeypatch.setattr(control, "MAX_DECODE_POINTS", 1000)
     assert ctl("render", "--scale", 4) == 2                                  # 64^2 points of this 16-px run
     assert capsys.readouterr().err.strip() == ("error: --scale 4: 4,096 query points for this image run, over the "
-                                               "1,000 one render decodes; at most --scale 1.98")
+                                               "1,000 one render decodes; at most --scale 1.97")
 
     def no_memory(*args, **kwargs):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you "

@@ -336,7 +336,7 @@ def test_a_bad_or_unknown_key_stops_an_experiment_before_any_stage_clears_its_ou
     sh("git add -A && git commit -qm base", work)
     dataset = work / "data/prepared/dataset.npz"
     for command, line in ((["exp", "run", "-S", "+binary_lenght=15"], "error: binary_lenght: unknown key (known: "),
-                          (["exp", "run", "-S", "threads=-1"], "error: threads: must be null or >= 1, got -1"),
+                          (["exp", "run", "-S", "threads=-1"], "error: threads: must be null or in [1, 1024], got -1"),
                           (["exp", "run", "-S", "dataset.synthetic.test=1"],
                            "error: dataset.synthetic.test: must be >= 2, got 1"),
                           (["repro", "train_hcdm"], "error: binary_lenght: unknown key (known: ")):

@@ -217,7 +217,7 @@ def test_a_folder_named_while_the_source_is_synthetic_is_said_not_to_be_read(tmp
 
 def test_check_params_stops_on_a_key_no_other_stage_reads(tmp_path):
     for key, value, line in (("binary_lenght", 15, "error: binary_lenght: unknown key (known: binary_len, "),
-                             ("threads", -1, "error: threads: must be null or >= 1, got -1")):
+                             ("threads", -1, "error: threads: must be null or in [1, 1024], got -1")):
         write_params(tmp_path, {**micro_params(), key: value})
         r = stage("check_params", tmp_path)
         assert r.returncode == 2 and last_line(r).startswith(line), r.stderr[-2000:]

@@ -92,7 +92,7 @@ def test_threads_change_speed_not_results(tmp_path):
     for part in ("model", "meta_sgd"):
         assert a[part].keys() == b[part].keys()
         assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
-    with pytest.raises(config.ConfigError, match=r"^threads: must be null or >= 1, got 0$"):
+    with pytest.raises(config.ConfigError, match=r"^threads: must be null or in \[1, 1024\], got 0$"):
         config.from_dict({"threads": 0})
 
 

@@ -39,6 +39,11 @@ class Modality(ABC):
             raise ValueError(f"scale {scale} gives a grid smaller than 2 at resolution {self.resolution}")
         return side
 
+    def decode_points(self, scale: float = 1.0, views: int | None = None) -> int:
+        """Query points one instance's decode at `scale` runs the field on (`views`: cameras, where the modality
+        has viewpoints): the grid's, side^d_in."""
+        return self._side(scale) ** self.d_in
+
     # -- data ------------------------------------------------------------------------
     folder_suffixes: tuple[str, ...]     # the files a `dataset.source: folder` reads
     instance_is_folder: bool = False     # `read_file` reads a folder (a NeRF scene), not a file

@@ -199,6 +199,10 @@ class NerfModality(Modality):
         return rendering.rays(orbit_poses(azimuths, radius=self.radius, up=self.up),
                               self.focal * side / self.resolution, side).reshape(-1, 6)
 
+    def decode_points(self, scale: float = 1.0, views: int | None = None) -> int:
+        """Rays of the held-out cameras (or of `views` turntable cameras) at `scale`, times the samples each."""
+        return (HELD_OUT if views is None else views) * self._side(scale) ** 2 * rendering.SAMPLES
+
     def viewpoints(self, n, scale=1.0):
         """A turntable: n cameras at the held-out cameras' elevation and distance, evenly around."""
         return self.coordinates(scale, np.arange(n) * 360.0 / n)

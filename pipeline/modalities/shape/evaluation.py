@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from ...errors import DataError
 from ..scoring import Scoring, train_subset
 from .metrics import UNITS, distance_matrix, generation_scores, point_clouds
 
@@ -37,7 +38,10 @@ def scores(s: Scoring) -> dict:
     """COV / MMD / 1-NNA of as many generated shapes as the reference (test) set, with references."""
     cfg, m = s.cfg, s.modality
     reference, train_real = s.reference["points"], json.loads(str(s.reference["train_split_real"]))
-    distances = s.reference["distances"]
+    distances = s.reference.get("distances")
+    if distances is None or distances.shape != (len(reference), len(reference)):
+        raise DataError(f"the reference stage's file holds no Chamfer matrix of its {len(reference)} test shapes "
+                        "(written by older code, or damaged); `dvc repro reference` remakes it")
     n, points = len(reference), reference.shape[1]
 
     def score(vals):
