@@ -85,11 +85,12 @@ def folder(cfg: Config, m: Modality) -> PreparedData:
     where = f"{root} (less {len(skipped)} unreadable files skipped)" if skipped else root
     check_splits(where, len(train), len(test), m.set_metrics)
     check_groups(where, groups, train, test, m.set_metrics)
+    notes, notes_warnings = m.folder_notes([files[i] for i in sorted(signals)])
     return PreparedData(
         modality=m, train=np.stack([signals[i] for i in train]), test=np.stack([signals[i] for i in test]),
         train_factors=None, test_factors=None, factor_names=[], factor_kinds=[],
         info={"source": "folder", "path": str(root), "skipped_files": len(skipped), "skipped": skipped[:100],
-              "split": cfg.dataset.split, "groups": len(set(groups)),
+              "split": cfg.dataset.split, "groups": len(set(groups)), "native": notes, "read_warnings": notes_warnings,
               "test_files": [names[i] for i in test]},   # all: CelebA-HQ's 3000 are 45 kB of JSON
     )
 

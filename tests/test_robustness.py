@@ -177,6 +177,30 @@ def folder_params(path: Path, **folder) -> dict:
     return params
 
 
+def test_pictures_enlarged_or_cropped_are_said_and_their_native_sizes_recorded(tmp_path):
+    """25 x 25 grey faces read at 32 (enlarged: blurred targets) and a 300 x 128 picture (its centre square kept):
+    a warning each from prepare, and the native sizes and modes in its detail file."""
+    folder = tmp_path / "imgs"
+    write_faces(folder, 4)                                             # 20 x 20 RGB
+    Image.fromarray(np.full((25, 25), 90, np.uint8)).save(folder / "grey.png")
+    Image.fromarray(np.full((128, 300, 3), 90, np.uint8)).save(folder / "wide.png")
+    write_params(tmp_path, folder_params(folder))
+    r = stage("prepare", tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "smaller than dataset.resolution" not in r.stderr                # the micro run reads them at 16
+    detail = json.loads((tmp_path / "metrics/detail/prepare.json").read_text())
+    assert detail["native"] == {"native_size": {"smallest": [20, 20], "median": [20, 20], "largest": [300, 128]},
+                                "modes": {"L": 1, "RGB": 5}}
+    assert ("warning: 1 of 6 pictures are longer than 1.25:1 (longest 300x128): only their centre square is kept"
+            in r.stderr)
+    params = folder_params(folder)
+    params["dataset"]["resolution"] = 32
+    write_params(tmp_path, params)
+    r = stage("prepare", tmp_path)
+    assert ("warning: 5 of 6 pictures are smaller than dataset.resolution 32 on their short side (smallest 20x20): "
+            "they are enlarged, and their targets blurred") in r.stderr
+
+
 def test_a_folder_too_small_to_split_is_refused_before_training(tmp_path):
     write_faces(tmp_path / "imgs", 3)
     write_params(tmp_path, folder_params(tmp_path / "imgs"))

@@ -76,6 +76,12 @@ class Modality(ABC):
         """What `plugins.build` needs to make this modality again; kept in the prepared dataset's header."""
         return {"resolution": self.resolution}
 
+    def folder_notes(self, files: list[Path]) -> tuple[dict, list[str]]:
+        """What a folder's files are as stored (e.g. pictures' native sizes and modes, from their headers), for the
+        prepared data's info, and warnings about what reading them to this modality's grid does to them;
+        nothing by default."""
+        return {}, []
+
     def read_source(self, cfg: Config) -> PreparedData:
         """A `dataset.source` of this modality's own (beyond synthetic and folder), e.g. IM-NET's HDF5."""
         raise DataError(f"dataset.source {cfg.dataset.source!r} is not a source of {self.name}s")

@@ -14,7 +14,7 @@ SMALL_TEST_SPLIT = 50
 # Removed when the stage stops early (dvc.yaml's outs, metrics and plots; curves and checkpoints stay).
 OUTPUTS = (DATASET, DATASET_PREVIEW, *metrics_files("prepare"))
 SPLIT_DETAIL = ("split", "groups", "files", "train_files", "body_shape_files", "test_files", "test_file_names",
-                "skipped", "fit_views", "held_out_views", "bounds")
+                "skipped", "fit_views", "held_out_views", "bounds", "native")
 
 
 def main(cfg, generator, start, device):
@@ -36,7 +36,7 @@ def main(cfg, generator, start, device):
         skipped = data.info["skipped"]
         warn(warnings, f"skipped {data.info['skipped_files']} unreadable files (dataset.folder.skip_corrupt): "
                        + ", ".join(skipped[:10]) + (", ..." if data.info["skipped_files"] > 10 else ""))
-    for line in m.data_warnings(data.train, data.test):
+    for line in [*data.info.get("read_warnings", []), *m.data_warnings(data.train, data.test)]:
         warn(warnings, line)
     # A user's files only: the embedded data is drawn from continuous factors, and its committed metrics stand.
     copies = datasets.exact_copies(data.train, data.test) if data.info["source"] != "synthetic" else 0

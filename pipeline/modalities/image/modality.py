@@ -73,6 +73,9 @@ def load_image(path: Path, resolution: int) -> np.ndarray:
         raise DataError(f"{path}: cannot read image ({e.__class__.__name__}: {e})") from None
 
 
+CROP_WARN = 1.25      # a picture longer than this loses more than a fifth of its long side to the centre crop
+
+
 class ImageModality(Modality):
     """RGB images on a square pixel grid; coordinates are a linspace over [-1, 1] inclusive (mNIF)."""
 
@@ -93,6 +96,42 @@ class ImageModality(Modality):
 
     def read_file(self, path):
         return load_image(path, self.resolution)
+
+    def folder_notes(self, files):
+        """Native sizes and modes from the pictures' headers (no pixel decoded), and a warning for pictures
+        enlarged to the resolution (their targets are blurred) or cropped by more than a fifth of their long
+        side (the centre square is kept), which nothing in the outputs would otherwise show."""
+        from collections import Counter
+
+        from PIL import Image
+
+        sizes, modes = [], Counter()
+        for path in files:
+            try:
+                with Image.open(path, formats=io.PICTURE_FORMATS) as im:
+                    sizes.append(im.size)
+                    modes[im.mode] += 1
+            except Exception:   # noqa: BLE001 -- unreadable files are load_image's to name or skip
+                continue
+        if not sizes:
+            return {}, []
+        area = np.array([w * h for w, h in sizes])
+        order = np.argsort(area, kind="stable")
+        short = np.array([min(s) for s in sizes])
+        ratio = np.array([max(s) / min(s) for s in sizes])
+        notes = {"native_size": {"smallest": list(sizes[order[0]]), "median": list(sizes[order[len(order) // 2]]),
+                                 "largest": list(sizes[order[-1]])}, "modes": dict(sorted(modes.items()))}
+        lines = []
+        if (short < self.resolution).any():
+            i = int(np.argmin(short))
+            lines.append(f"{int((short < self.resolution).sum())} of {len(sizes)} pictures are smaller than "
+                         f"dataset.resolution {self.resolution} on their short side (smallest {sizes[i][0]}x"
+                         f"{sizes[i][1]}): they are enlarged, and their targets blurred")
+        if (ratio > CROP_WARN).any():
+            i = int(np.argmax(ratio))
+            lines.append(f"{int((ratio > CROP_WARN).sum())} of {len(sizes)} pictures are longer than {CROP_WARN}:1 "
+                         f"(longest {sizes[i][0]}x{sizes[i][1]}): only their centre square is kept")
+        return notes, lines
 
     def generate(self, n, seed):
         return synthetic.generate(n, self.resolution, seed)
