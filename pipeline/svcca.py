@@ -65,3 +65,22 @@ def layer_correlations(latents: np.ndarray, keep: float = 0.99) -> np.ndarray:
             if not np.isnan(out[i, j]):
                 out[i, j] = out[j, i] = svcca(latents[:, i].T, latents[:, j].T, keep)[0]
     return out
+
+
+def null_correlations(latents: np.ndarray, rng: np.random.Generator, permutations: int = 5,
+                      keep: float = 0.99) -> np.ndarray:
+    """(L, L) SVCCA of each pair of layers with the second layer's instances shuffled, averaged over
+    `permutations` shuffles: what the measure gives two layers that share nothing instance by instance (the
+    number `layer_correlations` is read against; with a few thousand instances and a dozen kept directions it
+    is not 0). NaN where `layer_correlations` has NaN; 1 on the diagonal."""
+    layers = latents.shape[1]
+    out = np.eye(layers)
+    for l in constant_layers(latents):
+        out[l, :] = out[:, l] = np.nan
+    for i in range(layers):
+        for j in range(i + 1, layers):
+            if not np.isnan(out[i, j]):
+                values = [svcca(latents[:, i].T, latents[rng.permutation(len(latents)), j].T, keep)[0]
+                          for _ in range(permutations)]
+                out[i, j] = out[j, i] = float(np.mean(values))
+    return out

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipeline.svcca import cca, layer_correlations, svcca, svd_reduce
+from pipeline.svcca import cca, layer_correlations, null_correlations, svcca, svd_reduce
 
 
 def test_cca_known_case():
@@ -63,3 +63,17 @@ def test_a_layer_whose_latent_never_varies_has_null_correlations_not_noise():
     assert np.isnan(c[2]).all() and np.isnan(c[:, 2]).all()
     kept = [0, 1, 3]
     assert np.array_equal(c[np.ix_(kept, kept)], layer_correlations(bank[:, kept]))
+
+
+def test_the_shuffled_null_is_the_measures_floor_and_a_tied_pair_rises_above_it():
+    """Two layers that share nothing still read above 0 on finite data; shuffling one layer's instances gives
+    that floor (here ~ the expected mean canonical correlation of independent 6-d sets over 300 instances), and a
+    tied pair reads far above it."""
+    rng = np.random.RandomState(5)
+    h1 = rng.randn(300, 6)
+    bank = np.stack([h1, h1 @ rng.randn(6, 6) + 0.5 * rng.randn(300, 6), rng.randn(300, 6)], axis=1)
+    c, null = layer_correlations(bank), null_correlations(bank, np.random.default_rng(0))
+    assert null.shape == (3, 3) and np.allclose(null, null.T) and np.allclose(np.diag(null), 1)
+    assert 0.03 < null[0, 2] < 0.2 and abs(c[0, 2] - null[0, 2]) < 0.08     # independent: at the floor
+    assert c[0, 1] > 0.9 and null[0, 1] < 0.2                                # tied: shuffling breaks it
+    assert np.array_equal(null, null_correlations(bank, np.random.default_rng(0)))   # seeded

@@ -7,7 +7,8 @@ from ..artifacts import DATASET, FIGURES, LATENTS, RECONSTRUCTIONS, metrics_file
 from .. import autodecode
 from ..meta import fit_latents, inner_steps_for, load_loe, reconstruct
 from ..plots import heatmap
-from ..svcca import layer_correlations
+from ..metrics import measurement_seeds
+from ..svcca import layer_correlations, null_correlations
 from ..errors import warn
 from . import elapsed, run, write_metrics
 
@@ -56,6 +57,7 @@ def main(cfg, generator, start, device):
                                                upscale=pictures.upscale_for(original.shape[1])))
     # Cross-layer SVCCA of the train latents (paper fig. 7a).
     corr = layer_correlations(bank["train"])
+    null = null_correlations(bank["train"], np.random.default_rng(measurement_seeds(cfg.seed, "svcca_null")))
     warnings = []
     n, dims = bank["train"].shape[0], bank["train"].shape[2]
     if n <= dims:
@@ -75,9 +77,14 @@ def main(cfg, generator, start, device):
         "matrix": [[None if np.isnan(v) else round(float(v), 4) for v in row] for row in corr], "layers": labels,
         "mean_adjacent": mean([corr[i, i + 1] for i in range(len(corr) - 1)]),
         "mean_off_diagonal": mean(corr[~np.eye(len(corr), dtype=bool)]),
+        # The same pairs with one layer's instances shuffled: the measure's floor on this many instances.
+        "null_matrix": [[None if np.isnan(v) else round(float(v), 4) for v in row] for row in null],
+        "null_mean_adjacent": mean([null[i, i + 1] for i in range(len(null) - 1)]),
+        "null_mean_off_diagonal": mean(null[~np.eye(len(null), dtype=bool)]),
         "definition": "Raghu et al. 2017: centre, keep the top singular directions holding 99% of the variance "
                       "(variance = squared singular values), CCA, mean canonical correlation; "
-                      "neurons = latent dimensions, datapoints = train instances"}, warnings)
+                      "neurons = latent dimensions, datapoints = train instances; null: the mean over 5 shuffles of "
+                      "the second layer's instances"}, warnings)
     write_metrics("reconstruction", {
         **report, **({"inner_steps": steps, "inner_loop_points": e.points or len(m.coordinates())}
                      if table is None else {"method": "autodecode", "fit_steps": e.autodecode_steps,
