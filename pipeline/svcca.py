@@ -53,9 +53,10 @@ def constant_layers(latents: np.ndarray) -> list[int]:
     return [l for l in range(latents.shape[1]) if not np.ptp(latents[:, l], axis=0).any()]
 
 
-def layer_correlations(latents: np.ndarray, keep: float = 0.99) -> np.ndarray:
-    """(N, L, H) latent bank -> (L, L) SVCCA between each pair of layers' latents; NaN in the rows and
-    columns of a layer whose latent does not vary (`constant_layers`), which no correlation describes."""
+def pairwise(latents: np.ndarray, measure) -> np.ndarray:
+    """(N, L, H) latent bank -> (L, L) `measure(layer i's latents, layer j's)` for each pair i < j, mirrored;
+    1 on the diagonal, NaN in the rows and columns of a layer whose latent does not vary (`constant_layers`),
+    which no correlation describes."""
     layers = latents.shape[1]
     out = np.eye(layers)
     for l in constant_layers(latents):
@@ -63,8 +64,13 @@ def layer_correlations(latents: np.ndarray, keep: float = 0.99) -> np.ndarray:
     for i in range(layers):
         for j in range(i + 1, layers):
             if not np.isnan(out[i, j]):
-                out[i, j] = out[j, i] = svcca(latents[:, i].T, latents[:, j].T, keep)[0]
+                out[i, j] = out[j, i] = measure(latents[:, i], latents[:, j])
     return out
+
+
+def layer_correlations(latents: np.ndarray, keep: float = 0.99) -> np.ndarray:
+    """(N, L, H) latent bank -> (L, L) SVCCA between each pair of layers' latents (`pairwise`)."""
+    return pairwise(latents, lambda a, b: svcca(a.T, b.T, keep)[0])
 
 
 def null_correlations(latents: np.ndarray, rng: np.random.Generator, permutations: int = 5,
@@ -73,14 +79,5 @@ def null_correlations(latents: np.ndarray, rng: np.random.Generator, permutation
     `permutations` shuffles: what the measure gives two layers that share nothing instance by instance (the
     number `layer_correlations` is read against; with a few thousand instances and a dozen kept directions it
     is not 0). NaN where `layer_correlations` has NaN; 1 on the diagonal."""
-    layers = latents.shape[1]
-    out = np.eye(layers)
-    for l in constant_layers(latents):
-        out[l, :] = out[:, l] = np.nan
-    for i in range(layers):
-        for j in range(i + 1, layers):
-            if not np.isnan(out[i, j]):
-                values = [svcca(latents[:, i].T, latents[rng.permutation(len(latents)), j].T, keep)[0]
-                          for _ in range(permutations)]
-                out[i, j] = out[j, i] = float(np.mean(values))
-    return out
+    return pairwise(latents, lambda a, b: float(np.mean([svcca(a.T, b[rng.permutation(len(b))].T, keep)[0]
+                                                         for _ in range(permutations)])))
