@@ -178,27 +178,32 @@ def folder_params(path: Path, **folder) -> dict:
 
 
 def test_pictures_enlarged_or_cropped_are_said_and_their_native_sizes_recorded(tmp_path):
-    """25 x 25 grey faces read at 32 (enlarged: blurred targets) and a 300 x 128 picture (its centre square kept):
-    a warning each from prepare, and the native sizes and modes in its detail file."""
+    """20 x 20 faces and a 25 x 25 grey one read at 32 (enlarged: blurred targets) and a 300 x 128 picture (its
+    centre square kept): a warning each from prepare, and the native sizes and modes in its detail file; a phone's
+    portrait JPEG (stored 300 x 128, EXIF Orientation 6) counts upright, 128 x 300."""
     folder = tmp_path / "imgs"
     write_faces(folder, 4)                                             # 20 x 20 RGB
     Image.fromarray(np.full((25, 25), 90, np.uint8)).save(folder / "grey.png")
     Image.fromarray(np.full((128, 300, 3), 90, np.uint8)).save(folder / "wide.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.full((128, 300, 3), 90, np.uint8)).save(folder / "phone.jpg", exif=exif)
     write_params(tmp_path, folder_params(folder))
     r = stage("prepare", tmp_path)
     assert r.returncode == 0, r.stderr
     assert "smaller than dataset.resolution" not in r.stderr                # the micro run reads them at 16
     detail = json.loads((tmp_path / "metrics/detail/prepare.json").read_text())
     assert detail["native"] == {"native_size": {"smallest": [20, 20], "median": [20, 20], "largest": [300, 128]},
-                                "modes": {"L": 1, "RGB": 5}}
-    assert ("warning: 1 of 6 pictures are longer than 1.25:1 (longest 300x128): only their centre square is kept"
+                                "modes": {"L": 1, "RGB": 6}}
+    assert ("warning: 2 of 7 picture files are longer than 1.25:1 (longest 128x300): only their centre square is kept"
             in r.stderr)
     params = folder_params(folder)
     params["dataset"]["resolution"] = 32
     write_params(tmp_path, params)
     r = stage("prepare", tmp_path)
-    assert ("warning: 5 of 6 pictures are smaller than dataset.resolution 32 on their short side (smallest 20x20): "
-            "they are enlarged, and their targets blurred") in r.stderr
+    assert r.returncode == 0, r.stderr
+    assert ("warning: 5 of 7 picture files are smaller than dataset.resolution 32 on their short side (shortest "
+            "side: 20x20): they are enlarged, and their targets blurred") in r.stderr
 
 
 def test_a_folder_too_small_to_split_is_refused_before_training(tmp_path):

@@ -98,7 +98,8 @@ class ImageModality(Modality):
         return load_image(path, self.resolution)
 
     def folder_notes(self, files):
-        """Native sizes and modes from the pictures' headers (no pixel decoded), and a warning for pictures
+        """Native sizes (upright, as EXIF says) and modes from the pictures' headers (no pixel decoded; the median:
+        the upper middle one by area), and a warning for pictures
         enlarged to the resolution (their targets are blurred) or cropped by more than a fifth of their long
         side (the centre square is kept), which nothing in the outputs would otherwise show."""
         from collections import Counter
@@ -109,7 +110,9 @@ class ImageModality(Modality):
         for path in files:
             try:
                 with Image.open(path, formats=io.PICTURE_FORMATS) as im:
-                    sizes.append(im.size)
+                    w, h = im.size
+                    turned = im.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)   # upright, as load_image
+                    sizes.append((h, w) if turned else (w, h))
                     modes[im.mode] += 1
             except Exception:   # noqa: BLE001 -- unreadable files are load_image's to name or skip
                 continue
@@ -124,12 +127,12 @@ class ImageModality(Modality):
         lines = []
         if (short < self.resolution).any():
             i = int(np.argmin(short))
-            lines.append(f"{int((short < self.resolution).sum())} of {len(sizes)} pictures are smaller than "
-                         f"dataset.resolution {self.resolution} on their short side (smallest {sizes[i][0]}x"
+            lines.append(f"{int((short < self.resolution).sum())} of {len(sizes)} picture files are smaller than "
+                         f"dataset.resolution {self.resolution} on their short side (shortest side: {sizes[i][0]}x"
                          f"{sizes[i][1]}): they are enlarged, and their targets blurred")
         if (ratio > CROP_WARN).any():
             i = int(np.argmax(ratio))
-            lines.append(f"{int((ratio > CROP_WARN).sum())} of {len(sizes)} pictures are longer than {CROP_WARN}:1 "
+            lines.append(f"{int((ratio > CROP_WARN).sum())} of {len(sizes)} picture files are longer than {CROP_WARN}:1 "
                          f"(longest {sizes[i][0]}x{sizes[i][1]}): only their centre square is kept")
         return notes, lines
 
