@@ -229,7 +229,7 @@ class Hierarchy:
                          min=2)
     completions: int = param(16, "resamples per anchor", min=2)
     readable: float = param(0.5, "a factor counts in the mean when the predictor reads it off Stage-1's decoded\n"
-                                 "test reconstructions with R^2 (or kappa against the majority class) >= this",
+                                 "test reconstructions with R^2 (or skill over guessing the commonest class) >= this",
                             min=0.0, max=1.0)
 
 
