@@ -78,6 +78,21 @@ def mutate(raw: dict, rng: random.Random) -> str:
     return "no-op"
 
 
+def touched(what: list[str]) -> list[str]:
+    """The dotted keys or sections `mutate`'s descriptions name ("" for the top level)."""
+    out = []
+    for w in what:
+        if w.startswith("del "):
+            out.append(w[4:])
+        elif w.startswith("unknown key in "):
+            out.append("" if w.endswith("top level") else w[len("unknown key in "):])
+        elif w.startswith("section "):
+            out.append(w[len("section "):-len(" replaced")])
+        else:
+            out.append(w.split(" = ")[0])
+    return out
+
+
 def test_three_hundred_random_param_mutations_are_accepted_or_refused_by_key():
     rng = random.Random(0)
     accepted = refused = 0
@@ -89,6 +104,8 @@ def test_three_hundred_random_param_mutations_are_accepted_or_refused_by_key():
         except config.ConfigError as e:
             msg = str(e)
             assert KEY.match(msg) and "\n" not in msg, (what, msg)
+            # ... naming what was mutated: the key itself, or (a rule across keys) the other key beside it
+            assert any(key == "" or key in msg for key in touched(what)), (what, msg)
             refused += 1
             continue
         except Exception as e:   # noqa: BLE001 -- the point of the test
