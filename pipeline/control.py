@@ -497,12 +497,17 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def option_name(name: str) -> str:
+    """An argparse destination as the option it came from: n -> -n, inner_steps -> --inner-steps."""
+    return f"{'-' if len(name) == 1 else '--'}{name.replace('_', '-')}"
+
+
 def first_below_one(args: argparse.Namespace, names) -> str | None:
     """`--NAME VALUE: must be >= 1` for the first of the count options `names` given below one, else None."""
     for name in names:
         value = getattr(args, name, None)
         if value is not None and value < 1:
-            return f"{'-' if len(name) == 1 else '--'}{name.replace('_', '-')} {value}: must be >= 1"
+            return f"{option_name(name)} {value}: must be >= 1"
     return None
 
 
@@ -512,8 +517,7 @@ def first_out_of_range(args: argparse.Namespace) -> str | None:
         value = getattr(args, name, None)
         count = len(value) if isinstance(value, list) else value
         if count is not None and count > most:
-            flag = f"{'-' if len(name) == 1 else '--'}{name}"
-            return f"{flag} {count if not isinstance(value, list) else f'({count} sources)'}: at most {most}"
+            return f"{option_name(name)} {count if not isinstance(value, list) else f'({count} sources)'}: at most {most}"
     if not 0 <= args.seed < SEEDS:
         return f"--seed: the seed must be in [0, 2**32), got {args.seed}"
     return None

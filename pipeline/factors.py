@@ -92,9 +92,6 @@ class FactorPredictor(nn.Module):
         return torch.cat(rows).numpy()
 
 
-KINDS = ("continuous", "categorical", "circular")
-
-
 def _width(kind: str, classes: int) -> int:
     """Outputs a factor takes: C logits, (cos, sin), or one value."""
     return classes if kind == "categorical" else 2 if kind == "circular" else 1

@@ -73,14 +73,16 @@ def main(cfg, generator, start, device):
     def mean(values):      # over the pairs SVCCA measures; null when none is
         values = [v for v in values if not np.isnan(v)]
         return round(float(np.mean(values)), 4) if values else None
+
+    def summary(m, prefix=""):   # the matrix, and its means over adjacent and over all pairs
+        return {f"{prefix}matrix": [[None if np.isnan(v) else round(float(v), 4) for v in row] for row in m],
+                f"{prefix}mean_adjacent": mean([m[i, i + 1] for i in range(len(m) - 1)]),
+                f"{prefix}mean_off_diagonal": mean(m[~np.eye(len(m), dtype=bool)])}
+    main_summary = summary(corr)
     write_metrics("svcca", {
-        "matrix": [[None if np.isnan(v) else round(float(v), 4) for v in row] for row in corr], "layers": labels,
-        "mean_adjacent": mean([corr[i, i + 1] for i in range(len(corr) - 1)]),
-        "mean_off_diagonal": mean(corr[~np.eye(len(corr), dtype=bool)]),
+        "matrix": main_summary.pop("matrix"), "layers": labels, **main_summary,
         # The same pairs with one layer's instances shuffled: the measure's floor on this many instances.
-        "null_matrix": [[None if np.isnan(v) else round(float(v), 4) for v in row] for row in null],
-        "null_mean_adjacent": mean([null[i, i + 1] for i in range(len(null) - 1)]),
-        "null_mean_off_diagonal": mean(null[~np.eye(len(null), dtype=bool)]),
+        **summary(null, "null_"),
         "definition": "Raghu et al. 2017: centre, keep the top singular directions holding 99% of the variance "
                       "(variance = squared singular values), CCA, mean canonical correlation; "
                       "neurons = latent dimensions, datapoints = train instances; null: the mean over 5 shuffles of "

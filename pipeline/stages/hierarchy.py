@@ -85,8 +85,7 @@ def main(cfg, generator, start, device):
     means = {k: r[:, keep].mean(1) if keep.any() else None for k, r in shares.items()}
     write_metrics("hierarchy", {
         "mean_retained_variance": {f"k={k}": None if v is None else number(v.mean()) for k, v in means.items()},
-        "mean_retained_variance_se": {f"k={k}": None if v is None else number(se(v[:, None])[0])
-                                      for k, v in means.items()},
+        "mean_retained_variance_se": {f"k={k}": None if v is None else number(se(v)) for k, v in means.items()},
         "retained_variance": table,
         "retained_variance_se": errors,
         "factors_in_mean": [n for n, k in zip(names, keep) if k],
